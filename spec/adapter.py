@@ -1,0 +1,115 @@
+"""The adapter protocol: how the suite talks to an implementation, with NumPy at the boundary.
+
+An implementation (ours in ``impls/`` or a third party's port) provides one ``Adapter``
+subclass. The suite asks it to build a layer from a spec config and gets back a ``Handle``
+whose methods take and return NumPy arrays and canonical weight dicts (names and layouts of the
+spec's weight table). Nothing in the suite knows which framework is behind it.
+
+Inputs follow the layer's call convention: one array for a single-input layer, a list of arrays
+for a multi-input one. Arrays of low-precision dtypes come back as ``ml_dtypes`` arrays
+(``bfloat16``) or ``float16``, so the suite can see the dtype an implementation computed in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from spec.clauses import NotApplicable
+
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+class Handle:
+    """One built layer. Subclasses implement the abstract methods for their framework."""
+
+    def forward(self, inputs, *, training: bool):
+        """Call the layer eagerly. A training call updates the layer's state (BatchNorm)."""
+        raise NotImplementedError
+
+    def forward_compiled(self, inputs, *, training: bool):
+        """Call the layer through the framework's compiler (jit, torch.compile, XLA)."""
+        raise NotApplicable("this implementation has no compiled execution")
+
+    def grad(self, inputs, cotangent, *, training: bool):
+        """Gradients of sum(output * cotangent): (input grads shaped like inputs, weight dict).
+
+        The weight dict holds every trainable canonical weight. A training call updates state.
+        """
+        raise NotImplementedError
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def weight_info(self) -> dict[str, tuple[tuple[int, ...], bool]]:
+        """Canonical name -> (shape, trainable), as the framework itself reports them."""
+        raise NotImplementedError
+
+    def param_counts(self) -> tuple[int, int]:
+        """(trainable, non-trainable) scalar counts, counted by the framework's own API."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """The spec config the layer was built from, as the framework serialises it."""
+        raise NotImplementedError
+
+    def save_native(self, directory: str) -> str:
+        """Save in the framework's native format; return what ``Adapter.load_native`` takes."""
+        raise NotApplicable("this implementation has no native save format")
+
+    # Canonical weights as safetensors: the portable format every implementation shares.
+    def save_weights(self, path: str) -> None:
+        weights = {k: np.ascontiguousarray(v) for k, v in self.get_weights().items()}
+        save_file(weights, path)
+
+    def load_weights(self, path: str) -> None:
+        self.set_weights(read_weights(path))
+
+
+class Adapter:
+    """Builds layers of one implementation. ``name`` is what ``--impl`` and reports show."""
+
+    name: str = "unnamed"
+    framework: str = "unknown"
+    layers: tuple[str, ...] = ()
+    # Compute dtypes the implementation supports beyond float32 and float64.
+    low_precision: tuple[str, ...] = ()
+
+    def build(self, layer: str, config: dict, *, input_shapes, seed: int, dtype: str | None = None):
+        """Build and initialise a layer with the framework's own initialisers, seeded.
+
+        ``dtype`` is the compute dtype (one of ``DTYPES``); ``None`` means the layer's default,
+        which the spec requires to be float32.
+        """
+        raise NotImplementedError
+
+    def load_native(self, layer: str, path: str) -> Handle:
+        raise NotApplicable("this implementation has no native save format")
+
+    def describe(self) -> str:
+        """Versions and device, for reports."""
+        return self.framework
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a canonical weight file. safetensors only: a pickle is refused, never unpickled."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80" or head == b"PK":
+        raise ValueError(
+            f"{os.fspath(path)} is a pickle (or a zip of pickles, as torch.save writes); "
+            "portspec reads weights only from safetensors files and never unpickles"
+        )
+    return load_file(os.fspath(path))
+
+
+def as_numpy_inputs(inputs):
+    if isinstance(inputs, (list, tuple)):
+        return [np.asarray(v) for v in inputs]
+    return np.asarray(inputs)

@@ -1,0 +1,1 @@
+"""The clause suite: one check per clause family, run against any adapter."""

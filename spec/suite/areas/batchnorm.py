@@ -1,0 +1,106 @@
+"""BatchNorm state: the moving-statistics update, its momentum sense, epsilon, batch of one."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from spec import diagnose
+from spec.clauses import ClauseFailure
+from spec.layers import Case
+from spec.suite.checks import check
+from spec.tolerances import FORWARD
+
+MEAN, VAR = "norm.moving_mean", "norm.moving_variance"
+
+
+def _primed(ctx, case, rng, **overrides):
+    config = {**case.config, "dropout": 0.0}
+    handle = ctx.build(case, dtype="float64", config=config)
+    weights = ctx.spec.random_weights(config, case.input_shapes, rng)
+    weights.update(overrides)
+    handle.set_weights(weights)
+    return handle, config, weights
+
+
+@check("bn-update")
+def bn_update(ctx):
+    rng = np.random.default_rng(8)
+    for case in ctx.spec.cases():
+        handle, config, weights = _primed(ctx, case, rng)
+        x = ctx.inputs(case, rng, "float64")
+        handle.forward(x, training=True)
+        got = handle.get_weights()
+        _, expected = ctx.spec.forward(config, weights, x, training=True)
+        tol = FORWARD["float64"]
+        explain = partial(
+            diagnose.bn_update,
+            ctx.spec.momentum,
+            weights[MEAN],
+            weights[VAR],
+            x.reshape(x.shape[0], -1),
+            got[MEAN],
+            got[VAR],
+            tol,
+        )
+        for name in (MEAN, VAR):
+            ctx.expect_close(
+                f"{case.label}: {name} after one training call",
+                got[name],
+                expected[name],
+                tol,
+                diagnosis=lambda *_, f=explain: f(),
+            )
+
+
+@check("bn-frozen")
+def bn_frozen(ctx):
+    rng = np.random.default_rng(9)
+    case = ctx.spec.cases()[0]
+    handle, _, weights = _primed(ctx, case, rng)
+    x = ctx.inputs(case, rng, "float64")
+    handle.forward(x, training=False)
+    handle.grad(x, np.ones_like(x), training=False)
+    got = handle.get_weights()
+    for name in (MEAN, VAR):
+        if not np.array_equal(got[name], weights[name]):
+            raise ClauseFailure(
+                f"{name} changed in an inference call",
+                diagnosis="the moving statistics update outside training",
+            )
+
+
+@check("bn-batch1")
+def bn_batch1(ctx):
+    rng = np.random.default_rng(10)
+    base = ctx.spec.cases()[0]
+    case = Case(base.config, ((1, *base.input_shapes[0][1:]),), "batch 1")
+    handle, config, weights = _primed(ctx, case, rng)
+    x = ctx.inputs(case, rng, "float64")
+    out = handle.forward(x, training=True)  # must not raise
+    expected, state = ctx.spec.forward(config, weights, x, training=True)
+    tol = FORWARD["float64"]
+    ctx.expect_close("batch-1 training output", out, expected, tol)
+    got = handle.get_weights()
+    for name in (MEAN, VAR):
+        ctx.expect_close(f"batch-1 {name}", got[name], state[name], tol)
+
+
+@check("bn-epsilon")
+def bn_epsilon(ctx):
+    rng = np.random.default_rng(11)
+    case = ctx.spec.cases()[0]
+    flat = int(np.prod(case.input_shapes[0][1:]))
+    handle, config, weights = _primed(ctx, case, rng, **{VAR: np.zeros(flat)})
+    x = ctx.inputs(case, rng, "float64")
+    out = handle.forward(x, training=False)
+    expected, _ = ctx.spec.forward(config, weights, x, training=False)
+    tol = FORWARD["float64"]
+
+    def estimate(actual, _):
+        return diagnose.explain_output(
+            ctx.spec, config, weights, x, actual, training=False, tol=FORWARD["float32"]
+        )
+
+    ctx.expect_close("inference with moving variance 0", out, expected, tol, diagnosis=estimate)

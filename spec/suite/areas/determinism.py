@@ -1,0 +1,54 @@
+"""Seeds: the same seed gives the same layer and the same outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spec.clauses import ClauseFailure
+from spec.suite.checks import check
+
+
+def _differing(a: dict, b: dict) -> list[str]:
+    return [k for k in a if k not in b or not np.array_equal(a[k], b[k])]
+
+
+@check("determinism")
+def determinism(ctx):
+    rng = np.random.default_rng(2)
+    case = ctx.spec.cases()[0]
+    first, second = ctx.build(case, seed=7), ctx.build(case, seed=7)
+    differ = _differing(first.get_weights(), second.get_weights())
+    if differ:
+        raise ClauseFailure(f"two layers built with seed 7 differ in {differ}")
+    other = ctx.build(case, seed=8).get_weights()
+    random_names = [
+        w.name
+        for w in ctx.spec.weight_table(case.config, case.input_shapes)
+        if w.init == "glorot_uniform"
+    ]
+    same = [
+        k for k in random_names if k in other and np.array_equal(other[k], first.get_weights()[k])
+    ]
+    if same:
+        raise ClauseFailure(f"seeds 7 and 8 give the same {same}: the seed is ignored")
+
+    x = ctx.inputs(case, rng)
+    a, b = first.forward(x, training=False), first.forward(x, training=False)
+    if not np.array_equal(a, b):
+        raise ClauseFailure("two inference calls on the same input differ")
+    if not np.array_equal(a, second.forward(x, training=False)):
+        raise ClauseFailure("two layers built with the same seed give different outputs")
+
+    dropout = _dropout_config(case.config)
+    if dropout is not None:
+        # build, call, build, call: a framework-global RNG restarts from the seed each time
+        outs = []
+        for _ in range(2):
+            handle = ctx.build(case, seed=5, config=dropout)
+            outs.append(handle.forward(x, training=True))
+        if not np.array_equal(*outs):
+            raise ClauseFailure("training with dropout 0.5 is not reproducible under seed 5")
+
+
+def _dropout_config(config):
+    return {**config, "dropout": 0.5} if "dropout" in config else None

@@ -1,0 +1,60 @@
+"""Bad configs and malformed calls: a clear ValueError or TypeError that names the culprit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spec.clauses import ClauseFailure
+from spec.suite.checks import check
+
+
+def _verdict(what: str, call, names) -> str | None:
+    """None when ``call`` raises ValueError/TypeError naming one of ``names``, else the problem."""
+    try:
+        call()
+    except (ValueError, TypeError) as exc:
+        if not any(n in str(exc) for n in names):
+            return f"{what}: {type(exc).__name__} does not name {' or '.join(names)}: {exc}"
+        return None
+    except Exception as exc:  # a backend error instead of the spec's clear message
+        return f"{what}: raised {type(exc).__name__} (not ValueError/TypeError): {exc}"
+    return f"{what}: accepted"
+
+
+def _fail(problems, tried):
+    if problems:
+        raise ClauseFailure(
+            f"{len(problems)} of {tried} bad inputs not rejected as the spec requires: "
+            + " | ".join(problems[:4]),
+            details={"problems": problems},
+        )
+
+
+@check("config-errors")
+def config_errors(ctx):
+    case = ctx.spec.cases()[0]
+    bad = ctx.spec.invalid_configs()
+    problems = []
+    for config, param in bad:
+        shown = {k: v for k, v in config.items() if k == param} or f"without {param}"
+        problems.append(
+            _verdict(f"config {shown}", lambda c=config: ctx.build(case, config=c), (param,))
+        )
+    _fail([p for p in problems if p], len(bad))
+
+
+@check("call-errors")
+def call_errors(ctx):
+    case = ctx.spec.cases()[0]
+    handle = ctx.build(case)
+    bad_calls = ctx.spec.bad_calls(case.config)
+    problems = []
+    for bad in bad_calls:
+        if isinstance(bad.shapes, list):
+            inputs = [np.ones(s, dtype=bad.dtype) for s in bad.shapes]
+        else:
+            inputs = np.ones(bad.shapes, dtype=bad.dtype)
+        problems.append(
+            _verdict(bad.description, lambda x=inputs: handle.forward(x, training=False), bad.names)
+        )
+    _fail([p for p in problems if p], len(bad_calls))

@@ -1,0 +1,200 @@
+"""Forward numerics against the NumPy float64 oracle, per dtype, eager and compiled."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from spec import diagnose
+from spec.clauses import ClauseFailure
+from spec.layers import Case
+from spec.suite.checks import cast, check, numpy_dtype
+from spec.tolerances import FORWARD
+
+
+def compare_with_oracle(ctx, case, *, dtype, training, seed=0, config=None):
+    """Build ``case`` in ``dtype`` with random weights and compare one call with the oracle.
+
+    Weights and inputs are rounded to ``dtype`` first, so the oracle sees exactly the values
+    the implementation holds; what remains is the implementation's arithmetic error.
+    """
+    config = dict(config or case.config)
+    if training and "dropout" in config:
+        config["dropout"] = 0.0  # the oracle needs the masks otherwise; dropout has its clauses
+    rng = np.random.default_rng(seed)
+    handle = ctx.build(case, dtype=dtype, config=config)
+    # Variables stay float32 under bfloat16/float16 compute (mixed precision).
+    wdtype = "float32" if dtype in ("bfloat16", "float16") else dtype
+    weights = cast(ctx.spec.random_weights(config, case.input_shapes, rng), wdtype)
+    handle.set_weights(dict(weights))
+    x = ctx.inputs(case, rng, dtype)
+    out = handle.forward(x, training=training)
+    expected, _ = ctx.spec.forward(config, weights, cast(x, "float64"), training=training)
+    tol = FORWARD[dtype]
+    ctx.expect_close(
+        f"{case.label} {dtype} training={training}",
+        out,
+        expected,
+        tol,
+        diagnosis=lambda actual, _: diagnose.explain_output(
+            ctx.spec, config, weights, cast(x, "float64"), actual, training=training, tol=tol
+        ),
+    )
+    return out
+
+
+@check("inference")
+def inference(ctx):
+    training_too = not ctx.spec.clauses_of("training")
+    for case in ctx.spec.cases():
+        for dtype in ("float32", "float64"):
+            compare_with_oracle(ctx, case, dtype=dtype, training=False)
+            if training_too:  # a layer without a training mode must not grow one
+                compare_with_oracle(ctx, case, dtype=dtype, training=True)
+
+
+@check("training")
+def training(ctx):
+    for case in ctx.spec.cases():
+        for dtype in ("float32", "float64"):
+            compare_with_oracle(ctx, case, dtype=dtype, training=True)
+
+
+@check("activations")
+def activations(ctx):
+    for case in ctx.spec.config_cases():
+        compare_with_oracle(ctx, case, dtype="float64", training=False)
+
+
+@check("gate-order")
+def gate_order(ctx):
+    """Structured weights that tell the two inputs' roles apart."""
+    case = ctx.spec.cases()[0]
+    f = case.input_shapes[0][-1]
+    rng = np.random.default_rng(5)
+    a, b = (rng.standard_normal(s) for s in case.input_shapes)
+    handle = ctx.build(case, dtype="float64")
+    probes = {
+        # gate ~ 1 everywhere: the output must be the first input
+        "gate open (bias +30)": {
+            "gate.kernel": np.zeros((2 * f, f)),
+            "gate.bias": np.full(f, 30.0),
+        },
+        # only the first input's rows of the kernel are non-zero
+        "first-input rows only": {
+            "gate.kernel": np.vstack([np.eye(f) * 2.0, np.zeros((f, f))]),
+            "gate.bias": np.zeros(f),
+        },
+    }
+    for label, weights in probes.items():
+        handle.set_weights(weights)
+        out = handle.forward([a, b], training=False)
+        expected, _ = ctx.spec.forward(case.config, weights, [a, b], training=False)
+        ctx.expect_close(
+            label,
+            out,
+            expected,
+            FORWARD["float64"],
+            diagnosis=lambda actual, _, w=weights: diagnose.explain_output(
+                ctx.spec, case.config, w, [a, b], actual, training=False, tol=FORWARD["float64"]
+            ),
+        )
+
+
+@check("convex")
+def convex(ctx):
+    """Property-based: sigmoid gate => output between the inputs, for any weights and inputs."""
+    handles = {}
+
+    def handle_for(f):
+        if f not in handles:
+            handles[f] = ctx.build(
+                Case({"activation": "sigmoid"}, ((1, f), (1, f))), dtype="float64"
+            )
+        return handles[f]
+
+    floats = st.floats(-1e3, 1e3, allow_nan=False, width=64)
+
+    @st.composite
+    def problems(draw):
+        f = draw(st.sampled_from([1, 2, 5]))
+        batch = draw(st.integers(1, 4))
+        k = draw(arrays(np.float64, (2 * f, f), elements=st.floats(-10, 10, width=64)))
+        bias = draw(arrays(np.float64, (f,), elements=st.floats(-10, 10, width=64)))
+        a = draw(arrays(np.float64, (batch, f), elements=floats))
+        b = draw(arrays(np.float64, (batch, f), elements=floats))
+        return f, k, bias, a, b
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(problems())
+    def between(problem):
+        f, k, bias, a, b = problem
+        handle = handle_for(f)
+        handle.set_weights({"gate.kernel": k, "gate.bias": bias})
+        out = np.asarray(handle.forward([a, b], training=False), dtype=np.float64)
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        slack = FORWARD["float64"] * (1 + np.abs(hi - lo) + np.abs(a) + np.abs(b))
+        bad = (out < lo - slack) | (out > hi + slack)
+        if bad.any():
+            i = tuple(np.argwhere(bad)[0])
+            raise ClauseFailure(
+                f"output {out[i]:.6g} outside [{lo[i]:.6g}, {hi[i]:.6g}] at {i} "
+                f"(F={f}, a={a[i]:.6g}, b={b[i]:.6g})",
+                diagnosis="the gate leaves [0, 1] or does not form a convex combination",
+            )
+
+    between()
+
+
+@check("dtype")
+def dtype(ctx):
+    rng = np.random.default_rng(6)
+    case = ctx.spec.cases()[0]
+    x = ctx.spec.make_inputs(case, rng)
+    default = ctx.build(case, dtype=None)
+    out = default.forward(cast(x, "float32"), training=False)
+    _expect_dtype("default", out, "float32")
+    for name, w in default.get_weights().items():
+        _expect_dtype(f"default weight {name}", w, "float32")
+
+    wide = ctx.build(case, dtype="float64")
+    for name, w in wide.get_weights().items():
+        _expect_dtype(f"float64 weight {name}", w, "float64")
+    _expect_dtype("float64", wide.forward(cast(x, "float64"), training=False), "float64")
+    compare_with_oracle(ctx, case, dtype="float64", training=False)
+
+    for low in ctx.adapter.low_precision:
+        for training in (False, True):
+            out = compare_with_oracle(ctx, case, dtype=low, training=training)
+            _expect_dtype(f"{low} compute", out, low)
+
+
+def _expect_dtype(what, array, want):
+    got = np.asarray(array).dtype
+    if got != numpy_dtype(want):
+        raise ClauseFailure(f"{what}: dtype {got.name}, expected {want}")
+
+
+@check("compile")
+def compile_(ctx):
+    rng = np.random.default_rng(7)
+    case = ctx.spec.cases()[0]
+    modes = (False, True) if ctx.spec.clauses_of("training") else (False,)
+    for training in modes:
+        config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
+        handle = ctx.build(case, config=config)
+        handle.set_weights(cast(ctx.spec.random_weights(config, case.input_shapes, rng), "float32"))
+        x = ctx.inputs(case, rng)
+        eager = handle.forward(x, training=training)
+        compiled = handle.forward_compiled(x, training=training)  # NotApplicable: a skip
+        ctx.expect_close(
+            f"compiled vs eager, training={training}", compiled, eager, FORWARD["float32"]
+        )

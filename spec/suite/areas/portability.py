@@ -1,0 +1,159 @@
+"""Portable weights: what one implementation writes as safetensors, another reads and agrees with.
+
+The writer builds the layer with its own initialisers, saves the canonical weights with its own
+``save_weights``, takes one training step (a training call, which moves the BatchNorm
+statistics, then SGD on the gradients of sum(output * cotangent)) and saves again. The reader
+loads the first file with its own ``load_weights``, must reproduce the writer's inference
+output, then takes the same step and must arrive at the writer's weights and outputs.
+
+Writers are every implementation importable in this process, plus those exported by other
+processes into ``$PORTSPEC_EXCHANGE`` (``portspec matrix`` does this, so Keras on three
+backends and the other frameworks meet in one matrix).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from spec import registry
+from spec.adapter import read_weights
+from spec.clauses import ClauseFailure
+from spec.suite.checks import cast, check
+from spec.tolerances import FORWARD
+
+LEARNING_RATE = 0.05
+EXCHANGE = "PORTSPEC_EXCHANGE"
+
+
+def training_step(handle, x, cot, lr=LEARNING_RATE):
+    _, grads = handle.grad(x, cot, training=True)
+    weights = handle.get_weights()
+    handle.set_weights(
+        {
+            k: np.asarray(weights[k], np.float64) - lr * np.asarray(g, np.float64)
+            for k, g in grads.items()
+        }
+    )
+
+
+def _case(spec):
+    case = spec.cases()[0]
+    config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
+    return case, config
+
+
+def export(adapter, spec, directory: Path) -> Path:
+    """Write this adapter's weights before and after one step, with the probe and its outputs."""
+    case, config = _case(spec)
+    rng = np.random.default_rng(23)
+    x = cast(spec.make_inputs(case, rng), "float32")
+    probe = cast(spec.make_inputs(case, rng), "float32")
+    cot = rng.standard_normal(case.input_shapes[0]).astype(np.float32)
+    handle = adapter.build(
+        spec.name, config, input_shapes=case.input_shapes, seed=21, dtype="float32"
+    )
+    stem = directory / f"{adapter.name}.{spec.name}"
+    handle.save_weights(f"{stem}.w0.safetensors")
+    y0 = handle.forward(probe, training=False)
+    training_step(handle, x, cot)
+    handle.save_weights(f"{stem}.w1.safetensors")
+    y1 = handle.forward(probe, training=False)
+    arrays = (
+        {"x": x, "probe": probe}
+        if not spec.multi_input
+        else {
+            **{f"x.{i}": v for i, v in enumerate(x)},
+            **{f"probe.{i}": v for i, v in enumerate(probe)},
+        }
+    )
+    arrays.update({"cot": cot, "y0": np.asarray(y0, np.float32), "y1": np.asarray(y1, np.float32)})
+    save_file(
+        arrays,
+        f"{stem}.probe.safetensors",
+        metadata={"portspec": json.dumps({"writer": adapter.name, "layer": spec.name})},
+    )
+    return stem
+
+
+def _load_probe(stem):
+    arrays = read_weights(f"{stem}.probe.safetensors")
+    with safe_open(f"{stem}.probe.safetensors", framework="numpy") as f:
+        meta = json.loads(f.metadata()["portspec"])
+
+    def pick(name):
+        if name in arrays:
+            return arrays[name]
+        return [arrays[k] for k in sorted(a for a in arrays if a.startswith(name + "."))]
+
+    return meta["writer"], pick("x"), pick("probe"), arrays["cot"], arrays["y0"], arrays["y1"]
+
+
+def read_and_compare(adapter, spec, stem) -> str | None:
+    """None when ``adapter`` reproduces the writer at ``stem``; else what differs."""
+    case, config = _case(spec)
+    writer, x, probe, cot, y0, y1 = _load_probe(stem)
+    tol = FORWARD["float32"]
+    handle = adapter.build(
+        spec.name, config, input_shapes=case.input_shapes, seed=0, dtype="float32"
+    )
+    handle.load_weights(f"{stem}.w0.safetensors")
+    checks = [("inference output", handle.forward(probe, training=False), y0)]
+    training_step(handle, x, cot)
+    after = handle.get_weights()
+    checks += [
+        (f"{k} after the step", after[k], v)
+        for k, v in read_weights(f"{stem}.w1.safetensors").items()
+    ]
+    checks.append(("inference output after the step", handle.forward(probe, training=False), y1))
+    from spec.tolerances import max_violation
+
+    for what, got, want in checks:
+        err, ratio = max_violation(got, want, tol)
+        if ratio > 1.0:
+            return f"{what} differs by {err:.3g}"
+    return None
+
+
+def writers(adapter, spec, tmp: Path) -> list[Path]:
+    exchange = os.environ.get(EXCHANGE)
+    stems = []
+    if exchange:
+        stems = sorted(
+            {
+                Path(str(p)[: -len(".probe.safetensors")])
+                for p in Path(exchange).glob(f"*.{spec.name}.probe.safetensors")
+            }
+        )
+    if not stems:
+        seen = set()
+        for other in [adapter, *registry.default()]:
+            if isinstance(other, registry.Unavailable) or other.name in seen:
+                continue
+            if spec.name in other.layers:
+                seen.add(other.name)
+                stems.append(export(other, spec, tmp))
+    return stems
+
+
+@check("portable")
+def portable(ctx):
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = {}
+        for stem in writers(ctx.adapter, ctx.spec, Path(tmp)):
+            writer = _load_probe(stem)[0]
+            pairs[f"{writer} -> {ctx.adapter.name}"] = (
+                read_and_compare(ctx.adapter, ctx.spec, stem) or "ok"
+            )
+    failed = {k: v for k, v in pairs.items() if v != "ok"}
+    if failed:
+        raise ClauseFailure(
+            "; ".join(f"{k}: {v}" for k, v in failed.items()), details={"pairs": pairs}
+        )
+    ctx.details["pairs"] = pairs

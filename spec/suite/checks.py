@@ -1,0 +1,109 @@
+"""The registry of checks and the context a check receives.
+
+A check is a function ``check(ctx)`` registered for a clause family. It raises ``ClauseFailure``
+(an AssertionError) when the clause does not hold and ``NotApplicable`` when it cannot apply.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spec.adapter import Adapter, Handle
+from spec.clauses import Clause, ClauseFailure
+from spec.layers import LAYERS, Case, LayerSpec
+from spec.tolerances import max_violation
+
+CHECKS: dict[str, Callable] = {}
+
+
+def check(*families: str):
+    def register(fn):
+        for family in families:
+            if family in CHECKS:
+                raise RuntimeError(f"two checks for family {family!r}")
+            CHECKS[family] = fn
+        return fn
+
+    return register
+
+
+def load_areas() -> dict[str, str]:
+    """Import every area module; return family -> area module name."""
+    from spec.suite import areas
+
+    for info in pkgutil.iter_modules(areas.__path__):
+        importlib.import_module(f"{areas.__name__}.{info.name}")
+    return {fam: fn.__module__.rsplit(".", 1)[-1] for fam, fn in CHECKS.items()}
+
+
+@dataclass
+class Context:
+    spec: LayerSpec
+    clause: Clause
+    adapter: Adapter
+    # What a passing check wants in the report (the portability pairs, say).
+    details: dict = field(default_factory=dict)
+
+    def build(
+        self, case: Case, *, seed: int = 0, dtype: str | None = "float32", config=None
+    ) -> Handle:
+        return self.adapter.build(
+            self.spec.name,
+            dict(config if config is not None else case.config),
+            input_shapes=case.input_shapes,
+            seed=seed,
+            dtype=dtype,
+        )
+
+    def inputs(self, case: Case, rng: np.random.Generator, dtype: str = "float32"):
+        return cast(self.spec.make_inputs(case, rng), dtype)
+
+    def expect_close(self, what: str, actual, expected, tol: float, diagnosis=None):
+        actual = np.asarray(actual)
+        expected = np.asarray(expected)
+        if actual.shape != expected.shape:
+            raise ClauseFailure(f"{what}: shape {actual.shape}, expected {expected.shape}")
+        err, ratio = max_violation(actual, expected, tol)
+        if ratio > 1.0:
+            raise ClauseFailure(
+                f"{what}: max |error| {err:.3g} exceeds tolerance {tol:g}*(1+|expected|) "
+                f"(worst element at {ratio:.3g}x the bound)",
+                diagnosis=diagnosis(actual, expected) if callable(diagnosis) else diagnosis,
+                details={"max_abs_error": err},
+            )
+        return err
+
+
+def cast(inputs, dtype: str):
+    """Round arrays, lists of arrays or weight dicts to ``dtype``."""
+    if isinstance(inputs, dict):
+        return {k: cast(v, dtype) for k, v in inputs.items()}
+    if isinstance(inputs, (list, tuple)):
+        return [cast(v, dtype) for v in inputs]
+    return np.asarray(inputs).astype(numpy_dtype(dtype))
+
+
+def numpy_dtype(name: str):
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(name)
+
+
+def work_items(adapters) -> list[tuple[LayerSpec, Clause, Callable]]:
+    """Every (layer, clause, check) the suite knows, in spec order."""
+    load_areas()
+    items = []
+    for spec in LAYERS.values():
+        for clause in spec.clauses:
+            fn = CHECKS.get(clause.family)
+            if fn is None:
+                raise RuntimeError(f"{clause.id}: no check registered for family {clause.family!r}")
+            items.append((spec, clause, fn))
+    return items

@@ -1,0 +1,125 @@
+"""pytest plugin: every clause x every implementation chosen with ``--impl``.
+
+Collected from the area modules in ``spec/suite/areas`` (run ``pytest --pyargs spec.suite.areas``
+or ``portspec test``). Test IDs read ``CLAUSE-ID[impl]``. An implementation that cannot be
+imported yields skipped items that carry the reason: a missing framework is never a pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spec import registry
+from spec.clauses import ClauseFailure, NotApplicable
+from spec.suite.checks import Context, work_items
+from spec.suite.runner import select, wanted
+
+AREAS_DIR = (Path(__file__).parent / "areas").resolve()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("portspec", "portspec conformance suite")
+    group.addoption(
+        "--impl",
+        action="append",
+        default=[],
+        metavar="NAME_OR_FILE",
+        help="implementation to check: a built-in name (keras, keras-jax, torch, jax) or an "
+        "adapter file; repeatable. Default: every importable built-in.",
+    )
+    group.addoption(
+        "--clause",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only clauses with this ID or ID prefix (FM-BN); repeatable",
+    )
+    group.addoption(
+        "--layer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this layer (FeatureMixing or FM); repeatable",
+    )
+
+
+def _adapters(config):
+    if not hasattr(config, "_portspec_adapters"):
+        config._portspec_adapters = registry.resolve(config.getoption("impl"))
+    return config._portspec_adapters
+
+
+def pytest_collect_file(file_path, parent):
+    if (
+        file_path.suffix == ".py"
+        and file_path.name != "__init__.py"
+        and file_path.resolve().parent == AREAS_DIR
+    ):
+        return AreaFile.from_parent(parent, path=file_path)
+    return None
+
+
+class AreaFile(pytest.File):
+    def collect(self):
+        config = self.config
+        area = f"spec.suite.areas.{self.path.stem}"
+        clauses = config.getoption("clause")
+        layers = config.getoption("layer")
+        items = [it for it in work_items(None) if it[2].__module__ == area]
+        for adapter in _adapters(config):
+            if isinstance(adapter, registry.Unavailable):
+                for spec, clause, fn in items:
+                    if wanted(spec, clause, clauses, layers):
+                        yield ClauseItem.from_parent(
+                            self,
+                            name=f"{clause.id}[{adapter.name}]",
+                            spec=spec,
+                            clause=clause,
+                            fn=fn,
+                            adapter=None,
+                            unavailable=adapter.reason,
+                        )
+                continue
+            for spec, clause, fn in select(items, adapter, clauses, layers):
+                yield ClauseItem.from_parent(
+                    self,
+                    name=f"{clause.id}[{adapter.name}]",
+                    spec=spec,
+                    clause=clause,
+                    fn=fn,
+                    adapter=adapter,
+                    unavailable=None,
+                )
+
+
+class ClauseItem(pytest.Item):
+    def __init__(self, *, spec, clause, fn, adapter, unavailable, **kwargs):
+        super().__init__(**kwargs)
+        self.spec, self.clause, self.fn = spec, clause, fn
+        self.adapter, self.unavailable = adapter, unavailable
+        self.add_marker(pytest.mark.clause(clause.id))
+
+    def runtest(self):
+        if self.adapter is None:
+            pytest.skip(f"implementation unavailable: {self.unavailable}")
+        try:
+            self.fn(Context(self.spec, self.clause, self.adapter))
+        except NotApplicable as exc:
+            pytest.skip(f"not applicable: {exc}")
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, ClauseFailure):
+            lines = [f"{self.clause.id}: {self.clause.text}", f"failed: {excinfo.value}"]
+            if excinfo.value.diagnosis:
+                lines.append(f"diagnosis: {excinfo.value.diagnosis}")
+            return "\n".join(lines)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "clause(id): the spec clause a test checks")

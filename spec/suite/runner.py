@@ -1,0 +1,71 @@
+"""Run clauses against an adapter outside pytest (the CLI and its worker processes use this)."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+from spec.clauses import ClauseFailure, NotApplicable
+from spec.suite.checks import Context, work_items
+
+
+@dataclass
+class Result:
+    clause: str
+    impl: str
+    status: str  # "passed", "failed", "skipped"
+    message: str = ""
+    diagnosis: str | None = None
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_clause(adapter, spec, clause, fn) -> Result:
+    start = time.perf_counter()
+    ctx = Context(spec, clause, adapter)
+    try:
+        fn(ctx)
+    except NotApplicable as exc:
+        return Result(clause.id, adapter.name, "skipped", str(exc), seconds=_since(start))
+    except ClauseFailure as exc:
+        return Result(
+            clause.id, adapter.name, "failed", str(exc), exc.diagnosis, _since(start), exc.details
+        )
+    except Exception as exc:  # a port that raises fails the clause; the run goes on
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return Result(clause.id, adapter.name, "failed", f"raised {tb}", seconds=_since(start))
+    return Result(clause.id, adapter.name, "passed", seconds=_since(start), details=ctx.details)
+
+
+def wanted(spec, clause, clauses=None, layers=None) -> bool:
+    """Does the clause match the ``--clause`` ID prefixes and ``--layer`` names given?"""
+    if layers and spec.name not in layers and spec.prefix not in layers:
+        return False
+    return not clauses or any(clause.id == c or clause.id.startswith(c + "-") for c in clauses)
+
+
+def select(items, adapter, clauses=None, layers=None):
+    """The work items that apply to ``adapter``, filtered by clause-ID prefixes and layers."""
+    return [
+        (spec, clause, fn)
+        for spec, clause, fn in items
+        if spec.name in adapter.layers and wanted(spec, clause, clauses, layers)
+    ]
+
+
+def run_all(adapter, clauses=None, layers=None, on_result=None) -> list[Result]:
+    results = []
+    for spec, clause, fn in select(work_items([adapter]), adapter, clauses, layers):
+        result = run_clause(adapter, spec, clause, fn)
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 4)

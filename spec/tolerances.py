@@ -1,0 +1,58 @@
+"""Comparison tolerances per dtype, from the error analysis of the layers' operations.
+
+Both layers are short chains of dot products (length n <= 2F or H, at most 128 in the suite's
+cases), elementwise maps and, for FeatureMixing, a batch mean/variance over B <= 64 rows. The
+standard bound for a length-n dot product is |fl(x.y) - x.y| <= gamma_n |x|.|y| with
+gamma_n = n*u/(1-n*u); summation in blocks or pairwise (what BLAS, XLA and oneDNN do) gives
+~sqrt(n)*u in practice. The suite's inputs and weights are O(1), so the outputs are O(1) to O(10)
+and an absolute term of the same size as the relative one is used.
+
+    dtype     u (unit roundoff)   chosen (rtol = atol)   why
+    float64   1.1e-16             1e-10                  ~ n*u * depth * 100 headroom for
+                                                         different summation orders; a wrong
+                                                         constant (eps 1e-5 vs 1e-3) moves
+                                                         outputs by >1e-4
+    float32   6.0e-8              2e-5                   n*u = 128 * 6e-8 = 7.7e-6 per dot,
+                                                         two dots and BatchNorm's rsqrt: the
+                                                         largest error measured across the
+                                                         five implementations was 3.1e-6
+    bfloat16  3.9e-3              6e-2                   inputs, weights and each intermediate
+                                                         round to 8 mantissa bits: ~8u after
+                                                         two dots plus the residual add
+    float16   4.9e-4              8e-3                   same chain with 11 mantissa bits
+
+Gradients are compared with central differences of the implementation's own float64 forward
+with step h = 1e-6: truncation O(h^2 * f''') ~ 1e-12 and cancellation O(u/h) ~ 1e-10, hence
+rtol = atol = 1e-6 for them (any wrong gradient formula is off by O(1)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FORWARD = {
+    "float64": 1e-10,
+    "float32": 2e-5,
+    "bfloat16": 6e-2,
+    "float16": 8e-3,
+}
+
+GRADIENT = 1e-6
+FD_STEP = 1e-6
+
+
+def max_violation(actual: np.ndarray, expected: np.ndarray, tol: float) -> tuple[float, float]:
+    """Return (largest |actual-expected|, largest ratio of that error to tol*(1+|expected|))."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"shape {actual.shape} != expected shape {expected.shape}")
+    err = np.abs(actual - expected)
+    if not np.all(np.isfinite(actual)):
+        return float("inf"), float("inf")
+    ratio = err / (tol * (1.0 + np.abs(expected)))
+    return float(err.max(initial=0.0)), float(ratio.max(initial=0.0))
+
+
+def close(actual, expected, tol: float) -> bool:
+    return max_violation(actual, expected, tol)[1] <= 1.0
