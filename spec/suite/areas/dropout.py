@@ -87,9 +87,18 @@ def dropout_sites(ctx):
 
 
 def _scaling_diagnosis(branch):
-    values = set(np.unique(np.round(branch, 6)).tolist())
-    if values <= {0.0, 1.0, 2.0}:
+    values = np.unique(branch)
+    keep = 1.0 / (1.0 - P)
+
+    def only(*allowed):
+        return all(np.isclose(v, allowed, rtol=1e-6, atol=1e-9).any() for v in values)
+
+    if only(0.0, 1.0, 2.0):
         return "kept values are not scaled by 1/(1-p): dropout is not inverted"
+    if only(0.0, 2 * keep):
+        return "nothing is dropped after the ReLU: the first dropout site is missing"
+    if only(keep + 1, 2.0):
+        return "nothing is dropped after the second Dense: the second dropout site is missing"
     return None
 
 

@@ -26,7 +26,7 @@ from spec import registry
 from spec.adapter import read_weights
 from spec.clauses import ClauseFailure
 from spec.suite.checks import cast, check
-from spec.tolerances import FORWARD
+from spec.tolerances import FORWARD, max_violation
 
 LEARNING_RATE = 0.05
 EXCHANGE = "PORTSPEC_EXCHANGE"
@@ -112,9 +112,12 @@ def read_and_compare(adapter, spec, stem) -> str | None:
         for k, v in read_weights(f"{stem}.w1.safetensors").items()
     ]
     checks.append(("inference output after the step", handle.forward(probe, training=False), y1))
-    from spec.tolerances import max_violation
-
     for what, got, want in checks:
+        got, want = np.asarray(got), np.asarray(want)
+        if got.shape != want.shape:
+            flipped = got.shape == want.shape[::-1]
+            hint = " (transposed: a kernel layout mismatch)" if flipped else ""
+            return f"{what} has shape {got.shape}, the writer's {want.shape}{hint}"
         err, ratio = max_violation(got, want, tol)
         if ratio > 1.0:
             return f"{what} differs by {err:.3g}"
@@ -148,9 +151,11 @@ def portable(ctx):
         pairs = {}
         for stem in writers(ctx.adapter, ctx.spec, Path(tmp)):
             writer = _load_probe(stem)[0]
-            pairs[f"{writer} -> {ctx.adapter.name}"] = (
-                read_and_compare(ctx.adapter, ctx.spec, stem) or "ok"
-            )
+            try:
+                verdict = read_and_compare(ctx.adapter, ctx.spec, stem) or "ok"
+            except (ValueError, TypeError, KeyError) as exc:
+                verdict = f"reading raised {type(exc).__name__}: {exc}"
+            pairs[f"{writer} -> {ctx.adapter.name}"] = verdict
     failed = {k: v for k, v in pairs.items() if v != "ok"}
     if failed:
         raise ClauseFailure(
