@@ -1,0 +1,96 @@
+"""Flax NNX mutants: the porting mistakes Flax invites, each an adapter ``portspec verify`` loads.
+
+``catches`` names the clauses that must fail for each.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from impls.jax import adapter as ref_adapter
+from impls.jax import layers as ref
+
+
+class FlaxMutant(ref_adapter.FlaxAdapter):
+    catches: tuple[str, ...] = ()
+    mistake = ""
+    layers = ("FeatureMixing",)
+    fm = ref.FeatureMixing
+
+    def __init__(self, variant=None):
+        super().__init__(variant)
+        self.name = type(self).__name__
+
+    def _make(self, layer, config, features, seed, dtype):
+        original = ref_adapter.FeatureMixing
+        ref_adapter.FeatureMixing = self.fm  # the reference adapter builds by this name
+        try:
+            return super()._make(layer, config, features, seed, dtype)
+        finally:
+            ref_adapter.FeatureMixing = original
+
+
+def _norm(**overrides):
+    """A FeatureMixing whose nnx.BatchNorm is built with ``overrides`` instead of the spec's."""
+
+    class Mutated(ref.FeatureMixing):
+        def __init__(self, *args, rngs, **kwargs):
+            super().__init__(*args, rngs=rngs, **kwargs)
+            options = {"use_fast_variance": False, **overrides}
+            stats = (self.norm.mean, self.norm.var)
+            self.norm = nnx.BatchNorm(self.input_size * self.n_series,
+                                      param_dtype=self.param_dtype, rngs=rngs, **options)
+            if not overrides.get("float32_stats"):
+                self.norm.mean, self.norm.var = stats
+    return Mutated
+
+
+class BatchNormFlaxDefaults(FlaxMutant):
+    mistake = "nnx.BatchNorm with Flax's defaults: momentum 0.99, epsilon 1e-5"
+    catches = ("FM-BN-UPDATE", "FM-BN-EPSILON")
+    fm = _norm()
+
+
+class BatchNormTorchMomentumSense(FlaxMutant):
+    mistake = ("nnx.BatchNorm(momentum=0.99): the spec's 0.01 'converted' as if Flax used "
+               "PyTorch's sense; Flax already uses Keras's")
+    catches = ("FM-BN-UPDATE",)
+    fm = _norm(momentum=0.99, epsilon=1e-3)
+
+
+class _Float32Stats(ref.FeatureMixing):
+    def __init__(self, *args, rngs, **kwargs):
+        super().__init__(*args, rngs=rngs, **kwargs)
+        flat = self.input_size * self.n_series
+        self.norm.mean = nnx.BatchStat(jnp.zeros((flat,), jnp.float32))
+        self.norm.var = nnx.BatchStat(jnp.ones((flat,), jnp.float32))
+
+
+class BatchStatsAlwaysFloat32(FlaxMutant):
+    mistake = "nnx.BatchNorm's float32 moving statistics kept in a float64 layer"
+    catches = ("FM-DTYPE",)
+    fm = _Float32Stats
+
+
+class _SameKeyDropout(ref.FeatureMixing):
+    def __call__(self, x):
+        # a fresh Rngs with a fixed seed on every call: the same masks forever
+        for site in (self.dropout1, self.dropout2):
+            site.rngs = nnx.Rngs(dropout=0).dropout
+        return super().__call__(x)
+
+
+class DropoutKeyReused(FlaxMutant):
+    mistake = "the dropout PRNG key is recreated from a constant each call instead of split"
+    catches = ("FM-DROPOUT-SITES",)
+    fm = _SameKeyDropout
+
+
+def _all(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all(sub)
+
+
+ADAPTERS = [cls() for cls in _all(FlaxMutant) if cls.catches]
