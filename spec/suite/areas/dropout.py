@@ -15,6 +15,7 @@ import numpy as np
 from spec.clauses import ClauseFailure
 from spec.layers import Case
 from spec.suite.checks import check
+from spec.tolerances import FORWARD
 
 P = 0.3
 # 64 x 8 x 16 = 8192 site-2 decisions: the binomial sd of a rate is 0.005; tested at 6 sd.
@@ -129,7 +130,7 @@ def dropout_inference(ctx):
         "inference with dropout 0.5",
         first,
         expected,
-        1e-10,
+        FORWARD["float64"],
         diagnosis="dropout is active in inference",
     )
 
