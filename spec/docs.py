@@ -13,7 +13,8 @@ from pathlib import Path
 from spec import tolerances
 from spec.layers import LAYERS
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "spec.md"
+# Relative to the checkout the command runs in (an installed spec/ has no docs/ beside it).
+PAGE = Path("docs") / "spec.md"
 
 
 class Sym:
