@@ -30,3 +30,18 @@ class ClauseFailure(AssertionError):
         super().__init__(message)
         self.diagnosis = diagnosis
         self.details = details or {}
+
+
+def serialization_clauses(prefix: str) -> list[Clause]:
+    """The round-trip clauses, worded the same for every layer."""
+    return [
+        Clause(f"{prefix}-CONFIG-ROUNDTRIP", "config-roundtrip",
+               "get_config returns the spec config, and a layer built from it has the same "
+               "config and weight table."),
+        Clause(f"{prefix}-SAVE-NATIVE", "save-native",
+               "Saving with the framework's native format and loading gives bit-identical "
+               "weights and outputs."),
+        Clause(f"{prefix}-WEIGHTS-ROUNDTRIP", "weights-roundtrip",
+               "Canonical weights set and read back are bit-identical; written to safetensors "
+               "and read into a fresh layer they give bit-identical outputs."),
+    ]

@@ -51,8 +51,10 @@ def _text(value) -> str:
 
 
 SYMBOLS = {
-    "FeatureMixing": ({"n_series": Sym("N"), "input_size": Sym("L"), "ff_dim": Sym("H"),
-                       "dropout": Sym("p")}, ((Sym("B"), Sym("L"), Sym("N")),)),
+    "FeatureMixing": (
+        {"n_series": Sym("N"), "input_size": Sym("L"), "ff_dim": Sym("H"), "dropout": Sym("p")},
+        ((Sym("B"), Sym("L"), Sym("N")),),
+    ),
     "GatedFeatureFusion": ({"activation": "sigmoid"}, ((Sym("B"), Sym("F")),) * 2),
 }
 
@@ -63,28 +65,61 @@ def _shape(shape) -> str:
 
 def _layer(spec) -> list[str]:
     config, shapes = SYMBOLS[spec.name]
-    out = [f"## {spec.name} (`{spec.prefix}-*`)", "", spec.summary, "", "### Config", "",
-           "| parameter | type and range |", "|---|---|"]
+    out = [
+        f"## {spec.name} (`{spec.prefix}-*`)",
+        "",
+        spec.summary,
+        "",
+        "### Config",
+        "",
+        "| parameter | type and range |",
+        "|---|---|",
+    ]
     out += [f"| `{name}` | {desc} |" for name, desc in spec.config_params]
-    out += ["", "### Weight table (canonical names and layouts)", "",
-            "| name | shape | trainable | initializer |", "|---|---|---|---|"]
-    out += [f"| `{w.name}` | {_shape(w.shape)} | {'yes' if w.trainable else 'no'} | {w.init} |"
-            for w in spec.weight_table(config, shapes)]
+    out += [
+        "",
+        "### Weight table (canonical names and layouts)",
+        "",
+        "| name | shape | trainable | initializer |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| `{w.name}` | {_shape(w.shape)} | {'yes' if w.trainable else 'no'} | {w.init} |"
+        for w in spec.weight_table(config, shapes)
+    ]
     trainable, frozen = spec.param_counts(config, shapes)
-    out += ["", f"Parameter count: trainable {_text(trainable)}, non-trainable {_text(frozen)}.",
-            "", "### Clauses", "", "| ID | clause | why |", "|---|---|---|"]
+    out += [
+        "",
+        f"Parameter count: trainable {_text(trainable)}, non-trainable {_text(frozen)}.",
+        "",
+        "### Clauses",
+        "",
+        "| ID | clause | why |",
+        "|---|---|---|",
+    ]
     out += [f"| `{c.id}` | {c.text} | {c.rationale} |" for c in spec.clauses]
     case = spec.cases()[0]
-    out += ["", f"### Bad inputs tried by `{spec.prefix}-CONFIG` and `{spec.prefix}-CALL`", "",
-            "| kind | input | the error must name |", "|---|---|---|"]
+    out += [
+        "",
+        f"### Bad inputs tried by `{spec.prefix}-CONFIG` and `{spec.prefix}-CALL`",
+        "",
+        "| kind | input | the error must name |",
+        "|---|---|---|",
+    ]
     for bad_config, param in spec.invalid_configs():
         shown = {k: v for k, v in bad_config.items() if k == param} or f"`{param}` missing"
-        out.append(f"| config | `{shown}` | `{param}` |" if isinstance(shown, dict)
-                   else f"| config | {shown} | `{param}` |")
+        out.append(
+            f"| config | `{shown}` | `{param}` |"
+            if isinstance(shown, dict)
+            else f"| config | {shown} | `{param}` |"
+        )
     for bad in spec.bad_calls(case.config):
         what = f"{bad.description}: shapes {bad.shapes}, dtype {bad.dtype}"
-        out.append(f"| call (layer built for {case.input_shapes[0]}) | {what} | "
-                   + " or ".join(f"`{n}`" for n in bad.names) + " |")
+        out.append(
+            f"| call (layer built for {case.input_shapes[0]}) | {what} | "
+            + " or ".join(f"`{n}`" for n in bad.names)
+            + " |"
+        )
     return out + [""]
 
 

@@ -75,7 +75,7 @@ def load_file(path: str) -> list[Adapter | Unavailable]:
             for _, obj in inspect.getmembers(module, inspect.isclass)
             if issubclass(obj, Adapter)
             and obj.__module__ == module_name
-            and not inspect.isabstract(obj)
+            and not obj.__name__.startswith("_")  # helper bases in a port file are private
             and obj.layers
         ]
     if not found:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from spec import validation
-from spec.clauses import Clause
+from spec.clauses import Clause, serialization_clauses
 from spec.layers.base import BadCall, Case, LayerSpec, WeightSpec
 
 EPSILON = 1e-3
@@ -18,8 +18,11 @@ MOMENTUM = 0.01
 DROPOUT_SITES = ("dropout1", "dropout2")
 
 
+PREFIX = "FM"
+
+
 def _c(suffix, family, text, rationale=""):
-    return Clause(f"FM-{suffix}", family, text, rationale)
+    return Clause(f"{PREFIX}-{suffix}", family, text, rationale)
 
 
 CLAUSES = [
@@ -80,24 +83,7 @@ CLAUSES = [
         "Two layers built with the same seed have identical weights and outputs; inference is "
         "repeatable; training with dropout > 0 is reproducible under a seed.",
     ),
-    _c(
-        "CONFIG-ROUNDTRIP",
-        "config-roundtrip",
-        "get_config returns the spec config, and a layer built from it has the same config and "
-        "weight table.",
-    ),
-    _c(
-        "SAVE-NATIVE",
-        "save-native",
-        "Saving with the framework's native format and loading gives bit-identical weights and "
-        "outputs.",
-    ),
-    _c(
-        "WEIGHTS-ROUNDTRIP",
-        "weights-roundtrip",
-        "Canonical weights set and read back are bit-identical; written to safetensors and read "
-        "into a fresh layer they give bit-identical outputs.",
-    ),
+    *serialization_clauses(PREFIX),
     _c(
         "INFERENCE",
         "inference",
@@ -328,6 +314,8 @@ class FeatureMixingSpec(LayerSpec):
         return _forward(config, weights, inputs, training=training, masks=masks)
 
     def alternatives(self):
+        from spec.diagnose import Fitted  # here: only the diagnoses need it
+
         def square_transposed(config, w, x, training):
             if config["n_series"] != config["ff_dim"]:
                 raise ValueError("kernels are not square")
@@ -341,13 +329,32 @@ class FeatureMixingSpec(LayerSpec):
         def option(**kw):
             return lambda config, w, x, training: _forward(config, w, x, training=training, **kw)[0]
 
+        def with_eps(config, w, x, training, eps):
+            return _forward(config, w, x, training=training, eps=eps)[0]
+
+        def describe_eps(eps):
+            if eps < 1e-11:
+                return "BatchNorm epsilon ~0 instead of 1e-3 (fitted to the output)"
+            known = "; 1e-5 is the PyTorch and Flax default" if abs(eps / 1e-5 - 1) < 0.05 else ""
+            return f"BatchNorm epsilon {eps:.3g} instead of 1e-3 (fitted to the output{known})"
+
+        def residual_normalised(config, w, x, training):
+            # x + branch(x) where the residual adds BatchNorm's output instead of the raw input
+            branch = _forward(config, w, x, training=training, residual=False)[0]
+            flat = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+            if training:
+                mean, var = flat.mean(0), flat.var(0)
+            else:
+                mean, var = w["norm.moving_mean"], w["norm.moving_variance"]
+            z = w["norm.gamma"] * (flat - mean) / np.sqrt(var + EPSILON) + w["norm.beta"]
+            return branch + z.reshape(x.shape)
+
         return [
             (
                 "Dense kernels transposed (torch (out, in) layout loaded as (in, out))",
                 square_transposed,
             ),
-            ("BatchNorm epsilon 1e-5 (the PyTorch default) instead of 1e-3", option(eps=1e-5)),
-            ("BatchNorm epsilon 0", option(eps=0.0)),
+            ("BatchNorm epsilon (fitted)", Fitted(with_eps, describe_eps, EPSILON)),
             (
                 "features flattened time-last (c*input_size + t) instead of row-major",
                 option(flatten="F"),
@@ -362,6 +369,10 @@ class FeatureMixingSpec(LayerSpec):
             ),
             ("unbiased batch variance in the normalisation", option(ddof=1)),
             ("no residual connection", option(residual=False)),
+            (
+                "the residual adding the BatchNorm output instead of the raw input",
+                residual_normalised,
+            ),
         ]
 
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 from spec import validation
-from spec.clauses import Clause
+from spec.clauses import Clause, serialization_clauses
 from spec.layers.base import BadCall, Case, LayerSpec, WeightSpec
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "softmax")
 
 
+PREFIX = "GFF"
+
+
 def _c(suffix, family, text, rationale=""):
-    return Clause(f"GFF-{suffix}", family, text, rationale)
+    return Clause(f"{PREFIX}-{suffix}", family, text, rationale)
 
 
 CLAUSES = [
@@ -59,24 +62,7 @@ CLAUSES = [
         "Two layers built with the same seed have identical weights and outputs; calls are "
         "repeatable.",
     ),
-    _c(
-        "CONFIG-ROUNDTRIP",
-        "config-roundtrip",
-        "get_config returns the spec config, and a layer built from it has the same config and "
-        "weight table.",
-    ),
-    _c(
-        "SAVE-NATIVE",
-        "save-native",
-        "Saving with the framework's native format and loading gives bit-identical weights and "
-        "outputs.",
-    ),
-    _c(
-        "WEIGHTS-ROUNDTRIP",
-        "weights-roundtrip",
-        "Canonical weights set and read back are bit-identical; written to safetensors and read "
-        "into a fresh layer they give bit-identical outputs.",
-    ),
+    *serialization_clauses(PREFIX),
     _c(
         "FORWARD",
         "inference",
@@ -249,6 +235,11 @@ class GatedFeatureFusionSpec(LayerSpec):
         def option(**kw):
             return lambda config, w, x, training: _forward(config, w, x, **kw)
 
+        def sigmoid_always(config, w, x, training):
+            if config["activation"] == "sigmoid":
+                raise ValueError("indistinguishable from the spec with a sigmoid gate")
+            return _forward({**config, "activation": "sigmoid"}, w, x)
+
         return [
             ("gate roles swapped (gate * b + (1 - gate) * a)", option(swap_roles=True)),
             ("concatenation order swapped (concat([b, a]))", option(swap_concat=True)),
@@ -257,6 +248,7 @@ class GatedFeatureFusionSpec(LayerSpec):
                 option(both=True),
             ),
             ("softmax over the first axis instead of the last", option(softmax_axis=0)),
+            ("the activation parameter ignored (a sigmoid gate always)", sigmoid_always),
         ]
 
 

@@ -69,28 +69,17 @@ class AreaFile(pytest.File):
         layers = config.getoption("layer")
         items = [it for it in work_items(None) if it[2].__module__ == area]
         for adapter in _adapters(config):
+            name = adapter.name
             if isinstance(adapter, registry.Unavailable):
-                for spec, clause, fn in items:
-                    if wanted(spec, clause, clauses, layers):
-                        yield ClauseItem.from_parent(
-                            self,
-                            name=f"{clause.id}[{adapter.name}]",
-                            spec=spec,
-                            clause=clause,
-                            fn=fn,
-                            adapter=None,
-                            unavailable=adapter.reason,
-                        )
-                continue
-            for spec, clause, fn in select(items, adapter, clauses, layers):
+                # a missing framework shows as skipped items with the reason, never as passes
+                chosen = [it for it in items if wanted(it[0], it[1], clauses, layers)]
+                adapter, reason = None, adapter.reason
+            else:
+                chosen, reason = select(items, adapter, clauses, layers), None
+            for spec, clause, fn in chosen:
                 yield ClauseItem.from_parent(
-                    self,
-                    name=f"{clause.id}[{adapter.name}]",
-                    spec=spec,
-                    clause=clause,
-                    fn=fn,
-                    adapter=adapter,
-                    unavailable=None,
+                    self, name=f"{clause.id}[{name}]", spec=spec, clause=clause, fn=fn,
+                    adapter=adapter, unavailable=reason,
                 )
 
 

@@ -12,7 +12,7 @@ from impls.jax import adapter as ref_adapter
 from impls.jax import layers as ref
 
 
-class FlaxMutant(ref_adapter.FlaxAdapter):
+class _FlaxMutant(ref_adapter.FlaxAdapter):
     catches: tuple[str, ...] = ()
     mistake = ""
     layers = ("FeatureMixing",)
@@ -46,13 +46,13 @@ def _norm(**overrides):
     return Mutated
 
 
-class BatchNormFlaxDefaults(FlaxMutant):
+class BatchNormFlaxDefaults(_FlaxMutant):
     mistake = "nnx.BatchNorm with Flax's defaults: momentum 0.99, epsilon 1e-5"
     catches = ("FM-BN-UPDATE", "FM-BN-EPSILON")
     fm = _norm()
 
 
-class BatchNormTorchMomentumSense(FlaxMutant):
+class BatchNormTorchMomentumSense(_FlaxMutant):
     mistake = ("nnx.BatchNorm(momentum=0.99): the spec's 0.01 'converted' as if Flax used "
                "PyTorch's sense; Flax already uses Keras's")
     catches = ("FM-BN-UPDATE",)
@@ -67,7 +67,7 @@ class _Float32Stats(ref.FeatureMixing):
         self.norm.var = nnx.BatchStat(jnp.ones((flat,), jnp.float32))
 
 
-class BatchStatsAlwaysFloat32(FlaxMutant):
+class BatchStatsAlwaysFloat32(_FlaxMutant):
     mistake = "nnx.BatchNorm's float32 moving statistics kept in a float64 layer"
     catches = ("FM-DTYPE",)
     fm = _Float32Stats
@@ -81,16 +81,7 @@ class _SameKeyDropout(ref.FeatureMixing):
         return super().__call__(x)
 
 
-class DropoutKeyReused(FlaxMutant):
+class DropoutKeyReused(_FlaxMutant):
     mistake = "the dropout PRNG key is recreated from a constant each call instead of split"
     catches = ("FM-DROPOUT-SITES",)
     fm = _SameKeyDropout
-
-
-def _all(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _all(sub)
-
-
-ADAPTERS = [cls() for cls in _all(FlaxMutant) if cls.catches]

@@ -16,7 +16,7 @@ from impls.keras import layers as ref
 from impls.keras.adapter import KerasAdapter, KerasHandle
 
 
-class KerasMutant(KerasAdapter):
+class _KerasMutant(KerasAdapter):
     """A KerasAdapter whose layer classes (``fm``, ``gff``) or handle carry the mistake.
 
     ``layers`` defaults to the layers whose class the mutant replaces.
@@ -85,13 +85,13 @@ class _ResidualFM(ref.FeatureMixing):
         return {"input": inputs + x, "none": x, "normed": normed + x}[self.residual]
 
 
-class FMMomentumTorchConvention(KerasMutant):
+class FMMomentumTorchConvention(_KerasMutant):
     mistake = "BatchNorm momentum 0.99: PyTorch's momentum=0.01 carried over in Keras's sense"
     catches = ("FM-BN-UPDATE",)
     fm = _fm("MomentumFlipped", momentum=0.99)
 
 
-class FMUnbiasedMovingVariance(KerasMutant):
+class FMUnbiasedMovingVariance(_KerasMutant):
     mistake = "moving variance updated with the unbiased batch variance (PyTorch)"
     catches = ("FM-BN-UPDATE",)
 
@@ -101,25 +101,25 @@ class FMUnbiasedMovingVariance(KerasMutant):
             self.norm = _UnbiasedNorm(dtype=self.dtype_policy, name="norm")
 
 
-class FMEpsilonTorchDefault(KerasMutant):
+class FMEpsilonTorchDefault(_KerasMutant):
     mistake = "BatchNorm epsilon 1e-5 (PyTorch's default) instead of 1e-3"
     catches = ("FM-BN-EPSILON",)
     fm = _fm("Eps5", epsilon=1e-5)
 
 
-class FMNoResidual(KerasMutant):
+class FMNoResidual(_KerasMutant):
     mistake = "the residual connection is missing"
     catches = ("FM-RESIDUAL", "FM-INFERENCE")
     fm = type("NoResidual", (_ResidualFM,), {"residual": "none"})
 
 
-class FMResidualFromNormalised(KerasMutant):
+class FMResidualFromNormalised(_KerasMutant):
     mistake = "the residual adds the normalised input instead of the raw input"
     catches = ("FM-RESIDUAL",)
     fm = type("NormedResidual", (_ResidualFM,), {"residual": "normed"})
 
 
-class FMFlattenTimeLast(KerasMutant):
+class FMFlattenTimeLast(_KerasMutant):
     mistake = "features flattened as (n_series, input_size): BatchNorm index c*L + t"
     catches = ("FM-INFERENCE", "FM-VECTORS")
 
@@ -133,7 +133,7 @@ class FMFlattenTimeLast(KerasMutant):
             return inputs + self._drop(self.dropout2, self.dense2(x), training)
 
 
-class FMTrainingUsesMovingStats(KerasMutant):
+class FMTrainingUsesMovingStats(_KerasMutant):
     mistake = "the training flag never reaches BatchNorm: moving statistics in training"
     catches = ("FM-TRAINING", "FM-BN-UPDATE")
 
@@ -145,7 +145,7 @@ class FMTrainingUsesMovingStats(KerasMutant):
             return inputs + self._drop(self.dropout2, self.dense2(x), training)
 
 
-class FMUpdatesInInference(KerasMutant):
+class FMUpdatesInInference(_KerasMutant):
     mistake = "the moving statistics are updated in inference calls too"
     catches = ("FM-BN-FROZEN",)
 
@@ -157,7 +157,7 @@ class FMUpdatesInInference(KerasMutant):
             return super().call(inputs, training)
 
 
-class FMBatchOfOneRejected(KerasMutant):
+class FMBatchOfOneRejected(_KerasMutant):
     mistake = "a training batch of one raises, as torch.nn.BatchNorm1d does"
     catches = ("FM-BN-BATCH1",)
 
@@ -168,7 +168,7 @@ class FMBatchOfOneRejected(KerasMutant):
             return super().call(inputs, training)
 
 
-class FMDropoutNotInverted(KerasMutant):
+class FMDropoutNotInverted(_KerasMutant):
     mistake = "dropout keeps values unscaled (no 1/(1-p))"
     catches = ("FM-DROPOUT-SITES",)
 
@@ -177,7 +177,7 @@ class FMDropoutNotInverted(KerasMutant):
             return super()._drop(layer, x, training) * (1.0 - self.dropout if training else 1.0)
 
 
-class FMOneDropoutSite(KerasMutant):
+class FMOneDropoutSite(_KerasMutant):
     mistake = "only the final dropout is applied (the hidden-layer dropout is missing)"
     catches = ("FM-DROPOUT-SITES",)
 
@@ -186,7 +186,7 @@ class FMOneDropoutSite(KerasMutant):
             return x if layer is self.dropout1 else super()._drop(layer, x, training)
 
 
-class FMDropoutInInference(KerasMutant):
+class FMDropoutInInference(_KerasMutant):
     mistake = "dropout is applied in inference (training flag ignored by dropout)"
     catches = ("FM-DROPOUT-INFERENCE",)
 
@@ -195,7 +195,7 @@ class FMDropoutInInference(KerasMutant):
             return super()._drop(layer, x, True)
 
 
-class FMRateOneRejected(KerasMutant):
+class FMRateOneRejected(_KerasMutant):
     mistake = "dropout = 1.0 is rejected, as several frameworks' dropout layers do"
     catches = ("FM-DROPOUT-ONE",)
 
@@ -206,7 +206,7 @@ class FMRateOneRejected(KerasMutant):
             super().__init__(n_series, input_size, dropout, ff_dim, **kwargs)
 
 
-class FMFrozenGamma(KerasMutant):
+class FMFrozenGamma(_KerasMutant):
     mistake = "BatchNorm gamma created non-trainable"
     catches = ("FM-WEIGHTS", "FM-PARAMS")
 
@@ -216,7 +216,7 @@ class FMFrozenGamma(KerasMutant):
             self.norm.gamma.trainable = False
 
 
-class FMTorchDefaultInit(KerasMutant):
+class FMTorchDefaultInit(_KerasMutant):
     mistake = "Dense kernels initialised like torch.nn.Linear (U(+-1/sqrt(fan_in)))"
     catches = ("FM-INIT",)
 
@@ -229,7 +229,7 @@ class FMTorchDefaultInit(KerasMutant):
                     dense.kernel.shape, -fan_in**-0.5, fan_in**-0.5, dtype=dense.kernel.dtype))
 
 
-class FMStatsWithoutGradient(KerasMutant):
+class FMStatsWithoutGradient(_KerasMutant):
     mistake = "batch statistics treated as constants in backprop (stop_gradient)"
     catches = ("FM-GRAD",)
 
@@ -250,7 +250,7 @@ class _StopGradNorm(ref.FlatBatchNorm):
         return (inputs - mean) * inv + self.beta
 
 
-class FMUnvalidatedConfig(KerasMutant):
+class FMUnvalidatedConfig(_KerasMutant):
     mistake = "the config is not validated (bools, floats and 0 accepted)"
     catches = ("FM-CONFIG",)
 
@@ -266,7 +266,7 @@ class FMUnvalidatedConfig(KerasMutant):
             self.dropout2 = keras.layers.Dropout(0.0, name="dropout2")
 
 
-class FMUnvalidatedCall(KerasMutant):
+class FMUnvalidatedCall(_KerasMutant):
     mistake = "calls are not validated: the backend's own error (or broadcasting) instead"
     catches = ("FM-CALL",)
 
@@ -281,7 +281,7 @@ class FMUnvalidatedCall(KerasMutant):
             pass
 
 
-class FMSqueezesOutput(KerasMutant):
+class FMSqueezesOutput(_KerasMutant):
     mistake = "the output is squeezed, so a batch of one loses its batch axis"
     catches = ("FM-SHAPE",)
 
@@ -294,7 +294,7 @@ def _reseed():
     keras.utils.set_random_seed(int.from_bytes(os.urandom(4), "little"))
 
 
-class Unseeded(KerasMutant):
+class Unseeded(_KerasMutant):
     mistake = "the initialisers draw from OS entropy instead of the seed"
     catches = ("FM-DETERMINISM", "GFF-DETERMINISM")
 
@@ -309,7 +309,7 @@ class Unseeded(KerasMutant):
             super().build(input_shape)
 
 
-class FMConfigDropsFfDim(KerasMutant):
+class FMConfigDropsFfDim(_KerasMutant):
     mistake = "get_config reports n_series as ff_dim"
     catches = ("FM-CONFIG-ROUNDTRIP",)
 
@@ -332,13 +332,13 @@ class _StatelessLoad(ref.FeatureMixing):
         self.norm = _TrainableOnlyNorm(dtype=self.dtype_policy, name="norm")
 
 
-class FMStateNotSaved(KerasMutant):
+class FMStateNotSaved(_KerasMutant):
     mistake = "the moving statistics are not restored on load (re-initialised)"
     catches = ("FM-SAVE-NATIVE",)
     fm = _StatelessLoad
 
 
-class Float64Ignored(KerasMutant):
+class Float64Ignored(_KerasMutant):
     mistake = "float64 is ignored: the layer always computes in float32"
     catches = ("FM-DTYPE", "GFF-DTYPE")
     layers = ("FeatureMixing", "GatedFeatureFusion")
@@ -371,7 +371,7 @@ class _HalfStorageHandle(KerasHandle):
         super().set_weights({k: np.asarray(v).astype(np.float16) for k, v in weights.items()})
 
 
-class WeightsStoredInHalf(KerasMutant):
+class WeightsStoredInHalf(_KerasMutant):
     mistake = "set_weights rounds through float16 (weights kept in half precision)"
     catches = ("FM-WEIGHTS-ROUNDTRIP", "GFF-WEIGHTS-ROUNDTRIP")
     layers = ("FeatureMixing", "GatedFeatureFusion")
@@ -383,14 +383,14 @@ class _StaleCompileHandle(KerasHandle):
         return super().forward_compiled(inputs, training=True)  # the flag baked in
 
 
-class FMKernelLayoutInFile(KerasMutant):
+class FMKernelLayoutInFile(_KerasMutant):
     mistake = "canonical weight files written and read with (out, in) kernels"
     catches = ("FM-PORTABLE",)
     handle = _TransposingHandle
     layers = ("FeatureMixing",)
 
 
-class FMCompiledTrainingFlag(KerasMutant):
+class FMCompiledTrainingFlag(_KerasMutant):
     mistake = "the compiled function is traced once with training=True and reused"
     catches = ("FM-COMPILE",)
     handle = _StaleCompileHandle
@@ -420,31 +420,31 @@ def _gff(name, **attrs):
     return type(name, (_GFF,), attrs)
 
 
-class GFFRolesSwapped(KerasMutant):
+class GFFRolesSwapped(_KerasMutant):
     mistake = "the gate multiplies the second input and 1 - gate the first"
     catches = ("GFF-GATE-ORDER", "GFF-FORWARD", "GFF-VECTORS")
     gff = _gff("Roles", mode="roles")
 
 
-class GFFConcatSwapped(KerasMutant):
+class GFFConcatSwapped(_KerasMutant):
     mistake = "the gate sees concat([b, a])"
     catches = ("GFF-GATE-ORDER",)
     gff = _gff("Concat", mode="concat")
 
 
-class GFFGateOnBoth(KerasMutant):
+class GFFGateOnBoth(_KerasMutant):
     mistake = "the seed's diagram read literally: gate * a + gate * b"
     catches = ("GFF-CONVEX", "GFF-FORWARD")
     gff = _gff("Both", mode="both")
 
 
-class GFFSoftmaxBatchAxis(KerasMutant):
+class GFFSoftmaxBatchAxis(_KerasMutant):
     mistake = "softmax over the batch axis (axis=0) instead of the features"
     catches = ("GFF-ACTIVATIONS",)
     gff = _gff("Softmax0", mode="softmax0")
 
 
-class GFFNoBias(KerasMutant):
+class GFFNoBias(_KerasMutant):
     mistake = "the gate Dense has no bias"
     catches = ("GFF-WEIGHTS", "GFF-PARAMS")
 
@@ -464,7 +464,7 @@ class _NoBiasLinear(ref.Linear):
         return ops.einsum("...i,io->...o", inputs, self.kernel)
 
 
-class GFFTorchDefaultInit(KerasMutant):
+class GFFTorchDefaultInit(_KerasMutant):
     mistake = "gate kernel initialised like torch.nn.Linear (U(+-1/sqrt(fan_in)))"
     catches = ("GFF-INIT",)
 
@@ -476,7 +476,7 @@ class GFFTorchDefaultInit(KerasMutant):
                                           dtype=k.dtype))
 
 
-class GFFBroadcasts(KerasMutant):
+class GFFBroadcasts(_KerasMutant):
     mistake = "inputs are not validated: one, three or mismatched tensors reach the backend"
     catches = ("GFF-CALL",)
 
@@ -487,7 +487,7 @@ class GFFBroadcasts(KerasMutant):
             return gate * a + (1.0 - gate) * b
 
 
-class GFFAnyActivation(KerasMutant):
+class GFFAnyActivation(_KerasMutant):
     mistake = "unknown activation names are accepted (falling back to sigmoid)"
     catches = ("GFF-CONFIG",)
 
@@ -497,7 +497,7 @@ class GFFAnyActivation(KerasMutant):
             super().__init__(activation if ok else "sigmoid", **kwargs)
 
 
-class GFFConfigDropsActivation(KerasMutant):
+class GFFConfigDropsActivation(_KerasMutant):
     mistake = "get_config omits the activation (a rebuilt layer falls back to sigmoid)"
     catches = ("GFF-CONFIG-ROUNDTRIP",)
 
@@ -508,7 +508,7 @@ class GFFConfigDropsActivation(KerasMutant):
             return config
 
 
-class GFFNotSerializable(KerasMutant):
+class GFFNotSerializable(_KerasMutant):
     mistake = "the layer is not registered as Keras-serializable, so a saved model won't load"
     catches = ("GFF-SAVE-NATIVE",)
 
@@ -516,7 +516,7 @@ class GFFNotSerializable(KerasMutant):
         pass
 
 
-class GFFGateDetached(KerasMutant):
+class GFFGateDetached(_KerasMutant):
     mistake = "the gate is computed from stop_gradient(inputs)"
     catches = ("GFF-GRAD",)
 
@@ -528,7 +528,7 @@ class GFFGateDetached(KerasMutant):
             return gate * a + (1.0 - gate) * b
 
 
-class GFFShapeFlattened(KerasMutant):
+class GFFShapeFlattened(_KerasMutant):
     mistake = "rank > 2 inputs are flattened to (-1, F) and not reshaped back"
     catches = ("GFF-SHAPE",)
 
@@ -538,14 +538,14 @@ class GFFShapeFlattened(KerasMutant):
             return super().call([ops.reshape(t, (-1, f)) for t in inputs])
 
 
-class GFFKernelLayoutInFile(KerasMutant):
+class GFFKernelLayoutInFile(_KerasMutant):
     mistake = "canonical weight files written and read with (out, in) kernels"
     catches = ("GFF-PORTABLE",)
     handle = _TransposingHandle
     layers = ("GatedFeatureFusion",)
 
 
-class GFFCompiledStale(KerasMutant):
+class GFFCompiledStale(_KerasMutant):
     mistake = "the compiled function captured the initial weights as constants"
     catches = ("GFF-COMPILE",)
     layers = ("GatedFeatureFusion",)
@@ -563,12 +563,3 @@ class GFFCompiledStale(KerasMutant):
                 return super().forward_compiled(inputs, training=training)
             finally:
                 self.set_weights(live)
-
-
-def _all(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _all(sub)
-
-
-ADAPTERS = [cls() for cls in _all(KerasMutant) if cls.catches]

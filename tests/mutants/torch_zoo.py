@@ -14,7 +14,7 @@ from impls.torch import layers as ref
 from spec.layers.feature_mixing import EPSILON
 
 
-class TorchMutant(ref_adapter.TorchAdapter):
+class _TorchMutant(ref_adapter.TorchAdapter):
     catches: tuple[str, ...] = ()
     mistake = ""
     layers = ("FeatureMixing",)
@@ -68,14 +68,14 @@ def _with_norm(name, make_norm):
     return type(name, (ref.FeatureMixing,), {"__init__": __init__})
 
 
-class BatchNorm1dAsIs(TorchMutant):
+class BatchNorm1dAsIs(_TorchMutant):
     mistake = ("nn.BatchNorm1d with its defaults: eps 1e-5, momentum 0.1 in torch's sense, "
                "unbiased running variance, batch of one rejected, num_batches_tracked")
     catches = ("FM-BN-UPDATE", "FM-BN-BATCH1", "FM-BN-EPSILON", "FM-PARAMS")
     fm = _with_norm("BN1d", nn.BatchNorm1d)
 
 
-class BatchNorm1dKerasMomentum(TorchMutant):
+class BatchNorm1dKerasMomentum(_TorchMutant):
     mistake = "nn.BatchNorm1d(momentum=0.01): Keras's momentum value copied into torch's sense"
     catches = ("FM-BN-UPDATE",)
     fm = _with_norm("BN1dMomentum", lambda n: _NoCounter(n, eps=EPSILON, momentum=0.01))
@@ -104,7 +104,7 @@ _TRANSPOSE_FORGOTTEN = {
 }
 
 
-class LinearWeightNotTransposed(TorchMutant):
+class LinearWeightNotTransposed(_TorchMutant):
     mistake = "nn.Linear.weight (out, in) mapped to the canonical (in, out) kernel as is"
     catches = ("FM-WEIGHTS", "FM-INFERENCE", "GFF-WEIGHTS", "GFF-FORWARD")
     layers = ("FeatureMixing", "GatedFeatureFusion")
@@ -123,7 +123,7 @@ class _DefaultInitGFF(ref.GatedFeatureFusion):
         self.gate.reset_parameters()
 
 
-class LinearDefaultInit(TorchMutant):
+class LinearDefaultInit(_TorchMutant):
     mistake = "nn.Linear left with PyTorch's initialisation instead of Glorot-uniform, bias 0"
     catches = ("FM-INIT", "GFF-INIT")
     layers = ("FeatureMixing", "GatedFeatureFusion")
@@ -141,7 +141,7 @@ class _VolatileStats(ref.BatchNorm):
         super().register_buffer(name, tensor, persistent=False)
 
 
-class NonPersistentRunningStats(TorchMutant):
+class NonPersistentRunningStats(_TorchMutant):
     mistake = "running statistics registered with persistent=False: not in the state_dict"
     catches = ("FM-SAVE-NATIVE",)
     fm = _with_norm("Volatile", lambda n: _VolatileStats(n, eps=EPSILON, momentum=0.99))
@@ -155,7 +155,7 @@ class _EvalIgnoringDropout(ref.FeatureMixing):
         return input + F.dropout(self.dense2(h), self.dropout)
 
 
-class FunctionalDropoutAlwaysOn(TorchMutant):
+class FunctionalDropoutAlwaysOn(_TorchMutant):
     mistake = "F.dropout called without training=self.training: dropout in eval mode"
     catches = ("FM-DROPOUT-INFERENCE",)
     fm = _EvalIgnoringDropout
@@ -170,16 +170,7 @@ class _DetachedStatsNorm(ref.BatchNorm):
         return (input - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
-class DetachedBatchStatistics(TorchMutant):
+class DetachedBatchStatistics(_TorchMutant):
     mistake = "batch mean and variance computed on input.detach(): no gradient through them"
     catches = ("FM-GRAD",)
     fm = _with_norm("Detached", lambda n: _DetachedStatsNorm(n, eps=EPSILON, momentum=0.99))
-
-
-def _all(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _all(sub)
-
-
-ADAPTERS = [cls() for cls in _all(TorchMutant) if cls.catches]
