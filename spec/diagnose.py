@@ -140,9 +140,9 @@ def bn_update(momentum, old_mean, old_var, flat, new_mean, new_var, tol) -> str 
     if a is not None and abs(a - momentum) > 1e-3:
         if abs(a - (1 - momentum)) < 1e-3:
             findings.append(
-                f"the moving mean keeps {a:.4g} of its old value: momentum {momentum} is read "
-                f"in the PyTorch convention (the share of the new value) instead of the Keras "
-                f"one (the share of the old value)"
+                f"the moving mean keeps {a:.4g} of its old value, 1 - {momentum}: the momentum "
+                f"is read in the PyTorch sense (the share of the new value) instead of the "
+                f"Keras one (the share of the old value), or left at the Keras/Flax default"
             )
         else:
             findings.append(f"the moving mean keeps {a:.4g} of its old value, not {momentum}")
@@ -182,9 +182,9 @@ RAISED = [
         "variance is 0 and the output is beta)",
     ),
     (
-        r"mat1 and mat2 shapes cannot be multiplied|shapes .* not aligned|Incompatible shapes",
-        "a matrix product got operands of the wrong shape: a kernel in the wrong layout, or "
-        "features taken from the wrong axis",
+        r"expected to be a float tensor but is a double tensor",
+        "a float64 call meets float32 weights, which TensorFlow does not promote: the port's "
+        "sublayers ignore the layer's dtype",
     ),
 ]
 
@@ -262,6 +262,34 @@ def float64_storage(adapter, spec) -> str | None:
     return _STORAGE[key]
 
 
+def explain_dropout_levels(message: str) -> str | None:
+    """Which dropout site is missing, from the branch values the dropout-sites probe saw.
+
+    The probe's branch is (m1 k + 1) m2 k with k = 1/(1-p) and keep decisions m1, m2; the
+    message lists the values seen and the three the spec allows, [0, k, (k+1) k].
+    """
+    m = re.search(r"branch values \[(.*?)\] are none of \[(.*?)\]", message)
+    if not m:
+        return None
+    seen = {float(v) for v in m[1].split(",")}
+    k = sorted(float(v) for v in m[2].split(","))[1]
+
+    def only(*levels):
+        return all(min(abs(v - lv) for lv in levels) < 1e-3 for v in seen)
+
+    if only(1.0, k + 1.0):
+        return "the second dropout site (after the second Dense) is missing"
+    if only(0.0, 2.0 * k):
+        return "the first dropout site (after the ReLU) is missing"
+    low = min((v for v in seen if v > 1e-3), default=None)
+    if low and only(0.0, low, (low + 1.0) * low):  # both sites, scaled for another rate
+        p, used = 1.0 - 1.0 / k, 1.0 - 1.0 / low
+        if abs(used - (1.0 - p)) < 0.01:
+            return f"the rate is used as the keep probability (drops {used:.3g}, not {p:.3g})"
+        return f"both sites drop at rate {used:.3g} instead of {p:.3g}"
+    return None
+
+
 def explain_result(result, clause, adapter, spec):
     """Diagnoses that need the failed Result and the implementation together: what a raised
     exception says, what wrong parameter counts say, and float64 layers held in float32,
@@ -269,8 +297,9 @@ def explain_result(result, clause, adapter, spec):
     if result.status != "failed":
         return result
     result = explain_raised(result)
-    if clause.family == "param-counts" and not result.diagnosis:
-        result = replace(result, diagnosis=explain_counts(result.message))
+    from_message = {"param-counts": explain_counts, "dropout-sites": explain_dropout_levels}
+    if clause.family in from_message and not result.diagnosis:
+        result = replace(result, diagnosis=from_message[clause.family](result.message))
     why = FLOAT64_FAMILIES.get(clause.family)
     if why is None:
         return result

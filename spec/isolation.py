@@ -1,0 +1,285 @@
+"""Run an implementation's clauses in a worker process, so that a port cannot take the run down.
+
+A port under test may hang, segfault or call ``os._exit``; the verdict on every other clause
+must still be written. ``run`` starts ``python -m spec.isolation``, sends it the job as JSON on
+stdin and reads one JSON event per line from its stdout:
+
+    {"event": "plan", "tasks": [[impl, clause], ...]}    what the worker will run, in order
+    {"event": "start", "impl": ..., "clause": ...}        a clause begins (its timeout starts)
+    {"event": "result", "result": {...}}                  Result.to_dict()
+
+When no result arrives within ``timeout`` seconds of a start, or the worker dies, that clause is
+failed and a fresh worker runs the clauses still pending. The worker writes its protocol to a
+duplicate of fd 1 and points fd 1 at stderr, so whatever a port prints cannot corrupt it.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from spec import registry
+from spec.diagnose import explain_result
+from spec.layers import LAYERS
+from spec.suite.areas import portability
+from spec.suite.checks import work_items
+from spec.suite.runner import Result, run_clause, select, wanted
+
+DEFAULT_TIMEOUT = 120.0
+LOAD = "LOAD"  # the pseudo-clause of a worker that died or hung before it had a plan
+
+
+def worker_env(target: str, extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    base, _, variant = target.partition("-")
+    if base == "keras" and variant:
+        env["KERAS_BACKEND"] = variant  # Keras reads its backend once, at import
+    env.update(extra or {})
+    return env
+
+
+def run(
+    target: str,
+    *,
+    clauses=None,
+    layers=None,
+    tasks=None,
+    timeout: float = DEFAULT_TIMEOUT,
+    on_result=None,
+    env: dict | None = None,
+    export_dir: str | None = None,
+) -> list[Result]:
+    """Run ``target`` (a built-in name or an adapter file) clause by clause in workers."""
+    job = {"target": target, "clauses": clauses, "layers": layers, "export_dir": export_dir}
+    results: list[Result] = []
+    pending = [tuple(t) for t in tasks] if tasks is not None else None
+
+    def record(result: Result):
+        results.append(result)
+        if pending is not None and (result.impl, result.clause) in pending:
+            pending.remove((result.impl, result.clause))
+        if on_result:
+            on_result(result)
+
+    while True:
+        worker = _Worker({**job, "tasks": pending}, worker_env(target, env))
+        try:
+            for event in worker.events(timeout):
+                if event["event"] == "plan":
+                    pending = [tuple(t) for t in event["tasks"]]
+                elif event["event"] == "result":
+                    record(Result(**event["result"]))
+        except _Stopped as stop:
+            if pending is None:  # died or hung while loading: no clause list to go on with
+                record(Result(LOAD, target, "failed", f"{stop.reason} while loading", None))
+                return results
+            culprits = [worker.current] if worker.current else list(pending)
+            reason = stop.reason if worker.current else f"{stop.reason} while loading"
+            for impl, clause in culprits:
+                record(Result(clause, impl, "failed", reason, details=stop.details))
+            if worker.current and pending:
+                continue  # a fresh worker for the clauses still pending
+            return results
+        finally:
+            worker.close()
+        for impl, clause in list(pending or []):  # a port that exited 0 between clauses
+            record(Result(clause, impl, "failed", "worker exited without reporting"))
+        return results
+
+
+class _Stopped(Exception):  # noqa: N818 - the worker stopped, for the reason given
+    def __init__(self, reason: str, details: dict):
+        super().__init__(reason)
+        self.reason, self.details = reason, details
+
+
+class _Worker:
+    def __init__(self, job: dict, env: dict):
+        self.stderr = tempfile.TemporaryFile()
+        # A session of its own: on a timeout the whole group goes, compile workers included.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "spec.isolation"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+            start_new_session=True,
+        )
+        self.proc.stdin.write(json.dumps(job).encode())
+        self.proc.stdin.close()
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def events(self, timeout: float):
+        """Yield events; raise _Stopped when the worker dies or a clause runs past ``timeout``.
+
+        ``self.current`` is the (impl, clause) started and not yet reported, if any.
+        """
+        self.current = None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                raise _Stopped(f"timed out after {timeout:g} s", self._details()) from None
+            if line is None:
+                code = self.proc.wait()
+                if code == 0 and self.current is None:
+                    return
+                details = self._details()
+                where = _crash_site(details.get("stderr_tail", []))
+                raise _Stopped(f"worker died with {_describe_exit(code)}{where}", details)
+            event = json.loads(line)
+            deadline = time.monotonic() + timeout
+            if event["event"] == "start":
+                self.current = (event["impl"], event["clause"])
+            elif event["event"] == "result":
+                self.current = None
+            yield event
+
+    def _details(self) -> dict:
+        self.stderr.seek(0)
+        lines = [ln for ln in self.stderr.read().decode(errors="replace").splitlines() if ln]
+        fatal = [i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")]
+        # faulthandler's dump starts at "Fatal Python error", innermost frame first
+        tail = lines[fatal[-1] : fatal[-1] + 4] if fatal else lines[-6:]
+        return {"stderr_tail": tail} if tail else {}
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.kill()
+        self.stderr.close()
+
+
+def _crash_site(tail: list[str]) -> str:
+    """' in fn (file:line)' from the innermost frame of a faulthandler dump, if there is one."""
+    for line in tail:
+        m = re.match(r'\s*File "(.+)", line (\d+) in (\S+)', line)
+        if m:
+            return f" in {m[3]} ({os.path.basename(m[1])}:{m[2]})"
+    return ""
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name} ({-code})"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+# -- the worker side -----------------------------------------------------------------------
+
+
+def items_for(adapter, clauses=None, layers=None, tasks=None, export_dir=None):
+    """(task id, thunk) pairs for ``adapter``: its clauses, or with ``export_dir`` its
+    portable-weights exports (task ids ``export:<Layer>``), restricted to ``tasks``."""
+    if export_dir:
+        out = [
+            (f"export:{name}", lambda s=spec: _export(adapter, s, Path(export_dir)))
+            for name, spec in LAYERS.items()
+            if name in adapter.layers and (not layers or name in layers or spec.prefix in layers)
+        ]
+    else:
+        out = [
+            (clause.id, lambda s=spec, c=clause, f=fn: _run(adapter, s, c, f))
+            for spec, clause, fn in select(work_items([adapter]), adapter, clauses, layers)
+        ]
+    if tasks is not None:
+        wanted_tasks = {tuple(t) for t in tasks}
+        out = [(task, fn) for task, fn in out if (adapter.name, task) in wanted_tasks]
+    return out
+
+
+def _run(adapter, spec, clause, fn) -> Result:
+    return explain_result(run_clause(adapter, spec, clause, fn), clause, adapter, spec)
+
+
+def _export(adapter, spec, directory: Path) -> Result:
+    start = time.perf_counter()
+    portability.export(adapter, spec, directory)
+    return Result(f"export:{spec.name}", adapter.name, "passed", seconds=_since(start))
+
+
+def unavailable_results(name: str, reason: str, clauses=None, layers=None) -> list[Result]:
+    """Skips, with the reason, for every wanted clause of an implementation that cannot load."""
+    return [
+        Result(clause.id, name, "skipped", f"implementation unavailable: {reason}")
+        for spec, clause, _ in work_items(None)
+        if wanted(spec, clause, clauses, layers)
+    ]
+
+
+def _main() -> None:
+    job = json.loads(sys.stdin.read())
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever the port prints goes to stderr, never into the protocol
+    faulthandler.enable()  # a segfault leaves its traceback in the stderr tail
+
+    def send(event):
+        proto.write(json.dumps(event, default=_plain) + "\n")
+
+    export_dir, tasks = job.get("export_dir"), job["tasks"]
+    plan, skips = [], []
+    for adapter in registry.load(job["target"]):
+        if isinstance(adapter, registry.Unavailable):
+            if not export_dir:
+                skips += unavailable_results(
+                    adapter.name, adapter.reason, job["clauses"], job["layers"]
+                )
+            continue
+        items = items_for(adapter, job["clauses"], job["layers"], tasks, export_dir)
+        plan += [(adapter.name, task, fn) for task, fn in items]
+    if tasks is not None:
+        skips = [r for r in skips if (r.impl, r.clause) in {tuple(t) for t in tasks}]
+    send({"event": "plan", "tasks": [[r.impl, r.clause] for r in skips] + [p[:2] for p in plan]})
+    for result in skips:
+        send({"event": "result", "result": result.to_dict()})
+    for impl, task, fn in plan:
+        send({"event": "start", "impl": impl, "clause": task})
+        try:
+            result = fn()
+        except Exception as exc:  # an export that raises; clauses catch their own
+            result = Result(task, impl, "failed", f"raised {type(exc).__name__}: {exc}")
+        send({"event": "result", "result": result.to_dict()})
+    proto.close()
+
+
+def _plain(value):
+    """JSON for the NumPy scalars and arrays that clause details may hold."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 4)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,324 @@
+"""Reports of a list of Results: terminal table, JSON, Markdown, JUnit XML and one HTML page.
+
+Every format shows the same thing: clauses (rows, in spec order) x implementations (columns),
+each cell passed / failed / skipped, then each failure with its message and diagnosis and each
+skip with its reason. A skip is never shown as a pass; a clause of a layer an implementation
+does not provide is shown as not run. Where portability was checked, the writer x reader
+matrix of the portable-weights clause follows.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import re
+import sys
+from collections import Counter
+from xml.etree import ElementTree as ET
+
+from spec.layers import LAYERS
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+SYMBOL = {"passed": "✓", "failed": "✗", "skipped": "skip", None: "·"}
+CLAUSE_TEXT = {c.id: c.text for spec in LAYERS.values() for c in spec.clauses}
+
+
+def grid(results):
+    """(clause IDs in spec order, implementations in order of appearance, {(clause, impl): r})."""
+    cells = {(r.clause, r.impl): r for r in results}
+    seen = {r.clause for r in results}
+    clauses = [c for c in CLAUSE_TEXT if c in seen]
+    clauses += sorted(seen - set(clauses))  # LOAD, export:<Layer>
+    impls = list(dict.fromkeys(r.impl for r in results))
+    return clauses, impls, cells
+
+
+def counts(results) -> Counter:
+    return Counter(r.status for r in results)
+
+
+def summary_line(results) -> str:
+    n = counts(results)
+    return f"{n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped"
+
+
+def ok(results) -> bool:
+    """Everything applicable passed: no failure, and at least one pass."""
+    n = counts(results)
+    return n["failed"] == 0 and n["passed"] > 0
+
+
+def portability(results) -> dict[str, tuple[list, list, dict]]:
+    """Per layer prefix: (writers, readers, {(writer, reader): 'ok' or what differs})."""
+    out = {}
+    for r in results:
+        pairs = r.details.get("pairs") if r.clause.endswith("-PORTABLE") else None
+        if not pairs:
+            continue
+        prefix = r.clause.removesuffix("-PORTABLE")
+        writers, readers, cells = out.setdefault(prefix, ([], [], {}))
+        for pair, verdict in pairs.items():
+            writer, reader = pair.split(" -> ")
+            cells[(writer, reader)] = verdict
+            if writer not in writers:
+                writers.append(writer)
+            if reader not in readers:
+                readers.append(reader)
+    return out
+
+
+def _pair_mark(verdict) -> tuple[str, str]:
+    """(mark, status) of one writer -> reader cell of the portability matrix."""
+    if verdict is None:
+        return "·", "none"
+    return ("✓", "passed") if verdict == "ok" else ("✗", "failed")
+
+
+def one_line(text: str | None) -> str:
+    """A message on one line, without the terminal escapes some frameworks put in errors."""
+    return " ".join(ANSI.sub("", text or "").split())
+
+
+def _skips(results):
+    """Skips grouped by (implementation, reason): one line for many clauses."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        if r.status == "skipped":
+            groups.setdefault((r.impl, r.message), []).append(r.clause)
+    return groups
+
+
+# -- terminal --------------------------------------------------------------------------------
+
+
+def terminal(results, color: bool | None = None) -> str:
+    color = sys.stdout.isatty() if color is None else color
+    paint = {"passed": "32", "failed": "31", "skipped": "33"}
+    clauses, impls, cells = grid(results)
+    width = max([len("clause"), *map(len, clauses)])
+    widths = [max(len(i), 4) for i in impls]
+    lines = [
+        " ".join(["clause".ljust(width), *(i.ljust(w) for i, w in zip(impls, widths, strict=True))])
+    ]
+    for clause in clauses:
+        row = [clause.ljust(width)]
+        for impl, w in zip(impls, widths, strict=True):
+            status = cells[(clause, impl)].status if (clause, impl) in cells else None
+            text = SYMBOL[status].ljust(w)
+            row.append(f"\033[{paint[status]}m{text}\033[0m" if color and status else text)
+        lines.append(" ".join(row))
+    for prefix, (writers, readers, pcells) in portability(results).items():
+        lines += ["", f"{prefix}-PORTABLE: rows write portable weights, columns read them"]
+        lines += _matrix_lines(writers, readers, pcells)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        lines += ["", "Failures:"]
+        for r in failed:
+            lines.append(f"✗ {r.clause} [{r.impl}]: {one_line(r.message)}")
+            if r.diagnosis:
+                lines.append(f"    diagnosis: {r.diagnosis}")
+    skips = _skips(results)
+    if skips:
+        lines += ["", "Skipped:"]
+        for (impl, reason), ids in skips.items():
+            lines.append(f"skip [{impl}] {', '.join(ids)}: {reason}")
+    lines += ["", summary_line(results)]
+    return "\n".join(lines)
+
+
+def _matrix_lines(writers, readers, cells) -> list[str]:
+    width = max(len(w) for w in writers)
+    lines = [" ".join([" " * width, *readers])]
+    for writer in writers:
+        row = [writer.ljust(width)]
+        for reader in readers:
+            row.append(_pair_mark(cells.get((writer, reader)))[0].ljust(len(reader)))
+        lines.append(" ".join(row))
+    return lines
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+def to_json(results, meta: dict | None = None) -> str:
+    n = counts(results)
+    doc = {
+        "meta": meta or {},
+        "summary": {k: n[k] for k in ("passed", "failed", "skipped")},
+        "results": [r.to_dict() for r in results],
+    }
+    return json.dumps(doc, indent=2, default=str)
+
+
+def verdicts(results) -> dict[str, dict[str, str]]:
+    """{implementation: {clause: status}}: what ``portspec verify --expect`` compares."""
+    out: dict[str, dict[str, str]] = {}
+    for r in results:
+        out.setdefault(r.impl, {})[r.clause] = r.status
+    return out
+
+
+# -- Markdown --------------------------------------------------------------------------------
+
+
+def _md(text: str) -> str:
+    return one_line(text).replace("|", "\\|")
+
+
+def to_markdown(results, title: str | None = None) -> str:
+    clauses, impls, cells = grid(results)
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| clause | " + " | ".join(impls) + " |", "|---" * (len(impls) + 1) + "|"]
+    for clause in clauses:
+        marks = [SYMBOL[cells[(clause, i)].status if (clause, i) in cells else None] for i in impls]
+        lines.append(f"| {clause} | " + " | ".join(marks) + " |")
+    lines += [
+        "",
+        summary_line(results) + ". ✓ passed, ✗ failed, skip: did not apply (reasons below), "
+        "· not run (the implementation does not provide the layer).",
+    ]
+    for prefix, (writers, readers, pcells) in portability(results).items():
+        lines += ["", f"**{prefix}-PORTABLE** (rows write portable weights, columns read them)", ""]
+        lines += ["| writer \\ reader | " + " | ".join(readers) + " |"]
+        lines += ["|---" * (len(readers) + 1) + "|"]
+        for w in writers:
+            marks = [_pair_mark(pcells.get((w, reader)))[0] for reader in readers]
+            lines.append(f"| {w} | " + " | ".join(marks) + " |")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        lines += ["", "**Failures**", ""]
+        for r in failed:
+            line = f"- **{r.clause}** ({r.impl}): {_md(r.message)}"
+            if r.diagnosis:
+                line += f"  \n  *Diagnosis:* {_md(r.diagnosis)}"
+            lines.append(line)
+    skips = _skips(results)
+    if skips:
+        lines += ["", "**Skipped**", ""]
+        for (impl, reason), ids in skips.items():
+            lines.append(f"- {', '.join(ids)} ({impl}): {_md(reason)}")
+    return "\n".join(lines) + "\n"
+
+
+# -- JUnit XML -------------------------------------------------------------------------------
+
+
+def to_junit(results) -> str:
+    """One testsuite per implementation; testcase name = clause ID, classname = implementation."""
+    root = ET.Element("testsuites", name="portspec")
+    _, impls, _ = grid(results)
+    for impl in impls:
+        mine = [r for r in results if r.impl == impl]
+        n = counts(mine)
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=impl,
+            tests=str(len(mine)),
+            failures=str(n["failed"]),
+            errors="0",
+            skipped=str(n["skipped"]),
+            time=f"{sum(r.seconds for r in mine):.3f}",
+        )
+        for r in mine:
+            case = ET.SubElement(
+                suite, "testcase", classname=impl, name=r.clause, time=f"{r.seconds:.3f}"
+            )
+            if r.status == "failed":
+                failure = ET.SubElement(case, "failure", message=one_line(r.message))
+                text = [ANSI.sub("", r.message)]
+                if r.diagnosis:
+                    text.append(f"diagnosis: {r.diagnosis}")
+                if r.clause in CLAUSE_TEXT:
+                    text.append(f"{r.clause}: {CLAUSE_TEXT[r.clause]}")
+                failure.text = "\n".join(text)
+            elif r.status == "skipped":
+                ET.SubElement(case, "skipped", message=one_line(r.message))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+# -- HTML ------------------------------------------------------------------------------------
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222 }
+table { border-collapse: collapse; margin: 1em 0 }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: center }
+td:first-child, th:first-child { text-align: left; font-family: ui-monospace, monospace }
+.passed { background: #e3f6e3; color: #16621b } .failed { background: #fbe3e3; color: #9b1c1c }
+.skipped { background: #fdf5dc; color: #7a5b00 } .none { color: #999 }
+li { margin: .4em 0 } .diag { color: #555 } code { font-size: 95% }
+"""
+
+
+def to_html(results, title: str = "portspec report") -> str:
+    esc = html_lib.escape
+    clauses, impls, cells = grid(results)
+    rows = []
+    for clause in clauses:
+        tds = []
+        for impl in impls:
+            r = cells.get((clause, impl))
+            status = r.status if r else None
+            tip = esc(one_line(r.message), quote=True) if r else ""
+            tds.append(f'<td class="{status or "none"}" title="{tip}">{SYMBOL[status]}</td>')
+        text = esc(CLAUSE_TEXT.get(clause, ""), quote=True)
+        rows.append(f'<tr><td title="{text}">{esc(clause)}</td>{"".join(tds)}</tr>')
+    head = "".join(f"<th>{esc(i)}</th>" for i in impls)
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>",
+        f"<p>{esc(summary_line(results))}</p>",
+        f"<table><tr><th>clause</th>{head}</tr>{''.join(rows)}</table>",
+    ]
+    for prefix, (writers, readers, pcells) in portability(results).items():
+        parts.append(
+            f"<h2>{esc(prefix)}-PORTABLE</h2><p>Rows write portable weights, columns "
+            "read them.</p><table><tr><th>writer \\ reader</th>"
+        )
+        parts.append("".join(f"<th>{esc(r)}</th>" for r in readers) + "</tr>")
+        for w in writers:
+            tds = []
+            for reader in readers:
+                v = pcells.get((w, reader))
+                mark, cls = _pair_mark(v)
+                tds.append(f'<td class="{cls}" title="{esc(v or "", quote=True)}">{mark}</td>')
+            parts.append(f"<tr><td>{esc(w)}</td>{''.join(tds)}</tr>")
+        parts.append("</table>")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        parts.append("<h2>Failures</h2><ul>")
+        for r in failed:
+            item = f"<code>{esc(r.clause)}</code> ({esc(r.impl)}): {esc(one_line(r.message))}"
+            if r.diagnosis:
+                item += f'<br><span class="diag">Diagnosis: {esc(r.diagnosis)}</span>'
+            parts.append(f"<li>{item}</li>")
+        parts.append("</ul>")
+    skips = _skips(results)
+    if skips:
+        parts.append("<h2>Skipped</h2><ul>")
+        for (impl, reason), ids in skips.items():
+            parts.append(
+                f"<li><code>{esc(', '.join(ids))}</code> ({esc(impl)}): {esc(reason)}</li>"
+            )
+        parts.append("</ul>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+WRITERS = {"json": to_json, "markdown": to_markdown, "junit": to_junit, "html": to_html}
+
+
+def write(results, paths: dict[str, str | None]) -> list[str]:
+    """Write each format whose path is given ({format: path}); return the paths written."""
+    import os
+
+    written = []
+    for fmt, path in paths.items():
+        if not path:
+            continue
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(WRITERS[fmt](results))
+        written.append(path)
+    return written

@@ -1,0 +1,298 @@
+"""Every diagnosis is produced by a deliberately wrong implementation.
+
+Each row names a diagnosis (a phrase of its text), the mutant port that commits the mistake
+(tests/ports_fixtures, written with spec.ports) and the clause that must fail with that
+diagnosis. Each fixture file runs in one worker, each mutant only against its clauses.
+Files whose framework is not installed are skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spec import diagnose
+from spec.layers import LAYERS
+from spec.suite.runner import Result
+from spec.verify import verify
+
+FIXTURES = Path(__file__).parent / "ports_fixtures"
+TORCH, FLAX, KERAS = "diagnosis_mutants_torch.py", "ports_flax.py", "ports_keras.py"
+NEEDS = {TORCH: "torch", FLAX: "flax", KERAS: "keras"}
+
+# (diagnosis, file, mutant, clause, phrase the diagnosis must contain)
+CASES = [
+    ("momentum sense", TORCH, "momentum-flipped", "FM-BN-UPDATE", "keeps 0.99 of its old value"),
+    ("momentum sense", TORCH, "torch-batchnorm1d", "FM-BN-UPDATE", "in the PyTorch sense"),
+    ("momentum sense", FLAX, "flax-batchnorm-defaults", "FM-BN-UPDATE", "keeps 0.99"),
+    ("unbiased moving variance", TORCH, "unbiased-moving-variance", "FM-BN-UPDATE", "n/(n-1)"),
+    ("unbiased moving variance", TORCH, "torch-batchnorm1d", "FM-BN-UPDATE", "off by n/(n-1)"),
+    ("no moving update", TORCH, "no-moving-update", "FM-BN-UPDATE", "did not change"),
+    ("epsilon fitted", TORCH, "epsilon-1e-5", "FM-BN-EPSILON", "epsilon 1e-05 instead of 1e-3"),
+    ("epsilon fitted", TORCH, "epsilon-1e-5", "FM-INFERENCE", "epsilon 1e-05"),
+    ("epsilon fitted", FLAX, "flax-batchnorm-defaults", "FM-BN-EPSILON", "epsilon 1e-05"),
+    ("epsilon fitted", KERAS, "keras-epsilon-1e-5", "FM-BN-EPSILON", "epsilon 1e-05"),
+    ("flatten order", TORCH, "flatten-time-last", "FM-INFERENCE", "flattened time-last"),
+    (
+        "batch stats in inference",
+        TORCH,
+        "batch-stats-in-inference",
+        "FM-INFERENCE",
+        "batch statistics used in inference",
+    ),
+    (
+        "moving stats updated in inference",
+        TORCH,
+        "batch-stats-in-inference",
+        "FM-BN-FROZEN",
+        "update outside training",
+    ),
+    (
+        "moving stats in training",
+        TORCH,
+        "moving-stats-in-training",
+        "FM-TRAINING",
+        "moving statistics used in training",
+    ),
+    (
+        "unbiased normalisation",
+        TORCH,
+        "unbiased-normalisation",
+        "FM-TRAINING",
+        "unbiased batch variance in the normalisation",
+    ),
+    ("no residual", TORCH, "no-residual", "FM-RESIDUAL", "no residual connection"),
+    ("no residual", TORCH, "no-residual", "FM-INFERENCE", "no residual connection"),
+    (
+        "residual of the normalised input",
+        TORCH,
+        "residual-normalised",
+        "FM-RESIDUAL",
+        "normalised input",
+    ),
+    (
+        "residual of the normalised input",
+        TORCH,
+        "residual-normalised",
+        "FM-INFERENCE",
+        "residual adding the BatchNorm output",
+    ),
+    (
+        "dropout in inference",
+        TORCH,
+        "dropout-in-inference",
+        "FM-DROPOUT-INFERENCE",
+        "dropout is active in inference",
+    ),
+    ("dropout not inverted", TORCH, "dropout-not-inverted", "FM-DROPOUT-SITES", "not inverted"),
+    (
+        "rate as keep probability",
+        TORCH,
+        "dropout-rate-as-keep",
+        "FM-DROPOUT-SITES",
+        "used as the keep probability",
+    ),
+    (
+        "dropout site missing",
+        TORCH,
+        "one-dropout-site",
+        "FM-DROPOUT-SITES",
+        "second dropout site",
+    ),
+    (
+        "dropout site missing",
+        TORCH,
+        "first-dropout-site-missing",
+        "FM-DROPOUT-SITES",
+        "first dropout site",
+    ),
+    ("dropout masks repeat", TORCH, "dropout-same-masks", "FM-DROPOUT-SITES", "reused"),
+    (
+        "dropout 1 divides by 0",
+        TORCH,
+        "dropout-divides-by-keep",
+        "FM-DROPOUT-ONE",
+        "divides by the keep probability",
+    ),
+    ("PyTorch init", TORCH, "torch-init", "FM-INIT", "PyTorch's default Linear initialisation"),
+    ("detached statistics", TORCH, "detached-batch-stats", "FM-GRAD", "treated as constants"),
+    ("kernel layout", TORCH, "kernel-not-transposed", "FM-WEIGHTS", "(out, in) layout"),
+    ("kernel layout", TORCH, "kernel-not-transposed", "GFF-WEIGHTS", "(out, in) layout"),
+    ("batch counter", TORCH, "batch-counter", "FM-PARAMS", "num_batches_tracked"),
+    ("batch counter", TORCH, "torch-batchnorm1d", "FM-PARAMS", "num_batches_tracked"),
+    (
+        "statistics trainable",
+        TORCH,
+        "stats-as-parameters",
+        "FM-PARAMS",
+        "moving statistics are counted as trainable",
+    ),
+    (
+        "gamma and beta not trainable",
+        TORCH,
+        "bn-affine-frozen",
+        "FM-PARAMS",
+        "gamma and beta are left out of the trainable count",
+    ),
+    (
+        "statistics not weights",
+        TORCH,
+        "stats-not-buffers",
+        "FM-PARAMS",
+        "moving statistics are not held as weights",
+    ),
+    (
+        "batch of one refused",
+        TORCH,
+        "torch-batchnorm1d",
+        "FM-BN-BATCH1",
+        "refuses a training batch of one",
+    ),
+    (
+        "float64 held in float32",
+        TORCH,
+        "float32-inside",
+        "FM-INFERENCE",
+        "holds all its weights in float32",
+    ),
+    (
+        "float64 held in float32",
+        TORCH,
+        "float32-inside",
+        "FM-BN-FROZEN",
+        "cannot tell whether they changed",
+    ),
+    ("float64 held in float32", TORCH, "float32-inside", "FM-GRAD", "below float32 resolution"),
+    ("gate roles", TORCH, "gate-roles-swapped", "GFF-FORWARD", "gate roles swapped"),
+    ("gate roles", TORCH, "gate-roles-swapped", "GFF-GATE-ORDER", "gate roles swapped"),
+    ("concat order", TORCH, "concat-swapped", "GFF-GATE-ORDER", "concatenation order swapped"),
+    ("gate on both", TORCH, "gate-on-both", "GFF-FORWARD", "gate multiplying both inputs"),
+    ("not convex", TORCH, "gate-on-both", "GFF-CONVEX", "does not form a convex combination"),
+    ("softmax axis", TORCH, "softmax-first-axis", "GFF-ACTIVATIONS", "softmax over the first"),
+    (
+        "activation ignored",
+        TORCH,
+        "activation-ignored",
+        "GFF-ACTIVATIONS",
+        "activation parameter ignored",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def verdicts():
+    """Run each fixture file once, every mutant against its clauses only."""
+    found = {}
+
+    def get(file):
+        if file not in found:
+            if importlib.util.find_spec(NEEDS[file]) is None:
+                pytest.skip(f"{NEEDS[file]} is not installed")
+            tasks = sorted({(m, c) for _, f, m, c, _ in CASES if f == file})
+            results = verify([str(FIXTURES / file)], tasks=tasks, timeout=300)
+            found[file] = {(r.impl, r.clause): r for r in results}
+        return found[file]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    "file, mutant, clause, phrase",
+    [pytest.param(f, m, c, p, id=f"{d}: {m} {c}") for d, f, m, c, p in CASES],
+)
+def test_the_mutant_is_diagnosed(verdicts, file, mutant, clause, phrase):
+    result = verdicts(file)[(mutant, clause)]
+    assert result.status == "failed", f"{mutant} passes {clause}"
+    assert result.diagnosis and phrase in result.diagnosis, (
+        f"{mutant} {clause}: diagnosis {result.diagnosis!r}, message {result.message!r}"
+    )
+
+
+# -- diagnoses no mutant can reach through the suite, checked on the oracle ----------------
+
+
+def _fm_case(label):
+    spec = LAYERS["FeatureMixing"]
+    case = next(c for c in spec.cases() if c.label == label)
+    rng = np.random.default_rng(0)
+    weights = spec.random_weights(case.config, case.input_shapes, rng)
+    return spec, case, weights, spec.make_inputs(case, rng)
+
+
+def test_transposed_square_kernels_are_recognised():
+    # Only the square case computes with transposed kernels at all; FM-INFERENCE meets the
+    # non-square ones first, where such a port fails on the shapes (FM-WEIGHTS diagnoses it).
+    spec, case, w, x = _fm_case("square")
+    swapped = {**w, "dense1.kernel": w["dense1.kernel"].T, "dense2.kernel": w["dense2.kernel"].T}
+    actual, _ = spec.forward(case.config, swapped, x, training=False)
+    found = diagnose.explain_output(spec, case.config, w, x, actual, training=False, tol=1e-12)
+    assert "Dense kernels transposed" in found
+
+
+def test_float32_precision_of_a_float64_output():
+    # What the pytest plugin reports for a float64 layer computing in float32; under verify
+    # the port's float32 storage is named instead (the float32-inside mutant above).
+    spec, case, w, x = _fm_case("expand")
+    actual = spec.forward(case.config, w, x, training=False)[0].astype(np.float32)
+    found = diagnose.explain_output(spec, case.config, w, x, actual, training=False, tol=1e-12)
+    assert found.startswith("the output agrees with the spec only to float32 precision")
+
+
+def test_an_alternative_the_case_cannot_tell_from_the_spec_is_not_named():
+    # in inference, "moving statistics used in training" is the spec itself
+    spec, case, w, x = _fm_case("expand")
+    actual = spec.forward(case.config, w, x, training=False)[0] + 1e-3
+    found = diagnose.explain_output(spec, case.config, w, x, actual, training=False, tol=1e-12)
+    assert found is None
+
+
+def test_other_momentum_and_float32_only_updates():
+    rng = np.random.default_rng(1)
+    flat = rng.standard_normal((8, 30))
+    old_mean, old_var = rng.standard_normal(30), rng.uniform(0.5, 2, 30)
+    mean, var = flat.mean(0), flat.var(0)
+
+    def explain(keep, dtype=np.float64):
+        new_mean = (keep * old_mean + (1 - keep) * mean).astype(dtype)
+        new_var = (keep * old_var + (1 - keep) * var).astype(dtype)
+        return diagnose.bn_update(0.01, old_mean, old_var, flat, new_mean, new_var, 1e-12)
+
+    assert "keeps 0.1 of its old value, not 0.01" in explain(0.1)
+    assert "right to float32 precision only" in explain(0.01, np.float32)
+
+
+def test_dropout_at_another_rate():
+    message = "branch values [0.0, 2.0, 6.0] are none of [0.0, 1.4285714285714286, 3.4693877]"
+    assert diagnose.explain_dropout_levels(message) == "both sites drop at rate 0.5 instead of 0.3"
+
+
+def test_epsilon_near_zero():
+    from spec.layers.feature_mixing import _forward
+
+    spec, case, w, x = _fm_case("expand")
+    actual = _forward(case.config, w, x, training=False, eps=0.0)[0]
+    found = diagnose.explain_output(spec, case.config, w, x, actual, training=False, tol=1e-12)
+    assert "BatchNorm epsilon ~0 instead of 1e-3" in found
+
+
+def test_float64_calls_refused_by_tensorflow():
+    # kerasfactory on the tensorflow backend: its sublayers stay float32 in a float64 layer
+    message = (
+        "raised InvalidArgumentError: cannot compute AddV2 as input #1(zero-based) was "
+        "expected to be a float tensor but is a double tensor [Op:AddV2]"
+    )
+    result = diagnose.explain_raised(Result("FM-INFERENCE", "port", "failed", message))
+    assert "sublayers ignore the layer's dtype" in result.diagnosis
+
+
+# Diagnoses checked by a mutant above, and those checked on the oracle or the evidence alone.
+BY_MUTANT = 32
+BY_EVIDENCE = 7  # transposed square kernels, float32 precision, another momentum, float32-only
+# update, another dropout rate, epsilon ~0, float64 refused by TensorFlow
+
+
+def test_the_count():
+    assert len({d for d, *_ in CASES}) == BY_MUTANT

@@ -1,0 +1,122 @@
+"""Reports: the same verdicts in every format, skips shown as skips with their reason."""
+
+from __future__ import annotations
+
+import json
+from xml.etree import ElementTree as ET
+
+from spec import report
+from spec.suite.runner import Result
+
+RESULTS = [
+    Result("FM-SHAPE", "alpha", "passed", seconds=0.5),
+    Result("FM-SHAPE", "beta", "passed"),
+    Result(
+        "FM-BN-UPDATE",
+        "beta",
+        "failed",
+        "norm.moving_mean after one training call: max |error| 3.29",
+        "the moving mean keeps 0.99 of its old value",
+    ),
+    Result("FM-BN-UPDATE", "alpha", "passed"),
+    Result("FM-COMPILE", "alpha", "skipped", "this implementation has no compiled execution"),
+    Result("FM-COMPILE", "beta", "passed"),
+    Result("GFF-SHAPE", "alpha", "failed", "\x1b[1mbold\x1b[0m error\nover two lines"),
+    Result(
+        "FM-PORTABLE",
+        "alpha",
+        "passed",
+        details={"pairs": {"alpha -> alpha": "ok", "beta -> alpha": "ok"}},
+    ),
+    Result(
+        "FM-PORTABLE",
+        "beta",
+        "failed",
+        "alpha -> beta: norm.moving_mean after the step differs by 2.6",
+        details={"pairs": {"alpha -> beta": "moving mean differs", "beta -> beta": "ok"}},
+    ),
+]
+
+
+def test_terminal_table_marks_every_cell_and_lists_failures_and_skips():
+    text = report.terminal(RESULTS, color=False)
+    lines = [line.split() for line in text.splitlines() if line.startswith(("FM-", "GFF-"))]
+    rows = {cells[0]: cells[1:] for cells in lines}
+    assert rows["FM-SHAPE"] == ["✓", "✓"]
+    assert rows["FM-BN-UPDATE"] == ["✓", "✗"]  # columns in order of appearance: alpha, beta
+    assert rows["FM-COMPILE"] == ["skip", "✓"]
+    assert rows["GFF-SHAPE"] == ["✗", "·"]  # beta has no GatedFeatureFusion: not run
+    # spec order, not the order of the results
+    order = [cells[0] for cells in lines]
+    assert order[:5] == ["FM-SHAPE", "FM-BN-UPDATE", "FM-COMPILE", "FM-PORTABLE", "GFF-SHAPE"]
+    assert "✗ FM-BN-UPDATE [beta]: norm.moving_mean" in text
+    assert "diagnosis: the moving mean keeps 0.99" in text
+    assert "skip [alpha] FM-COMPILE: this implementation has no compiled execution" in text
+    assert "bold error over two lines" in text and "\x1b" not in text
+    assert text.endswith("5 passed, 3 failed, 1 skipped")
+
+
+def test_portability_matrix():
+    writers, readers, cells = report.portability(RESULTS)["FM"]
+    assert writers == ["alpha", "beta"] and readers == ["alpha", "beta"]
+    assert cells[("alpha", "beta")] == "moving mean differs"
+    text = report.terminal(RESULTS, color=False)
+    assert "FM-PORTABLE: rows write portable weights, columns read them" in text
+
+
+def test_a_skip_is_never_a_pass():
+    skipped = [r for r in RESULTS if r.status == "skipped"]
+    assert not report.ok(skipped)
+    assert "| FM-COMPILE | skip | ✓ |" in report.to_markdown(RESULTS)
+    junit = ET.fromstring(report.to_junit(RESULTS))
+    case = junit.find(".//testcase[@classname='alpha'][@name='FM-COMPILE']")
+    assert case.find("skipped").get("message") == "this implementation has no compiled execution"
+
+
+def test_ok_needs_no_failure_and_one_pass():
+    assert not report.ok(RESULTS)
+    assert report.ok([r for r in RESULTS if r.status == "passed"])
+    assert not report.ok([])
+
+
+def test_markdown():
+    text = report.to_markdown(RESULTS, title="verdicts")
+    assert text.startswith("## verdicts\n\n| clause | alpha | beta |\n|---|---|---|\n")
+    assert "| FM-BN-UPDATE | ✓ | ✗ |" in text
+    assert "*Diagnosis:* the moving mean keeps 0.99" in text
+    assert "max \\|error\\| 3.29" in text  # a pipe in a message does not break the table
+    assert "| writer \\ reader | alpha | beta |" in text
+
+
+def test_junit_names_clause_and_implementation():
+    root = ET.fromstring(report.to_junit(RESULTS))
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    assert set(suites) == {"alpha", "beta"}
+    assert suites["beta"].get("failures") == "2" and suites["alpha"].get("skipped") == "1"
+    failure = root.find(".//testcase[@classname='beta'][@name='FM-BN-UPDATE']/failure")
+    assert failure.get("message").startswith("norm.moving_mean")
+    assert "diagnosis: the moving mean keeps 0.99" in failure.text
+    assert "FM-BN-UPDATE: One training call sets" in failure.text  # the clause's sentence
+
+
+def test_json_round_trips_every_result():
+    doc = json.loads(report.to_json(RESULTS, meta={"command": "verify"}))
+    assert doc["summary"] == {"passed": 5, "failed": 3, "skipped": 1}
+    assert [Result(**r) for r in doc["results"]] == RESULTS
+    assert report.verdicts(RESULTS)["beta"]["FM-BN-UPDATE"] == "failed"
+
+
+def test_html_is_one_self_contained_page():
+    page = report.to_html(RESULTS)
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "<script" not in page and "http" not in page and "<link" not in page
+    assert '<td class="skipped"' in page and '<td class="failed"' in page
+    assert "Diagnosis: the moving mean keeps 0.99" in page
+    assert "x &lt; y" in report.to_html([Result("FM-SHAPE", "a", "failed", "x < y")])
+
+
+def test_write_creates_the_files(tmp_path):
+    paths = {fmt: str(tmp_path / "sub" / f"r.{fmt}") for fmt in report.WRITERS}
+    assert sorted(report.write(RESULTS, {**paths, "html": None})) == sorted(
+        p for f, p in paths.items() if f != "html"
+    )

@@ -1,0 +1,186 @@
+"""portspec verify survives the port it checks: raising, hanging, crashing, wrong outputs.
+
+The fixtures are NumPy ports (tests/ports_fixtures), so no framework is imported and every
+worker starts in well under a second. The misbehaving ports go wrong only in ``get_config``,
+which only the config round trip clause calls: that clause must fail with the reason, and every
+clause before and after it must still be reported.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from spec import report
+from spec.adapter import read_weights
+from spec.suite.checks import work_items
+from spec.verify import matrix, verify
+
+FIXTURES = Path(__file__).parent / "ports_fixtures"
+NUMPY_PORT = str(FIXTURES / "numpy_port.py")
+MISBEHAVING = str(FIXTURES / "misbehaving.py")
+CLAUSES = ["FM-SHAPE", "FM-WEIGHTS", "FM-CONFIG-ROUNDTRIP", "FM-WEIGHTS-ROUNDTRIP", "FM-INFERENCE"]
+CULPRIT = "FM-CONFIG-ROUNDTRIP"
+
+
+def _run(port: str, timeout: float = 20) -> dict:
+    results = verify([MISBEHAVING], tasks=[(port, c) for c in CLAUSES], timeout=timeout)
+    return {r.clause: r for r in results}
+
+
+def test_the_numpy_port_passes():
+    results = verify([NUMPY_PORT], clauses=CLAUSES, timeout=20)
+    assert [(r.clause, r.status) for r in results] == [(c, "passed") for c in CLAUSES]
+
+
+@pytest.mark.parametrize(
+    "port, reason",
+    [
+        ("raise", "raised RuntimeError: this port cannot report its config"),
+        ("hang", "timed out after 2 s"),
+        ("segfault", "worker died with signal SIGSEGV (11) in _segfault"),
+        ("os-exit", "worker died with exit code 3"),
+        ("sys-exit", "worker died with exit code 0"),
+    ],
+)
+def test_a_misbehaving_port_fails_that_clause_and_only_that(port, reason, tmp_path):
+    results = _run(port, timeout=2 if port == "hang" else 20)
+    assert list(results) == CLAUSES  # every clause reported, in spec order
+    assert results[CULPRIT].status == "failed"
+    assert results[CULPRIT].message.startswith(reason)
+    assert all(r.status == "passed" for c, r in results.items() if c != CULPRIT)
+    # and the reports are written for all of them
+    paths = {fmt: str(tmp_path / f"report.{fmt}") for fmt in report.WRITERS}
+    report.write(list(results.values()), paths)
+    text = Path(paths["markdown"]).read_text()
+    assert text.count("| ✓ |") == len(CLAUSES) - 1 and f"| {CULPRIT} | ✗ |" in text
+    assert reason.split(" in ")[0] in Path(paths["junit"]).read_text()
+
+
+def test_the_timeout_is_per_clause_and_a_fresh_worker_goes_on():
+    results = _run("hang", timeout=2)
+    # the clauses after the hang ran in a new worker, within their own timeout
+    assert results["FM-INFERENCE"].status == "passed"
+
+
+def test_wrong_shape_or_type_fails_the_clauses_that_see_it():
+    for port in ("wrong-shape", "wrong-type"):
+        results = _run(port)
+        assert results["FM-SHAPE"].status == "failed"
+        assert "output shape" in results["FM-SHAPE"].message
+        assert results["FM-INFERENCE"].status == "failed"
+        assert results["FM-WEIGHTS"].status == "passed"
+
+
+def test_what_a_port_prints_cannot_forge_a_result():
+    results = verify([MISBEHAVING], tasks=[("print", c) for c in CLAUSES], timeout=20)
+    assert {r.impl for r in results} == {"print"}
+    assert all(r.status == "passed" for r in results)
+
+
+def test_a_port_that_cannot_be_imported_is_skipped_with_the_reason(tmp_path):
+    port = tmp_path / "PORT.py"
+    port.write_text("import not_a_module_anywhere\n")
+    results = verify([str(port)], clauses=["FM-SHAPE", "GFF-SHAPE"], timeout=20)
+    assert [r.status for r in results] == ["skipped", "skipped"]
+    assert "not_a_module_anywhere" in results[0].message
+    assert not report.ok(results)  # nothing verified is not a pass
+
+
+def test_a_port_that_hangs_while_loading_fails_the_load(tmp_path):
+    port = tmp_path / "PORT.py"
+    port.write_text("import time\ntime.sleep(600)\n")
+    (result,) = verify([str(port)], clauses=["FM-SHAPE"], timeout=1)
+    assert (result.clause, result.status) == ("LOAD", "failed")
+    assert result.message == "timed out after 1 s while loading"
+
+
+def test_in_process_gives_the_same_verdicts():
+    isolated = verify([NUMPY_PORT], clauses=CLAUSES, timeout=20)
+    inline = verify([NUMPY_PORT], clauses=CLAUSES, isolate=False)
+    assert [(r.clause, r.status) for r in inline] == [(r.clause, r.status) for r in isolated]
+
+
+def test_the_matrix_crosses_every_writer_with_every_reader():
+    twin = str(FIXTURES / "numpy_twin.py")
+    results = matrix([NUMPY_PORT, twin], clauses=["FM-PORTABLE"], timeout=60)
+    assert [(r.impl, r.status) for r in results] == [
+        ("numpy-oracle", "passed"),
+        ("numpy-twin", "passed"),
+    ]
+    writers, readers, cells = report.portability(results)["FM"]
+    assert set(writers) == set(readers) == {"numpy-oracle", "numpy-twin"}
+    assert set(cells.values()) == {"ok"} and len(cells) == 4
+
+
+# -- pickles are refused, never unpickled ----------------------------------------------------
+
+
+def _pickles(tmp_path):
+    plain = tmp_path / "weights.pkl"
+    plain.write_bytes(pickle.dumps({"gate.bias": np.zeros(3)}))
+    zipped = tmp_path / "weights.pt"  # torch.save writes a zip of pickles
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"gate.bias": np.zeros(3)}))
+    return [plain, zipped]
+
+
+def test_read_weights_refuses_a_pickle(tmp_path):
+    for path in _pickles(tmp_path):
+        with pytest.raises(ValueError, match="is a pickle .* never unpickles"):
+            read_weights(path)
+
+
+def test_verify_refuses_a_pickle_given_as_the_port(tmp_path):
+    for path in _pickles(tmp_path):
+        with pytest.raises(ValueError, match="is a pickle"):
+            verify([str(path)])
+
+
+def test_verify_refuses_a_pickle_among_the_portable_weights(tmp_path):
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    save_file({"x": np.zeros(2)}, str(exchange / "ok.safetensors"))
+    (exchange / "sneaky.safetensors").write_bytes(pickle.dumps({"x": np.zeros(2)}))
+    with pytest.raises(ValueError, match="sneaky.safetensors is a pickle"):
+        verify([NUMPY_PORT], clauses=["FM-PORTABLE"], exchange=str(exchange))
+
+
+def test_verify_refuses_a_weights_file_given_as_the_port(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file({"gate.bias": np.zeros(3)}, str(path))
+    with pytest.raises(ValueError, match="weights file, not an implementation"):
+        verify([str(path)])
+
+
+# -- spec.ports: a conforming module behind each base class passes ---------------------------
+
+SPEC_CLAUSES = [c.id for _, c, _ in work_items(None) if c.family != "portable"]  # portable: slow
+UNVALIDATED = {"FM-CONFIG", "FM-CALL", "GFF-CONFIG", "GFF-CALL"}
+
+
+@pytest.mark.parametrize(
+    "file, port, framework, failing",
+    [
+        ("diagnosis_mutants_torch.py", "good", "torch", UNVALIDATED),  # it validates nothing
+        ("ports_flax.py", "good-flax", "flax", set()),
+        ("ports_keras.py", "good-keras", "keras", set()),
+    ],
+)
+def test_a_conforming_module_behind_each_port_base_class_passes(file, port, framework, failing):
+    pytest.importorskip(framework)
+    tasks = [(port, c) for c in SPEC_CLAUSES]
+    results = verify([str(FIXTURES / file)], tasks=tasks, timeout=300)
+    assert len(results) == len(SPEC_CLAUSES)
+    wrong = [
+        f"{r.clause}: {r.status} {r.message}"
+        for r in results
+        if r.clause not in failing and r.status != "passed"
+    ]
+    assert not wrong, "\n".join(wrong)
+    assert {r.clause for r in results if r.status == "failed"} == failing
