@@ -230,8 +230,6 @@ FLOAT64_FAMILIES = {
     "gate-order": "",
     "activations": "",
     "convex": "; an output at an edge of [a, b] can round past it",
-    "bn-frozen": "; the check compares the moving statistics with the float64 values it set, "
-    "which the port rounded, so it cannot tell whether they changed",
     "gradients": "; central differences of step 1e-6 fall below float32 resolution, so they "
     "cannot be compared with the gradients",
 }

@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -60,7 +61,9 @@ def load_file(path: str) -> list[Adapter | Unavailable]:
     path = os.path.abspath(path)
     if not os.path.exists(path):
         return [Unavailable(path, "adapter file not found")]
-    module_name = "portspec_port_" + os.path.splitext(os.path.basename(path))[0]
+    # the path's hash keeps two PORT.py files in one process apart
+    stem = os.path.splitext(os.path.basename(path))[0]
+    module_name = f"portspec_port_{stem}_{zlib.crc32(path.encode()):08x}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module

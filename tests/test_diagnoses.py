@@ -158,13 +158,6 @@ CASES = [
         "FM-INFERENCE",
         "holds all its weights in float32",
     ),
-    (
-        "float64 held in float32",
-        TORCH,
-        "float32-inside",
-        "FM-BN-FROZEN",
-        "cannot tell whether they changed",
-    ),
     ("float64 held in float32", TORCH, "float32-inside", "FM-GRAD", "below float32 resolution"),
     ("gate roles", TORCH, "gate-roles-swapped", "GFF-FORWARD", "gate roles swapped"),
     ("gate roles", TORCH, "gate-roles-swapped", "GFF-GATE-ORDER", "gate roles swapped"),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import re
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 
 from spec.clauses import ClauseFailure, NotApplicable
@@ -36,8 +36,8 @@ def run_clause(adapter, spec, clause, fn) -> Result:
             clause.id, adapter.name, "failed", str(exc), exc.diagnosis, _since(start), exc.details
         )
     except Exception as exc:  # a port that raises fails the clause; the run goes on
-        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return Result(clause.id, adapter.name, "failed", f"raised {tb}", seconds=_since(start))
+        return Result(clause.id, adapter.name, "failed", f"raised {_describe(exc)}",
+                      seconds=_since(start))
     return Result(clause.id, adapter.name, "passed", seconds=_since(start), details=ctx.details)
 
 
@@ -69,3 +69,13 @@ def run_all(adapter, clauses=None, layers=None, on_result=None) -> list[Result]:
 
 def _since(start: float) -> float:
     return round(time.perf_counter() - start, 4)
+
+
+def _describe(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` on one line: the message without notes (hypothesis adds some) or
+    terminal colours (Keras adds them), shortened to ``limit`` characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

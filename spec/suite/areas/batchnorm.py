@@ -58,13 +58,14 @@ def bn_update(ctx):
 def bn_frozen(ctx):
     rng = np.random.default_rng(9)
     case = ctx.spec.cases()[0]
-    handle, _, weights = _primed(ctx, case, rng)
+    handle, _, _ = _primed(ctx, case, rng)
+    before = handle.get_weights()  # as stored: a float32 port rounds what was set
     x = ctx.inputs(case, rng, "float64")
     handle.forward(x, training=False)
     handle.grad(x, np.ones_like(x), training=False)
     got = handle.get_weights()
     for name in (MEAN, VAR):
-        if not np.array_equal(got[name], weights[name]):
+        if not np.array_equal(got[name], before[name]):
             raise ClauseFailure(
                 f"{name} changed in an inference call",
                 diagnosis="the moving statistics update outside training",

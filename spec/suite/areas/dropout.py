@@ -98,7 +98,7 @@ def _scaling_diagnosis(branch):
         return "kept values are not scaled by 1/(1-p): dropout is not inverted"
     if only(0.0, 2 * keep):
         return "nothing is dropped after the ReLU: the first dropout site is missing"
-    if only(keep + 1, 2.0):
+    if only(1.0, keep + 1):
         return "nothing is dropped after the second Dense: the second dropout site is missing"
     return None
 

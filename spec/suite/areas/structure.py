@@ -104,4 +104,5 @@ def param_counts(ctx):
         got = tuple(ctx.build(case).param_counts())
         want = ctx.spec.param_counts(case.config, case.input_shapes)
         if got != tuple(want):
-            raise ClauseFailure(f"{case.label}: (trainable, non-trainable) = {got}, spec {want}")
+            raise ClauseFailure(f"{case.label}: (trainable, non-trainable) = {got}, spec {want}",
+                                details={"counts": list(got), "spec": list(want)})

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import numpy as np
+
+from spec import diagnose
 from spec import golden as vectors
 from spec.clauses import ClauseFailure
 from spec.layers import Case
@@ -21,8 +26,22 @@ def golden_vectors(ctx):
         for training, expected in v.expected.items():
             handle = ctx.build(case)
             handle.set_weights(cast(v.weights, "float32"))
-            out = handle.forward(cast(v.inputs, "float32"), training=training)
-            ctx.expect_close(f"{path.name} training={training}", out, expected, tol)
+            x = cast(v.inputs, "float32")
+            out = handle.forward(x, training=training)
+            ctx.expect_close(
+                f"{path.name} training={training}", out, expected, tol,
+                diagnosis=lambda actual, _, training=training, x=x, v=v: diagnose.explain_output(
+                    ctx.spec, v.config, cast(v.weights, "float32"), cast(x, "float64"), actual,
+                    training=training, tol=tol))
+            state = handle.get_weights()
             for name, value in v.state.get(training, {}).items():
-                got = handle.get_weights()[name]
-                ctx.expect_close(f"{path.name}: {name} after a training call", got, value, tol)
+                ctx.expect_close(f"{path.name}: {name} after a training call", state[name],
+                                 value, tol, diagnosis=partial(_state_diagnosis, ctx.spec, v,
+                                                               state, tol))
+
+
+def _state_diagnosis(spec, v, state, tol, *_):
+    mean, var = "norm.moving_mean", "norm.moving_variance"
+    flat = np.asarray(v.inputs, np.float64).reshape(len(v.inputs), -1)
+    return diagnose.bn_update(spec.momentum, v.weights[mean], v.weights[var], flat,
+                              state[mean], state[var], tol)
