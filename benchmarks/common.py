@@ -56,6 +56,7 @@ IMPLS = {
     "kerasfactory-torch": ("keras", "torch"),
     "kerasfactory-tensorflow": ("keras", "tensorflow"),
 }
+OURS = ("keras-jax", "keras-torch", "keras-tensorflow", "torch", "jax")
 
 
 PARAM_NAMES = ("implementation", "mode", "execution", "size", "device")
@@ -92,9 +93,6 @@ class LayerBenchmark(abc.ABC):
         return self.case.floor_ratio()
 
     track_floor_ratio.unit = "ratio"
-
-
-OURS = ("keras-jax", "keras-torch", "keras-tensorflow", "torch", "jax")
 
 
 def skip(reason: str):

@@ -39,13 +39,14 @@ PEERS = {
 }
 
 
-def measure(impl: str, layers: list[str], sizes: list[str], repeat: int):
+def measure(impl: str, layers: list[str], sizes: list[str], modes: list[str],
+            executions: list[str], repeat: int):
     """Child: every case of ``impl``, one JSON line each."""
     for layer, cls in ((name, LAYERS[name]) for name in layers):
-        impls, modes, executions, all_sizes, _ = cls.params
+        impls, all_modes, all_executions, all_sizes, _ = cls.params
         for size in [s for s in all_sizes if s in sizes] if impl in impls else []:
-            for mode in modes:
-                for execution in executions:
+            for mode in [m for m in all_modes if m in modes]:
+                for execution in [e for e in all_executions if e in executions]:
                     row = dict(layer=layer, impl=impl, mode=mode, execution=execution, size=size)
                     try:
                         row.update(_measure_case(cls, row, repeat))
@@ -132,6 +133,8 @@ def main(argv=None):
     parser.add_argument("--impl", action="append", choices=list(common.IMPLS))
     parser.add_argument("--layer", action="append", choices=list(LAYERS))
     parser.add_argument("--size", action="append", help="default: every size")
+    parser.add_argument("--mode", action="append", choices=list(common.MODES))
+    parser.add_argument("--execution", action="append", choices=list(common.EXECUTIONS))
     parser.add_argument("--repeat", type=int, default=5, help="samples per case")
     parser.add_argument("--json", help="also append the rows to this JSON-lines file")
     parser.add_argument("--from-json", help="render rows measured before")
@@ -139,8 +142,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sizes = args.size or sorted({s for cls in LAYERS.values() for s in cls.params[3]})
     args.layer = args.layer or list(LAYERS)
+    args.mode = args.mode or list(common.MODES)
+    args.execution = args.execution or list(common.EXECUTIONS)
     if args.child:
-        return measure(args.child, args.layer, sizes, args.repeat)
+        return measure(args.child, args.layer, sizes, args.mode, args.execution, args.repeat)
     if args.from_json:
         with open(args.from_json) as f:
             rows = [json.loads(line) for line in f]
@@ -156,7 +161,8 @@ def _run_child(impl: str, sizes: list[str], args) -> list[dict]:
     so a long run that dies keeps what it has."""
     cmd = [sys.executable, "-m", "benchmarks.table", "--child", impl,
            "--repeat", str(args.repeat), *(f"--size={s}" for s in sizes),
-           *(f"--layer={name}" for name in args.layer)]
+           *(f"--layer={name}" for name in args.layer), *(f"--mode={m}" for m in args.mode),
+           *(f"--execution={e}" for e in args.execution)]
     print(f"measuring {impl}", file=sys.stderr, flush=True)
     rows = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as child:
