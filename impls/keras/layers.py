@@ -17,12 +17,12 @@ from spec.layers.gated_feature_fusion import SPEC as GFF_SPEC
 
 @keras.saving.register_keras_serializable(package="portspec")
 class Linear(layers.Layer):
-    """``keras.layers.Dense`` without activation, computed with ``ops.einsum``.
+    """``keras.layers.Dense`` without activation, float64-exact on every backend.
 
     Dense calls ``ops.matmul``, which Keras 3.15's torch backend evaluates in float32 even for
-    float64 operands (error 1e-5 where float64 gives 1e-14); einsum keeps the dtype on every
-    backend. Weights, names and initialisers are Dense's: Glorot-uniform kernel (in, out),
-    zero bias.
+    float64 operands (error 1e-5 where float64 gives 1e-14); there, float64 goes through
+    einsum, which keeps the dtype. Weights, names and initialisers are Dense's:
+    Glorot-uniform kernel (in, out), zero bias.
 
     Args:
         units: output width.
@@ -39,7 +39,12 @@ class Linear(layers.Layer):
         self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
 
     def call(self, inputs):
-        return ops.einsum("...i,io->...o", inputs, self.kernel) + self.bias
+        float64 = keras.backend.standardize_dtype(inputs.dtype) == "float64"
+        if float64 and keras.backend.backend() == "torch":
+            return ops.einsum("...i,io->...o", inputs, self.kernel) + self.bias
+        # Elsewhere matmul: TensorFlow's gradient of "...i,io->...o" materialises a
+        # [..., i, o] tensor (27 GiB for the large FeatureMixing benchmark).
+        return ops.matmul(inputs, self.kernel) + self.bias
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
