@@ -38,7 +38,7 @@ CLAUSES = [
         "call-errors",
         "A call whose input is not rank 3, whose trailing dimensions are not "
         "(input_size, n_series), or whose dtype is not floating raises ValueError or TypeError "
-        "naming the shape or dtype.",
+        "naming the shape (and showing the shape it got) or the dtype.",
     ),
     _c(
         "SHAPE",

@@ -37,7 +37,8 @@ CLAUSES = [
         "call-errors",
         "A call with anything but a list of exactly two tensors, with tensors of different "
         "shapes, of rank < 2, with a feature size other than the built one, or of non-floating "
-        "dtype raises ValueError or TypeError naming the inputs, shape or dtype.",
+        "dtype raises ValueError or TypeError naming the inputs, the shape (showing the shapes "
+        "it got) or the dtype.",
     ),
     _c(
         "SHAPE",

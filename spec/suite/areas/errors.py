@@ -8,13 +8,17 @@ from spec.clauses import ClauseFailure
 from spec.suite.checks import check
 
 
-def _verdict(what: str, call, names) -> str | None:
-    """None when ``call`` raises ValueError/TypeError naming one of ``names``, else the problem."""
+def _verdict(what: str, call, names, shown=()) -> str | None:
+    """None when ``call`` raises ValueError/TypeError naming one of ``names`` (and showing one
+    of ``shown``, the offending shapes, when given), else the problem."""
     try:
         call()
     except (ValueError, TypeError) as exc:
         if not any(n in str(exc) for n in names):
             return f"{what}: {type(exc).__name__} does not name {' or '.join(names)}: {exc}"
+        if shown and not any(s in str(exc) for s in shown):
+            return (f"{what}: {type(exc).__name__} does not show the input's shape "
+                    f"{' or '.join(shown)}: {exc}")
         return None
     except Exception as exc:  # a backend error instead of the spec's clear message
         return f"{what}: raised {type(exc).__name__} (not ValueError/TypeError): {exc}"
@@ -54,7 +58,12 @@ def call_errors(ctx):
             inputs = [np.ones(s, dtype=bad.dtype) for s in bad.shapes]
         else:
             inputs = np.ones(bad.shapes, dtype=bad.dtype)
+        # A shape error must show the shape it got: a backend's own error that happens to
+        # contain the word "shape" (jax's dot_general does) is not the spec's message.
+        shapes = bad.shapes if isinstance(bad.shapes, list) else [bad.shapes]
+        shown = [str(tuple(x)) for x in shapes] if "shape" in bad.names else []
         problems.append(
-            _verdict(bad.description, lambda x=inputs: handle.forward(x, training=False), bad.names)
+            _verdict(bad.description, lambda x=inputs: handle.forward(x, training=False),
+                     bad.names, shown)
         )
     _fail([p for p in problems if p], len(bad_calls))
