@@ -438,24 +438,10 @@ class KerasPortHandle(PortHandle):
         var.assign(np.asarray(value, dtype=np.float64).astype(var.dtype))
 
     def _tensor(self, x):
-        ops = self.adapter.keras.ops
-        if isinstance(x, (list, tuple)):
-            return [self._tensor(v) for v in x]
-        x = np.asarray(x)
-        if x.dtype.name == "bfloat16":
-            return ops.cast(ops.convert_to_tensor(x.astype(np.float32)), "bfloat16")
-        return ops.convert_to_tensor(x)
+        return keras_tensor(self.adapter.keras, x)
 
     def _numpy(self, t):
-        keras = self.adapter.keras
-        if isinstance(t, (list, tuple)):
-            return [self._numpy(v) for v in t]
-        if keras.backend.standardize_dtype(t.dtype) == "bfloat16":
-            import ml_dtypes
-
-            t = keras.ops.cast(t, "float32")
-            return keras.ops.convert_to_numpy(t).astype(ml_dtypes.bfloat16)
-        return keras.ops.convert_to_numpy(t)
+        return keras_numpy(self.adapter.keras, t)
 
     def _call(self, x, training):
         return self.adapter.call(self.obj, x, training=training)
@@ -708,3 +694,25 @@ class FlaxPortHandle(PortHandle):
         # the module's variables by attribute path, as safetensors, the config beside them
         path = os.path.join(directory, f"{self.layer}.safetensors")
         return _save_arrays(path, self._read(), self._meta())
+
+
+def keras_tensor(keras, x):
+    """NumPy (or a list of arrays) to Keras tensors; ml_dtypes bfloat16 goes via float32."""
+    if isinstance(x, (list, tuple)):
+        return [keras_tensor(keras, v) for v in x]
+    x = np.asarray(x)
+    if x.dtype.name == "bfloat16":
+        return keras.ops.cast(keras.ops.convert_to_tensor(x.astype(np.float32)), "bfloat16")
+    return keras.ops.convert_to_tensor(x)
+
+
+def keras_numpy(keras, t):
+    """Keras tensors (or a list) to NumPy; bfloat16 comes back as an ml_dtypes array."""
+    if isinstance(t, (list, tuple)):
+        return [keras_numpy(keras, v) for v in t]
+    if keras.backend.standardize_dtype(t.dtype) == "bfloat16":
+        import ml_dtypes
+
+        t = keras.ops.cast(t, "float32")
+        return keras.ops.convert_to_numpy(t).astype(ml_dtypes.bfloat16)
+    return keras.ops.convert_to_numpy(t)

@@ -15,6 +15,7 @@ import numpy as np
 
 from spec.adapter import Adapter, Handle
 from spec.layers import LAYERS
+from spec.ports import keras_numpy, keras_tensor
 
 BACKENDS = ("jax", "torch", "tensorflow")
 POLICIES = {
@@ -91,22 +92,10 @@ class KerasHandle(Handle):
 
     # -- conversion ----------------------------------------------------------------------
     def _tensor(self, x):
-        ops = self.adapter.keras.ops
-        if isinstance(x, (list, tuple)):
-            return [self._tensor(v) for v in x]
-        x = np.asarray(x)
-        if x.dtype.name == "bfloat16":
-            return ops.cast(ops.convert_to_tensor(x.astype(np.float32)), "bfloat16")
-        return ops.convert_to_tensor(x)
+        return keras_tensor(self.adapter.keras, x)
 
     def _numpy(self, t):
-        ops = self.adapter.keras.ops
-        dtype = self.adapter.keras.backend.standardize_dtype(t.dtype)
-        if dtype == "bfloat16":
-            import ml_dtypes
-
-            return ops.convert_to_numpy(ops.cast(t, "float32")).astype(ml_dtypes.bfloat16)
-        return ops.convert_to_numpy(t)
+        return keras_numpy(self.adapter.keras, t)
 
     def _call(self, x, training):
         if self.spec.multi_input:
