@@ -3,10 +3,11 @@
 asv answers "did this commit get slower?"; this answers "how fast is each implementation on
 this machine, against its peer and against its matmul floor?" in one sitting. asv would pay
 Python, framework and Keras start-up once per benchmark and parameter (some 600 processes for
-the CPU grid); here it is once per implementation: one child process per implementation (Keras's
-backend is fixed per process) sets up every case of both layers through the benchmark classes,
-takes ``--repeat`` samples of the call and the median of its floor, and prints JSON lines. The
-parent collects them and prints Markdown.
+the CPU grid); here it is once per implementation and its peer: one child process per group
+(Keras's backend is fixed per process: ``keras-jax`` with ``kerasfactory-jax``, ``torch`` with
+``neuralforecast``, ...) sets up every case of both layers through the benchmark classes, takes
+``--repeat`` samples of each call, alternating between the group's members, and the median of
+their floor, and prints JSON lines. The parent collects them and prints Markdown.
 
     python -m benchmarks.table --json .asv/table.jsonl > table.md   # everything, CPU
     python -m benchmarks.table --impl torch --impl neuralforecast --size small --layer FeatureMixing
@@ -39,34 +40,68 @@ PEERS = {
 }
 
 
-def measure(impl: str, layers: list[str], sizes: list[str], modes: list[str],
+def groups(impls: list[str]) -> list[list[str]]:
+    """One child process per group: an implementation with its same-framework peer, so that
+    their samples can alternate (below). Order kept; a peer asked for alone is a group."""
+    out, placed = [], set()
+    for impl in impls:
+        if impl in placed:
+            continue
+        group = [i for i in impls if i == impl or PEERS.get(i) == impl or PEERS.get(impl) == i]
+        placed.update(group)
+        out.append(group)
+    return out
+
+
+def measure(group: list[str], layers: list[str], sizes: list[str], modes: list[str],
             executions: list[str], repeat: int):
-    """Child: every case of ``impl``, one JSON line each."""
+    """Child: every case of the implementations in ``group``, one JSON line each.
+
+    The implementations of a group are set up side by side and sampled in turn (ours, peer,
+    ours, peer, ...), so a burst of load from elsewhere on the machine lands on both instead
+    of on whichever ran at that moment: *ours / peer* is a ratio taken in one run. Their floor
+    is the same framework's matmuls, timed once per case after the samples."""
     for layer, cls in ((name, LAYERS[name]) for name in layers):
         impls, all_modes, all_executions, all_sizes, _ = cls.params
-        for size in [s for s in all_sizes if s in sizes] if impl in impls else []:
+        members = [i for i in group if i in impls]
+        for size in [s for s in all_sizes if s in sizes] if members else []:
             for mode in [m for m in all_modes if m in modes]:
                 for execution in [e for e in all_executions if e in executions]:
-                    row = dict(layer=layer, impl=impl, mode=mode, execution=execution, size=size)
-                    try:
-                        row.update(_measure_case(cls, row, repeat))
-                    except NotImplementedError:
-                        continue
-                    except Exception as exc:  # a failing case is a result too (an OOM, say)
-                        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                    print(json.dumps(row), flush=True)
+                    rows = [dict(layer=layer, impl=impl, mode=mode, execution=execution,
+                                 size=size) for impl in members]
+                    for row in _measure_case(cls, rows, repeat):
+                        print(json.dumps(row), flush=True)
                     _forget()
 
 
-def _measure_case(cls, row: dict, repeat: int) -> dict:
-    bench = cls()
-    bench.setup(row["impl"], row["mode"], row["execution"], row["size"], "cpu")
-    run = bench.case.run
-    number = max(1, math.ceil(0.05 / timeit.timeit(run, number=1)))
-    samples = [t / number for t in timeit.repeat(run, number=number, repeat=repeat)]
-    floor = bench.case.make_floor()
-    floor()
-    return dict(samples=samples, floor=common.median_time(floor))
+def _measure_case(cls, rows: list[dict], repeat: int) -> list[dict]:
+    """The rows that could be set up, with their samples (or the error they raised)."""
+    ready, done = [], []
+    for row in rows:
+        bench = cls()
+        try:
+            bench.setup(row["impl"], row["mode"], row["execution"], row["size"], "cpu")
+            run = bench.case.run
+            number = max(1, math.ceil(0.05 / timeit.timeit(run, number=1)))
+        except NotImplementedError:
+            continue
+        except Exception as exc:  # a failing case is a result too (an OOM, say)
+            done.append(dict(row, error=_error(exc)))
+            continue
+        ready.append((dict(row, samples=[]), bench, run, number))
+    for _ in range(repeat):
+        for row, _, run, number in ready:
+            row["samples"].append(timeit.timeit(run, number=number) / number)
+    if ready:
+        floor = ready[0][1].case.make_floor()
+        floor()
+        floor_time = common.median_time(floor)
+        done += [dict(row, floor=floor_time) for row, *_ in ready]
+    return done
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
 
 def _forget():
@@ -145,25 +180,26 @@ def main(argv=None):
     args.mode = args.mode or list(common.MODES)
     args.execution = args.execution or list(common.EXECUTIONS)
     if args.child:
-        return measure(args.child, args.layer, sizes, args.mode, args.execution, args.repeat)
+        return measure(args.child.split(","), args.layer, sizes, args.mode, args.execution,
+                       args.repeat)
     if args.from_json:
         with open(args.from_json) as f:
             rows = [json.loads(line) for line in f]
     else:
         rows = []
-        for impl in args.impl or common.IMPLS:
-            rows += _run_child(impl, sizes, args)
+        for group in groups(args.impl or list(common.IMPLS)):
+            rows += _run_child(group, sizes, args)
     print(render(rows))
 
 
-def _run_child(impl: str, sizes: list[str], args) -> list[dict]:
-    """One implementation's rows; each is appended to ``--json`` as soon as it is measured,
+def _run_child(group: list[str], sizes: list[str], args) -> list[dict]:
+    """One group's rows; each is appended to ``--json`` as soon as it is measured,
     so a long run that dies keeps what it has."""
-    cmd = [sys.executable, "-m", "benchmarks.table", "--child", impl,
+    cmd = [sys.executable, "-m", "benchmarks.table", "--child", ",".join(group),
            "--repeat", str(args.repeat), *(f"--size={s}" for s in sizes),
            *(f"--layer={name}" for name in args.layer), *(f"--mode={m}" for m in args.mode),
            *(f"--execution={e}" for e in args.execution)]
-    print(f"measuring {impl}", file=sys.stderr, flush=True)
+    print(f"measuring {', '.join(group)}", file=sys.stderr, flush=True)
     rows = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as child:
         for line in child.stdout:
@@ -173,7 +209,7 @@ def _run_child(impl: str, sizes: list[str], args) -> list[dict]:
                     with open(args.json, "a") as f:
                         f.write(line)
     if child.returncode:
-        print(f"{impl}: the child exited with {child.returncode}", file=sys.stderr)
+        print(f"{', '.join(group)}: the child exited with {child.returncode}", file=sys.stderr)
     return rows
 
 
