@@ -156,10 +156,18 @@ def check_device(framework: str, device: str):
         skip(f"{framework} sees no CUDA device")
 
 
+# PORTSPEC_BENCH_QUICK=1 (tox's bench envs, with asv's --quick): checking that every benchmark
+# runs, not measuring, so a track_floor_ratio times one call of each side instead of 5 loops of
+# at least 50 ms (at the large sizes, seconds per benchmark). Its ratio is then only indicative.
+QUICK = os.environ.get("PORTSPEC_BENCH_QUICK") == "1"
+
+
 def median_time(fn: Callable[[], object], repeat: int = 5, loop: float = 0.05) -> float:
     """Median seconds per call over ``repeat`` loops of at least ``loop`` seconds each: the
     median shrugs off the odd slow loop on a busy machine. ``fn`` is already warm."""
     once = timeit.timeit(fn, number=1)
+    if QUICK:
+        return once
     number = max(1, math.ceil(loop / once))
     return statistics.median(timeit.repeat(fn, repeat=repeat, number=number)) / number
 
