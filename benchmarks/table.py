@@ -119,7 +119,8 @@ def render(rows: list[dict]) -> str:
         impls, modes, executions, sizes, _ = cls.params
         out += [f"### {layer}", "",
                 "| size | mode | implementation | eager ms: median (min-max) "
-                "| compiled ms: median (min-max) | eager / peer eager | eager / floor "
+                "| compiled ms: median (min-max) | eager / peer eager: ratio of medians "
+                "(min-max of the paired samples) | eager / floor "
                 "| compiled / floor |",
                 "|---|---|---|---|---|---|---|---|"]
         for size in sizes:
@@ -129,13 +130,26 @@ def render(rows: list[dict]) -> str:
                     if eager is None and compiled is None:
                         continue
                     peer = by.get((layer, PEERS.get(impl), mode, "eager", size))
-                    ratio = _median(eager) and _median(peer) and _median(eager) / _median(peer)
                     out.append(
                         f"| {size} | {mode} | {impl} | {_cell(eager)} | {_cell(compiled)} "
-                        f"| {_num(ratio)} | {_num(_floor(eager))} | {_num(_floor(compiled))} |"
+                        f"| {_peer_ratio(eager, peer)} | {_num(_floor(eager))} "
+                        f"| {_num(_floor(compiled))} |"
                     )
         out.append("")
     return "\n".join(out)
+
+
+def _peer_ratio(ours, peer) -> str:
+    """Ratio of the medians, and the range of sample-by-sample ratios: the samples of a group
+    alternate (``measure``), so the i-th of ours and the i-th of the peer's were taken side by
+    side. A range that straddles 1.0 is a difference the machine's noise can explain."""
+    if not (_median(ours) and _median(peer)):
+        return "-"
+    ratio = _median(ours) / _median(peer)
+    if len(ours["samples"]) != len(peer["samples"]):
+        return _num(ratio)
+    paired = [a / b for a, b in zip(ours["samples"], peer["samples"], strict=True)]
+    return f"{ratio:.2f} ({min(paired):.2f}-{max(paired):.2f})"
 
 
 def _median(row):
