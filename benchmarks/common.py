@@ -240,7 +240,13 @@ def _torch_run(spec: Spec, mode: str, execution: str, device: str):
     model.train(mode != "inference")
     xs = [torch.from_numpy(a).to(device) for a in spec.arrays]
     args = (xs,) if spec.listed else tuple(xs)
-    fn = torch.compile(model) if execution == "compiled" else model
+    forward = model
+    if mode == "train-step":
+
+        def forward(*args):  # the loss is compiled with the layer, as under jax.jit/tf.function
+            return _loss(model(*args))
+
+    fn = torch.compile(forward) if execution == "compiled" else forward
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     if mode == "inference":
@@ -259,7 +265,7 @@ def _torch_run(spec: Spec, mode: str, execution: str, device: str):
     else:
 
         def run():
-            _loss(fn(*args)).backward()
+            fn(*args).backward()
             model.zero_grad(set_to_none=True)
             sync()
 
@@ -398,7 +404,8 @@ def _keras_torch_run(layer, x, mode: str, execution: str, training: bool):
     import torch
 
     def forward():
-        return layer(x, training=training)
+        y = layer(x, training=training)
+        return _keras_loss(y) if mode == "train-step" else y  # the loss compiles with the layer
 
     fn = torch.compile(forward) if execution == "compiled" else forward
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
@@ -420,7 +427,7 @@ def _keras_torch_run(layer, x, mode: str, execution: str, training: bool):
         weights = [v.value for v in layer.trainable_variables]
 
         def run():
-            _keras_loss(fn()).backward()
+            fn().backward()
             for w in weights:
                 w.grad = None
             sync()
