@@ -157,11 +157,12 @@ class FeatureMixing(nnx.Module):
 
         # BatchNorm statistics in at least float32, so half-precision runs stay accurate.
         stat_dtype = jnp.promote_types(dtype, jnp.float32)
-        flat = x.reshape(batch, self.input_size * self.n_series).astype(stat_dtype)
-        z = self.norm(flat).astype(dtype).reshape(x.shape)
-
-        h = self.dropout1(jax.nn.relu(self.dense1(z)))
-        y = self.dropout2(self.dense2(h))
+        # One name for every intermediate, so that eager calls free each once the next exists
+        # (as the PyTorch module does; under jit it makes no difference).
+        y = x.reshape(batch, self.input_size * self.n_series).astype(stat_dtype)
+        y = self.norm(y).astype(dtype).reshape(x.shape)
+        y = self.dropout1(jax.nn.relu(self.dense1(y)))
+        y = self.dropout2(self.dense2(y))
         return x + y.astype(dtype)
 
 
