@@ -93,7 +93,7 @@ def _mib(value) -> str:
 
 
 def newest() -> Path:
-    files = [p for p in RESULTS.glob("*/*.json") if p.name not in ("machine.json",)]
+    files = [p for p in RESULTS.glob("*/*.json") if p.name != "machine.json"]
     if not files:
         raise SystemExit(f"no asv results under {RESULTS}: run `asv run` first")
     return max(files, key=lambda p: p.stat().st_mtime)
