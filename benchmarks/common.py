@@ -112,9 +112,9 @@ def require(module: str):
 
 # Where each implementation's layers live: the part of its name before the backend.
 HOMES = {
-    "keras": "impls.keras.layers",
-    "torch": "impls.torch.layers",
-    "jax": "impls.jax.layers",
+    "keras": "portspec.impls.keras.layers",
+    "torch": "portspec.impls.torch.layers",
+    "jax": "portspec.impls.jax.layers",
     "neuralforecast": "neuralforecast.models.tsmixer",
     "kerasfactory": "kerasfactory.layers",
 }

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from spec.clauses import NotApplicable
+from portspec.clauses import NotApplicable
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 

@@ -1,7 +1,7 @@
 """A clause is one normative sentence of the spec with a stable ID.
 
 The ID (``FM-BN-UPDATE``) names the sentence everywhere: test IDs, reports and the docs page.
-``family`` names the check in :mod:`spec.suite.areas` that decides it, so one check serves the
+``family`` names the check in :mod:`portspec.suite.areas` that decides it, so one check serves the
 same kind of clause in every layer.
 """
 

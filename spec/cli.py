@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from spec import report
-from spec.isolation import DEFAULT_TIMEOUT
+from portspec import report
+from portspec.isolation import DEFAULT_TIMEOUT
 
 
 def _selection(parser):
@@ -118,10 +118,10 @@ def main(argv=None) -> int:
     if argv[:1] == ["test"]:  # everything after "test" is pytest's, options included
         import pytest
 
-        return int(pytest.main(["--pyargs", "spec.suite.areas", *argv[1:]]))
+        return int(pytest.main(["--pyargs", "portspec.suite.areas", *argv[1:]]))
     args = _parser().parse_args(argv)
     if args.command == "matrix":
-        from spec.verify import matrix
+        from portspec.verify import matrix
 
         results = matrix(
             args.impl,
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         )
         return 0 if _finish(results, args) else 1
     if args.command == "verify":
-        from spec.verify import verify
+        from portspec.verify import verify
 
         try:
             results = verify(
@@ -157,13 +157,13 @@ def main(argv=None) -> int:
             return 0 if _compare(results, args.expect) else 1
         return 0 if passed else 1
     if args.command == "vectors":
-        from spec import golden
+        from portspec import golden
 
         for path in golden.generate(*([args.out] if args.out else [])):
             print(path)
         return 0
     if args.command == "docs":
-        from spec import docs  # written separately; imported only when asked for
+        from portspec import docs  # written separately; imported only when asked for
 
         print(docs.write())
         return 0

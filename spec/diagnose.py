@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from spec.tolerances import FORWARD, close, max_violation
+from portspec.tolerances import FORWARD, close, max_violation
 
 
 class Fitted:

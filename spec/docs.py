@@ -10,8 +10,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from spec import tolerances
-from spec.layers import LAYERS
+from portspec import tolerances
+from portspec.layers import LAYERS
 
 # Relative to the checkout the command runs in (an installed spec/ has no docs/ beside it).
 PAGE = Path("docs") / "spec.md"

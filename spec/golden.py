@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from spec.adapter import read_weights
-from spec.layers import LAYERS
+from portspec.adapter import read_weights
+from portspec.layers import LAYERS
 
 DIRECTORY = Path(__file__).parent / "vectors"
 

@@ -1,7 +1,7 @@
 """Run an implementation's clauses in a worker process, so that a port cannot take the run down.
 
 A port under test may hang, segfault or call ``os._exit``; the verdict on every other clause
-must still be written. ``run`` starts ``python -m spec.isolation``, sends it the job as JSON on
+must still be written. ``run`` starts ``python -m portspec.isolation``, sends it the job as JSON on
 stdin and reads one JSON event per line from its stdout:
 
     {"event": "plan", "tasks": [[impl, clause], ...]}    what the worker will run, in order
@@ -28,12 +28,12 @@ import threading
 import time
 from pathlib import Path
 
-from spec import registry
-from spec.diagnose import explain_result
-from spec.layers import LAYERS
-from spec.suite.areas import portability
-from spec.suite.checks import work_items
-from spec.suite.runner import Result, run_clause, select, wanted
+from portspec import registry
+from portspec.diagnose import explain_result
+from portspec.layers import LAYERS
+from portspec.suite.areas import portability
+from portspec.suite.checks import work_items
+from portspec.suite.runner import Result, run_clause, select, wanted
 
 DEFAULT_TIMEOUT = 120.0
 LOAD = "LOAD"  # the pseudo-clause of a worker that died or hung before it had a plan
@@ -109,7 +109,7 @@ class _Worker:
         self.stderr = tempfile.TemporaryFile()
         # A session of its own: on a timeout the whole group goes, compile workers included.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "spec.isolation"],
+            [sys.executable, "-m", "portspec.isolation"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,

@@ -4,7 +4,7 @@ The author says how to construct the port from a spec config, how to call it (wh
 framework default does not fit) and where its weights live, as a declarative map from each
 canonical name to the port's own parameter path and a transform::
 
-    from spec.ports import TorchPortAdapter, identity, transpose
+    from portspec.ports import TorchPortAdapter, identity, transpose
 
     class TheirPort(TorchPortAdapter):
         name = "theirlib"
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spec.adapter import Adapter, Handle
-from spec.clauses import NotApplicable
-from spec.layers import LAYERS
+from portspec.adapter import Adapter, Handle
+from portspec.clauses import NotApplicable
+from portspec.layers import LAYERS
 
 # -- transforms between the port's layout and the canonical one ----------------------------
 

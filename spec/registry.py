@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from spec.adapter import Adapter
+from portspec.adapter import Adapter
 
 GROUP = "portspec.impls"
 

@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from xml.etree import ElementTree as ET
 
-from spec.layers import LAYERS
+from portspec.layers import LAYERS
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SYMBOL = {"passed": "✓", "failed": "✗", "skipped": "skip", None: "·"}

@@ -1,6 +1,6 @@
 """Verify implementations clause by clause: a port's adapter file, or every built-in (the matrix).
 
-``verify`` runs each target in its own worker (``spec.isolation``), so a port that hangs or
+``verify`` runs each target in its own worker (``portspec.isolation``), so a port that hangs or
 crashes fails the clause it was in and nothing else. ``matrix`` runs every built-in that can
 run here, Keras once per importable backend, after each has exported portable weights into one
 exchange folder: the portability clause of every reader then sees every writer.
@@ -13,12 +13,12 @@ import importlib.util
 import os
 import tempfile
 
-from spec import isolation, registry
-from spec.adapter import read_weights
-from spec.isolation import DEFAULT_TIMEOUT
-from spec.suite.areas.portability import EXCHANGE
-from spec.suite.checks import work_items
-from spec.suite.runner import Result, wanted
+from portspec import isolation, registry
+from portspec.adapter import read_weights
+from portspec.isolation import DEFAULT_TIMEOUT
+from portspec.suite.areas.portability import EXCHANGE
+from portspec.suite.checks import work_items
+from portspec.suite.runner import Result, wanted
 
 KERAS_BACKENDS = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 

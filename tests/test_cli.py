@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spec import cli
+from portspec import cli
 
 FIXTURES = Path(__file__).parent / "ports_fixtures"
 NUMPY_PORT = str(FIXTURES / "numpy_port.py")
@@ -69,8 +69,8 @@ def test_vectors_writes_the_golden_files(tmp_path, capsys):
 def test_docs_calls_spec_docs_write(monkeypatch, capsys):
     calls = []
     fake = types.SimpleNamespace(write=lambda: calls.append(1) or "docs/spec.md")
-    monkeypatch.setitem(sys.modules, "spec.docs", fake)
-    monkeypatch.setattr("spec.docs", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "portspec.docs", fake)
+    monkeypatch.setattr("portspec.docs", fake, raising=False)
     assert cli.main(["docs"]) == 0
     assert calls == [1] and "docs/spec.md" in capsys.readouterr().out
 
@@ -80,7 +80,7 @@ def test_test_runs_the_clause_suite_under_pytest():
         [
             sys.executable,
             "-m",
-            "spec.cli",
+            "portspec.cli",
             "test",
             "--impl",
             NUMPY_PORT,

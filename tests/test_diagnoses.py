@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spec import diagnose
-from spec.layers import LAYERS
-from spec.suite.runner import Result
-from spec.verify import verify
+from portspec import diagnose
+from portspec.layers import LAYERS
+from portspec.suite.runner import Result
+from portspec.verify import verify
 
 FIXTURES = Path(__file__).parent / "ports_fixtures"
 TORCH, FLAX, KERAS = "diagnosis_mutants_torch.py", "ports_flax.py", "ports_keras.py"
@@ -263,7 +263,7 @@ def test_dropout_at_another_rate():
 
 
 def test_epsilon_near_zero():
-    from spec.layers.feature_mixing import _forward
+    from portspec.layers.feature_mixing import _forward
 
     spec, case, w, x = _fm_case("expand")
     actual = _forward(case.config, w, x, training=False, eps=0.0)[0]

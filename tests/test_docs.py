@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from spec import docs
-from spec.layers import LAYERS
+from portspec import docs
+from portspec.layers import LAYERS
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "spec.md"
 

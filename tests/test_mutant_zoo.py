@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from spec import registry
-from spec.layers import LAYERS
-from spec.suite.checks import work_items
-from spec.suite.runner import run_clause
+from portspec import registry
+from portspec.layers import LAYERS
+from portspec.suite.checks import work_items
+from portspec.suite.runner import run_clause
 
 ZOO = sorted((Path(__file__).parent / "mutants").glob("*_zoo.py"))
 ITEMS = {clause.id: (spec, clause, fn) for spec, clause, fn in work_items(None)}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from xml.etree import ElementTree as ET
 
-from spec import report
-from spec.suite.runner import Result
+from portspec import report
+from portspec.suite.runner import Result
 
 RESULTS = [
     Result("FM-SHAPE", "alpha", "passed", seconds=0.5),

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from spec import golden
-from spec.layers import LAYERS
+from portspec import golden
+from portspec.layers import LAYERS
 
 
 def test_vectors_regenerate_bit_identically(tmp_path):

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from spec import report
-from spec.adapter import read_weights
-from spec.suite.checks import work_items
-from spec.verify import matrix, verify
+from portspec import report
+from portspec.adapter import read_weights
+from portspec.suite.checks import work_items
+from portspec.verify import matrix, verify
 
 FIXTURES = Path(__file__).parent / "ports_fixtures"
 NUMPY_PORT = str(FIXTURES / "numpy_port.py")

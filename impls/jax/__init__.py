@@ -1,5 +1,5 @@
 """Flax NNX reference implementation."""
 
-from impls.jax.layers import FeatureMixing, GatedFeatureFusion
+from portspec.impls.jax.layers import FeatureMixing, GatedFeatureFusion
 
 __all__ = ["FeatureMixing", "GatedFeatureFusion"]

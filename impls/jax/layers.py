@@ -7,8 +7,8 @@ with ``model.train()`` / ``model.eval()`` (the ``deterministic`` and ``use_runni
 attributes of the ``nnx.Dropout`` and ``nnx.BatchNorm`` submodules). The modules work under
 ``nnx.jit`` and through ``nnx.split`` / ``nnx.merge``.
 
-The normative definitions are ``spec.layers.feature_mixing`` and
-``spec.layers.gated_feature_fusion``; config and call validation are the spec's own functions,
+The normative definitions are ``portspec.layers.feature_mixing`` and
+``portspec.layers.gated_feature_fusion``; config and call validation are the spec's own functions,
 so a malformed config or call raises the spec's ValueError / TypeError naming the parameter.
 """
 
@@ -21,9 +21,9 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, PrecisionLike
 
-from spec import validation
-from spec.layers import feature_mixing as fm_spec
-from spec.layers import gated_feature_fusion as gff_spec
+from portspec import validation
+from portspec.layers import feature_mixing as fm_spec
+from portspec.layers import gated_feature_fusion as gff_spec
 
 glorot_uniform = nnx.initializers.glorot_uniform()
 zeros = nnx.initializers.zeros_init()

@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 
-from spec.adapter import Adapter, Handle
-from spec.layers import LAYERS
-from spec.ports import keras_numpy, keras_tensor
+from portspec.adapter import Adapter, Handle
+from portspec.layers import LAYERS
+from portspec.ports import keras_numpy, keras_tensor
 
 BACKENDS = ("jax", "torch", "tensorflow")
 POLICIES = {
@@ -50,7 +50,7 @@ class KerasAdapter(Adapter):
         _select_backend(variant)
         import keras
 
-        from impls.keras import layers as keras_layers
+        from portspec.impls.keras import layers as keras_layers
 
         self.keras = keras
         self.backend = keras.backend.backend()

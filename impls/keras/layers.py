@@ -10,9 +10,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from spec.layers.feature_mixing import EPSILON, MOMENTUM
-from spec.layers.feature_mixing import SPEC as FM_SPEC
-from spec.layers.gated_feature_fusion import SPEC as GFF_SPEC
+from portspec.layers.feature_mixing import EPSILON, MOMENTUM
+from portspec.layers.feature_mixing import SPEC as FM_SPEC
+from portspec.layers.gated_feature_fusion import SPEC as GFF_SPEC
 
 
 @keras.saving.register_keras_serializable(package="portspec")

@@ -1,5 +1,5 @@
 """PyTorch reference implementation of the portspec layers."""
 
-from impls.torch.layers import FeatureMixing, GatedFeatureFusion
+from portspec.impls.torch.layers import FeatureMixing, GatedFeatureFusion
 
 __all__ = ["FeatureMixing", "GatedFeatureFusion"]

@@ -21,8 +21,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from impls.torch.layers import FeatureMixing, GatedFeatureFusion
-from spec.adapter import Adapter, Handle
+from portspec.impls.torch.layers import FeatureMixing, GatedFeatureFusion
+from portspec.adapter import Adapter, Handle
 
 _TORCH_DTYPES = {
     "float32": torch.float32,

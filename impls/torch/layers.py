@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spec import validation
-from spec.layers import feature_mixing as fm_spec
-from spec.layers import gated_feature_fusion as gff_spec
+from portspec import validation
+from portspec.layers import feature_mixing as fm_spec
+from portspec.layers import gated_feature_fusion as gff_spec
 
 __all__ = ["BatchNorm", "FeatureMixing", "GatedFeatureFusion"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from spec.layers.base import BadCall, Case, LayerSpec, WeightSpec
+from portspec.layers.base import BadCall, Case, LayerSpec, WeightSpec
 
 
 def _discover() -> dict[str, LayerSpec]:

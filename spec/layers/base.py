@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spec.clauses import Clause
+from portspec.clauses import Clause
 
 
 @dataclass(frozen=True)

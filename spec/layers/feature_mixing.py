@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec import validation
-from spec.clauses import Clause, serialization_clauses
-from spec.layers.base import BadCall, Case, LayerSpec, WeightSpec
+from portspec import validation
+from portspec.clauses import Clause, serialization_clauses
+from portspec.layers.base import BadCall, Case, LayerSpec, WeightSpec
 
 EPSILON = 1e-3
 # Keras convention: the moving statistic keeps MOMENTUM of its old value.
@@ -314,7 +314,7 @@ class FeatureMixingSpec(LayerSpec):
         return _forward(config, weights, inputs, training=training, masks=masks)
 
     def alternatives(self):
-        from spec.diagnose import Fitted  # here: only the diagnoses need it
+        from portspec.diagnose import Fitted  # here: only the diagnoses need it
 
         def square_transposed(config, w, x, training):
             if config["n_series"] != config["ff_dim"]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec import validation
-from spec.clauses import Clause, serialization_clauses
-from spec.layers.base import BadCall, Case, LayerSpec, WeightSpec
+from portspec import validation
+from portspec.clauses import Clause, serialization_clauses
+from portspec.layers.base import BadCall, Case, LayerSpec, WeightSpec
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "softmax")
 

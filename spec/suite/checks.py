@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spec.adapter import Adapter, Handle
-from spec.clauses import Clause, ClauseFailure
-from spec.layers import LAYERS, Case, LayerSpec
-from spec.tolerances import max_violation
+from portspec.adapter import Adapter, Handle
+from portspec.clauses import Clause, ClauseFailure
+from portspec.layers import LAYERS, Case, LayerSpec
+from portspec.tolerances import max_violation
 
 CHECKS: dict[str, Callable] = {}
 
@@ -34,7 +34,7 @@ def check(*families: str):
 
 def load_areas() -> dict[str, str]:
     """Import every area module; return family -> area module name."""
-    from spec.suite import areas
+    from portspec.suite import areas
 
     for info in pkgutil.iter_modules(areas.__path__):
         importlib.import_module(f"{areas.__name__}.{info.name}")

@@ -1,6 +1,6 @@
 """pytest plugin: every clause x every implementation chosen with ``--impl``.
 
-Collected from the area modules in ``spec/suite/areas`` (run ``pytest --pyargs spec.suite.areas``
+Collected from the area modules in ``spec/suite/areas`` (run ``pytest --pyargs portspec.suite.areas``
 or ``portspec test``). Test IDs read ``CLAUSE-ID[impl]``. An implementation that cannot be
 imported yields skipped items that carry the reason: a missing framework is never a pass.
 """
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from spec import registry
-from spec.clauses import ClauseFailure, NotApplicable
-from spec.suite.checks import Context, work_items
-from spec.suite.runner import select, wanted
+from portspec import registry
+from portspec.clauses import ClauseFailure, NotApplicable
+from portspec.suite.checks import Context, work_items
+from portspec.suite.runner import select, wanted
 
 AREAS_DIR = (Path(__file__).parent / "areas").resolve()
 
@@ -64,7 +64,7 @@ def pytest_collect_file(file_path, parent):
 class AreaFile(pytest.File):
     def collect(self):
         config = self.config
-        area = f"spec.suite.areas.{self.path.stem}"
+        area = f"portspec.suite.areas.{self.path.stem}"
         clauses = config.getoption("clause")
         layers = config.getoption("layer")
         items = [it for it in work_items(None) if it[2].__module__ == area]

@@ -6,8 +6,8 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 
-from spec.clauses import ClauseFailure, NotApplicable
-from spec.suite.checks import Context, work_items
+from portspec.clauses import ClauseFailure, NotApplicable
+from portspec.suite.checks import Context, work_items
 
 
 @dataclass

@@ -8,8 +8,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from impls.jax import adapter as ref_adapter
-from impls.jax import layers as ref
+from portspec.impls.jax import adapter as ref_adapter
+from portspec.impls.jax import layers as ref
 
 
 class _FlaxMutant(ref_adapter.FlaxAdapter):

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from impls.keras import layers as ref
-from impls.keras.adapter import KerasAdapter, KerasHandle
+from portspec.impls.keras import layers as ref
+from portspec.impls.keras.adapter import KerasAdapter, KerasHandle
 
 
 class _KerasMutant(KerasAdapter):
@@ -360,7 +360,7 @@ class _TransposingHandle(KerasHandle):
         save_file(w, path)
 
     def load_weights(self, path):
-        from spec.adapter import read_weights
+        from portspec.adapter import read_weights
 
         self.set_weights({k: (v.T if k.endswith("kernel") else v)
                           for k, v in read_weights(path).items()})

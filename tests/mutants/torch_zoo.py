@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from impls.torch import adapter as ref_adapter
-from impls.torch import layers as ref
-from spec.layers.feature_mixing import EPSILON
+from portspec.impls.torch import adapter as ref_adapter
+from portspec.impls.torch import layers as ref
+from portspec.layers.feature_mixing import EPSILON
 
 
 class _TorchMutant(ref_adapter.TorchAdapter):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spec.ports import TorchPortAdapter, identity, transpose
+from portspec.ports import TorchPortAdapter, identity, transpose
 
 
 class FM(nn.Module):

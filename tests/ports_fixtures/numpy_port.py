@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec.adapter import Adapter, Handle
-from spec.clauses import NotApplicable
-from spec.layers import LAYERS
+from portspec.adapter import Adapter, Handle
+from portspec.clauses import NotApplicable
+from portspec.layers import LAYERS
 
 
 class NumpyHandle(Handle):

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from impls.jax import layers as ref
-from spec.ports import FlaxPortAdapter, identity
+from portspec.impls.jax import layers as ref
+from portspec.ports import FlaxPortAdapter, identity
 
 PATHS = {
     "norm.gamma": "norm.scale",

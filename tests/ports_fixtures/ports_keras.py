@@ -7,8 +7,8 @@ backend KERAS_BACKEND names.
 
 from __future__ import annotations
 
-from impls.keras import layers as ref
-from spec.ports import KerasPortAdapter, identity
+from portspec.impls.keras import layers as ref
+from portspec.ports import KerasPortAdapter, identity
 
 NAMES = {
     "FeatureMixing": [

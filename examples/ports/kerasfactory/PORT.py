@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from kerasfactory import layers as kf
 
-from spec.ports import KerasPortAdapter, identity
+from portspec.ports import KerasPortAdapter, identity
 
 
 class KerasFactory(KerasPortAdapter):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from neuralforecast.models.tsmixer import FeatureMixing
 
-from spec.ports import TorchPortAdapter, identity, transpose
+from portspec.ports import TorchPortAdapter, identity, transpose
 
 
 class NeuralForecast(TorchPortAdapter):

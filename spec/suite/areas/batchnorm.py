@@ -6,11 +6,11 @@ from functools import partial
 
 import numpy as np
 
-from spec import diagnose
-from spec.clauses import ClauseFailure
-from spec.layers import Case
-from spec.suite.checks import check
-from spec.tolerances import FORWARD
+from portspec import diagnose
+from portspec.clauses import ClauseFailure
+from portspec.layers import Case
+from portspec.suite.checks import check
+from portspec.tolerances import FORWARD
 
 MEAN, VAR = "norm.moving_mean", "norm.moving_variance"
 

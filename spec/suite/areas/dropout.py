@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec.clauses import ClauseFailure
-from spec.layers import Case
-from spec.suite.checks import check
-from spec.tolerances import FORWARD
+from portspec.clauses import ClauseFailure
+from portspec.layers import Case
+from portspec.suite.checks import check
+from portspec.tolerances import FORWARD
 
 P = 0.3
 # 64 x 8 x 16 = 8192 site-2 decisions: the binomial sd of a rate is 0.005; tested at 6 sd.

@@ -12,9 +12,9 @@ from functools import partial
 
 import numpy as np
 
-from spec.clauses import ClauseFailure
-from spec.suite.checks import check
-from spec.tolerances import FD_STEP, GRADIENT
+from portspec.clauses import ClauseFailure
+from portspec.suite.checks import check
+from portspec.tolerances import FD_STEP, GRADIENT
 
 DIRECTIONS = 2
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec.clauses import ClauseFailure
-from spec.suite.checks import check
+from portspec.clauses import ClauseFailure
+from portspec.suite.checks import check
 
 
 def glorot_uniform_problems(w: np.ndarray) -> list[str]:

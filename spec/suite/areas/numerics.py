@@ -7,11 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from spec import diagnose
-from spec.clauses import ClauseFailure
-from spec.layers import Case
-from spec.suite.checks import cast, check, numpy_dtype
-from spec.tolerances import FORWARD
+from portspec import diagnose
+from portspec.clauses import ClauseFailure
+from portspec.layers import Case
+from portspec.suite.checks import cast, check, numpy_dtype
+from portspec.tolerances import FORWARD
 
 
 def compare_with_oracle(ctx, case, *, dtype, training, seed=0, config=None):

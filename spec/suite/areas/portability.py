@@ -22,11 +22,11 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from spec import registry
-from spec.adapter import read_weights
-from spec.clauses import ClauseFailure
-from spec.suite.checks import cast, check
-from spec.tolerances import FORWARD, max_violation
+from portspec import registry
+from portspec.adapter import read_weights
+from portspec.clauses import ClauseFailure
+from portspec.suite.checks import cast, check
+from portspec.tolerances import FORWARD, max_violation
 
 LEARNING_RATE = 0.05
 EXCHANGE = "PORTSPEC_EXCHANGE"

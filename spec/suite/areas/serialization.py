@@ -7,9 +7,9 @@ import tempfile
 
 import numpy as np
 
-from spec.clauses import ClauseFailure
-from spec.layers import Case
-from spec.suite.checks import cast, check
+from portspec.clauses import ClauseFailure
+from portspec.layers import Case
+from portspec.suite.checks import cast, check
 
 
 def _primed(ctx, case, rng, **build):

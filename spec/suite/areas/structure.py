@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec.clauses import ClauseFailure
-from spec.layers import Case
-from spec.suite.checks import check
+from portspec.clauses import ClauseFailure
+from portspec.layers import Case
+from portspec.suite.checks import check
 
 
 @check("shape")

@@ -6,12 +6,12 @@ from functools import partial
 
 import numpy as np
 
-from spec import diagnose
-from spec import golden as vectors
-from spec.clauses import ClauseFailure
-from spec.layers import Case
-from spec.suite.checks import cast, check
-from spec.tolerances import FORWARD
+from portspec import diagnose
+from portspec import golden as vectors
+from portspec.clauses import ClauseFailure
+from portspec.layers import Case
+from portspec.suite.checks import cast, check
+from portspec.tolerances import FORWARD
 
 
 @check("vectors")
