@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from flax import serialization as flax_serialization  # noqa: E402
 
-from portspec.impls.jax.layers import FeatureMixing, GatedFeatureFusion  # noqa: E402
 from portspec.adapter import DTYPES, Adapter, Handle  # noqa: E402
+from portspec.impls.jax.layers import FeatureMixing, GatedFeatureFusion  # noqa: E402
 
 # canonical name -> NNX attribute path
 NAMES: dict[str, dict[str, tuple[str, ...]]] = {

@@ -21,8 +21,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from portspec.impls.torch.layers import FeatureMixing, GatedFeatureFusion
 from portspec.adapter import Adapter, Handle
+from portspec.impls.torch.layers import FeatureMixing, GatedFeatureFusion
 
 _TORCH_DTYPES = {
     "float32": torch.float32,

@@ -1,6 +1,7 @@
 """pytest plugin: every clause x every implementation chosen with ``--impl``.
 
-Collected from the area modules in ``spec/suite/areas`` (run ``pytest --pyargs portspec.suite.areas``
+Collected from the area modules in ``spec/suite/areas`` (run
+``pytest --pyargs portspec.suite.areas``
 or ``portspec test``). Test IDs read ``CLAUSE-ID[impl]``. An implementation that cannot be
 imported yields skipped items that carry the reason: a missing framework is never a pass.
 """
