@@ -1,7 +1,10 @@
 """Golden vectors: oracle inputs, weights and outputs stored as safetensors in spec/vectors/.
 
-``portspec vectors`` regenerates them; the result is bit-identical to the checked-in files
-(tests/test_vectors.py proves it), so the files are the oracle's output and nothing else.
+``portspec vectors`` regenerates them; the result is bit-identical to the checked-in files on
+every CPU, since the oracle computes with ``portspec.exact`` (correctly rounded sums, exp and
+tanh, no run-time SIMD dispatch). tests/test_vectors.py proves it on NumPy's dispatched and
+baseline code paths and with glibc's FMA variants off. So the files are the oracle's output and
+nothing else.
 A port can be checked against them with no oracle and no framework of ours.
 
 Layout of one file: tensors ``input`` (or ``input.0``, ``input.1``), ``weight.<canonical name>``,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from portspec import validation
+from portspec import exact, validation
 from portspec.clauses import Clause, serialization_clauses
 from portspec.layers.base import BadCall, Case, LayerSpec, WeightSpec
 
@@ -400,13 +400,14 @@ def _forward(
     new = dict(w)
     use_batch = (training or force_batch_stats) and not force_moving_stats
     if use_batch:
-        mean = flat.mean(axis=0)
-        var = flat.var(axis=0, ddof=ddof) if batch > ddof else np.zeros_like(mean)
+        mean = exact.mean(flat, axis=0)
+        var = exact.var(flat, axis=0, ddof=ddof) if batch > ddof else np.zeros_like(mean)
     else:
         mean, var = w["norm.moving_mean"], w["norm.moving_variance"]
     if training:
-        batch_var = flat.var(axis=0)  # biased (ddof=0), also for the moving update
-        new["norm.moving_mean"] = MOMENTUM * w["norm.moving_mean"] + (1 - MOMENTUM) * flat.mean(0)
+        batch_var = exact.var(flat, axis=0)  # biased (ddof=0), also for the moving update
+        batch_mean = exact.mean(flat, axis=0)
+        new["norm.moving_mean"] = MOMENTUM * w["norm.moving_mean"] + (1 - MOMENTUM) * batch_mean
         new["norm.moving_variance"] = (
             MOMENTUM * w["norm.moving_variance"] + (1 - MOMENTUM) * batch_var
         )
@@ -414,9 +415,9 @@ def _forward(
     z = z.reshape(seq.shape)
     if flatten != "C":
         z = np.swapaxes(z, 1, 2)
-    h = np.maximum(z @ w["dense1.kernel"] + w["dense1.bias"], 0.0)
+    h = np.maximum(exact.matmul(z, w["dense1.kernel"]) + w["dense1.bias"], 0.0)
     h = _dropout(h, p, training, masks, "dropout1")
-    y = h @ w["dense2.kernel"] + w["dense2.bias"]
+    y = exact.matmul(h, w["dense2.kernel"]) + w["dense2.bias"]
     y = _dropout(y, p, training, masks, "dropout2")
     return (x + y if residual else y), new
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from portspec import validation
+from portspec import exact, validation
 from portspec.clauses import Clause, serialization_clauses
 from portspec.layers.base import BadCall, Case, LayerSpec, WeightSpec
 
@@ -261,7 +261,8 @@ def _forward(
     bias = np.asarray(weights["gate.bias"], dtype=np.float64)
     parts = [b, a] if swap_concat else [a, b]
     gate = activate(
-        config["activation"], np.concatenate(parts, axis=-1) @ k + bias, axis=softmax_axis
+        config["activation"], exact.matmul(np.concatenate(parts, axis=-1), k) + bias,
+        axis=softmax_axis,
     )
     if both:
         return gate * a + gate * b
@@ -272,14 +273,13 @@ def _forward(
 
 def activate(name: str, z: np.ndarray, axis: int = -1) -> np.ndarray:
     if name == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-z))
+        return exact.sigmoid(z)
     if name == "tanh":
-        return np.tanh(z)
+        return exact.tanh(z)
     if name == "relu":
         return np.maximum(z, 0.0)
     if name == "softmax":
-        e = np.exp(z - z.max(axis=axis, keepdims=True))
-        return e / e.sum(axis=axis, keepdims=True)
+        return exact.softmax(z, axis=axis)
     raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {name!r}")
 
 

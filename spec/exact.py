@@ -1,0 +1,106 @@
+"""The oracle's arithmetic: float64 results with the same bits on every CPU.
+
+NumPy chooses its ``exp`` and ``tanh`` kernels at run time (AVX-512, AVX2 or the baseline code
+path) and they differ in the last bit; BLAS chooses its dot-product kernel by CPU too, and with
+it the order of the additions. The golden vectors in ``spec/vectors`` must come out the same
+wherever ``portspec vectors`` runs, so the oracle never calls those kernels. It uses:
+
+- IEEE 754 elementwise ``+ - * /`` and ``sqrt`` (NumPy ufuncs): correctly rounded on every CPU.
+- Sums (dot products, means, variances): ``math.fsum`` of the float64 terms, the correctly
+  rounded sum, so the order of the additions does not matter.
+- ``exp`` and ``tanh``: computed with Python's ``decimal`` module (libmpdec, pure software) to
+  40 significant digits, then rounded to float64: correctly rounded except where the exact value
+  lies within 1e-40 (relative) of a float64 rounding boundary, and the same bits everywhere.
+
+Each result is at least as accurate as NumPy's (within half an ulp per operation, no error
+from summation order). The cost is Python-level loops: fine for the spec's small cases, not for
+benchmarks, which never call the oracle.
+
+Arrays in, float64 arrays out; shapes as the NumPy function of the same name.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Context, Decimal
+
+import numpy as np
+
+_CONTEXT = Context(prec=40)
+# |x| below this: tanh(x) rounds to x in float64 (the relative correction x^2/3 is under 2^-60).
+_TANH_LINEAR = 1e-9
+
+
+def _float64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _exp1(v: float) -> float:
+    return float(_CONTEXT.exp(Decimal(v)))
+
+
+def _tanh1(v: float) -> float:
+    if abs(v) < _TANH_LINEAR or math.isnan(v):
+        return v
+    if abs(v) > 20.0:  # 1 - tanh(20) = 8.5e-18 < 2^-54: rounds to +-1
+        return math.copysign(1.0, v)
+    e = _CONTEXT.exp(Decimal(2.0 * v))  # 2.0 * v is exact
+    return float(_CONTEXT.divide(e - 1, e + 1))
+
+
+def _map(fn, x) -> np.ndarray:
+    x = _float64(x)
+    return np.fromiter(map(fn, x.ravel().tolist()), np.float64, x.size).reshape(x.shape)
+
+
+def exp(x) -> np.ndarray:
+    """Elementwise e**x, correctly rounded (see the module docstring)."""
+    return _map(_exp1, x)
+
+
+def tanh(x) -> np.ndarray:
+    """Elementwise tanh(x), correctly rounded (see the module docstring)."""
+    return _map(_tanh1, x)
+
+
+def sigmoid(x) -> np.ndarray:
+    """1 / (1 + exp(-x)): one correctly rounded exp, then two IEEE operations."""
+    return 1.0 / (1.0 + exp(-_float64(x)))
+
+
+def sum(x, axis: int, keepdims: bool = False) -> np.ndarray:  # noqa: A001 - numpy's name
+    """The correctly rounded sum along ``axis`` (``math.fsum``), independent of order."""
+    x = np.moveaxis(_float64(x), axis, -1)
+    flat = x.reshape(-1, x.shape[-1]).tolist()
+    out = np.fromiter(map(math.fsum, flat), np.float64, len(flat)).reshape(x.shape[:-1])
+    return np.expand_dims(out, axis) if keepdims else out
+
+
+def mean(x, axis: int = 0) -> np.ndarray:
+    """The correctly rounded sum along ``axis`` divided by its length."""
+    x = _float64(x)
+    return sum(x, axis) / x.shape[axis]
+
+
+def var(x, axis: int = 0, ddof: int = 0) -> np.ndarray:
+    """sum((x - mean)^2) / (n - ddof) along ``axis``: the biased variance for ddof=0."""
+    x = _float64(x)
+    d = x - np.expand_dims(mean(x, axis), axis)
+    return sum(d * d, axis) / (x.shape[axis] - ddof)
+
+
+def matmul(a, b) -> np.ndarray:
+    """``a @ b`` for ``a`` of shape (..., n) and a matrix ``b`` (n, m): each output is the
+    correctly rounded sum of the n rounded products."""
+    a, b = _float64(a), _float64(b)
+    if b.ndim != 2 or a.shape[-1] != b.shape[0]:
+        raise ValueError(f"matmul needs shapes (..., n) and (n, m), got {a.shape} and {b.shape}")
+    products = a[..., :, None] * b  # (..., n, m): IEEE multiplications
+    return sum(products, axis=-2)
+
+
+def softmax(x, axis: int = -1) -> np.ndarray:
+    """exp(x - max) / sum(exp(x - max)) along ``axis``."""
+    x = _float64(x)
+    e = exp(x - x.max(axis=axis, keepdims=True))
+    return e / sum(e, axis, keepdims=True)
