@@ -1,0 +1,414 @@
+"""Oracle variants: each layer's NumPy float64 oracle, parametrised by the design choices real
+implementations make and the mistakes ports make.
+
+``forward(config, weights, inputs, training=..., masks=None, **choices)`` returns
+``(output, new_weights)`` like ``LayerSpec.forward``; with every choice at its default it is
+the spec's oracle (tests/test_rootcause.py checks this to the bit). A choice is one keyword;
+``CHOICES`` lists, per layer, each choice's default and the alternatives the root-cause stage
+(``portspec.rootcause``) tries, and ``describe`` words a choice as the diff from the spec.
+
+Weights are the canonical ones (spec weight table). A port that keeps fewer statistics (one
+per channel, one scalar) reads back through its adapter as the canonical vector with its
+values repeated, which these oracles consume unchanged: the normalisation's own reduction
+decides what is shared.
+
+Conventions and their sources: BatchNorm and LayerNorm as in Keras 3
+(``keras.layers.BatchNormalization``, ``LayerNormalization``) and PyTorch (``nn.BatchNorm1d``,
+``nn.LayerNorm``); GELU exact (erf) and tanh-approximated as in ``torch.nn.GELU``; inverted
+dropout as in ``keras.layers.Dropout`` and ``torch.nn.Dropout``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from portspec import exact
+from portspec.layers import feature_mixing as fm
+from portspec.layers import gated_feature_fusion as gff
+
+
+class ExactOps:
+    """The spec oracle's arithmetic (portspec.exact): the same bits as ``LayerSpec.forward``."""
+
+    @staticmethod
+    def _last(x, axes):
+        x = np.moveaxis(np.asarray(x, np.float64), axes, range(-len(axes), 0))
+        return x.reshape(*x.shape[: x.ndim - len(axes)], -1)
+
+    def mean(self, x, axes):
+        out = exact.mean(self._last(x, axes), axis=-1)
+        return np.expand_dims(out, axes)
+
+    def var(self, x, axes, ddof):
+        out = exact.var(self._last(x, axes), axis=-1, ddof=ddof)
+        return np.expand_dims(out, axes)
+
+    matmul = staticmethod(exact.matmul)
+    exp = staticmethod(exact.exp)
+    tanh = staticmethod(exact.tanh)
+
+    def activate(self, name, z, axis=-1):
+        return gff.activate(name, z, axis=axis)
+
+
+class NumpyOps(ExactOps):
+    """NumPy's own kernels: within a few ulp of ExactOps and much faster, for the search."""
+
+    def mean(self, x, axes):
+        return np.mean(x, axis=axes, keepdims=True)
+
+    def var(self, x, axes, ddof):
+        return np.var(x, axis=axes, keepdims=True, ddof=ddof)
+
+    matmul = staticmethod(np.matmul)
+    exp = staticmethod(np.exp)
+    tanh = staticmethod(np.tanh)
+
+    def activate(self, name, z, axis=-1):
+        if name == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-z))
+        if name == "tanh":
+            return np.tanh(z)
+        if name == "relu":
+            return np.maximum(z, 0.0)
+        if name == "softmax":
+            e = np.exp(z - z.max(axis=axis, keepdims=True))
+            return e / e.sum(axis=axis, keepdims=True)
+        return gff.activate(name, z, axis=axis)
+
+
+EXACT, FAST = ExactOps(), NumpyOps()
+
+# -- FeatureMixing --------------------------------------------------------------------------
+
+# Axes of a (batch, L, N) tensor a normalisation reduces over.
+NORM_AXES = {
+    "batch-feature": (0,),  # BatchNorm per flattened feature t*N + c (the spec)
+    "batch-channel": (0, 1),  # BatchNorm per channel (BatchNorm1d over N, darts' default)
+    "batch-time": (0, 2),  # BatchNorm per time step
+    "batch-scalar": (0, 1, 2),  # one statistic for everything (darts' TimeBatchNorm2d reading)
+    "layer-LN": (1, 2),  # LayerNorm over (L, N) per sample (darts, neuralforecast tsmixerx)
+    "layer-N": (2,),  # LayerNorm over N per sample and time step
+}
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+_ACT = {
+    "relu": lambda v, ops: np.maximum(v, 0.0),
+    "gelu": lambda v, ops: 0.5 * v * (1.0 + _ERF(v / math.sqrt(2.0))),
+    "gelu-tanh": lambda v, ops: 0.5 * v * (
+        1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3))
+    ),
+    "silu": lambda v, ops: v / (1.0 + ops.exp(-v)),
+    "tanh": lambda v, ops: ops.tanh(v),
+    "sigmoid": lambda v, ops: 1.0 / (1.0 + ops.exp(-v)),
+    "elu": lambda v, ops: np.where(v > 0, v, ops.exp(np.minimum(v, 0.0)) - 1.0),
+    "identity": lambda v, ops: v,
+}
+
+FM_DEFAULTS = {
+    "norm": "batch-feature",
+    "affine": True,
+    "position": "before",  # before the MLP; "after": normalise x + branch (post-norm)
+    "eps": fm.EPSILON,
+    "eps_where": "inside",  # sqrt(var + eps); "outside": sqrt(var) + eps
+    "momentum": fm.MOMENTUM,  # share of the old moving statistic kept (Keras sense)
+    "var_ddof": 0,  # variance in the normalisation: 0 biased, 1 unbiased
+    "update_ddof": 0,  # variance in the moving update
+    "train_stats": "batch",  # statistics training normalises with: "batch" or "moving"
+    "infer_stats": "moving",  # statistics inference normalises with: "moving" or "batch"
+    "update": "training",  # when the moving statistics move: "training", "never", "always"
+    "flatten": "C",  # feature index t*N + c; "F": c*L + t
+    "activation": "relu",
+    "dropout_scale": "inverted",  # kept units * 1/(1-p); "none": * 1; "rate": * 1/p
+    "dropout_rate": "rate",  # drop probability p; "keep": drops 1-p
+    "sites": ("dropout1", "dropout2"),
+    "dropout_inference": False,
+    "shared_mask": False,  # both sites draw one mask
+    "residual": "input",  # what the residual adds: "input", "normalised", "none"
+    "transpose": False,  # Dense kernels read (out, in)
+}
+
+
+def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **choices):
+    """FeatureMixing with ``choices`` (see ``FM_DEFAULTS``); defaults give the spec's oracle.
+
+    ``inputs`` (batch, L, N); ``weights`` the canonical table (moving statistics may be
+    missing for a layer without them); ``masks`` maps "dropout1" (batch, L, H) and "dropout2"
+    (batch, L, N) to keep-masks, needed in training with 0 < p < 1.
+    Returns (output (batch, L, N), new weights).
+    """
+    c = {**FM_DEFAULTS, **choices}
+    unknown = set(choices) - set(FM_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown FeatureMixing choices {sorted(unknown)}")
+    x = np.asarray(inputs, dtype=np.float64)
+    w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    batch, length, n = x.shape
+    new = dict(w)
+    k1, k2 = w["dense1.kernel"], w["dense2.kernel"]
+    if c["transpose"]:
+        if k1.shape[0] != k1.shape[1]:
+            raise ValueError("transposed kernels compute only when they are square")
+        k1, k2 = k1.T, k2.T
+
+    def grid(v):  # a flat canonical vector as (L, N), read in the port's flatten order
+        v = np.asarray(v, np.float64)
+        return v.reshape(length, n) if c["flatten"] == "C" else v.reshape(n, length).T
+
+    def flat(g):
+        return g.reshape(-1) if c["flatten"] == "C" else g.T.reshape(-1)
+
+    def normalise(v):
+        if c["norm"] == "none":
+            return v
+        axes = NORM_AXES[c["norm"]]
+        batch_norm = c["norm"].startswith("batch")
+        count = int(np.prod([v.shape[a] for a in axes]))
+        mean = ops.mean(v, axes)
+        var = ops.var(v, axes, c["var_ddof"]) if count > c["var_ddof"] else np.zeros_like(mean)
+        if batch_norm:
+            use_batch = c["train_stats"] == "batch" if training else c["infer_stats"] == "batch"
+            if c["update"] == "always" or (c["update"] == "training" and training):
+                ddof = c["update_ddof"]
+                uvar = ops.var(v, axes, ddof) if count > ddof else np.zeros_like(mean)
+                a = c["momentum"]
+                old_m, old_v = grid(w["norm.moving_mean"]), grid(w["norm.moving_variance"])
+                new["norm.moving_mean"] = flat(a * old_m + (1 - a) * mean[0])
+                new["norm.moving_variance"] = flat(a * old_v + (1 - a) * uvar[0])
+            if not use_batch:
+                mean, var = grid(w["norm.moving_mean"]), grid(w["norm.moving_variance"])
+        if c["eps_where"] == "inside":
+            denom = np.sqrt(var + c["eps"])
+        else:
+            denom = np.sqrt(var) + c["eps"]
+        if c["affine"]:  # the spec's order of operations, so that defaults agree to the bit
+            return grid(w["norm.gamma"]) * (v - mean) / denom + grid(w["norm.beta"])
+        return (v - mean) / denom
+
+    p = config["dropout"]
+    rate = p if c["dropout_rate"] == "rate" else 1.0 - p
+    active = training or c["dropout_inference"]
+
+    def drop(v, site):
+        if not active or site not in c["sites"] or rate == 0.0:
+            return v
+        if rate == 1.0:
+            return np.zeros_like(v)
+        if masks is None:
+            raise ValueError(f"the oracle needs masks[{site!r}] for dropout {rate}")
+        mask = masks[site]
+        if c["shared_mask"] and site == "dropout1":  # unit c of both sites, one decision
+            m = min(v.shape[-1], n)
+            mask = np.concatenate([masks["dropout2"][..., :m], mask[..., m:]], axis=-1)
+        kept = {"inverted": 1.0 - rate, "none": 1.0, "rate": rate}[c["dropout_scale"]]
+        return np.where(mask, v / kept, 0.0)
+
+    def branch(v):
+        h = _ACT[c["activation"]](ops.matmul(v, k1) + w["dense1.bias"], ops)
+        h = drop(h, "dropout1")
+        return drop(ops.matmul(h, k2) + w["dense2.bias"], "dropout2")
+
+    if c["position"] == "before":
+        z = normalise(x)
+        y = branch(z)
+        out = {"input": x + y, "normalised": z + y, "none": y}[c["residual"]]
+    else:
+        y = branch(x)
+        out = normalise({"input": x + y, "normalised": x + y, "none": y}[c["residual"]])
+    return out, new
+
+
+# -- GatedFeatureFusion ---------------------------------------------------------------------
+
+GFF_DEFAULTS = {
+    "concat": "ab",  # the gate sees concat([a, b]); "ba": concat([b, a])
+    "roles": "a-gated",  # g*a + (1-g)*b; "b-gated": g*b + (1-g)*a; "both": g*a + g*b
+    "bias": True,
+    "activation": None,  # None: the config's; else this one whatever the config says
+    "axis": -1,  # softmax axis
+    "sees": "both",  # what the gate sees: "both" (the concatenation), "a", "b"
+    "transpose": False,
+}
+
+
+def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXACT, **choices):
+    """GatedFeatureFusion with ``choices`` (see ``GFF_DEFAULTS``); defaults give the spec.
+
+    ``inputs`` [a, b], each (..., F); ``weights`` gate.kernel (2F, F), gate.bias (F,).
+    Returns (output (..., F), weights unchanged).
+    """
+    c = {**GFF_DEFAULTS, **choices}
+    unknown = set(choices) - set(GFF_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown GatedFeatureFusion choices {sorted(unknown)}")
+    a, b = (np.asarray(v, dtype=np.float64) for v in inputs)
+    k = np.asarray(weights["gate.kernel"], dtype=np.float64)
+    f = a.shape[-1]
+    if c["transpose"]:
+        k = k.reshape(f, 2 * f).T  # an (F, 2F) torch weight read row by row
+    first, second = (a, b) if c["concat"] == "ab" else (b, a)
+    if c["sees"] == "both":
+        z = ops.matmul(np.concatenate([first, second], axis=-1), k)
+    elif c["sees"] == "a":
+        z = ops.matmul(a, k[:f])
+    else:
+        z = ops.matmul(b, k[f:])
+    if c["bias"]:
+        z = z + np.asarray(weights["gate.bias"], dtype=np.float64)
+    g = ops.activate(c["activation"] or config["activation"], z, axis=c["axis"])
+    if c["roles"] == "both":
+        return g * a + g * b, dict(weights)
+    if c["roles"] == "b-gated":
+        a, b = b, a
+    return g * a + (1.0 - g) * b, dict(weights)
+
+
+# -- the search space and its words ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Space:
+    """One layer's variant space: its oracle, defaults, alternatives per choice and words."""
+
+    forward: object
+    defaults: dict
+    alternatives: dict  # choice -> values tried ("fit" for a fitted continuous constant)
+    words: dict  # choice -> value -> phrase (a callable for continuous values)
+
+
+def _eps_words(v):
+    known = " (the PyTorch and Flax default)" if abs(v / 1e-5 - 1) < 0.05 else ""
+    return f"epsilon {v:.3g}{known}" if v > 1e-11 else "epsilon ~0"
+
+
+def _momentum_words(a):
+    if abs(a - (1 - fm.MOMENTUM)) < 1e-6:
+        return (
+            f"moving statistics keep {a:.4g} of their old value (momentum {fm.MOMENTUM} read "
+            "in the PyTorch sense, or the Keras default 0.99)"
+        )
+    return f"moving statistics keep {a:.4g} of their old value"
+
+
+FM_SPACE = Space(
+    fm_forward,
+    FM_DEFAULTS,
+    {
+        "norm": [k for k in NORM_AXES if k != "batch-feature"] + ["none"],
+        "affine": [False],
+        "position": ["after"],
+        "eps": ["fit"],
+        "eps_where": ["outside"],
+        "var_ddof": [1],
+        "update_ddof": [1],
+        "train_stats": ["moving"],
+        "infer_stats": ["batch"],
+        "update": ["never", "always"],
+        "flatten": ["F"],
+        "activation": [a for a in _ACT if a != "relu"],
+        "dropout_scale": ["none", "rate"],
+        "dropout_rate": ["keep"],
+        "sites": [("dropout1",), ("dropout2",), ()],
+        "dropout_inference": [True],
+        "shared_mask": [True],
+        "residual": ["normalised", "none"],
+        "transpose": [True],
+    },
+    {
+        "norm": {
+            "batch-feature": "BatchNorm over each of the L*N flattened features",
+            "batch-channel": "BatchNorm per channel (statistics over batch and time)",
+            "batch-time": "BatchNorm per time step (statistics over batch and channels)",
+            "batch-scalar": "BatchNorm with one scalar statistic",
+            "layer-LN": "LayerNorm over (L, N)",
+            "layer-N": "LayerNorm over the channels N",
+            "none": "no normalisation",
+        },
+        "affine": {True: "a learned scale and offset", False: "no scale and offset"},
+        "position": {"before": "normalising before the MLP", "after": "normalising after the "
+                     "residual add"},
+        "eps": _eps_words,
+        "eps_where": {"inside": "epsilon inside the square root",
+                      "outside": "epsilon added outside the square root"},
+        "momentum": _momentum_words,
+        "var_ddof": {0: "biased batch variance", 1: "unbiased batch variance in the normalisation"},
+        "update_ddof": {0: "biased variance in the moving update",
+                        1: "unbiased batch variance in the moving update"},
+        "train_stats": {"batch": "batch statistics in training",
+                        "moving": "moving statistics in training"},
+        "infer_stats": {"moving": "moving statistics in inference",
+                        "batch": "batch statistics in inference"},
+        "update": {"training": "moving statistics updated in training",
+                   "never": "moving statistics never updated",
+                   "always": "moving statistics updated in inference calls too"},
+        "flatten": {"C": "row-major flatten (t*N + c)",
+                    "F": "channel-major flatten (c*L + t)"},
+        "activation": {a: f"{a} activation" for a in _ACT},
+        "dropout_scale": {"inverted": "kept units scaled by 1/(1-p)",
+                          "none": "kept units not scaled (dropout not inverted)",
+                          "rate": "kept units scaled by 1/p"},
+        "dropout_rate": {"rate": "dropping with probability p",
+                         "keep": "dropping with probability 1-p (the rate used as the keep "
+                         "probability)"},
+        "sites": {("dropout1", "dropout2"): "dropout after the activation and the second Dense",
+                  ("dropout1",): "dropout only after the activation",
+                  ("dropout2",): "dropout only after the second Dense",
+                  (): "no dropout"},
+        "dropout_inference": {False: "no dropout in inference",
+                              True: "dropout active in inference"},
+        "shared_mask": {False: "independent masks per site",
+                        True: "one mask shared by both dropout sites"},
+        "residual": {"input": "the residual adding the input",
+                     "normalised": "the residual adding the normalised input",
+                     "none": "no residual connection"},
+        "transpose": {False: "Dense kernels (in, out)",
+                      True: "Dense kernels transposed ((out, in) read as (in, out))"},
+    },
+)
+
+GFF_SPACE = Space(
+    gff_forward,
+    GFF_DEFAULTS,
+    {
+        "concat": ["ba"],
+        "roles": ["b-gated", "both"],
+        "bias": [False],
+        "activation": list(gff.ACTIVATIONS),
+        "axis": [0, 1],
+        "sees": ["a", "b"],
+        "transpose": [True],
+    },
+    {
+        "concat": {"ab": "the gate seeing concat([a, b])", "ba": "the gate seeing concat([b, a])"},
+        "roles": {"a-gated": "gate * a + (1 - gate) * b",
+                  "b-gated": "gate roles swapped (gate * b + (1 - gate) * a)",
+                  "both": "the gate multiplying both inputs (gate * a + gate * b)"},
+        "bias": {True: "a gate bias", False: "no gate bias"},
+        "activation": {None: "the configured activation",
+                       **{a: f"a {a} gate whatever the activation parameter says"
+                          for a in gff.ACTIVATIONS}},
+        "axis": {-1: "softmax over the last axis", 0: "softmax over the first (batch) axis",
+                 1: "softmax over axis 1"},
+        "sees": {"both": "the gate seeing both inputs", "a": "the gate seeing only a",
+                 "b": "the gate seeing only b"},
+        "transpose": {False: "gate kernel (2F, F)",
+                      True: "gate kernel transposed ((F, 2F) read as (2F, F))"},
+    },
+)
+
+SPACES = {fm.SPEC.name: FM_SPACE, gff.SPEC.name: GFF_SPACE}
+
+
+def word(space: Space, choice: str, value) -> str:
+    phrase = space.words[choice]
+    return phrase(value) if callable(phrase) else phrase[value]
+
+
+def describe(space: Space, diff: dict) -> str:
+    """'<what the port does> instead of <what the spec says>' for the choices in ``diff``."""
+    did = ", ".join(word(space, k, v) for k, v in diff.items())
+    spec = ", ".join(word(space, k, space.defaults[k]) for k in diff)
+    return f"{did} instead of {spec}"
