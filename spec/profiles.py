@@ -1,0 +1,91 @@
+"""Profiles: the conventions a FeatureMixing port is judged by where sound implementations differ.
+
+Two layers share the name FeatureMixing and one definition but for the BatchNorm momentum:
+
+- ``kmr`` (the default): the seeds' layer, KMR's FeatureMixing (kerasfactory), whose
+  ``BatchNormalization(momentum=0.01)`` keeps 0.01 of the old moving statistic
+  (``moving = 0.01 * moving + 0.99 * batch``, Keras's convention).
+- ``tsmixer``: the feature-mixing block of the TSMixer paper's reference code (Keras 2),
+  ``BatchNormalization(axis=[-2, -1])`` at Keras's documented defaults: momentum 0.99, which
+  keeps 0.99 of the old value, and epsilon 1e-3. neuralforecast's FeatureMixing keeps the same
+  share (``nn.BatchNorm1d(momentum=0.01)``: PyTorch's momentum is the share of the new value).
+
+Everything else the reference's defaults fix is the seeds' layer already: BatchNorm over the
+(L, N) features before the MLP with the biased batch variance, epsilon 1e-3 inside the square
+root, ReLU, inverted dropout after the ReLU and after the second Dense, Glorot-uniform kernels
+and zero biases, the residual adding the raw input. So the profiles differ in ``momentum``
+only; ``epsilon`` is listed so that a profile states every BatchNorm constant it fixes.
+
+The active profile is read from the environment variable ``PORTSPEC_PROFILE`` (default
+``kmr``), so the worker processes of ``portspec verify`` judge by the profile the command
+line chose. ``--profile`` of ``verify``, ``matrix`` and ``test`` (and the pytest plugin) sets
+it through :func:`select`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+ENV = "PORTSPEC_PROFILE"
+DEFAULT = "kmr"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # Share of its old value a moving statistic keeps in a training call (Keras convention).
+    momentum: float
+    epsilon: float  # added to the variance inside the square root
+    source: str
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.source}: momentum {self.momentum:g}, epsilon {self.epsilon:g})"
+
+
+PROFILES = {
+    "kmr": Profile(
+        "kmr",
+        0.01,
+        1e-3,
+        "the seeds' layer, KMR FeatureMixing: moving = 0.01*old + 0.99*batch",
+    ),
+    "tsmixer": Profile(
+        "tsmixer",
+        0.99,
+        1e-3,
+        "the TSMixer reference's Keras BatchNormalization defaults: moving = 0.99*old + 0.01*batch",
+    ),
+}
+
+
+def get(name: str) -> Profile:
+    """The profile called ``name``; ValueError naming the known ones otherwise."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(PROFILES)
+        raise ValueError(f"unknown profile {name!r}; profiles are {known}") from None
+
+
+def active() -> Profile:
+    """The profile this process judges by (``PORTSPEC_PROFILE``, default ``kmr``)."""
+    return get(os.environ.get(ENV) or DEFAULT)
+
+
+def select(name: str | None) -> Profile:
+    """Judge by ``name`` from now on, in this process and the workers it starts; None keeps
+    the active one. Raises ValueError for an unknown name."""
+    if name is None:
+        return active()
+    profile = get(name)
+    os.environ[ENV] = profile.name
+    return profile
+
+
+def fitting(momentum: float, tol: float = 1e-3) -> Profile | None:
+    """The profile whose momentum a fitted share of the old value matches, if any."""
+    for profile in PROFILES.values():
+        if abs(momentum - profile.momentum) <= tol:
+            return profile
+    return None
