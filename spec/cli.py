@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,26 @@ from portspec import report
 from portspec.isolation import DEFAULT_TIMEOUT
 
 
+def _profile(name: str) -> str:
+    """Select the profile the run judges by (its workers inherit it); argparse's error else."""
+    from portspec import profiles
+
+    try:
+        return profiles.select(name).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _selection(parser):
+    parser.add_argument(
+        "--profile",
+        type=_profile,
+        default=os.environ.get("PORTSPEC_PROFILE") or "kmr",
+        metavar="NAME",
+        help="the conventions to judge by: kmr (default; the seeds' layer, the moving statistics "
+        "keep 0.01 of their old value) or tsmixer (the TSMixer reference's Keras defaults, "
+        "0.99); see portspec.profiles",
+    )
     parser.add_argument("--clause", action="append", metavar="ID", help="clause ID or ID prefix")
     parser.add_argument("--layer", action="append", metavar="NAME", help="FeatureMixing or FM")
     parser.add_argument(

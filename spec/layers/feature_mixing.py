@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from portspec import exact, validation
+from portspec import exact, profiles, validation
 from portspec.clauses import Clause, serialization_clauses
 from portspec.layers.base import BadCall, Case, LayerSpec, WeightSpec
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from portspec import registry
+from portspec import profiles, registry
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.suite.checks import Context, work_items
 from portspec.suite.runner import select, wanted
@@ -36,6 +36,13 @@ def pytest_addoption(parser):
         default=[],
         metavar="ID",
         help="only clauses with this ID or ID prefix (FM-BN); repeatable",
+    )
+    group.addoption(
+        "--profile",
+        default=None,
+        choices=sorted(profiles.PROFILES),
+        help="the conventions to judge by: kmr (default; the seeds' momentum) or tsmixer (the "
+        "TSMixer reference's Keras defaults); see portspec.profiles",
     )
     group.addoption(
         "--layer",
@@ -112,4 +119,6 @@ class ClauseItem(pytest.Item):
 
 
 def pytest_configure(config):
+    # The profile the clauses judge by: the oracle reads it from the environment.
+    profiles.select(config.getoption("profile", None))
     config.addinivalue_line("markers", "clause(id): the spec clause a test checks")

@@ -19,6 +19,8 @@ class Result:
     diagnosis: str | None = None
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
+    # The root cause that explains a failure (portspec.rootcause), or "unexplained"
+    cause: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
