@@ -27,6 +27,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 ENV = "PORTSPEC_PROFILE"
 DEFAULT = "kmr"
 
@@ -48,13 +50,13 @@ PROFILES = {
         "kmr",
         0.01,
         1e-3,
-        "the seeds' layer, KMR FeatureMixing: moving = 0.01*old + 0.99*batch",
+        "the seeds' layer, KMR's FeatureMixing",
     ),
     "tsmixer": Profile(
         "tsmixer",
         0.99,
         1e-3,
-        "the TSMixer reference's Keras BatchNormalization defaults: moving = 0.99*old + 0.01*batch",
+        "the TSMixer reference's Keras BatchNormalization defaults",
     ),
 }
 
@@ -89,3 +91,21 @@ def fitting(momentum: float, tol: float = 1e-3) -> Profile | None:
         if abs(momentum - profile.momentum) <= tol:
             return profile
     return None
+
+
+def better_fit(old_mean, batch_mean, new_mean, tol: float = 1e-3) -> Profile | None:
+    """Another profile than the active one whose momentum the evidence of one training call
+    fits: the share of its old value the moving mean kept (least squares), within ``tol``.
+
+    The cheap check behind "the other profile fits this port better": it reads the mean only,
+    so a port that also updates its variance differently still gets the hint.
+    """
+    d_old = np.ravel(old_mean) - np.ravel(batch_mean)
+    d_new = np.ravel(new_mean) - np.ravel(batch_mean)
+    denom = float(d_old @ d_old)
+    if denom == 0.0:
+        return None
+    kept = float(d_old @ d_new) / denom
+    current = active()
+    found = fitting(kept, tol)
+    return found if found is not None and found.name != current.name else None
