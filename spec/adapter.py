@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -21,6 +22,48 @@ from safetensors.numpy import load_file, save_file
 from portspec.clauses import NotApplicable
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+class MissingWeight(NotApplicable):
+    """A clause read or wrote a canonical weight the port does not hold as the spec has it.
+
+    Raised by a handle when a weight is declared ``absent`` (the port has no such weight) or
+    ``held_as`` another shape and a canonical-shaped value is written. A ``NotApplicable``: the
+    clauses that touch the weight do not apply, and the reason names the weight.
+    """
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"the port holds no {name} as the spec has it: {reason}")
+        self.name, self.reason = name, reason
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """How a port holds one canonical weight (see ``Handle.weight_layout``).
+
+    ``kind`` is ``"canonical"`` (the spec's shape and meaning), ``"held_as"`` (another shape or
+    meaning: ``shape`` is the port's own, which ``get_weights``, ``set_weights`` and ``grad``
+    use) or ``"absent"`` (``shape`` is None; the name is missing from ``get_weights``).
+    ``canonical_shape`` is the spec's weight-table shape; ``reason`` is the author's words.
+    """
+
+    kind: str
+    shape: tuple[int, ...] | None
+    canonical_shape: tuple[int, ...] | None
+    reason: str = ""
+
+
+class Weights(dict):
+    """A canonical weight dict. Reading a weight the port lacks raises ``MissingWeight``."""
+
+    def __init__(self, values=(), absent: Mapping[str, str] | None = None):
+        super().__init__(values)
+        self.absent = dict(absent or {})
+
+    def __missing__(self, name):
+        if name in self.absent:
+            raise MissingWeight(name, self.absent[name])
+        raise KeyError(name)
 
 
 class Handle:
@@ -42,6 +85,8 @@ class Handle:
         raise NotImplementedError
 
     def get_weights(self) -> dict[str, np.ndarray]:
+        """Canonical name -> array. A ``held_as`` weight comes at the port's own shape; an
+        ``absent`` one is missing (reading it from a ``Weights`` raises ``MissingWeight``)."""
         raise NotImplementedError
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
@@ -50,6 +95,15 @@ class Handle:
     def weight_info(self) -> dict[str, tuple[tuple[int, ...], bool]]:
         """Canonical name -> (shape, trainable), as the framework itself reports them."""
         raise NotImplementedError
+
+    def weight_layout(self) -> dict[str, WeightLayout]:
+        """Canonical name -> ``WeightLayout``: which weights the port holds as the spec has
+        them, which at another shape or meaning (``held_as``) and which not at all
+        (``absent``). By default every weight ``weight_info`` reports is canonical."""
+        return {
+            name: WeightLayout("canonical", tuple(shape), tuple(shape))
+            for name, (shape, _) in self.weight_info().items()
+        }
 
     def param_counts(self) -> tuple[int, int]:
         """(trainable, non-trainable) scalar counts, counted by the framework's own API."""
@@ -80,6 +134,9 @@ class Adapter:
     layers: tuple[str, ...] = ()
     # Compute dtypes the implementation supports beyond float32 and float64.
     low_precision: tuple[str, ...] = ()
+    # The implementation's own names of config parameters: spec name -> its name. A config
+    # error naming either is the spec's clear error (FM-CONFIG, GFF-CONFIG).
+    config_names: dict[str, str] = {}
 
     def build(self, layer: str, config: dict, *, input_shapes, seed: int, dtype: str | None = None):
         """Build and initialise a layer with the framework's own initialisers, seeded.

@@ -42,7 +42,9 @@ def config_errors(ctx):
     for config, param in bad:
         shown = {k: v for k, v in config.items() if k == param} or f"without {param}"
         problems.append(
-            _verdict(f"config {shown}", lambda c=config: ctx.build(case, config=c), (param,))
+            # the port's own name for the parameter (Adapter.config_names) names it too
+            _verdict(f"config {shown}", lambda c=config: ctx.build(case, config=c),
+                     (param, ctx.adapter.config_names.get(param, param)))
         )
     _fail([p for p in problems if p], len(bad))
 

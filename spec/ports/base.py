@@ -1,0 +1,288 @@
+"""The generic port adapter: canonical weights over a port's own, whatever its framework.
+
+A port's adapter (ours in ``impls/`` are written the same way) declares, per layer, where each
+canonical weight of the spec's weight table lives in the port::
+
+    weights = {"FeatureMixing": {
+        "norm.gamma": ("bn.weight", identity),          # held as the spec has it
+        "dense1.kernel": ("fc1.weight", transpose),     # torch Linear is (out, in)
+        "norm.moving_mean": absent("LayerNorm keeps no moving statistics"),
+        "norm.beta": held_as("ln.bias", why="a LayerNorm (L, N) offset"),
+    }}
+
+and, where the port's constructor differs from the spec's config, ``config_names`` (spec name ->
+the port's) and ``extra_args`` (layer -> fixed constructor arguments, an activation module
+say). A weight of the port that the map does not name shows under its own path, so the
+weight-table clause reports it; nothing is hidden or corrected on the port's behalf.
+
+Weights the port does not hold as the spec has them (``Handle.weight_layout``):
+
+- ``absent``: missing from ``get_weights`` and ``weight_info``; reading it from the returned
+  dict, or writing it with ``set_weights``, raises ``MissingWeight`` (a ``NotApplicable``).
+- ``held_as``: reported under its canonical name at the port's own shape by ``get_weights``,
+  ``weight_info`` and ``grad``; ``set_weights`` takes that shape and raises ``MissingWeight``
+  for a value of the canonical shape.
+
+So a clause that reads or writes such a weight does not apply, with the weight named as the
+reason, and the clauses that never touch it run as usual. The layout is stable API: the root
+cause analysis reads ports' weights through it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from portspec.adapter import Adapter, Handle, MissingWeight, WeightLayout, Weights
+from portspec.clauses import NotApplicable
+from portspec.layers import LAYERS
+
+# -- transforms between the port's layout and the canonical one ----------------------------
+
+
+@dataclass(frozen=True)
+class Transform:
+    """``to_canonical(native, canonical_shape)`` and ``to_native(canonical, native_shape)``."""
+
+    name: str
+    to_canonical: Callable[[np.ndarray, tuple], np.ndarray]
+    to_native: Callable[[np.ndarray, tuple], np.ndarray]
+
+
+identity = Transform("identity", lambda v, shape: v, lambda v, shape: v)
+# A 2-D kernel stored (out, in), as torch.nn.Linear.weight is.
+transpose = Transform("transpose", lambda v, shape: v.T, lambda v, shape: v.T)
+
+
+def reshape(order: str = "C") -> Transform:
+    """Same values, another shape (a flat BatchNorm vector stored as (L, N), say)."""
+    return Transform(
+        f"reshape({order})",
+        lambda v, shape: np.reshape(v, shape, order=order),
+        lambda v, shape: np.reshape(v, shape, order=order),
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one canonical weight lives: ``kind`` is canonical, held_as or absent."""
+
+    kind: str
+    path: str | None = None
+    transform: Transform = identity
+    shape: tuple | Callable | None = None  # held_as: the declared own shape, or of config
+    why: str = ""
+
+
+def absent(why: str) -> Entry:
+    """A canonical weight the port does not have: ``absent("LayerNorm keeps no moving
+    statistics")``."""
+    return Entry("absent", why=why)
+
+
+def held_as(path: str, shape=None, *, why: str = "", transform: Transform = identity) -> Entry:
+    """A canonical weight the port holds at another shape or meaning, at ``path``.
+
+    ``shape`` (a tuple, or a function of the spec config returning one) is the port's own
+    shape after ``transform``; None takes whatever the port holds. Example: one scalar
+    BatchNorm statistic, ``held_as("norm.running_mean", (1,), why="one statistic for all")``.
+    """
+    return Entry("held_as", path, transform, shape, why or f"held as {path}")
+
+
+def _entry(value) -> Entry:
+    if isinstance(value, Entry):
+        return value
+    path, transform = value
+    return Entry("canonical", path, transform)
+
+
+# -- the generic adapter and handle ---------------------------------------------------------
+
+
+class PortAdapter(Adapter):
+    """What a port author fills in; the framework subclasses do the rest."""
+
+    # layer -> {canonical name: (the port's parameter path, Transform) | absent() | held_as()}
+    weights: dict[str, dict] = {}
+    # layer -> fixed constructor arguments merged into the config ``construct`` gets
+    extra_args: dict[str, dict] = {}
+    handle_class: type = None  # each framework's handle; a subclass may bring its own
+
+    def construct(self, layer: str, config: dict, *, input_shapes, dtype):
+        """Return the port's layer object for a config (in the port's own names, with
+        ``extra_args``); ``dtype`` as the framework names it (a Keras policy, a torch dtype,
+        a JAX dtype name) or None for the default."""
+        raise NotImplementedError
+
+    def weight_map(self, layer: str, config: dict) -> dict[str, Entry]:
+        return {name: _entry(v) for name, v in self.weights[layer].items()}
+
+    def port_config(self, layer: str, config: dict) -> dict:
+        """The spec config in the port's names, with the layer's fixed extra arguments."""
+        renamed = {self.config_names.get(k, k): v for k, v in config.items()}
+        return {**renamed, **self.extra_args.get(layer, {})}
+
+    def config_of(self, layer: str, obj) -> dict:
+        """The config the port object reports, in the port's names; by default its
+        attributes of those names."""
+        keys = [self.config_names.get(n, n) for n, _ in LAYERS[layer].config_params]
+        missing = [k for k in keys if not hasattr(obj, k)]
+        if missing:
+            raise NotApplicable(f"the port keeps no {', '.join(missing)} to report its config by")
+        return {k: getattr(obj, k) for k in keys}
+
+    def _handle(self, layer, obj, config, input_shapes, dtype, **extra):
+        return self.handle_class(self, layer, obj, config, input_shapes, dtype, **extra)
+
+
+class PortHandle(Handle):
+    """Canonical weights over the framework's own: subclasses give ``_native``, ``_read``,
+    ``_write`` and ``_native_grad``, all keyed by the port's parameter paths."""
+
+    def __init__(self, adapter: PortAdapter, layer, obj, config, input_shapes, dtype):
+        self.adapter, self.layer, self.obj = adapter, layer, obj
+        self.config, self.input_shapes, self.dtype = dict(config), input_shapes, dtype
+        self.spec = LAYERS[layer]
+        self.map = adapter.weight_map(layer, config)
+        try:
+            table = self.spec.weight_table(config, input_shapes)
+        except Exception:  # a malformed config the port accepted: the clause reports that
+            table = []
+        self.shapes = {w.name: tuple(w.shape) for w in table}
+        self.absent = {n: e.why for n, e in self.map.items() if e.kind == "absent"}
+        self.held = {n: e for n, e in self.map.items() if e.kind != "absent"}
+
+    def _native(self) -> dict[str, tuple[tuple[int, ...], bool]]:
+        """Every floating weight of the port: path -> (shape, trainable), as the framework says."""
+        raise NotImplementedError
+
+    def _read(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _write(self, path: str, value: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _native_grad(self, inputs, cotangent, training, paths):
+        """(input gradients, {path: gradient}) of sum(output * cotangent) for ``paths``."""
+        raise NotImplementedError
+
+    def _entry(self, canonical: str) -> Entry:
+        entry = self.held[canonical]
+        if entry.path not in self._native():
+            raise ValueError(
+                f"the weight map names {entry.path!r} for {canonical!r}, but the port has only "
+                f"{sorted(self._native())}"
+            )
+        return entry
+
+    def _to_canonical(self, name, value):
+        entry = self.held[name]
+        shape = self.shapes.get(name) if entry.kind == "canonical" else None
+        return entry.transform.to_canonical(value, shape)
+
+    def get_weights(self):
+        native = self._read()
+        return Weights(
+            {n: self._to_canonical(n, native[self._entry(n).path]) for n in self.held},
+            self.absent,
+        )
+
+    def set_weights(self, weights):
+        native = self._native()
+        staged = []
+        for name, value in weights.items():
+            if name in self.absent:
+                raise MissingWeight(name, self.absent[name])
+            if name not in self.held:
+                raise ValueError(f"unknown weight {name!r}; weights are {sorted(self.held)}")
+            entry = self._entry(name)
+            value, own = np.asarray(value), native[entry.path][0]
+            want = self._own_shape(name) if entry.kind == "held_as" else self.shapes.get(name)
+            if want is not None and value.shape != tuple(want):
+                if entry.kind == "held_as" and value.shape == self.shapes.get(name):
+                    raise MissingWeight(name, f"{entry.why} (shape {tuple(want)})")
+                raise ValueError(f"weight {name!r} has shape {tuple(want)}, got {value.shape}")
+            value = entry.transform.to_native(value, own)
+            if tuple(value.shape) != tuple(own):
+                raise ValueError(f"{name!r} maps to {entry.path} of shape {own}")
+            staged.append((entry.path, value))
+        for path, value in staged:  # all checked first: a refused call changes nothing
+            self._write(path, value)
+
+    def _own_shape(self, name) -> tuple[int, ...]:
+        """The shape the port holds a weight at, after its transform."""
+        entry = self._entry(name)
+        probe = self._to_canonical(name, np.zeros(self._native()[entry.path][0]))
+        shape = tuple(np.shape(probe))
+        declared = entry.shape(self.config) if callable(entry.shape) else entry.shape
+        if entry.kind == "held_as" and declared is not None and tuple(declared) != shape:
+            raise ValueError(f"{name!r} is declared held as shape {declared}, the port has {shape}")
+        return shape
+
+    def weight_info(self):
+        native = self._native()
+        info = {n: (self._own_shape(n), native[self._entry(n).path][1]) for n in self.held}
+        mapped = {e.path for e in self.held.values()}
+        info.update({path: v for path, v in native.items() if path not in mapped})
+        return info
+
+    def weight_layout(self):
+        layout = {n: WeightLayout("absent", None, self.shapes.get(n), why)
+                  for n, why in self.absent.items()}
+        for name, entry in self.held.items():
+            layout[name] = WeightLayout(entry.kind, self._own_shape(name),
+                                        self.shapes.get(name), entry.why)
+        return layout
+
+    def grad(self, inputs, cotangent, *, training):
+        native = self._native()
+        trainable = {n: self._entry(n).path for n in self.held if native[self._entry(n).path][1]}
+        gx, grads = self._native_grad(inputs, cotangent, training, list(trainable.values()))
+        return gx, {n: self._to_canonical(n, np.asarray(grads[p])) for n, p in trainable.items()}
+
+    def get_config(self):
+        config = self.adapter.config_of(self.layer, self.obj)
+        names = {self.adapter.config_names.get(n, n): n for n, _ in self.spec.config_params}
+        return {names[k]: v for k, v in config.items() if k in names}
+
+    def _meta(self) -> dict:
+        return {
+            "layer": self.layer,
+            "config": json.dumps(self.config),
+            "input_shapes": json.dumps([list(s) for s in self.input_shapes]),
+            "dtype": json.dumps(self.dtype),
+        }
+
+
+def load_meta(path: str, layer: str) -> dict:
+    """What ``save_arrays`` wrote: the arrays, and the build arguments from its metadata."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="numpy") as f:
+        meta = f.metadata() or {}
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("layer") != layer:
+        raise ValueError(f"{path} holds a {meta.get('layer')!r}, not a {layer!r}")
+    return {
+        "config": json.loads(meta["config"]),
+        "input_shapes": [tuple(s) for s in json.loads(meta["input_shapes"])],
+        "dtype": json.loads(meta["dtype"]),
+        "seed": int(meta.get("seed", 0)),
+        "arrays": arrays,
+    }
+
+
+def save_arrays(path: str, arrays: dict, meta: dict) -> str:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path, metadata=meta)
+    return path
+
+
+def zeros(input_shapes, multi_input, dtype):
+    arrays = [np.zeros(s, dtype=dtype) for s in input_shapes]
+    return arrays if multi_input else arrays[0]

@@ -1,0 +1,180 @@
+"""The base class for a port written as a Flax NNX module (and for our Flax layers).
+
+``FlaxPortAdapter()`` runs on the CPU; ``FlaxPortAdapter(variant="gpu")`` on the first GPU
+JAX sees (its ``name`` gains ``-gpu``; ``RuntimeError`` where there is none): every array and
+computation of the adapter is placed there. ``construct`` also gets ``rngs`` (an ``nnx.Rngs``
+seeded from the suite's seed, with ``params`` and ``dropout`` streams). JAX runs with x64
+enabled, else float64 silently computes in float32. Compiled calls are ``nnx.jit``, made once
+per handle and training flag. The native format is the module's variables by attribute path as
+safetensors, with the build arguments in its metadata.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from portspec.ports.base import PortAdapter, PortHandle, load_meta, save_arrays
+
+
+class FlaxPortAdapter(PortAdapter):
+    """``call`` defaults to ``module(x)`` after ``module.train()`` / ``module.eval()``.
+    Parameter paths are the attribute paths, dotted: ``norm.scale``."""
+
+    framework = "jax"
+
+    def __init__(self, variant: str | None = None):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # else float64 silently runs in float32
+        from flax import nnx
+
+        self.jax, self.nnx = jax, nnx
+        if variant in (None, "", "cpu"):
+            self.device = jax.devices("cpu")[0]
+        elif variant == "gpu":
+            try:
+                gpus = jax.devices("gpu")
+            except RuntimeError:
+                gpus = []
+            if not gpus:
+                raise RuntimeError("no GPU visible to JAX")
+            self.device, self.name = gpus[0], f"{self.name}-gpu"
+        else:
+            raise RuntimeError(f"unknown jax variant {variant!r} (known: cpu, gpu)")
+
+    def placed(self):
+        """Every array and computation of this adapter lives on its device."""
+        return self.jax.default_device(self.device)
+
+    def construct(self, layer, config, *, input_shapes, dtype, rngs):
+        raise NotImplementedError
+
+    def call(self, module, inputs, *, training):
+        return module(inputs)
+
+    def build(self, layer, config, *, input_shapes, seed, dtype=None):
+        with self.placed():
+            rngs = self.nnx.Rngs(params=seed, dropout=seed + 1)
+            module = self.construct(layer, self.port_config(layer, config),
+                                    input_shapes=input_shapes, dtype=dtype, rngs=rngs)
+        return self._handle(layer, module, config, input_shapes, dtype)
+
+    def load_native(self, layer, path):
+        meta = load_meta(path, layer)
+        handle = self.build(
+            layer, meta["config"], input_shapes=meta["input_shapes"], seed=0, dtype=meta["dtype"]
+        )
+        for name, value in meta["arrays"].items():
+            handle._write(name, value)
+        return handle
+
+    def describe(self):
+        import flax
+
+        kind = getattr(self.device, "device_kind", self.device.platform)
+        return (f"{self.name} (flax {flax.__version__}, jax {self.jax.__version__}, "
+                f"{self.device.platform} {kind})")
+
+
+class FlaxPortHandle(PortHandle):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._compiled = {}
+        self._training = None
+
+    def _variables(self):
+        nnx = self.adapter.nnx
+        out = {}
+        for path, _ in nnx.to_flat_state(nnx.state(self.obj)):
+            node = self.obj
+            for part in path:
+                node = node[part] if isinstance(part, int) else getattr(node, part)
+            if not isinstance(node, nnx.RngState):  # RNG keys and counters are no weights
+                out[".".join(str(p) for p in path)] = node
+        return out
+
+    def _native(self):
+        nnx = self.adapter.nnx
+        return {
+            p: (tuple(v.shape), isinstance(v, nnx.Param))
+            for p, v in self._variables().items()
+            if np.issubdtype(np.dtype(v.dtype), np.floating)
+        }
+
+    def _read(self):
+        return {p: np.array(v[...]) for p, v in self._variables().items()}
+
+    def _write(self, path, value):
+        var = self._variables()[path]
+        with self.adapter.placed():
+            var.set_value(self.adapter.jax.numpy.asarray(value, dtype=var.dtype))
+
+    def _mode(self, training):
+        # train()/eval() walk the module graph: switch only when the mode changes
+        if self._training is not bool(training):
+            self.obj.train() if training else self.obj.eval()
+            self._training = bool(training)
+
+    @staticmethod
+    def _jax(x):
+        # jnp.asarray keeps the NumPy dtype: an int32 input reaches the port as int32
+        import jax.numpy as jnp
+
+        if isinstance(x, (list, tuple)):
+            return [jnp.asarray(np.asarray(v)) for v in x]
+        return jnp.asarray(np.asarray(x))
+
+    @staticmethod
+    def _numpy(x):
+        # np.array copies: the caller gets writable arrays no later call can alter
+        return [np.array(v) for v in x] if isinstance(x, (list, tuple)) else np.array(x)
+
+    def forward(self, inputs, *, training):
+        with self.adapter.placed():
+            self._mode(training)
+            return self._numpy(self.adapter.call(self.obj, self._jax(inputs), training=training))
+
+    def forward_compiled(self, inputs, *, training):
+        nnx = self.adapter.nnx
+        fn = self._compiled.get(training)
+        if fn is None:
+            call = self.adapter.call
+            fn = self._compiled[training] = nnx.jit(lambda m, x: call(m, x, training=training))
+        with self.adapter.placed():
+            self._mode(training)
+            return self._numpy(fn(self.obj, self._jax(inputs)))
+
+    def _native_grad(self, inputs, cotangent, training, paths):
+        import jax.numpy as jnp
+
+        nnx = self.adapter.nnx
+        with self.adapter.placed():
+            self._mode(training)
+            cot = jnp.asarray(np.asarray(cotangent))
+
+            def loss(module, x):
+                out = self.adapter.call(module, x, training=training)
+                return jnp.sum(out * cot.astype(out.dtype))
+
+            # BatchStat and RNG updates of a training call propagate back to the module
+            grads, gx = nnx.grad(loss, argnums=(0, 1))(self.obj, self._jax(inputs))
+        flat = {
+            ".".join(str(p) for p in path): np.array(v[...])
+            for path, v in nnx.to_flat_state(nnx.state(grads, nnx.Param))
+        }
+        return self._numpy(gx), {p: flat[p] for p in paths}
+
+    def param_counts(self):
+        native = self._native()
+        trainable = sum(int(np.prod(s)) for s, t in native.values() if t)
+        return trainable, sum(int(np.prod(s)) for s, t in native.values() if not t)
+
+    def save_native(self, directory):
+        # the module's variables by attribute path, as safetensors, the config beside them
+        path = os.path.join(directory, f"{self.layer}.safetensors")
+        return save_arrays(path, self._read(), self._meta())
+
+
+FlaxPortAdapter.handle_class = FlaxPortHandle

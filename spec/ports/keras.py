@@ -1,0 +1,286 @@
+"""The base class for a port written as a Keras 3 layer (and for our Keras layers), on any backend.
+
+Keras picks its backend once per process from ``KERAS_BACKEND``; ``KerasPortAdapter(variant=
+"torch")`` sets it when Keras is not imported yet (``--impl keras-torch``) and raises
+``RuntimeError`` when another backend is already loaded. A ``{backend}`` in ``name`` is filled
+in (``"keras-{backend}"``). Compute dtypes map to Keras's dtype policies (bfloat16 and float16
+are ``mixed_bfloat16`` / ``mixed_float16``: float32 variables). Gradients and compiled calls
+have no backend-neutral Keras API, so those dispatch on the backend: ``jax.jit`` of a stateless
+call, ``tf.function(jit_compile=True)``, ``torch.compile``, each made once per handle and
+training flag. The native format is a one-layer ``keras.Model`` saved as ``.keras``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from portspec.layers import LAYERS
+from portspec.ports.base import PortAdapter, PortHandle, zeros
+
+BACKENDS = ("jax", "torch", "tensorflow")
+POLICIES = {
+    "float32": "float32",
+    "float64": "float64",
+    "bfloat16": "mixed_bfloat16",
+    "float16": "mixed_float16",
+}
+
+
+def select_backend(variant: str | None) -> None:
+    """Set ``KERAS_BACKEND`` for this process, or raise when Keras already runs another."""
+    if not variant:
+        return
+    if variant not in BACKENDS:
+        raise RuntimeError(f"unknown Keras backend {variant!r}; one of {BACKENDS}")
+    if "keras" in sys.modules:
+        active = sys.modules["keras"].backend.backend()
+        if active != variant:
+            raise RuntimeError(
+                f"Keras is already imported with backend {active!r} in this process; "
+                f"run keras-{variant} in a separate process (KERAS_BACKEND={variant})"
+            )
+    os.environ["KERAS_BACKEND"] = variant
+
+
+class KerasPortAdapter(PortAdapter):
+    """Parameter paths are the variables' paths below the layer, dotted: ``feature_norm.gamma``.
+    ``call`` defaults to ``layer(x, training=training)``, and ``layer([a, b])`` for a
+    two-input layer."""
+
+    framework = "keras"
+
+    def __init__(self, variant: str | None = None):
+        select_backend(variant)
+        import keras
+
+        self.keras = keras
+        self.backend = keras.backend.backend()
+        if self.backend == "jax":
+            import jax
+
+            jax.config.update("jax_enable_x64", True)  # else float64 silently runs in float32
+        self.name = self.name.format(backend=self.backend)
+
+    def call(self, layer, inputs, *, training):
+        if isinstance(inputs, list):
+            return layer(inputs)
+        return layer(inputs, training=training)
+
+    def build(self, layer, config, *, input_shapes, seed, dtype=None):
+        self.keras.utils.set_random_seed(seed)
+        policy = None if dtype is None else POLICIES[dtype]
+        obj = self.construct(layer, self.port_config(layer, config),
+                             input_shapes=input_shapes, dtype=policy)
+        multi = LAYERS[layer].multi_input
+        if not obj.built:
+            obj.build([tuple(s) for s in input_shapes] if multi else tuple(input_shapes[0]))
+        handle = self._handle(layer, obj, config, input_shapes, dtype)
+        paths = {e.path for e in handle.held.values()}
+        if not paths <= set(handle._native()):
+            # Sublayers made in build() create their weights on their first call: one
+            # inference call on float32 zeros (Keras casts them to the layer's dtype), which
+            # changes no state, makes them exist. Should it fail (a config the port accepted
+            # but cannot run), the port's own first call fails the same way, where the clause
+            # sees it.
+            try:
+                self.call(obj, zeros(input_shapes, multi, "float32"), training=False)
+            except Exception:
+                pass
+        return handle
+
+    def config_of(self, layer, obj):
+        return obj.get_config()
+
+    def load_native(self, layer, path):
+        with open(path + ".json") as f:
+            meta = json.load(f)
+        obj = self.keras.saving.load_model(path).layers[-1]
+        shapes = [tuple(s) for s in meta["input_shapes"]]
+        return self._handle(layer, obj, meta["config"], shapes, meta["dtype"])
+
+    def describe(self):
+        return f"{self.name} (keras {self.keras.__version__} on {self.backend})"
+
+
+class KerasPortHandle(PortHandle):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._compiled = {}
+
+    def _variables(self):
+        prefix = self.obj.name + "/"
+        return {
+            (v.path[len(prefix) :] if v.path.startswith(prefix) else v.path).replace("/", "."): v
+            for v in self.obj.weights
+        }
+
+    def _native(self):
+        return {p: (tuple(v.shape), bool(v.trainable)) for p, v in self._variables().items()}
+
+    def _read(self):
+        return {p: self._numpy(v.value) for p, v in self._variables().items()}
+
+    def _write(self, path, value):
+        var = self._variables()[path]
+        var.assign(np.asarray(value, dtype=np.float64).astype(var.dtype))
+
+    def _tensor(self, x):
+        return keras_tensor(self.adapter.keras, x)
+
+    def _numpy(self, t):
+        return keras_numpy(self.adapter.keras, t)
+
+    def _call(self, x, training):
+        return self.adapter.call(self.obj, x, training=training)
+
+    def forward(self, inputs, *, training):
+        return self._numpy(self._call(self._tensor(inputs), training))
+
+    def _stateless(self, tvals, ntvals, x, training):
+        """The call with the variables' values given, as JAX transformations need it."""
+        obj, keras = self.obj, self.adapter.keras
+        mapping = [
+            *zip(obj.trainable_variables, tvals, strict=True),
+            *zip(obj.non_trainable_variables, ntvals, strict=True),
+        ]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            out = self._call(x, training)
+        new = [scope.get_current_value(v) for v in obj.non_trainable_variables]
+        return out, [n if n is not None else o for n, o in zip(new, ntvals, strict=True)]
+
+    def _values(self):
+        obj = self.obj
+        return [v.value for v in obj.trainable_variables], [
+            v.value for v in obj.non_trainable_variables
+        ]
+
+    def _assign_state(self, new):
+        for var, value in zip(self.obj.non_trainable_variables, new, strict=True):
+            var.assign(value)
+
+    def _compile(self, training):
+        backend = self.adapter.backend
+        if backend == "jax":
+            import jax
+
+            return jax.jit(lambda t, n, v: self._stateless(t, n, v, training))
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(lambda v: self._call(v, training), jit_compile=True)
+        import torch
+
+        return torch.compile(lambda v: self._call(v, training))
+
+    def forward_compiled(self, inputs, *, training):
+        x = self._tensor(inputs)
+        fn = self._compiled.get(training)
+        if fn is None:
+            fn = self._compiled[training] = self._compile(training)
+        if self.adapter.backend == "jax":
+            out, new = fn(*self._values(), x)
+            self._assign_state(new)
+            return self._numpy(out)
+        return self._numpy(fn(x))
+
+    def _native_grad(self, inputs, cotangent, training, paths):
+        backend, x = self.adapter.backend, self._tensor(inputs)
+        cot = self._tensor(np.asarray(cotangent))
+        variables = self._variables()
+        wanted = [variables[p] for p in paths]
+        gx, gw = getattr(self, f"_grad_{backend}")(x, cot, training, wanted)
+        return self._numpy(gx), {p: self._numpy(g) for p, g in zip(paths, gw, strict=True)}
+
+    def _grad_jax(self, x, cot, training, wanted):
+        import jax
+        import jax.numpy as jnp
+
+        tv = self.obj.trainable_variables
+        tvals, ntvals = self._values()
+
+        def loss(t, v):
+            out, new = self._stateless(t, ntvals, v, training)
+            return jnp.sum(out * cot.astype(out.dtype)), new
+
+        (gt, gx), new = jax.grad(loss, argnums=(0, 1), has_aux=True)(tvals, x)
+        self._assign_state(new)
+        by_id = {id(v): g for v, g in zip(tv, gt, strict=True)}
+        return gx, [by_id[id(v)] for v in wanted]
+
+    def _grad_torch(self, x, cot, training, wanted):
+        import torch
+
+        xs = [t.detach().requires_grad_(True) for t in (x if isinstance(x, list) else [x])]
+        out = self._call(xs if isinstance(x, list) else xs[0], training)
+        grads = torch.autograd.grad(
+            (out * cot.to(out.dtype)).sum(),
+            xs + [v.value for v in wanted],
+            allow_unused=True,
+            materialize_grads=True,  # a weight the output does not reach has gradient 0
+        )
+        gx = list(grads[: len(xs)]) if isinstance(x, list) else grads[0]
+        return gx, list(grads[len(xs) :])
+
+    def _grad_tensorflow(self, x, cot, training, wanted):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = self._call(x, training)
+            loss = tf.reduce_sum(out * tf.cast(cot, out.dtype))
+        zero = tf.UnconnectedGradients.ZERO  # a weight the output does not reach has gradient 0
+        return tape.gradient(loss, [x, [self._source(v) for v in wanted]],
+                             unconnected_gradients=zero)
+
+    @staticmethod
+    def _source(variable):
+        return variable.value
+
+    def param_counts(self):
+        def count(weights):
+            return sum(int(np.prod(v.shape)) for v in weights)
+
+        return count(self.obj.trainable_weights), count(self.obj.non_trainable_weights)
+
+    def save_native(self, directory):
+        keras = self.adapter.keras
+        shapes = [tuple(s[1:]) for s in self.input_shapes]
+        if self.spec.multi_input:
+            inputs = [keras.Input(s) for s in shapes]
+        else:
+            inputs = keras.Input(shapes[0])
+        path = os.path.join(directory, f"{self.layer}.keras")
+        keras.Model(inputs, self.obj(inputs)).save(path)
+        meta = {"config": self.config, "input_shapes": self.input_shapes, "dtype": self.dtype}
+        with open(path + ".json", "w") as f:
+            json.dump(meta, f)
+        return path
+
+
+KerasPortAdapter.handle_class = KerasPortHandle
+
+
+def keras_tensor(keras, x):
+    """NumPy (or a list of arrays) to Keras tensors; ml_dtypes bfloat16 goes via float32."""
+    if isinstance(x, (list, tuple)):
+        return [keras_tensor(keras, v) for v in x]
+    x = np.asarray(x)
+    if x.dtype.name == "bfloat16":
+        return keras.ops.cast(keras.ops.convert_to_tensor(x.astype(np.float32)), "bfloat16")
+    return keras.ops.convert_to_tensor(x)
+
+
+def keras_numpy(keras, t):
+    """Keras tensors (or a list) to NumPy; bfloat16 comes back as an ml_dtypes array."""
+    if isinstance(t, (list, tuple)):
+        return [keras_numpy(keras, v) for v in t]
+    if keras.backend.standardize_dtype(t.dtype) == "bfloat16":
+        import ml_dtypes
+
+        t = keras.ops.cast(t, "float32")
+        return keras.ops.convert_to_numpy(t).astype(ml_dtypes.bfloat16)
+    return keras.ops.convert_to_numpy(t)

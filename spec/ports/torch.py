@@ -1,0 +1,186 @@
+"""The base class for a port written as a ``torch.nn.Module`` (and for our PyTorch layers).
+
+``TorchPortAdapter()`` runs on the CPU; ``TorchPortAdapter(variant="cuda")`` on the current
+CUDA device (its ``name`` gains ``-cuda``; ``RuntimeError`` where there is none). bfloat16 and
+float16 are mixed precision: float32 parameters, ``torch.autocast`` compute (PyTorch's
+counterpart of Keras's mixed_bfloat16 / mixed_float16 policies). Each handle draws its dropout
+masks from its own seeded generator, so two handles built with one seed draw the same masks
+whatever else uses torch's global RNG. Compiled calls are ``torch.compile(module,
+dynamic=False)``, made once per handle and training flag. The native format is the module's
+``state_dict`` (torch's names and layouts) as safetensors, with the build arguments in its
+metadata: never a pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from portspec.ports.base import PortAdapter, PortHandle, load_meta, save_arrays
+
+AUTOCAST = ("bfloat16", "float16")
+
+
+class TorchPortAdapter(PortAdapter):
+    """``call`` defaults to ``module(x)`` (``module(a, b)`` for a two-input layer);
+    ``module.train(training)`` is set before. Parameter paths are ``state_dict`` names."""
+
+    framework = "torch"
+
+    def __init__(self, variant: str | None = None):
+        import torch
+
+        self.torch = torch
+        if variant in (None, "", "cpu"):
+            self.device = torch.device("cpu")
+        elif variant == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError("CUDA is not available")
+            self.device, self.name = torch.device("cuda"), f"{self.name}-cuda"
+        else:
+            raise ValueError(f"variant must be 'cpu' or 'cuda', got {variant!r}")
+
+    def call(self, module, inputs, *, training):
+        return module(*inputs) if isinstance(inputs, list) else module(inputs)
+
+    def build(self, layer, config, *, input_shapes, seed, dtype=None):
+        torch = self.torch
+        if dtype is not None and dtype not in ("float32", "float64", *AUTOCAST):
+            raise ValueError(f"dtype must be float32, float64, bfloat16, float16 or None, "
+                             f"got {dtype!r}")
+        torch.manual_seed(seed)  # the global RNG: the port's initialisers
+        param = None if dtype is None else getattr(torch, _float32(dtype))
+        module = self.construct(layer, self.port_config(layer, config),
+                                input_shapes=input_shapes, dtype=param)
+        module = module.to(self.device) if param is None else module.to(self.device, param)
+        return self._handle(layer, module, config, input_shapes, dtype, seed=seed)
+
+    def load_native(self, layer, path):
+        meta = load_meta(path, layer)
+        handle = self.build(layer, meta["config"], input_shapes=meta["input_shapes"],
+                            seed=meta["seed"], dtype=meta["dtype"])
+        tensors = {k: self.torch.from_numpy(v) for k, v in meta["arrays"].items()}
+        handle.obj.load_state_dict(tensors, strict=True)
+        return handle
+
+    def describe(self):
+        torch = self.torch
+        if self.device.type == "cuda":
+            where = f"CUDA {torch.version.cuda} on {torch.cuda.get_device_name(self.device)}"
+        else:
+            where = f"CPU, {torch.get_num_threads()} threads"
+        return f"{self.name} (torch {torch.__version__}, {where})"
+
+
+def _float32(dtype: str) -> str:
+    return "float32" if dtype in AUTOCAST else dtype
+
+
+class TorchPortHandle(PortHandle):
+    def __init__(self, *args, seed=0):
+        super().__init__(*args)
+        self.seed = seed
+        self._rng = self.adapter.torch.Generator().manual_seed(seed)
+        self._compiled = {}
+
+    def _tensors(self):
+        return self.obj.state_dict(keep_vars=True)
+
+    def _native(self):
+        params = {id(p) for p in self.obj.parameters() if p.requires_grad}
+        return {
+            path: (tuple(t.shape), id(t) in params)
+            for path, t in self._tensors().items()
+            if t.is_floating_point()
+        }
+
+    def _read(self):
+        return {path: self._numpy(t) for path, t in self._tensors().items()}
+
+    def _write(self, path, value):
+        target = self._tensors()[path]
+        with self.adapter.torch.no_grad():
+            target.copy_(self._tensor(value).to(target.dtype))
+
+    def _tensor(self, x):
+        """NumPy -> torch on the adapter's device, a copy (the caller's array may be read-only
+        or change later); dtypes as they are, so the port's own checks see them."""
+        torch = self.adapter.torch
+        if isinstance(x, (list, tuple)):
+            return [self._tensor(v) for v in x]
+        x = np.asarray(x)
+        if x.dtype.name == "bfloat16":  # torch cannot read ml_dtypes arrays
+            return torch.from_numpy(x.astype(np.float32)).to(self.adapter.device, torch.bfloat16)
+        return torch.from_numpy(np.array(x, order="C")).to(self.adapter.device)
+
+    def _numpy(self, t):
+        if isinstance(t, (list, tuple)):
+            return [self._numpy(v) for v in t]
+        t = t.detach().cpu()
+        if t.dtype == self.adapter.torch.bfloat16:  # NumPy has no bfloat16 of its own
+            import ml_dtypes
+
+            return t.float().numpy().astype(ml_dtypes.bfloat16)
+        return t.numpy().copy()
+
+    def _run(self, module, x, training):
+        torch, device = self.adapter.torch, self.adapter.device
+        self.obj.train(training)
+        seed = int(torch.randint(0, 2**62, (), generator=self._rng))
+        precision = (torch.autocast(device.type, dtype=getattr(torch, self.dtype))
+                     if self.dtype in AUTOCAST else contextlib.nullcontext())
+        with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+            # only the generator the call draws from: torch.manual_seed seeds every backend
+            # and costs more than a small layer's whole forward
+            (torch.cuda if device.type == "cuda" else torch.default_generator).manual_seed(seed)
+            with precision:
+                return self.adapter.call(module, x, training=training)
+
+    def forward(self, inputs, *, training):
+        with self.adapter.torch.no_grad():
+            return self._numpy(self._run(self.obj, self._tensor(inputs), training))
+
+    def forward_compiled(self, inputs, *, training):
+        compiled = self._compiled.get(training)
+        if compiled is None:
+            compiled = self._compiled[training] = self.adapter.torch.compile(
+                self.obj, dynamic=False)
+        with self.adapter.torch.no_grad():
+            return self._numpy(self._run(compiled, self._tensor(inputs), training))
+
+    def _native_grad(self, inputs, cotangent, training, paths):
+        torch = self.adapter.torch
+        x = self._tensor(inputs)
+        xs = x if isinstance(x, list) else [x]
+        for t in xs:
+            t.requires_grad_(t.is_floating_point())
+        tensors = self._tensors()
+        out = self._run(self.obj, x, training)
+        cot = self._tensor(np.asarray(cotangent, dtype=np.float64)).to(out.dtype)
+        grads = torch.autograd.grad(
+            (out * cot).sum(),
+            [*xs, *(tensors[p] for p in paths)],
+            allow_unused=True,
+            materialize_grads=True,  # a weight the output does not reach has gradient 0
+        )
+        gx = [self._numpy(g) for g in grads[: len(xs)]]
+        weights = {p: self._numpy(g) for p, g in zip(paths, grads[len(xs) :], strict=True)}
+        return (gx if isinstance(x, list) else gx[0]), weights
+
+    def param_counts(self):
+        # torch's own split: parameters that require grad, the rest plus every buffer
+        params = list(self.obj.parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        frozen = sum(p.numel() for p in params if not p.requires_grad)
+        return trainable, frozen + sum(b.numel() for b in self.obj.buffers())
+
+    def save_native(self, directory):
+        # the module's own state_dict, as safetensors: never a pickle
+        state = {k: v.detach().cpu().numpy() for k, v in self.obj.state_dict().items()}
+        path = os.path.join(directory, f"{self.layer}.safetensors")
+        return save_arrays(path, state, {**self._meta(), "seed": str(self.seed)})
+
+
+TorchPortAdapter.handle_class = TorchPortHandle
