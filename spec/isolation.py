@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from portspec import registry
+from portspec import registry, rootcause
 from portspec.diagnose import explain_result
 from portspec.layers import LAYERS
 from portspec.suite.areas import portability
@@ -206,13 +206,24 @@ def items_for(adapter, clauses=None, layers=None, tasks=None, export_dir=None):
             if name in adapter.layers and (not layers or name in layers or spec.prefix in layers)
         ]
     else:
+        items = select(work_items([adapter]), adapter, clauses, layers)
         out = [
             (clause.id, lambda s=spec, c=clause, f=fn: _run(adapter, s, c, f))
-            for spec, clause, fn in select(work_items([adapter]), adapter, clauses, layers)
+            for spec, clause, fn in items
+        ]
+        # after its clauses, each layer's probe: the records the root-cause stage fits
+        out += [
+            (f"{rootcause.PROBE}{spec.name}", lambda s=spec: rootcause.probe_result(adapter, s))
+            for spec in dict.fromkeys(spec for spec, _, _ in items)
         ]
     if tasks is not None:
         wanted_tasks = {tuple(t) for t in tasks}
-        out = [(task, fn) for task, fn in out if (adapter.name, task) in wanted_tasks]
+        out = [
+            (task, fn)
+            for task, fn in out
+            if (adapter.name, task) in wanted_tasks
+            or rootcause.probe_wanted(adapter.name, task, wanted_tasks)
+        ]
     return out
 
 

@@ -114,7 +114,7 @@ FM_DEFAULTS = {
     "position": "before",  # before the MLP; "after": normalise x + branch (post-norm)
     "eps": fm.EPSILON,
     "eps_where": "inside",  # sqrt(var + eps); "outside": sqrt(var) + eps
-    "momentum": fm.MOMENTUM,  # share of the old moving statistic kept (Keras sense)
+    "momentum": None,  # share of the old moving statistic kept (Keras sense); None: the profile's
     "var_ddof": 0,  # variance in the normalisation: 0 biased, 1 unbiased
     "update_ddof": 0,  # variance in the moving update
     "train_stats": "batch",  # statistics training normalises with: "batch" or "moving"
@@ -144,6 +144,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
     unknown = set(choices) - set(FM_DEFAULTS)
     if unknown:
         raise TypeError(f"unknown FeatureMixing choices {sorted(unknown)}")
+    if c["momentum"] is None:
+        c["momentum"] = fm.SPEC.momentum
     x = np.asarray(inputs, dtype=np.float64)
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     batch, length, n = x.shape
@@ -173,7 +175,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             use_batch = c["train_stats"] == "batch" if training else c["infer_stats"] == "batch"
             if c["update"] == "always" or (c["update"] == "training" and training):
                 ddof = c["update_ddof"]
-                uvar = ops.var(v, axes, ddof) if count > ddof else np.zeros_like(mean)
+                # an unbiased variance of one sample is undefined (NaN, as torch gives)
+                uvar = ops.var(v, axes, ddof) if count > ddof else np.full_like(mean, np.nan)
                 a = c["momentum"]
                 old_m, old_v = grid(w["norm.moving_mean"]), grid(w["norm.moving_variance"])
                 new["norm.moving_mean"] = flat(a * old_m + (1 - a) * mean[0])
@@ -285,11 +288,16 @@ def _eps_words(v):
 
 
 def _momentum_words(a):
-    if abs(a - (1 - fm.MOMENTUM)) < 1e-6:
-        return (
-            f"moving statistics keep {a:.4g} of their old value (momentum {fm.MOMENTUM} read "
-            "in the PyTorch sense, or the Keras default 0.99)"
-        )
+    from portspec import profiles
+
+    a = fm.SPEC.momentum if a is None else a
+    other = profiles.fitting(a)
+    if other is not None and other != profiles.active():
+        return (f"moving statistics keep {a:.4g} of their old value (profile {other.name}: "
+                f"{other.source})")
+    if abs(a - (1 - fm.SPEC.momentum)) < 1e-6:
+        return (f"moving statistics keep {a:.4g} of their old value (momentum "
+                f"{fm.SPEC.momentum:g} read in the other sense)")
     return f"moving statistics keep {a:.4g} of their old value"
 
 

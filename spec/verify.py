@@ -13,7 +13,7 @@ import importlib.util
 import os
 import tempfile
 
-from portspec import isolation, registry
+from portspec import isolation, registry, rootcause
 from portspec.adapter import read_weights
 from portspec.isolation import DEFAULT_TIMEOUT
 from portspec.suite.areas.portability import EXCHANGE
@@ -77,7 +77,7 @@ def verify(
             )
         else:
             results += _in_process(target, clauses, layers, tasks, on_result, env)
-    return results
+    return rootcause.attach(results)  # the root-cause stage, after every clause
 
 
 def _in_process(target, clauses, layers, tasks, on_result, env) -> list[Result]:
@@ -164,7 +164,7 @@ def matrix(
                 on_result=on_result,
                 env={EXCHANGE: exchange},
             )
-    return results
+    return rootcause.attach(results)  # the root-cause stage, after every clause
 
 
 def _wants_portability(clauses, layers) -> bool:

@@ -1,0 +1,754 @@
+"""Root causes: what a port computes, found by fitting the oracle's variants to its behaviour.
+
+A failing clause says *that* a port differs from the spec; a root cause says *what it does
+instead*, once for all the clauses that difference fails. Two stages:
+
+1. ``probe(adapter, spec)`` runs in the worker after the clauses: it builds the layer from a
+   few spec cases with the port's own initialisers, sets random weights (those of the canonical
+   table the port has), reads them back through the port's adapter, and records inference and
+   training outputs, the state after a training call, a call with moving variance 0, a batch of
+   one, and the structured dropout probe (every drop decision visible in the output). The
+   records travel to the parent as the details of a ``probe:<Layer>`` result (JSON).
+
+2. ``attach(results)`` runs in the parent: per port and layer it searches the variant space of
+   ``portspec.variants`` with the records (the spec; every single deviation, continuous
+   constants fitted; pairs only when no single one fits). A variant *reproduces* the port when
+   every recorded output and state is within the float64 tolerance of ``spec.tolerances``
+   (the float32 one, reported as a precision finding, when nothing fits at float64). Each
+   failing clause is then re-run against a NumPy implementation of the found variant: the
+   root cause *explains* the clause when the variant fails it the same way (same message, the
+   same numbers within 5 %); otherwise the clause is unexplained. Where no variant fits, no
+   cause is named.
+
+A root cause is written as a diff from the spec: "LayerNorm over (L, N), normalising after the
+residual add instead of BatchNorm over each of the L*N flattened features, normalising before
+the MLP", followed by its evidence (max error against the spec oracle and against the variant).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from portspec import variants
+from portspec.layers import LAYERS, Case
+from portspec.tolerances import FORWARD
+
+PROBE = "probe:"  # clause-ID prefix of the probe's pseudo-results
+UNEXPLAINED = "unexplained"
+MEAN, VAR = "norm.moving_mean", "norm.moving_variance"
+DROP_P = 0.3
+DROP_CASE = Case({"n_series": 16, "input_size": 4, "dropout": DROP_P, "ff_dim": 16},
+                 ((64, 4, 16),), "dropout probe")
+
+
+# -- 1. the probe (worker side) -------------------------------------------------------------
+
+
+def _arr(v):
+    return None if v is None else np.asarray(v, dtype=np.float64)
+
+
+def _describe(exc) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _build(adapter, spec, case, config):
+    """A float64 build (float32 when the port refuses float64), and the dtype it got."""
+    try:
+        handle = adapter.build(spec.name, dict(config), input_shapes=case.input_shapes, seed=0,
+                               dtype="float64")
+        return handle, "float64", None
+    except Exception as exc:  # noqa: BLE001 - a port's refusal is evidence, recorded below
+        handle = adapter.build(spec.name, dict(config), input_shapes=case.input_shapes, seed=0,
+                               dtype="float32")
+        return handle, "float32", _describe(exc)
+
+
+def _call(handle, x, training):
+    try:
+        return np.asarray(handle.forward(x, training=training), dtype=np.float64), None
+    except Exception as exc:  # noqa: BLE001
+        return None, _describe(exc)
+
+
+def _set(handle, weights):
+    """Set the canonical weights the port has; return what it reads back (its own values)."""
+    have = handle.get_weights()
+    handle.set_weights({k: v for k, v in weights.items() if k in have})
+    return {k: np.asarray(v, np.float64) for k, v in handle.get_weights().items()}
+
+
+def _record(label, config, x, weights, training, out, error, dtype, state=None):
+    return {"label": label, "config": config, "x": x, "weights": weights, "training": training,
+            "out": out, "error": error, "dtype": dtype, "state": state}
+
+
+def probe(adapter, spec) -> list[dict]:
+    """The records of one port's layer (see the module docstring); arrays as NumPy float64."""
+    return (_probe_fm if spec.prefix == "FM" else _probe_gff)(adapter, spec)
+
+
+def _probe_fm(adapter, spec):
+    records = []
+    rng = np.random.default_rng(31)
+    cases = {c.label: c for c in spec.cases()}
+    base = cases["expand"]
+    one = Case(base.config, ((1, *base.input_shapes[0][1:]),), "batch 1")
+    for case in (base, cases["square"], one):
+        config = {**case.config, "dropout": 0.0}
+        try:
+            handle, dtype, refused = _build(adapter, spec, case, config)
+            if refused:
+                records.append(_record(f"{case.label} float64 build", config, None, None, False,
+                                       None, refused, "float64"))
+            w = _set(handle, spec.random_weights(config, case.input_shapes, rng))
+        except Exception as exc:  # noqa: BLE001
+            records.append(_record(case.label, config, None, None, False, None, _describe(exc),
+                                   None))
+            continue
+        x = spec.make_inputs(case, rng)
+        modes = (True,) if case.label == "batch 1" else (False, True)
+        for training in modes:
+            handle.set_weights(w)
+            out, error = _call(handle, x, training)
+            state = None
+            if training and error is None:
+                now = handle.get_weights()
+                state = {k: _arr(now[k]) for k in (MEAN, VAR) if k in now}
+            records.append(_record(case.label, config, x, w, training, out, error, dtype, state))
+        if case.label == "expand" and VAR in w:  # epsilon alone sets the scale here
+            zero = {**w, VAR: np.zeros_like(w[VAR])}
+            try:
+                handle.set_weights(zero)
+                zero = {k: _arr(v) for k, v in handle.get_weights().items()}
+                out, error = _call(handle, x, False)
+            except Exception as exc:  # noqa: BLE001
+                out, error = None, _describe(exc)
+            records.append(_record("moving variance 0", config, x, zero, False, out, error,
+                                   dtype))
+    # the dropout probe: BatchNorm outputs beta = 1, every hidden unit is 1, the second Dense
+    # copies hidden unit c to channel c plus 1; x = 0
+    from portspec.suite.areas.dropout import _probe_weights
+
+    config = DROP_CASE.config
+    try:
+        handle, dtype, _ = _build(adapter, spec, DROP_CASE, config)
+        w = _set(handle, _probe_weights(config))
+        x = np.zeros(DROP_CASE.input_shapes[0])
+        for training in (True, False):
+            out, error = _call(handle, x, training)
+            records.append(_record("dropout", config, x, w, training, out, error, dtype))
+    except Exception as exc:  # noqa: BLE001
+        records.append(_record("dropout", config, None, None, True, None, _describe(exc), None))
+    return records
+
+
+def _probe_gff(adapter, spec):
+    records = []
+    rng = np.random.default_rng(32)
+    for case in spec.cases()[:1] + spec.config_cases():
+        try:
+            handle, dtype, refused = _build(adapter, spec, case, case.config)
+            if refused:
+                records.append(_record(f"{case.label} float64 build", case.config, None, None,
+                                       False, None, refused, "float64"))
+            w = _set(handle, spec.random_weights(case.config, case.input_shapes, rng))
+        except Exception as exc:  # noqa: BLE001
+            records.append(_record(case.label, case.config, None, None, False, None,
+                                   _describe(exc), None))
+            continue
+        x = spec.make_inputs(case, rng)
+        out, error = _call(handle, x, False)
+        records.append(_record(case.label, case.config, x, w, False, out, error, dtype))
+    return records
+
+
+def probe_result(adapter, spec):
+    """The probe as a pseudo-result ``probe:<Layer>`` (what the worker sends)."""
+    from portspec.suite.runner import Result
+
+    start = time.perf_counter()
+    try:
+        records = probe(adapter, spec)
+        status, message = "passed", ""
+    except Exception as exc:  # noqa: BLE001 - the root-cause stage then names no cause
+        records, status, message = [], "failed", f"raised {_describe(exc)}"
+    return Result(f"{PROBE}{spec.name}", adapter.name, status, message,
+                  seconds=round(time.perf_counter() - start, 4),
+                  details={"records": [_jsonable(r) for r in records]})
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return {"__array__": value.astype(np.float64).tolist()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return np.asarray(value["__array__"], dtype=np.float64)
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+# -- 2. the search (parent side) -------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    """What a port's layer computes: the choices that differ from the spec, with evidence."""
+
+    layer: str
+    diff: dict = field(default_factory=dict)  # choice -> value, fitted constants included
+    spec_error: float = 0.0  # max |port - spec oracle| over the records
+    variant_error: float = 0.0  # max |port - variant| over the records
+    precision: str | None = None  # "float32" when only the float32 tolerance is met
+    raised: str | None = None  # a call the port refuses (batch of one, float64)
+    fits: bool = True
+    also: list = field(default_factory=list)  # other diffs the evidence cannot tell apart
+    note: str = ""  # why nothing could be fitted
+
+    def line(self) -> str:
+        space = variants.SPACES[self.layer]
+        if not self.fits:
+            why = self.note or f"max error vs the spec oracle {_g(self.spec_error)}"
+            return f"{self.layer}: no variant of the oracle reproduces the port ({why})"
+        parts = []
+        if self.raised:
+            parts.append(self.raised)
+        if self.diff:
+            text = variants.describe(space, self.diff)
+            if self.also:
+                text += " (the evidence cannot tell this from: " + "; ".join(
+                    variants.describe(space, d) for d in self.also) + ")"
+            parts.append(text)
+        if self.precision:
+            parts.append(f"a float64 call computed partly in {self.precision} (errors of "
+                         f"{self.precision} size at float64)")
+        evidence = (f" [max error vs the spec oracle {_g(self.spec_error)}, vs this variant "
+                    f"{_g(self.variant_error)}]") if (self.diff or self.precision) else ""
+        return f"{self.layer}: " + "; ".join(parts) + evidence
+
+
+def _g(v: float) -> str:
+    return "nan" if v != v else f"{v:.3g}"
+
+
+def oracle_records(spec) -> list[dict]:
+    """The records the spec oracle itself would give (for tests of the search)."""
+    from portspec.adapter import Adapter
+
+    class _Oracle(Adapter):
+        name, layers = "oracle", (spec.name,)
+
+        def build(self, layer, config, *, input_shapes, seed, dtype=None):
+            return VariantHandle(spec, config, input_shapes, seed, dtype, {})
+
+    return probe(_Oracle(), spec)
+
+
+def _fill(spec, record):
+    """The record's weights with the canonical ones the port lacks at their initial values."""
+    table = spec.weight_table(record["config"], [np.shape(v) for v in _as_list(record["x"])])
+    w = {t.name: t.initial_value(np.random.default_rng(0)) for t in table}
+    return {**w, **record["weights"]}
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, list) else [x]
+
+
+class _Mismatch(Exception):  # noqa: N818 - a variant that does not reproduce a record
+    pass
+
+
+def _predict(spec, space, record, choices, masks=None):
+    x = record["x"]
+    return space.forward(record["config"], record["weights"], x, training=record["training"],
+                         masks=masks, ops=variants.FAST, **choices)
+
+
+def _momentum(spec, space, records, choices):
+    """Least-squares share of the old moving statistic kept, or None when nothing moved."""
+    num = den = 0.0
+    for r in records:
+        if not r["state"] or r["out"] is None or r["label"] == "dropout":
+            continue
+        try:
+            _, stat = _predict(spec, space, r, {**choices, "momentum": 0.0})
+        except (KeyError, ValueError):
+            return None
+        for k, got in r["state"].items():
+            if k not in stat:
+                continue
+            d_old = np.ravel(r["weights"][k]) - np.ravel(stat[k])
+            num += float(d_old @ (np.ravel(got) - np.ravel(stat[k])))
+            den += float(d_old @ d_old)
+    return num / den if den > 0 else None
+
+
+def _violation(got, want, tol):
+    """(max |error|, max ratio to tol*(1+|want|)); where the variant is undefined (NaN, as
+    an unbiased variance of one sample) any value fits; a NaN of the port counts as NaN."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    defined = np.isfinite(want)
+    err = np.abs(got - want)[defined]
+    if np.isnan(err).any():
+        return float("nan"), float("inf")
+    ratio = err / (tol * (1.0 + np.abs(want[defined])))
+    return float(err.max(initial=0.0)), float(ratio.max(initial=0.0))
+
+
+def _errors(spec, space, records, choices, tol, stop=True):
+    """(largest ratio to the tolerance, largest abs error) of the variant over the records;
+    with ``stop``, returns at the first record the variant does not reproduce."""
+    worst, worst_err = 0.0, 0.0
+    for r in records:
+        if r["out"] is None:
+            continue
+        if r["label"] == "dropout":
+            if not _dropout_fits(spec, space, r, choices, tol):
+                return float("inf"), float("inf")
+            continue
+        if r["config"].get("dropout", 0.0) and choices.get("dropout_inference"):
+            continue
+        try:
+            out, state = _predict(spec, space, r, choices)
+        except (KeyError, ValueError, TypeError):
+            return float("inf"), float("inf")
+        pairs = [(r["out"], out)]
+        for k, got in (r["state"] or {}).items():
+            pairs.append((got, state.get(k, r["weights"].get(k))))
+        for got, want in pairs:
+            if want is None or np.shape(got) != np.shape(want):
+                return float("inf"), float("inf")
+            err, ratio = _violation(got, want, tol)
+            worst = max(worst, ratio)
+            worst_err = err if err != err else max(worst_err, err)
+            if stop and worst > 1.0:
+                return worst, worst_err
+    return worst, worst_err
+
+
+def _dropout_fits(spec, space, r, choices, tol):
+    """Does every element of the dropout probe take a value the variant allows, at the
+    variant's rates (6 sd) and with its independence between sites?"""
+    if choices.get("position") == "after" or choices.get("norm", "").startswith("layer"):
+        return True  # the probe's elementwise reading does not hold; other records decide
+    shape_h = (*r["x"].shape[:-1], r["config"]["ff_dim"])
+    levels = {}
+    try:
+        for m1, m2 in itertools.product((0, 1), repeat=2):
+            masks = {"dropout1": np.full(shape_h, bool(m1)), "dropout2": np.full(r["x"].shape,
+                                                                                  bool(m2))}
+            levels[(m1, m2)] = _predict(spec, space, r, choices, masks)[0]
+    except (KeyError, ValueError, TypeError):
+        return False
+    out = r["out"]
+    match = {k: np.abs(out - v) <= 1e-6 * (1 + np.abs(v)) for k, v in levels.items()}
+    if not np.logical_or.reduce(list(match.values())).all():
+        return False
+    c = {**variants.FM_DEFAULTS, **choices}
+    p = r["config"]["dropout"]
+    rate = p if c["dropout_rate"] == "rate" else 1 - p
+    active = r["training"] or c["dropout_inference"]
+    m2_dropped = match[(0, 0)] | match[(1, 0)]
+    m2_kept = match[(0, 1)] | match[(1, 1)]
+    m1_dropped = match[(0, 1)]
+    m1_kept = match[(1, 1)]
+    for dropped, kept, site in ((m2_dropped, m2_kept, "dropout2"), (m1_dropped, m1_kept,
+                                                                    "dropout1")):
+        sure = dropped ^ kept
+        if site == "dropout1":
+            sure &= m2_kept & ~m2_dropped
+        n = int(sure.sum())
+        if n < 100:
+            continue
+        want = rate if (active and site in c["sites"]) else 0.0
+        frac = float(dropped[sure].sum()) / n
+        if abs(frac - want) > 6 * np.sqrt(max(want * (1 - want), 1e-4) / n) + 1e-9:
+            return False
+    both = (m2_kept & ~m2_dropped) & (m1_dropped ^ m1_kept)
+    if active and both.sum() >= 100 and {"dropout1", "dropout2"} <= set(c["sites"]):
+        # under a shared mask a kept site-2 unit never has its site-1 unit dropped
+        share = float(m1_dropped[both].mean())
+        if c["shared_mask"] != (share == 0.0):
+            return False
+    return True
+
+
+def _fit_eps(spec, space, records, choices):
+    """Least-squares epsilon (log-spaced grid, golden section), then the roundest value
+    (1-3 significant digits) that fits as well: real ports write 1e-5, not 1.0000003e-5."""
+
+    def loss(log_eps):
+        total = 0.0
+        for r in records:
+            if r["out"] is None or r["label"] == "dropout":
+                continue
+            try:
+                out, _ = _predict(spec, space, r, {**choices, "eps": 10.0**log_eps})
+            except (KeyError, ValueError, TypeError):
+                return float("inf")
+            total += float(np.mean((out - r["out"]) ** 2))
+        return total
+
+    grid = np.linspace(-12, 0, 49)
+    losses = [loss(v) for v in grid]
+    i = int(np.argmin(losses))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(40):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if loss(a) < loss(b):
+            hi = b
+        else:
+            lo = a
+    best = float(10.0 ** ((lo + hi) / 2))
+    candidates = [float(f"{best:.{d}g}") for d in (1, 2, 3)] + [best]  # roundest first
+    losses = [loss(np.log10(v)) for v in candidates]
+    floor = min(losses)
+    return next(v for v, value in zip(candidates, losses, strict=True)
+                if value <= floor * 1.0001 + 1e-30)
+
+
+def _evaluate(spec, space, records, choices, tol):
+    """(diff from the spec with fitted constants, ratio, error) of one candidate."""
+    choices = dict(choices)
+    if choices.get("eps") == "fit":
+        choices["eps"] = _fit_eps(spec, space, records, choices)
+        if abs(choices["eps"] / space.defaults["eps"] - 1) < 0.02:
+            return None
+    if space is variants.FM_SPACE and choices.get("update") != "never":
+        a = _momentum(spec, space, records, choices)
+        if a is not None and abs(a - 1.0) < 1e-9:
+            return None  # nothing moves: the "never updated" candidate says it
+        if a is not None and abs(a - LAYERS[spec.name].momentum) > 1e-6:
+            choices["momentum"] = a
+    ratio, err = _errors(spec, space, records, choices, tol)
+    return choices, ratio, err
+
+
+def _singles(space):
+    return [{k: v} for k, values in space.alternatives.items() for v in values]
+
+
+def search(spec, records, tol=None):
+    """The Finding for a port's records: spec, single deviations, then pairs."""
+    space = variants.SPACES[spec.name]
+    usable = [r for r in records if r["out"] is not None]
+    raised = _raised(records)
+    if not usable:
+        first = next((r["error"] for r in records if r["error"]), "no records")
+        return Finding(spec.name, raised=raised, fits=bool(raised),
+                       note=f"no call of the probe ran ({first[:160]})")
+    for r in usable:
+        r["weights"] = _fill(spec, r)
+    _, spec_err = _errors(spec, space, usable, {}, FORWARD["float64"], stop=False)
+    f64, f32 = (FORWARD["float64"], None), (FORWARD["float32"], "float32")
+    # cheapest first: spec and singles at float64, float32 precision alone, then pairs
+    for (level_tol, precision), size in ((f64, 0), (f64, 1), (f32, 0), (f64, 2), (f32, 1),
+                                         (f32, 2)):
+        fits = []
+        for cand in _candidates(space, size):
+            got = _evaluate(spec, space, usable, cand, level_tol)
+            if got is None:
+                continue
+            choices, ratio, err = got
+            if ratio <= 1.0 and len(choices) == size:
+                fits.append((err, choices))
+        if fits:
+            _, diff = fits[0]
+            err = _errors(spec, space, usable, diff, level_tol, stop=False)[1]
+            also = [d for _, d in fits[1:]][:3]
+            return Finding(spec.name, diff, spec_err, err, precision, raised, also=also)
+    return Finding(spec.name, spec_error=spec_err, raised=raised, fits=False)
+
+
+def _candidates(space, size):
+    """Size 0: the spec; 1: one choice changed (or the spec with a fitted momentum); 2: two
+    (one of which may be the fitted momentum)."""
+    yield from [{}] + (_singles(space) if size else [])
+    if size < 2:
+        return
+    for a, b in itertools.combinations(_singles(space), 2):
+        if set(a) & set(b):
+            continue
+        yield {**a, **b}
+
+
+def _raised(records) -> str | None:
+    """A call the port refuses that the spec allows, from the records' errors."""
+    for r in records:
+        if r["error"] and r["label"] == "batch 1" and r["training"]:
+            return f"a training batch of one is refused ({r['error'][:120]})"
+        if r["error"] and r["label"].endswith("float64 build"):
+            return f"a float64 layer cannot be built ({r['error'][:120]})"
+    for r in records:
+        if r["error"] and r.get("dtype") == "float64":
+            return f"a float64 call raises ({r['error'][:120]})"
+    return None
+
+
+def distinguishable(spec, records, choices) -> bool:
+    """Does the variant with ``choices`` differ from the spec on some record?"""
+    space = variants.SPACES[spec.name]
+    usable = [dict(r) for r in records if r["out"] is not None]
+    for r in usable:
+        r["weights"] = _fill(spec, r)
+        r["out"], r["state"] = _predict(spec, space, r, {}, _ones_masks(r))
+    ratio, _ = _errors(spec, space, usable, choices, FORWARD["float64"])
+    return ratio > 1.0
+
+
+def _ones_masks(r):
+    if r["label"] != "dropout":
+        return None
+    rng = np.random.default_rng(0)
+    shape_h = (*r["x"].shape[:-1], r["config"]["ff_dim"])
+    p = r["config"]["dropout"]
+    return {"dropout1": rng.random(shape_h) >= p, "dropout2": rng.random(r["x"].shape) >= p}
+
+
+# -- a NumPy implementation of a variant (for attribution) ------------------------------------
+
+
+class VariantHandle:
+    """A layer that computes a variant in NumPy; the Handle protocol of portspec.adapter."""
+
+    def __init__(self, spec, config, input_shapes, seed, dtype, choices, precision=None):
+        self.spec, self.choices, self.precision = spec, dict(choices), precision
+        self.config = spec.validate_config(config)
+        self.input_shapes = input_shapes
+        self.dtype = np.dtype(dtype or "float32")
+        self.rng = np.random.default_rng(seed)
+        table = spec.weight_table(self.config, input_shapes)
+        norm = self.choices.get("norm", "batch-feature")
+        keep = {t.name for t in table}
+        if norm.startswith("layer") or norm == "none":
+            keep -= {MEAN, VAR}
+        if norm == "none" or self.choices.get("affine") is False:
+            keep -= {"norm.gamma", "norm.beta"}
+        self.weights = {t.name: t.initial_value(self.rng).astype(self.dtype)
+                        for t in table if t.name in keep}
+        self.trainable = {t.name: t.trainable for t in table}
+
+    def _masks(self, x, training):
+        c = {**variants.FM_DEFAULTS, **self.choices}
+        if self.spec.multi_input or not (training or c["dropout_inference"]):
+            return None
+        p = self.config["dropout"]
+        rate = p if c["dropout_rate"] == "rate" else 1 - p
+        shape = np.shape(x)
+        return {"dropout1": self.rng.random((*shape[:-1], self.config["ff_dim"])) >= rate,
+                "dropout2": self.rng.random(shape) >= rate}
+
+    def _compute(self, inputs, training):
+        w = {**self.spec.initial_weights(self.config, self.input_shapes, np.random.default_rng(0)),
+             **self.weights}
+        x = inputs
+        if self.precision:
+            w = {k: np.asarray(v, self.precision) for k, v in w.items()}
+            x = [np.asarray(v, self.precision) for v in x] if isinstance(x, list) else (
+                np.asarray(x, self.precision))
+        space = variants.SPACES[self.spec.name]
+        out, new = space.forward(self.config, w, x, training=training,
+                                 masks=self._masks(_as_list(x)[0], training), ops=variants.FAST,
+                                 **self.choices)
+        if self.precision:
+            out = np.asarray(out, self.precision)
+        return out, new
+
+    def forward(self, inputs, *, training):
+        out, new = self._compute(inputs, training)
+        for k in self.weights:
+            self.weights[k] = np.asarray(new[k], self.dtype)
+        return np.asarray(out, self.dtype)
+
+    def forward_compiled(self, inputs, *, training):
+        from portspec.clauses import NotApplicable
+
+        raise NotApplicable("a NumPy variant has no compiler")
+
+    def save_native(self, directory):
+        from portspec.clauses import NotApplicable
+
+        raise NotApplicable("a NumPy variant has no native format")
+
+    def grad(self, inputs, cotangent, *, training):
+        saved = self.get_weights()
+        cot = np.asarray(cotangent, np.float64)
+
+        def f(weights, x):
+            self.weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+            out = np.asarray(self._compute(x, training)[0], np.float64)
+            return float(np.sum(out * cot))
+
+        def central(value, shifted):
+            g = np.zeros(np.shape(value))
+            for i in np.ndindex(g.shape):
+                step = np.zeros(g.shape)
+                step[i] = 1e-6
+                g[i] = (shifted(step) - shifted(-step)) / 2e-6
+            return g
+
+        xs = [np.asarray(v, np.float64) for v in _as_list(inputs)]
+        pack = (lambda v: v) if isinstance(inputs, list) else (lambda v: v[0])
+        grads = {k: central(v, lambda d, k=k: f({**saved, k: saved[k] + d}, pack(xs)))
+                 for k, v in saved.items() if self.trainable[k]}
+        gx = [central(xi, lambda d, i=i: f(saved, pack([*xs[:i], xs[i] + d, *xs[i + 1:]])))
+              for i, xi in enumerate(xs)]
+        self.weights = {k: v.copy() for k, v in saved.items()}
+        self.forward(inputs, training=training)
+        return pack(gx), grads
+
+    def get_weights(self):
+        return {k: v.copy() for k, v in self.weights.items()}
+
+    def set_weights(self, weights):
+        for name, value in weights.items():
+            if name not in self.weights:
+                raise ValueError(f"unknown weight {name!r}")
+            if np.shape(value) != self.weights[name].shape:
+                raise ValueError(f"weight {name!r} has shape {self.weights[name].shape}")
+        for name, value in weights.items():
+            self.weights[name] = np.asarray(value, self.dtype)
+
+    def weight_info(self):
+        return {k: (v.shape, self.trainable[k]) for k, v in self.weights.items()}
+
+    def param_counts(self):
+        sizes = [(v.size, self.trainable[k]) for k, v in self.weights.items()]
+        return sum(n for n, t in sizes if t), sum(n for n, t in sizes if not t)
+
+    def get_config(self):
+        return dict(self.config)
+
+    def save_weights(self, path):
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v) for k, v in self.weights.items()}, path)
+
+    def load_weights(self, path):
+        from portspec.adapter import read_weights
+
+        self.set_weights(read_weights(path))
+
+
+def variant_adapter(spec, finding: Finding):
+    from portspec.adapter import Adapter
+
+    class _Variant(Adapter):
+        name, framework, layers = "variant", "numpy", (spec.name,)
+
+        def build(self, layer, config, *, input_shapes, seed, dtype=None):
+            return VariantHandle(spec, config, input_shapes, seed, dtype, finding.diff,
+                                 finding.precision)
+
+    return _Variant()
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
+
+
+def same_failure(a: str, b: str, loose: bool = False) -> bool:
+    """Do two failure messages say the same thing: equal words, numbers within 5 % (or both
+    rounding-sized; within 10x when ``loose``)?"""
+    if a.startswith("raised ") or b.startswith("raised "):
+        return a.split(":")[0] == b.split(":")[0]
+    if _NUMBER.sub("#", a) != _NUMBER.sub("#", b):
+        return False
+    for x, y in zip(_NUMBER.findall(a), _NUMBER.findall(b), strict=True):
+        x, y = abs(float(x)), abs(float(y))
+        if x == y or (x < 1e-4 and y < 1e-4):
+            continue
+        factor = 10.0 if loose else 1.05
+        if not (y / factor <= x <= y * factor):
+            return False
+    return True
+
+
+_ITEMS: dict = {}
+
+
+def explains(spec, finding: Finding, result) -> bool:
+    """Does the failing clause of ``result`` fail the same way on the found variant?"""
+    from portspec.suite.checks import work_items
+    from portspec.suite.runner import run_clause
+
+    if finding.raised and result.message.startswith("raised") and not finding.diff and not (
+        finding.precision
+    ):
+        return True
+    if not _ITEMS:
+        _ITEMS.update({c.id: (s, c, fn) for s, c, fn in work_items(None)})
+    items = _ITEMS
+    if result.clause not in items:
+        return False
+    again = run_clause(variant_adapter(spec, finding), *items[result.clause])
+    if again.status != "failed":
+        return False
+    mine = result.message.replace(result.impl, again.impl)  # the pairs name the reader
+    return same_failure(mine, again.message, loose=bool(finding.precision))
+
+
+def attach(results):
+    """Results without the probe pseudo-results, each failing clause with its ``cause``."""
+    probes = {(r.impl, r.clause[len(PROBE):]): r for r in results if r.clause.startswith(PROBE)}
+    out = [r for r in results if not r.clause.startswith(PROBE)]
+    prefixes = {spec.prefix: spec for spec in LAYERS.values()}
+    findings = {}
+    for (impl, layer), r in probes.items():
+        spec = LAYERS[layer]
+        records = _from_json(r.details.get("records", []))
+        findings[(impl, spec.prefix)] = search(spec, records)
+    for i, r in enumerate(out):
+        if r.status != "failed":
+            continue
+        prefix = r.clause.split("-")[0]
+        finding = findings.get((r.impl, prefix))
+        if finding is None:
+            continue
+        if finding.fits and (finding.diff or finding.precision or finding.raised) and explains(
+            prefixes[prefix], finding, r
+        ):
+            out[i] = replace(r, cause=finding.line())
+        else:
+            why = "" if finding.fits else f" ({finding.line()})"
+            out[i] = replace(r, cause=UNEXPLAINED + why)
+    return out
+
+
+def root_causes(results) -> list[tuple[str, str, list[str]]]:
+    """(implementation, root-cause line, clauses it explains), in order of first appearance;
+    the unexplained failures of each implementation last."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        if r.status == "failed" and getattr(r, "cause", None):
+            groups.setdefault((r.impl, r.cause), []).append(r.clause)
+    named = [(i, c, ids) for (i, c), ids in groups.items() if not c.startswith(UNEXPLAINED)]
+    rest = [(i, c, ids) for (i, c), ids in groups.items() if c.startswith(UNEXPLAINED)]
+    return named + rest
+
+
+def probe_wanted(impl: str, task: str, wanted) -> bool:
+    """Is ``task`` the probe of a layer one of whose clauses ``wanted`` asks of ``impl``?"""
+    if not task.startswith(PROBE):
+        return False
+    prefix = LAYERS[task[len(PROBE):]].prefix + "-"
+    return any(i == impl and c.startswith(prefix) for i, c in wanted)
