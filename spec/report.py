@@ -88,6 +88,19 @@ def _skips(results):
     return groups
 
 
+def root_causes(results) -> list[tuple[str, str, list[str]]]:
+    """(implementation, root cause, failing clauses it explains), the root causes first and
+    each implementation's unexplained failures last (portspec.rootcause)."""
+    from portspec.rootcause import root_causes as found
+
+    return found(results)
+
+
+def _cause_of(r) -> str:
+    """The failure's root cause as the root-cause stage set it ('' where it did not run)."""
+    return getattr(r, "cause", None) or ""
+
+
 # -- terminal --------------------------------------------------------------------------------
 
 
@@ -117,13 +130,17 @@ def terminal(results, color: bool | None = None) -> str:
             lines.append(f"✗ {r.clause} [{r.impl}]: {one_line(r.message)}")
             if r.diagnosis:
                 lines.append(f"    diagnosis: {r.diagnosis}")
+            if _cause_of(r):
+                lines.append(f"    root cause: {_cause_of(r)}")
     skips = _skips(results)
     if skips:
         lines += ["", "Skipped:"]
         for (impl, reason), ids in skips.items():
             lines.append(f"skip [{impl}] {', '.join(ids)}: {reason}")
     lines += ["", summary_line(results)]
-    return "\n".join(lines)
+    causes = [f"[{impl}] {cause}: {', '.join(ids)}" for impl, cause, ids in root_causes(results)]
+    head = ["Root causes:", *causes, ""] if causes else []
+    return "\n".join(head + lines)
 
 
 def _matrix_lines(writers, readers, cells) -> list[str]:
@@ -144,6 +161,10 @@ def to_json(results, meta: dict | None = None) -> str:
     n = counts(results)
     doc = {
         "meta": meta or {},
+        "root_causes": [
+            {"impl": impl, "cause": cause, "clauses": ids}
+            for impl, cause, ids in root_causes(results)
+        ],
         "summary": {k: n[k] for k in ("passed", "failed", "skipped")},
         "results": [r.to_dict() for r in results],
     }
@@ -168,6 +189,11 @@ def _md(text: str) -> str:
 def to_markdown(results, title: str | None = None) -> str:
     clauses, impls, cells = grid(results)
     lines = [f"## {title}", ""] if title else []
+    causes = root_causes(results)
+    if causes:
+        lines += ["**Root causes**", ""]
+        lines += [f"- ({impl}) {_md(cause)}: {', '.join(ids)}" for impl, cause, ids in causes]
+        lines += [""]
     lines += ["| clause | " + " | ".join(impls) + " |", "|---" * (len(impls) + 1) + "|"]
     for clause in clauses:
         marks = [SYMBOL[cells[(clause, i)].status if (clause, i) in cells else None] for i in impls]
@@ -191,6 +217,8 @@ def to_markdown(results, title: str | None = None) -> str:
             line = f"- **{r.clause}** ({r.impl}): {_md(r.message)}"
             if r.diagnosis:
                 line += f"  \n  *Diagnosis:* {_md(r.diagnosis)}"
+            if _cause_of(r):
+                line += f"  \n  *Root cause:* {_md(_cause_of(r))}"
             lines.append(line)
     skips = _skips(results)
     if skips:
@@ -229,6 +257,8 @@ def to_junit(results) -> str:
                 text = [ANSI.sub("", r.message)]
                 if r.diagnosis:
                     text.append(f"diagnosis: {r.diagnosis}")
+                if _cause_of(r):
+                    text.append(f"root cause: {_cause_of(r)}")
                 if r.clause in CLAUSE_TEXT:
                     text.append(f"{r.clause}: {CLAUSE_TEXT[r.clause]}")
                 failure.text = "\n".join(text)
@@ -269,6 +299,13 @@ def to_html(results, title: str = "portspec report") -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>",
         f"<p>{esc(summary_line(results))}</p>",
+        *(
+            ["<h2>Root causes</h2><ul>"]
+            + [f"<li>({esc(i)}) {esc(c)}: <code>{esc(', '.join(ids))}</code></li>"
+               for i, c, ids in root_causes(results)]
+            + ["</ul>"]
+            if root_causes(results) else []
+        ),
         f"<table><tr><th>clause</th>{head}</tr>{''.join(rows)}</table>",
     ]
     for prefix, (writers, readers, pcells) in portability(results).items():
@@ -292,6 +329,8 @@ def to_html(results, title: str = "portspec report") -> str:
             item = f"<code>{esc(r.clause)}</code> ({esc(r.impl)}): {esc(one_line(r.message))}"
             if r.diagnosis:
                 item += f'<br><span class="diag">Diagnosis: {esc(r.diagnosis)}</span>'
+            if _cause_of(r):
+                item += f'<br><span class="diag">Root cause: {esc(_cause_of(r))}</span>'
             parts.append(f"<li>{item}</li>")
         parts.append("</ul>")
     skips = _skips(results)

@@ -57,3 +57,25 @@ def test_every_alternative_changes_the_output_somewhere():
                 assert rootcause.distinguishable(LAYERS[name], records, {choice: value}), (
                     f"{name} {choice}={value!r} reproduces the spec on every probe"
                 )
+
+
+def test_every_report_opens_with_the_root_causes():
+    from portspec import report
+    from portspec.suite.runner import Result
+
+    cause = "FeatureMixing: epsilon 1e-05 instead of epsilon 0.001 [max error vs the spec 1]"
+    results = [
+        Result("FM-INFERENCE", "port", "failed", "max |error| 0.1", cause=cause),
+        Result("FM-BN-EPSILON", "port", "failed", "max |error| 956", cause=cause),
+        Result("FM-INIT", "port", "failed", "kernel not Glorot", cause="unexplained"),
+        Result("FM-SHAPE", "port", "passed"),
+    ]
+    text = report.terminal(results, color=False)
+    assert text.startswith("Root causes:\n[port] " + cause + ": FM-INFERENCE, FM-BN-EPSILON")
+    assert "[port] unexplained: FM-INIT" in text
+    assert text.count(cause) == 1 + 2  # once as a finding, once per clause it explains
+    for fmt in ("markdown", "html", "junit", "json"):
+        out = report.WRITERS[fmt](results)
+        first = out.find("epsilon 1e-05")
+        assert first != -1 and first < out.find("FM-SHAPE" if fmt != "json" else "results"), fmt
+    assert '"root_causes"' in report.to_json(results)
