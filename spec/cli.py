@@ -1,5 +1,6 @@
-"""The ``portspec`` command.
+"""The ``portspec`` command: check layer implementations against the executable spec.
 
+    portspec list                                layers, clauses, implementations (loads here?)
     portspec matrix [--impl NAME_OR_FILE ...]    every available implementation, clause by clause
     portspec verify PORT.py [PORT.py ...]        a third-party port through its adapter file
     portspec vectors [--out DIR]                 regenerate the golden vectors
@@ -10,6 +11,10 @@
 write the reports asked for, and exit 0 only when every applicable clause passed. With
 ``--expect FILE`` verify exits 0 when the verdicts equal the recorded ones instead: the way
 to keep a known-failing port's verdict under test without calling it a pass.
+
+Every setup problem (a port file that cannot be loaded, an unknown name, a bad option, a report
+path that cannot be written) is one line on stderr and exit code 2, before any clause runs.
+Each subcommand is one ``cmd_*`` function registered by ``_parser``.
 """
 
 from __future__ import annotations
@@ -18,10 +23,39 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
-from portspec import report
+from portspec import __version__, report
 from portspec.isolation import DEFAULT_TIMEOUT
+
+EXIT_CODES = """exit codes:
+  0  every applicable clause passed (verify --expect: every verdict as recorded)
+  1  a clause failed (verify --expect: a verdict changed)
+  2  a usage or setup error: one line on stderr, before any clause runs
+"""
+CLAUSE_HELP = "only this clause: an exact ID (FM-BN-UPDATE) or a glob (FM-BN-*, *-GRAD), any case"
+
+
+class UsageError(Exception):
+    """A bad command line or setup: the one line to print before exiting with 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``portspec verify: error: ...``), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def _profile(name: str) -> str:
@@ -44,35 +78,84 @@ def _selection(parser):
         "keep 0.01 of their old value) or tsmixer (the TSMixer reference's Keras defaults, "
         "0.99); see portspec.profiles",
     )
-    parser.add_argument("--clause", action="append", metavar="ID", help="clause ID or ID prefix")
-    parser.add_argument("--layer", action="append", metavar="NAME", help="FeatureMixing or FM")
+    parser.add_argument(
+        "--clause", action="append", metavar="ID", help=CLAUSE_HELP + "; repeatable"
+    )
+    parser.add_argument(
+        "--layer",
+        action="append",
+        metavar="NAME",
+        help="only this layer: FeatureMixing or FM, GatedFeatureFusion or GFF; repeatable",
+    )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_positive_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="S",
         help=f"seconds one clause may take before it fails (default {DEFAULT_TIMEOUT:g})",
     )
-    for fmt in ("json", "markdown", "junit", "html"):
-        parser.add_argument(f"--{fmt}", metavar="FILE", help=f"write a {fmt} report to FILE")
+    for fmt in report.WRITERS:
+        parser.add_argument(
+            f"--{fmt}",
+            metavar="FILE",
+            help=f"write a {fmt} report to FILE (with what was checked: versions, sha256, CPU)",
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="portspec", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(
+        prog="portspec",
+        description=__doc__.split("\n")[0].removeprefix("The ``portspec`` command: "),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"portspec {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
-    matrix = sub.add_parser("matrix", help="check every available implementation")
+    def command(name, func, help, description=None):
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=description or help,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(func=func)
+        return p
+
+    command("list", cmd_list, "list the layers, their clauses and the implementations")
+
+    matrix = command(
+        "matrix",
+        cmd_matrix,
+        "check every available implementation",
+        "Run every clause against every built-in that can run here (Keras once per importable "
+        "backend), or against the --impl values given, after all have exported portable weights "
+        "into one folder, so each reader sees every writer.",
+    )
     matrix.add_argument(
         "--impl",
         action="append",
         metavar="NAME_OR_FILE",
-        help="a built-in (keras-jax, torch, ...) or an adapter file; repeatable; default: every "
-        "built-in that can run here, Keras on each importable backend",
+        help="a built-in (keras-jax, torch, flax, ...: see `portspec list`) or an adapter file; "
+        "repeatable; default: every built-in that can run here. One asked for by name that "
+        "cannot be loaded is an error (exit 2)",
     )
     _selection(matrix)
 
-    verify = sub.add_parser("verify", help="check a port through its adapter file")
-    verify.add_argument("ports", nargs="+", metavar="PORT.py", help="adapter file or built-in")
+    verify = command(
+        "verify",
+        cmd_verify,
+        "check a port through its adapter file",
+        "Run every clause against the adapters a port file defines, each file in a worker "
+        "process of its own (a hang or crash fails one clause). The port's sibling modules are "
+        "imported from the port file's own folder, never from the current directory.",
+    )
+    verify.add_argument(
+        "ports", nargs="+", metavar="PORT.py", help="adapter file (or a built-in name)"
+    )
     _selection(verify)
     verify.add_argument(
         "--expect",
@@ -89,30 +172,193 @@ def _parser() -> argparse.ArgumentParser:
         help="run in this process: faster, but no timeout and no protection from crashes",
     )
 
-    vectors = sub.add_parser("vectors", help="regenerate the golden vectors")
+    vectors = command("vectors", cmd_vectors, "regenerate the golden vectors")
     vectors.add_argument("--out", type=Path, metavar="DIR", help="default: spec/vectors")
 
-    test = sub.add_parser("test", help="run the clause suite under pytest")
+    test = command(
+        "test",
+        cmd_test,
+        "run the clause suite under pytest",
+        "Run the clause suite as pytest tests (IDs CLAUSE-ID[impl]). Everything after `test` "
+        "is pytest's: --impl, --clause, --layer, -k, -q, ... (`portspec test --help` shows "
+        "them). Exits with pytest's code, except a usage error, which is 2.",
+    )
     test.add_argument("pytest_args", nargs="*", help="passed on to pytest (--impl, -k, ...)")
 
-    sub.add_parser("docs", help="regenerate docs/spec.md")
+    command("docs", cmd_docs, "regenerate docs/spec.md")
     return parser
 
 
-def _progress(result) -> None:
-    mark = report.SYMBOL[result.status]
-    line = f"  {mark:4} {result.clause} [{result.impl}] {result.seconds:.1f}s"
-    if result.status != "passed":
-        line += f"  {result.message[:100]}"
-    print(line, file=sys.stderr, flush=True)
+# -- checks made before anything runs ---------------------------------------------------------
 
 
-def _finish(results, args) -> bool:
+def _check_output(path: str | None, what: str) -> None:
+    """A report path must be a file that can be written: refused now, not after the run."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path}: is a directory, not a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # report.write creates the missing folders
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{what} {path}: {parent} is not a directory")
+    target = path if os.path.exists(path) else parent
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"{what} {path}: not writable ({target} is read-only for this user)")
+
+
+def _check_expect(path: str) -> None:
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--expect {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--expect {path}: is a directory, not a file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--expect {path}: cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"--expect {path}: not JSON (line {exc.lineno}: {exc.msg}); write it with "
+            "--save-verdicts"
+        ) from None
+    if not isinstance(recorded, dict) or not all(isinstance(v, dict) for v in recorded.values()):
+        raise UsageError(
+            f"--expect {path}: not a verdicts file ({{impl: {{clause: status}}}}, as "
+            "--save-verdicts writes)"
+        )
+
+
+def _check_run(args) -> None:
+    from portspec.suite.runner import unknown_selection
+
+    problem = unknown_selection(args.clause, args.layer)
+    if problem:
+        raise UsageError(problem)
+    for fmt in report.WRITERS:
+        _check_output(getattr(args, fmt), f"--{fmt}")
+    _check_output(getattr(args, "save_verdicts", None), "--save-verdicts")
+    if getattr(args, "expect", None):
+        _check_expect(args.expect)
+    exchange = getattr(args, "exchange", None)
+    if exchange and not os.path.isdir(exchange):
+        raise UsageError(f"--exchange {exchange}: no such directory")
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+class Progress:
+    """One stderr line per finished clause: done/total, verdict, clause, time, time left.
+
+    The total is the sum of the workers' plans; a target not planned yet counts as
+    ``per_target`` clauses until its plan arrives. Time left is the wall time so far per
+    finished clause times the clauses left.
+    """
+
+    def __init__(self, targets: int, per_target: int):
+        self.start = time.monotonic()
+        self.unplanned, self.per_target = targets, per_target
+        self.planned = self.done = 0
+
+    def plan(self, tasks) -> None:
+        self.unplanned = max(0, self.unplanned - 1)
+        self.planned += len(tasks)
+
+    def __call__(self, result) -> None:
+        self.done += 1
+        total = max(self.done, self.planned + self.unplanned * self.per_target)
+        width = len(str(total))
+        mark = report.SYMBOL[result.status]
+        line = f"  [{self.done:>{width}}/{total}] {mark:4} {result.clause} [{result.impl}] "
+        line += f"{result.seconds:.1f}s"
+        if self.done < total:
+            left = (time.monotonic() - self.start) / self.done * (total - self.done)
+            line += f", ~{_duration(left)} left"
+        if result.status != "passed":
+            line += f"  {report.one_line(result.message)[:100]}"
+        print(line, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _progress(args, targets: int) -> Progress:
+    from portspec.layers import LAYERS
+    from portspec.suite.runner import wanted
+
+    per_target = sum(
+        wanted(spec, clause, args.clause, args.layer)
+        for spec in LAYERS.values()
+        for clause in spec.clauses
+    )
+    return Progress(targets, per_target)
+
+
+# -- the subcommands -----------------------------------------------------------------------
+
+
+def _options(args, *names) -> dict:
+    return {name: getattr(args, name) for name in ("clause", "layer", "timeout", *names)}
+
+
+def _finish(results, args, targets, options) -> bool:
+    from portspec import meta
+
     print(report.terminal(results))
+    info = meta.collect(targets, options, getattr(args, "profile", None))
     paths = {fmt: getattr(args, fmt) for fmt in report.WRITERS}
-    for path in report.write(results, paths):
+    for path in report.write(results, paths, meta=info):
         print(f"wrote {path}", file=sys.stderr)
     return report.ok(results)
+
+
+def cmd_matrix(args) -> int:
+    from portspec.verify import available_builtins, matrix
+
+    _check_run(args)
+    names = args.impl or available_builtins()
+    progress = _progress(args, len(names))
+    exports = Progress(len(names), len(args.layer or ()) or 2)  # export:<Layer> per target
+    results = matrix(
+        args.impl,
+        clauses=args.clause,
+        layers=args.layer,
+        timeout=args.timeout,
+        on_result=progress,
+        on_export=exports,
+        on_plan=progress.plan,
+    )
+    return 0 if _finish(results, args, names, _options(args, "impl")) else 1
+
+
+def cmd_verify(args) -> int:
+    from portspec.verify import verify
+
+    _check_run(args)
+    progress = _progress(args, len(args.ports))
+    results = verify(
+        args.ports,
+        clauses=args.clause,
+        layers=args.layer,
+        timeout=args.timeout,
+        isolate=not args.no_isolation,
+        on_result=progress,
+        exchange=args.exchange,
+        on_plan=progress.plan,
+    )
+    options = _options(args, "no_isolation", "exchange", "expect")
+    passed = _finish(results, args, args.ports, options)
+    if args.save_verdicts:
+        with open(args.save_verdicts, "w") as f:
+            json.dump(report.verdicts(results), f, indent=1, sort_keys=True)
+            f.write("\n")
+    if args.expect:
+        return 0 if _compare(results, args.expect) else 1
+    return 0 if passed else 1
 
 
 def _compare(results, path: str) -> bool:
@@ -133,61 +379,69 @@ def _compare(results, path: str) -> bool:
     return not changed
 
 
+def cmd_list(args) -> int:
+    from portspec import registry
+    from portspec.layers import LAYERS
+
+    lines = ["Layers and their clauses (select with --layer NAME and --clause ID or glob):"]
+    for spec in LAYERS.values():
+        lines += ["", f"{spec.name} ({spec.prefix})"]
+        width = max(len(c.id) for c in spec.clauses)
+        lines += [f"  {c.id.ljust(width)}  {c.text}" for c in spec.clauses]
+    lines += ["", "Implementations (--impl NAME, or the path of an adapter file PORT.py):"]
+    names = registry.known_names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        missing = registry.missing_modules(name)
+        state = f"not installed here (needs {', '.join(missing)})" if missing else "loads here"
+        if name == "keras" and not missing:
+            state += f" (backend {os.environ.get('KERAS_BACKEND', 'jax')}, from KERAS_BACKEND)"
+        elif name.endswith(("-cuda", "-gpu")) and not missing:
+            state = "installed here; needs a GPU"
+        lines.append(f"  {name.ljust(width)}  {state}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_vectors(args) -> int:
+    from portspec import golden
+
+    for path in golden.generate(*([args.out] if args.out else [])):
+        print(path)
+    return 0
+
+
+def cmd_test(args) -> int:
+    import pytest
+
+    # The plugin's package is imported already (this module is in it); pytest would warn that
+    # it cannot rewrite its asserts. The suite reports through ClauseFailure, not bare asserts.
+    warning = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    code = int(pytest.main([*warning, "--pyargs", "portspec.suite.areas", *args.pytest_args]))
+    return 2 if code == pytest.ExitCode.USAGE_ERROR else code
+
+
+def cmd_docs(args) -> int:
+    from portspec import docs  # written separately; imported only when asked for
+
+    print(docs.write())
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
     if argv[:1] == ["test"]:  # everything after "test" is pytest's, options included
-        import pytest
+        args = argparse.Namespace(command="test", func=cmd_test, pytest_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
+    from portspec.registry import LoadError
 
-        return int(pytest.main(["--pyargs", "portspec.suite.areas", *argv[1:]]))
-    args = _parser().parse_args(argv)
-    if args.command == "matrix":
-        from portspec.verify import matrix
-
-        results = matrix(
-            args.impl,
-            clauses=args.clause,
-            layers=args.layer,
-            timeout=args.timeout,
-            on_result=_progress,
-            on_export=_progress,
-        )
-        return 0 if _finish(results, args) else 1
-    if args.command == "verify":
-        from portspec.verify import verify
-
-        try:
-            results = verify(
-                args.ports,
-                clauses=args.clause,
-                layers=args.layer,
-                timeout=args.timeout,
-                isolate=not args.no_isolation,
-                on_result=_progress,
-                exchange=args.exchange,
-            )
-        except (ValueError, OSError) as exc:
-            print(f"portspec verify: {exc}", file=sys.stderr)
-            return 2
-        passed = _finish(results, args)
-        if args.save_verdicts:
-            with open(args.save_verdicts, "w") as f:
-                json.dump(report.verdicts(results), f, indent=1, sort_keys=True)
-                f.write("\n")
-        if args.expect:
-            return 0 if _compare(results, args.expect) else 1
-        return 0 if passed else 1
-    if args.command == "vectors":
-        from portspec import golden
-
-        for path in golden.generate(*([args.out] if args.out else [])):
-            print(path)
-        return 0
-    if args.command == "docs":
-        from portspec import docs  # written separately; imported only when asked for
-
-        print(docs.write())
-        return 0
-    return 2
+    try:
+        return args.func(args)
+    except (UsageError, LoadError, ValueError, OSError) as exc:
+        print(f"portspec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ A port under test may hang, segfault or call ``os._exit``; the verdict on every 
 must still be written. ``run`` starts ``python -m portspec.isolation``, sends it the job as JSON on
 stdin and reads one JSON event per line from its stdout:
 
+    {"event": "error", "message": ...}                   the target cannot be loaded (one line)
     {"event": "plan", "tasks": [[impl, clause], ...]}    what the worker will run, in order
     {"event": "start", "impl": ..., "clause": ...}        a clause begins (its timeout starts)
     {"event": "result", "result": {...}}                  Result.to_dict()
@@ -33,7 +34,7 @@ from portspec.diagnose import explain_result
 from portspec.layers import LAYERS
 from portspec.suite.areas import portability
 from portspec.suite.checks import work_items
-from portspec.suite.runner import Result, run_clause, select, wanted
+from portspec.suite.runner import Result, layer_matches, run_clause, select, wanted
 
 DEFAULT_TIMEOUT = 120.0
 LOAD = "LOAD"  # the pseudo-clause of a worker that died or hung before it had a plan
@@ -59,9 +60,17 @@ def run(
     on_result=None,
     env: dict | None = None,
     export_dir: str | None = None,
+    required: bool = False,
+    on_plan=None,
 ) -> list[Result]:
-    """Run ``target`` (a built-in name or an adapter file) clause by clause in workers."""
-    job = {"target": target, "clauses": clauses, "layers": layers, "export_dir": export_dir}
+    """Run ``target`` (a built-in name or an adapter file) clause by clause in workers.
+
+    Raises registry.LoadError, before any clause runs, when the worker cannot load ``target``
+    (with ``required``, also when it is merely not available here). ``on_plan`` is called with
+    the (impl, clause) pairs of the first worker's plan, ``on_result`` with each result.
+    """
+    job = {"target": target, "clauses": clauses, "layers": layers, "export_dir": export_dir,
+           "required": required}
     results: list[Result] = []
     pending = [tuple(t) for t in tasks] if tasks is not None else None
 
@@ -76,7 +85,11 @@ def run(
         worker = _Worker({**job, "tasks": pending}, worker_env(target, env))
         try:
             for event in worker.events(timeout):
+                if event["event"] == "error":
+                    raise registry.LoadError(event["message"])
                 if event["event"] == "plan":
+                    if pending is None and on_plan:
+                        on_plan(event["tasks"])
                     pending = [tuple(t) for t in event["tasks"]]
                 elif event["event"] == "result":
                     record(Result(**event["result"]))
@@ -203,7 +216,8 @@ def items_for(adapter, clauses=None, layers=None, tasks=None, export_dir=None):
         out = [
             (f"export:{name}", lambda s=spec: _export(adapter, s, Path(export_dir)))
             for name, spec in LAYERS.items()
-            if name in adapter.layers and (not layers or name in layers or spec.prefix in layers)
+            if name in adapter.layers
+            and (not layers or any(layer_matches(spec, n) for n in layers))
         ]
     else:
         items = select(work_items([adapter]), adapter, clauses, layers)
@@ -248,6 +262,9 @@ def unavailable_results(name: str, reason: str, clauses=None, layers=None) -> li
 
 def _main() -> None:
     job = json.loads(sys.stdin.read())
+    # ``python -m`` put the caller's directory first; a port imports from its own folder only
+    cwd = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the port prints goes to stderr, never into the protocol
     faulthandler.enable()  # a segfault leaves its traceback in the stderr tail
@@ -257,7 +274,13 @@ def _main() -> None:
 
     export_dir, tasks = job.get("export_dir"), job["tasks"]
     plan, skips = [], []
-    for adapter in registry.load(job["target"]):
+    try:
+        loaded = registry.load(job["target"], required=job.get("required", False))
+    except registry.LoadError as exc:
+        send({"event": "error", "message": str(exc)})
+        proto.close()
+        return
+    for adapter in loaded:
         if isinstance(adapter, registry.Unavailable):
             if not export_dir:
                 skips += unavailable_results(

@@ -4,7 +4,10 @@ Every format shows the same thing: clauses (rows, in spec order) x implementatio
 each cell passed / failed / skipped, then each failure with its message and diagnosis and each
 skip with its reason. A skip is never shown as a pass; a clause of a layer an implementation
 does not provide is shown as not run. Where portability was checked, the writer x reader
-matrix of the portable-weights clause follows.
+matrix of the portable-weights clause follows, rows and columns in one order. Given the
+metadata block (``portspec.meta.collect``: versions, commit, port files' sha256, CPU, profile,
+options, date), every file format carries it: JSON ``meta``, a "What was checked" table in
+Markdown and HTML, ``<properties>`` in JUnit.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ def portability(results) -> dict[str, tuple[list, list, dict]]:
                 writers.append(writer)
             if reader not in readers:
                 readers.append(reader)
+    # rows and columns in one order (implementations as the results list them, then the
+    # others as met), so that the diagonal is each implementation reading its own weights
+    impls = list(dict.fromkeys(r.impl for r in results))
+    for prefix, (writers, readers, cells) in out.items():
+        order = {name: i for i, name in enumerate(dict.fromkeys([*impls, *writers, *readers]))}
+        out[prefix] = (sorted(writers, key=order.get), sorted(readers, key=order.get), cells)
     return out
 
 
@@ -86,6 +95,49 @@ def _skips(results):
         if r.status == "skipped":
             groups.setdefault((r.impl, r.message), []).append(r.clause)
     return groups
+
+
+def title_of(results, meta: dict | None = None) -> str:
+    """'portspec: <what was checked>': the port files' names, else the implementations'."""
+    ports = [p.get("path") or p["target"] for p in (meta or {}).get("ports", [])]
+    names = [_short(p) for p in ports] or list(dict.fromkeys(r.impl for r in results))
+    return "portspec: " + (", ".join(names) or "no implementation")
+
+
+def _short(path: str) -> str:
+    """A port file as 'folder/PORT.py', enough to tell ports apart in a title."""
+    parts = path.replace("\\", "/").rstrip("/").split("/")
+    return "/".join(parts[-2:])
+
+
+def meta_rows(meta: dict | None) -> list[tuple[str, str]]:
+    """The metadata block as (key, value) text rows, nested keys joined with dots, ports one
+    row each: what Markdown, HTML and JUnit show."""
+    rows: list[tuple[str, str]] = []
+    for key, value in (meta or {}).items():
+        if key == "ports":
+            for port in value:
+                text = port.get("path", port["target"])
+                text += " (built-in)" if port.get("builtin") else f" sha256 {port.get('sha256')}"
+                if port.get("package"):
+                    text += f", wraps {port['package']} {port.get('package_version') or '?'}"
+                rows.append(("port", text))
+        elif key == "cpu" and isinstance(value, dict):
+            have = [f for f, on in value.get("features", {}).items() if on]
+            rows.append(("cpu", f"{value.get('model')}; features: {' '.join(have) or 'none'}"))
+        elif isinstance(value, dict):
+            rows += [(f"{key}.{k}", _text(v)) for k, v in value.items()]
+        else:
+            rows.append((key, _text(value)))
+    return rows
+
+
+def _text(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def root_causes(results) -> list[tuple[str, str, list[str]]]:
@@ -186,8 +238,9 @@ def _md(text: str) -> str:
     return one_line(text).replace("|", "\\|")
 
 
-def to_markdown(results, title: str | None = None) -> str:
+def to_markdown(results, title: str | None = None, meta: dict | None = None) -> str:
     clauses, impls, cells = grid(results)
+    title = title or (title_of(results, meta) if meta else None)
     lines = [f"## {title}", ""] if title else []
     causes = root_causes(results)
     if causes:
@@ -225,15 +278,19 @@ def to_markdown(results, title: str | None = None) -> str:
         lines += ["", "**Skipped**", ""]
         for (impl, reason), ids in skips.items():
             lines.append(f"- {', '.join(ids)} ({impl}): {_md(reason)}")
+    if meta:
+        lines += ["", "**What was checked**", "", "| | |", "|---|---|"]
+        lines += [f"| {key} | {_md(value)} |" for key, value in meta_rows(meta)]
     return "\n".join(lines) + "\n"
 
 
 # -- JUnit XML -------------------------------------------------------------------------------
 
 
-def to_junit(results) -> str:
-    """One testsuite per implementation; testcase name = clause ID, classname = implementation."""
-    root = ET.Element("testsuites", name="portspec")
+def to_junit(results, meta: dict | None = None) -> str:
+    """One testsuite per implementation; testcase name = clause ID, classname = implementation.
+    The metadata block is each testsuite's ``<properties>`` (one ``<property>`` per row)."""
+    root = ET.Element("testsuites", name=title_of(results, meta) if meta else "portspec")
     _, impls, _ = grid(results)
     for impl in impls:
         mine = [r for r in results if r.impl == impl]
@@ -248,6 +305,10 @@ def to_junit(results) -> str:
             skipped=str(n["skipped"]),
             time=f"{sum(r.seconds for r in mine):.3f}",
         )
+        if meta:
+            properties = ET.SubElement(suite, "properties")
+            for key, value in meta_rows(meta):
+                ET.SubElement(properties, "property", name=key, value=value)
         for r in mine:
             case = ET.SubElement(
                 suite, "testcase", classname=impl, name=r.clause, time=f"{r.seconds:.3f}"
@@ -278,11 +339,31 @@ td:first-child, th:first-child { text-align: left; font-family: ui-monospace, mo
 .passed { background: #e3f6e3; color: #16621b } .failed { background: #fbe3e3; color: #9b1c1c }
 .skipped { background: #fdf5dc; color: #7a5b00 } .none { color: #999 }
 li { margin: .4em 0 } .diag { color: #555 } code { font-size: 95% }
+td a { color: inherit } table.meta td { text-align: left }
 """
 
 
-def to_html(results, title: str = "portspec report") -> str:
+def _anchor(r) -> str:
+    """The id of a failure's entry: the cell of the grid links to it."""
+    return "fail-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{r.clause}--{r.impl}")
+
+
+def _html_details(details: dict) -> str:
+    """Every list a clause left in its details (the bad inputs it tried, the pairs that
+    differ), shown whole: the message names the first few only."""
     esc = html_lib.escape
+    parts = []
+    for key, value in (details or {}).items():
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            items = "".join(f"<li>{esc(one_line(v))}</li>" for v in value)
+            parts.append(f'<details><summary>{esc(key)} ({len(value)})</summary><ul>{items}</ul>'
+                         "</details>")
+    return "".join(parts)
+
+
+def to_html(results, title: str | None = None, meta: dict | None = None) -> str:
+    esc = html_lib.escape
+    title = title or title_of(results, meta)
     clauses, impls, cells = grid(results)
     rows = []
     for clause in clauses:
@@ -291,7 +372,10 @@ def to_html(results, title: str = "portspec report") -> str:
             r = cells.get((clause, impl))
             status = r.status if r else None
             tip = esc(one_line(r.message), quote=True) if r else ""
-            tds.append(f'<td class="{status or "none"}" title="{tip}">{SYMBOL[status]}</td>')
+            mark = SYMBOL[status]
+            if status == "failed":
+                mark = f'<a href="#{_anchor(r)}">{mark}</a>'
+            tds.append(f'<td class="{status or "none"}" title="{tip}">{mark}</td>')
         text = esc(CLAUSE_TEXT.get(clause, ""), quote=True)
         rows.append(f'<tr><td title="{text}">{esc(clause)}</td>{"".join(tds)}</tr>')
     head = "".join(f"<th>{esc(i)}</th>" for i in impls)
@@ -331,7 +415,8 @@ def to_html(results, title: str = "portspec report") -> str:
                 item += f'<br><span class="diag">Diagnosis: {esc(r.diagnosis)}</span>'
             if _cause_of(r):
                 item += f'<br><span class="diag">Root cause: {esc(_cause_of(r))}</span>'
-            parts.append(f"<li>{item}</li>")
+            item += _html_details(r.details)
+            parts.append(f'<li id="{_anchor(r)}">{item}</li>')
         parts.append("</ul>")
     skips = _skips(results)
     if skips:
@@ -341,6 +426,10 @@ def to_html(results, title: str = "portspec report") -> str:
                 f"<li><code>{esc(', '.join(ids))}</code> ({esc(impl)}): {esc(reason)}</li>"
             )
         parts.append("</ul>")
+    if meta:
+        parts.append('<h2>What was checked</h2><table class="meta">')
+        parts += [f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in meta_rows(meta)]
+        parts.append("</table>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -348,8 +437,9 @@ def to_html(results, title: str = "portspec report") -> str:
 WRITERS = {"json": to_json, "markdown": to_markdown, "junit": to_junit, "html": to_html}
 
 
-def write(results, paths: dict[str, str | None]) -> list[str]:
-    """Write each format whose path is given ({format: path}); return the paths written."""
+def write(results, paths: dict[str, str | None], meta: dict | None = None) -> list[str]:
+    """Write each format whose path is given ({format: path}), each with the metadata block
+    ``meta`` (portspec.meta.collect); return the paths written."""
     import os
 
     written = []
@@ -358,6 +448,6 @@ def write(results, paths: dict[str, str | None]) -> list[str]:
             continue
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
-            f.write(WRITERS[fmt](results))
+            f.write(WRITERS[fmt](results, meta=meta))
         written.append(path)
     return written

@@ -24,14 +24,25 @@ KERAS_BACKENDS = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 
 
 def check_target(target: str) -> None:
-    """Refuse a weights file given where an adapter is expected, and never unpickle one."""
-    if target.endswith(".py") or not os.path.isfile(target):
+    """Refuse, with one line and before anything runs, a target that cannot be an
+    implementation: an unknown built-in name, a missing, empty or uncompilable adapter file, a
+    directory (registry.LoadError), or a weights file (ValueError; a pickle is never unpickled)."""
+    if not (registry.is_file(target) or os.path.exists(target)):
+        registry.check_name(target)
         return
-    read_weights(target)  # raises the clear message for a pickle
-    raise ValueError(
-        f"{target} is a weights file, not an implementation: pass an adapter file (PORT.py) "
-        "or a built-in name"
-    )
+    if os.path.isfile(target) and not target.endswith(".py"):
+        try:
+            read_weights(target)  # raises the clear message for a pickle
+        except ValueError:
+            raise
+        except Exception:  # noqa: BLE001 - not safetensors either: judged as Python below
+            pass
+        else:
+            raise ValueError(
+                f"{target} is a weights file, not an implementation: pass an adapter file "
+                "(PORT.py) or a built-in name"
+            )
+    registry.check_file(target)
 
 
 def check_exchange(directory: str) -> None:
@@ -51,6 +62,7 @@ def verify(
     isolate: bool = True,
     on_result=None,
     exchange: str | None = None,
+    on_plan=None,
 ) -> list[Result]:
     """Run the clauses (ID prefixes ``clauses``, layer names ``layers``) against each target.
 
@@ -62,6 +74,8 @@ def verify(
         check_target(target)
     if exchange:
         check_exchange(exchange)
+    if not isolate:  # every target loaded before any clause runs
+        loaded = {target: registry.load(target, required=True) for target in targets}
     env = {EXCHANGE: os.path.abspath(exchange)} if exchange else None
     results: list[Result] = []
     for target in targets:
@@ -74,31 +88,26 @@ def verify(
                 timeout=timeout,
                 on_result=on_result,
                 env=env,
+                required=True,
+                on_plan=on_plan,
             )
         else:
-            results += _in_process(target, clauses, layers, tasks, on_result, env)
+            results += _in_process(loaded[target], clauses, layers, tasks, on_result, env, on_plan)
     return rootcause.attach(results)  # the root-cause stage, after every clause
 
 
-def _in_process(target, clauses, layers, tasks, on_result, env) -> list[Result]:
+def _in_process(adapters, clauses, layers, tasks, on_result, env, on_plan) -> list[Result]:
     results = []
-    wanted_tasks = None if tasks is None else {tuple(t) for t in tasks}
-
-    def emit(result):
-        results.append(result)
-        if on_result:
-            on_result(result)
-
+    plan = [(a, isolation.items_for(a, clauses, layers, tasks)) for a in adapters]
+    if on_plan:
+        on_plan([[a.name, task] for a, items in plan for task, _ in items])
     with _environ(env or {}):
-        for adapter in registry.load(target):
-            if isinstance(adapter, registry.Unavailable):
-                skips = isolation.unavailable_results(adapter.name, adapter.reason, clauses, layers)
-                for r in skips:
-                    if wanted_tasks is None or (r.impl, r.clause) in wanted_tasks:
-                        emit(r)
-                continue
-            for _, run in isolation.items_for(adapter, clauses, layers, tasks):
-                emit(run())
+        for _, items in plan:
+            for _, run in items:
+                result = run()
+                results.append(result)
+                if on_result:
+                    on_result(result)
     return results
 
 
@@ -138,12 +147,14 @@ def matrix(
     timeout: float = DEFAULT_TIMEOUT,
     on_result=None,
     on_export=None,
+    on_plan=None,
 ) -> list[Result]:
     """Every available built-in (or ``names``: built-ins or adapter files), each in its own
     worker, after all have exported portable weights into one exchange folder.
 
     Failed exports are returned as results of the pseudo-clause ``export:<Layer>``.
     """
+    required = bool(names)  # asked for by name: one that cannot load is an error, not skips
     names = list(names or available_builtins())
     for name in names:
         check_target(name)
@@ -152,7 +163,8 @@ def matrix(
         if _wants_portability(clauses, layers):
             for name in names:
                 exported = isolation.run(
-                    name, layers=layers, timeout=timeout, export_dir=exchange, on_result=on_export
+                    name, layers=layers, timeout=timeout, export_dir=exchange,
+                    on_result=on_export, required=required,
                 )
                 results += [r for r in exported if r.status != "passed"]
         for name in names:
@@ -163,6 +175,8 @@ def matrix(
                 timeout=timeout,
                 on_result=on_result,
                 env={EXCHANGE: exchange},
+                required=required,
+                on_plan=on_plan,
             )
     return rootcause.attach(results)  # the root-cause stage, after every clause
 

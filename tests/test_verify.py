@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from portspec import report
+from portspec import registry, report
 from portspec.adapter import read_weights
 from portspec.suite.checks import work_items
 from portspec.verify import matrix, verify
@@ -83,13 +83,12 @@ def test_what_a_port_prints_cannot_forge_a_result():
     assert all(r.status == "passed" for r in results)
 
 
-def test_a_port_that_cannot_be_imported_is_skipped_with_the_reason(tmp_path):
+@pytest.mark.parametrize("isolate", [True, False])
+def test_a_port_that_cannot_be_imported_is_one_load_error(tmp_path, isolate):
     port = tmp_path / "PORT.py"
-    port.write_text("import not_a_module_anywhere\n")
-    results = verify([str(port)], clauses=["FM-SHAPE", "GFF-SHAPE"], timeout=20)
-    assert [r.status for r in results] == ["skipped", "skipped"]
-    assert "not_a_module_anywhere" in results[0].message
-    assert not report.ok(results)  # nothing verified is not a pass
+    port.write_text("import numpy\nimport not_a_module_anywhere\n")
+    with pytest.raises(registry.LoadError, match="line 2 imports 'not_a_module_anywhere'"):
+        verify([str(port)], clauses=["FM-SHAPE", "GFF-SHAPE"], timeout=20, isolate=isolate)
 
 
 def test_a_port_that_hangs_while_loading_fails_the_load(tmp_path):

@@ -2,8 +2,10 @@
 
 Collected from the area modules in ``spec/suite/areas`` (run
 ``pytest --pyargs portspec.suite.areas``
-or ``portspec test``). Test IDs read ``CLAUSE-ID[impl]``. An implementation that cannot be
-imported yields skipped items that carry the reason: a missing framework is never a pass.
+or ``portspec test``). Test IDs read ``CLAUSE-ID[impl]``. An implementation asked for with
+``--impl`` that cannot be loaded, and a ``--clause`` or ``--layer`` that names nothing, are
+usage errors (pytest exits 4 before collecting). Without ``--impl``, a built-in whose framework
+is not installed yields skipped items that carry the reason: a missing framework is never a pass.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 from portspec import profiles, registry
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.suite.checks import Context, work_items
-from portspec.suite.runner import select, wanted
+from portspec.suite.runner import select, unknown_selection, wanted
 
 AREAS_DIR = (Path(__file__).parent / "areas").resolve()
 
@@ -27,15 +29,16 @@ def pytest_addoption(parser):
         action="append",
         default=[],
         metavar="NAME_OR_FILE",
-        help="implementation to check: a built-in name (keras, keras-jax, torch, jax) or an "
-        "adapter file; repeatable. Default: every importable built-in.",
+        help="implementation to check: a built-in name (keras, keras-jax, torch, flax; see "
+        "`portspec list`) or an adapter file (PORT.py); repeatable. Default: every built-in, "
+        "those not installed here skipped with the reason.",
     )
     group.addoption(
         "--clause",
         action="append",
         default=[],
         metavar="ID",
-        help="only clauses with this ID or ID prefix (FM-BN); repeatable",
+        help="only this clause: an ID (FM-BN-UPDATE) or a glob (FM-BN-*), any case; repeatable",
     )
     group.addoption(
         "--profile",
@@ -49,8 +52,22 @@ def pytest_addoption(parser):
         action="append",
         default=[],
         metavar="NAME",
-        help="only this layer (FeatureMixing or FM); repeatable",
+        help="only this layer: FeatureMixing or FM, GatedFeatureFusion or GFF; repeatable",
     )
+
+
+def pytest_sessionstart(session):
+    """Usage errors before collection: a selection that names nothing, an implementation asked
+    for by name that cannot be loaded (LoadError's one line)."""
+    config = session.config
+    problem = unknown_selection(config.getoption("clause"), config.getoption("layer"))
+    if problem:
+        raise pytest.UsageError(problem)
+    if config.getoption("impl"):
+        try:
+            _adapters(config)
+        except registry.LoadError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 def _adapters(config):

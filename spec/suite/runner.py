@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,15 +44,43 @@ def run_clause(adapter, spec, clause, fn) -> Result:
     return Result(clause.id, adapter.name, "passed", seconds=_since(start), details=ctx.details)
 
 
+def clause_matches(clause_id: str, pattern: str) -> bool:
+    """Is ``clause_id`` the ID ``pattern`` names: exactly, or as a shell glob (``FM-BN-*``,
+    ``*-GRAD``), ignoring case? ``FM-CONFIG`` is FM-CONFIG alone, not FM-CONFIG-ROUNDTRIP."""
+    return fnmatch.fnmatchcase(clause_id.upper(), pattern.strip().upper())
+
+
+def layer_matches(spec, name: str) -> bool:
+    """Is ``name`` the layer's name or its clause prefix (FeatureMixing, FM), ignoring case?"""
+    return name.strip().lower() in (spec.name.lower(), spec.prefix.lower())
+
+
 def wanted(spec, clause, clauses=None, layers=None) -> bool:
-    """Does the clause match the ``--clause`` ID prefixes and ``--layer`` names given?"""
-    if layers and spec.name not in layers and spec.prefix not in layers:
+    """Does the clause match one of the ``--clause`` IDs or globs and ``--layer`` names given?"""
+    if layers and not any(layer_matches(spec, name) for name in layers):
         return False
-    return not clauses or any(clause.id == c or clause.id.startswith(c + "-") for c in clauses)
+    return not clauses or any(clause_matches(clause.id, c) for c in clauses)
+
+
+def unknown_selection(clauses=None, layers=None) -> str | None:
+    """The one-line complaint about a ``--clause`` or ``--layer`` that selects nothing, listing
+    the known ones; None when every value names something."""
+    from portspec.layers import LAYERS
+
+    ids = [c.id for spec in LAYERS.values() for c in spec.clauses]
+    for name in layers or ():
+        if not any(layer_matches(spec, name) for spec in LAYERS.values()):
+            known = ", ".join(f"{s.name} ({s.prefix})" for s in LAYERS.values())
+            return f"unknown layer {name!r} (known: {known})"
+    for pattern in clauses or ():
+        if not any(clause_matches(i, pattern) for i in ids):
+            return f"no clause matches {pattern!r} (an ID or a glob such as FM-BN-*; known: " \
+                f"{', '.join(ids)})"
+    return None
 
 
 def select(items, adapter, clauses=None, layers=None):
-    """The work items that apply to ``adapter``, filtered by clause-ID prefixes and layers."""
+    """The work items that apply to ``adapter``, filtered by clause IDs or globs and layers."""
     return [
         (spec, clause, fn)
         for spec, clause, fn in items
