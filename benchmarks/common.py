@@ -50,13 +50,13 @@ IMPLS = {
     "keras-torch": ("keras", "torch"),
     "keras-tensorflow": ("keras", "tensorflow"),
     "torch": ("torch", "torch"),
-    "jax": ("nnx", "jax"),
+    "flax": ("nnx", "jax"),
     "neuralforecast": ("torch", "torch"),
     "kerasfactory-jax": ("keras", "jax"),
     "kerasfactory-torch": ("keras", "torch"),
     "kerasfactory-tensorflow": ("keras", "tensorflow"),
 }
-OURS = ("keras-jax", "keras-torch", "keras-tensorflow", "torch", "jax")
+OURS = ("keras-jax", "keras-torch", "keras-tensorflow", "torch", "flax")
 
 
 PARAM_NAMES = ("implementation", "mode", "execution", "size", "device")
@@ -114,7 +114,7 @@ def require(module: str):
 HOMES = {
     "keras": "portspec.impls.keras.layers",
     "torch": "portspec.impls.torch.layers",
-    "jax": "portspec.impls.jax.layers",
+    "flax": "portspec.impls.jax.layers",
     "neuralforecast": "neuralforecast.models.tsmixer",
     "kerasfactory": "kerasfactory.layers",
 }

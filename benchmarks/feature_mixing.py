@@ -33,7 +33,7 @@ class FeatureMixing(common.LayerBenchmark):
         batch, length, n, h = SIZES[size]
         config = dict(n_series=n, input_size=length, dropout=common.DROPOUT, ff_dim=h)
         layer = common.layer_class(impl, "FeatureMixing")
-        if impl == "jax":
+        if impl == "flax":
             build = lambda rngs: layer(**config, rngs=rngs)  # noqa: E731
         else:
             build = lambda: layer(**config)  # noqa: E731

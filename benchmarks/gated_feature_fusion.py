@@ -33,7 +33,7 @@ class GatedFeatureFusion(common.LayerBenchmark):
     def spec(impl, mode, size):
         shape = SIZES[size]
         layer = common.layer_class(impl, "GatedFeatureFusion")
-        if impl == "jax":
+        if impl == "flax":
             build = lambda rngs: layer(shape[-1], rngs=rngs)  # noqa: E731
         elif impl == "torch":
             build = lambda: layer(shape[-1])  # noqa: E731

@@ -12,11 +12,11 @@ table = importlib.import_module("benchmarks.table")
 
 
 def test_an_implementation_and_its_peer_share_a_process():
-    asked = ["keras-jax", "torch", "kerasfactory-jax", "jax", "neuralforecast", "keras-torch"]
+    asked = ["keras-jax", "torch", "kerasfactory-jax", "flax", "neuralforecast", "keras-torch"]
     assert table.groups(asked) == [
         ["keras-jax", "kerasfactory-jax"],
         ["torch", "neuralforecast"],
-        ["jax"],
+        ["flax"],
         ["keras-torch"],
     ]
     assert table.groups(["kerasfactory-tensorflow"]) == [["kerasfactory-tensorflow"]]

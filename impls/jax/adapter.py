@@ -1,4 +1,4 @@
-"""The portspec adapter for the Flax NNX implementation (``--impl jax``, ``--impl jax-gpu``).
+"""The portspec adapter for the Flax NNX implementation (``--impl flax``, ``--impl flax-gpu``).
 
 NumPy at the boundary: inputs arrive as NumPy arrays, outputs, gradients and weights leave as
 NumPy arrays (bfloat16 as ``ml_dtypes.bfloat16``). Canonical weight names map onto the NNX
@@ -222,7 +222,7 @@ class FlaxAdapter(Adapter):
 
     def __init__(self, variant: str | None = None):
         if variant in (None, "", "cpu"):
-            self.name = "jax"
+            self.name = "flax"
             self.device = jax.devices("cpu")[0]
         elif variant == "gpu":
             try:
@@ -231,7 +231,7 @@ class FlaxAdapter(Adapter):
                 gpus = []
             if not gpus:
                 raise RuntimeError("no GPU visible to JAX")
-            self.name = "jax-gpu"
+            self.name = "flax-gpu"
             self.device = gpus[0]
         else:
             raise RuntimeError(f"unknown jax variant {variant!r} (known: cpu, gpu)")
