@@ -16,7 +16,9 @@ duplicate of fd 1 and points fd 1 at stderr, so whatever a port prints cannot co
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
+import io
 import json
 import os
 import queue
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 from portspec import registry, rootcause
+from portspec.cache import enable_compilation_caches
 from portspec.diagnose import explain_result
 from portspec.layers import LAYERS
 from portspec.suite.areas import portability
@@ -38,11 +41,13 @@ from portspec.suite.runner import Result, layer_matches, run_clause, select, wan
 
 DEFAULT_TIMEOUT = 120.0
 LOAD = "LOAD"  # the pseudo-clause of a worker that died or hung before it had a plan
+PER_JOB = (portability.EXCHANGE,)  # set per job in a warm worker, not per process
 
 
 def worker_env(target: str, extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    enable_compilation_caches(env)  # JAX's and Inductor's, kept between runs
     base, _, variant = target.partition("-")
     if base == "keras" and variant:
         env["KERAS_BACKEND"] = variant  # Keras reads its backend once, at import
@@ -118,21 +123,35 @@ class _Stopped(Exception):  # noqa: N818 - the worker stopped, for the reason gi
 
 
 class _Worker:
+    """One job on a worker process: a fresh one, or inside ``warm_workers()`` an idle one
+    that ran a job for the same implementation family in the same environment before."""
+
     def __init__(self, job: dict, env: dict):
-        self.stderr = tempfile.TemporaryFile()
-        # A session of its own: on a timeout the whole group goes, compile workers included.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "portspec.isolation"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            env=env,
-            start_new_session=True,
+        self.key = _family(job["target"]), tuple(
+            sorted((k, v) for k, v in env.items() if k not in PER_JOB)
         )
-        self.proc.stdin.write(json.dumps(job).encode())
-        self.proc.stdin.close()
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.done = False
+        reused = _POOL.take(self.key) if _POOL is not None else None
+        if reused is not None:
+            self.proc, self.stderr, self.lines = reused
+        else:
+            self.stderr = tempfile.TemporaryFile()
+            # A session of its own: on a timeout the whole group goes, compile workers included.
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "portspec.isolation", "--serve"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                env=env,
+                start_new_session=True,
+            )
+            self.lines: queue.Queue = queue.Queue()
+            threading.Thread(target=self._read, daemon=True).start()
+        job = {**job, "environ": {k: env.get(k) for k in PER_JOB}}
+        self.proc.stdin.write(json.dumps(job).encode() + b"\n")
+        self.proc.stdin.flush()
+        if _POOL is None:
+            self.proc.stdin.close()  # the worker exits after this one job
 
     def _read(self):
         for line in self.proc.stdout:
@@ -161,6 +180,9 @@ class _Worker:
                 raise _Stopped(f"worker died with {_describe_exit(code)}{where}", details)
             event = json.loads(line)
             deadline = time.monotonic() + timeout
+            if event["event"] == "done":
+                self.done = True
+                return
             if event["event"] == "start":
                 self.current = (event["impl"], event["clause"])
             elif event["event"] == "result":
@@ -183,9 +205,80 @@ class _Worker:
         self.proc.wait()
 
     def close(self):
-        if self.proc.poll() is None:
-            self.kill()
-        self.stderr.close()
+        """Back to the pool when the job ended cleanly inside ``warm_workers()``; else gone."""
+        if _POOL is not None and self.done and self.proc.poll() is None:
+            _POOL.give(self.key, (self.proc, self.stderr, self.lines))
+            return
+        _end(self.proc, self.stderr)
+
+
+def _end(proc, stderr):
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    stderr.close()
+
+
+def _family(target: str) -> str:
+    """Jobs of one family may share a warm worker: every built-in is one family (as they
+    shared a process in the portability clause), each adapter file a family of its own."""
+    is_file = target.endswith(".py") or os.sep in target
+    return os.path.abspath(target) if is_file else "built-in"
+
+
+class _Pool:
+    def __init__(self):
+        self.idle: dict[tuple, list] = {}
+        self.lock = threading.Lock()
+
+    def take(self, key):
+        with self.lock:
+            while self.idle.get(key):
+                proc, stderr, lines = self.idle[key].pop()
+                if proc.poll() is None:
+                    return proc, stderr, lines
+                _end(proc, stderr)
+        return None
+
+    def give(self, key, worker):
+        with self.lock:
+            self.idle.setdefault(key, []).append(worker)
+
+    def close(self):
+        with self.lock:
+            for workers in self.idle.values():
+                for proc, stderr, _ in workers:
+                    proc.stdin.close()  # end of jobs: the worker exits
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    _end(proc, stderr)
+            self.idle.clear()
+
+
+_POOL: _Pool | None = None
+
+
+@contextlib.contextmanager
+def warm_workers():
+    """Keep workers warm for the block: a worker that finished its job cleanly waits for the
+    next job of its family and environment (``_Worker``) instead of exiting, so a framework
+    is imported, and its first calls compiled, once per run instead of once per job. A worker
+    that crashed or timed out is never reused. Thread-safe; nested blocks share one pool."""
+    global _POOL
+    if _POOL is not None:
+        yield
+        return
+    _POOL = _Pool()
+    try:
+        yield
+    finally:
+        pool, _POOL = _POOL, None
+        pool.close()
 
 
 def _crash_site(tail: list[str]) -> str:
@@ -315,5 +408,25 @@ def _since(start: float) -> float:
     return round(time.perf_counter() - start, 4)
 
 
+def _serve() -> None:
+    """The worker's loop: one JSON job per line on stdin, each answered as ``_main`` answers
+    it, then ``{"event": "done"}``; it ends with its input. ``_main`` reads its job from
+    ``sys.stdin`` and writes the protocol to a duplicate of fd 1, which is pointed back at the
+    protocol before each job."""
+    protocol, jobs = os.dup(1), sys.stdin
+    for line in jobs:
+        job = json.loads(line)
+        for key, value in job.pop("environ", {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        os.dup2(protocol, 1)
+        sys.stdin = io.StringIO(json.dumps(job))
+        _main()
+        with os.fdopen(os.dup(protocol), "w") as out:
+            out.write(json.dumps({"event": "done"}) + "\n")
+
+
 if __name__ == "__main__":
-    _main()
+    _serve() if sys.argv[1:] == ["--serve"] else _main()

@@ -13,7 +13,7 @@ import importlib.util
 import os
 import tempfile
 
-from portspec import isolation, registry, rootcause
+from portspec import isolation, registry, rootcause, schedule
 from portspec.adapter import read_weights
 from portspec.isolation import DEFAULT_TIMEOUT
 from portspec.suite.areas.portability import EXCHANGE
@@ -80,7 +80,7 @@ def verify(
     results: list[Result] = []
     for target in targets:
         if isolate:
-            results += isolation.run(
+            results += schedule.run_port(
                 target,
                 clauses=clauses,
                 layers=layers,
@@ -160,24 +160,15 @@ def matrix(
         check_target(name)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="portspec-exchange-") as exchange:
-        if _wants_portability(clauses, layers):
-            for name in names:
-                exported = isolation.run(
-                    name, layers=layers, timeout=timeout, export_dir=exchange,
-                    on_result=on_export, required=required,
-                )
-                results += [r for r in exported if r.status != "passed"]
-        for name in names:
-            results += isolation.run(
-                name,
-                clauses=clauses,
-                layers=layers,
-                timeout=timeout,
-                on_result=on_result,
-                env={EXCHANGE: exchange},
-                required=required,
-                on_plan=on_plan,
-            )
+        results += schedule.matrix_runs(
+            names,
+            exchange,
+            portability=_wants_portability(clauses, layers),
+            export_kwargs=dict(layers=layers, timeout=timeout, on_result=on_export,
+                               required=required),
+            clause_kwargs=dict(clauses=clauses, layers=layers, timeout=timeout,
+                               on_result=on_result, required=required, on_plan=on_plan),
+        )
     return rootcause.attach(results)  # the root-cause stage, after every clause
 
 

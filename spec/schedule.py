@@ -1,0 +1,157 @@
+"""How ``verify`` and ``matrix`` lay their jobs onto the machine: warm workers, every core.
+
+Each job still runs in a worker process (``portspec.isolation``), so a port that hangs or
+crashes fails the clause it was in and nothing else. What changes is the order and the
+overlap:
+
+- ``matrix``: the exports run on ``jobs()`` lanes at once, then the clauses, longest first;
+  inside ``isolation.warm_workers()``, so an implementation's clauses run in the worker that
+  exported its weights (one framework import per implementation instead of two).
+- ``verify PORT.py``: the port exports its own weights and runs every clause but the
+  portability ones on one lane, while the other lane exports the built-ins' weights into the
+  cache (``portspec.cache``; reused until portspec or a framework changes); then the
+  portability clauses read both, in the port's warm worker. Before, the port's worker
+  imported every built-in framework and exported them inside FM/GFF-PORTABLE, every run.
+
+``$PORTSPEC_JOBS`` sets the number of lanes (default: the CPUs this process may use).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from portspec import cache, isolation, registry
+from portspec.suite.areas.portability import EXCHANGE
+from portspec.suite.checks import work_items
+from portspec.suite.runner import wanted
+
+# Seconds each built-in's clauses took in one matrix run (2 cores, quiet): only the order of
+# the lanes' queue depends on it, the longest first, so that no lane is left with a long tail.
+EXPECTED_SECONDS = {"jax": 51, "flax": 51, "keras-jax": 52, "keras-torch": 29, "torch": 12,
+                    "keras-tensorflow": 9}
+
+
+def jobs() -> int:
+    """Lanes to run at once: ``$PORTSPEC_JOBS``, else the CPUs available to this process."""
+    if os.environ.get("PORTSPEC_JOBS"):
+        return max(1, int(os.environ["PORTSPEC_JOBS"]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def parallel(calls, lanes: int) -> list:
+    """Run the zero-argument ``calls`` on ``lanes`` threads (each call drives a worker process
+    and mostly waits on it); their returns in the order given. An exception propagates."""
+    if lanes <= 1 or len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.result() for f in futures]
+
+
+def serialised(callback):
+    """``callback`` behind a lock: the lanes report results from several threads."""
+    if callback is None:
+        return None
+    lock = threading.Lock()
+
+    def call(*args):
+        with lock:
+            return callback(*args)
+
+    return call
+
+
+def matrix_runs(names, exchange: str, *, portability: bool, export_kwargs: dict,
+                clause_kwargs: dict) -> list:
+    """Results: the failed exports (when ``portability``), then every name's clauses, names in
+    the order given. ``*_kwargs`` go to ``isolation.run``; callbacks are
+    serialised here."""
+    export_kwargs = _serialise(export_kwargs)
+    clause_kwargs = _serialise({**clause_kwargs, "env": {EXCHANGE: exchange}})
+    lanes, failed = jobs(), []
+    with isolation.warm_workers():
+        if portability:
+            exports = parallel(
+                [lambda n=n: isolation.run(n, export_dir=exchange, **export_kwargs)
+                 for n in names], lanes)
+            failed = [r for exported in exports for r in exported if r.status != "passed"]
+        order = sorted(names, key=lambda n: -EXPECTED_SECONDS.get(n, 0))
+        ran = dict(zip(order, parallel(
+            [lambda n=n: isolation.run(n, **clause_kwargs) for n in order], lanes), strict=True))
+    return failed + [r for name in names for r in ran[name]]
+
+
+def run_port(target: str, *, clauses=None, layers=None, tasks=None, env=None, **kwargs) -> list:
+    """``isolation.run`` for one ``verify`` target, with the built-ins' exports made on the
+    other lane or taken from the cache (module docstring). Falls back to one plain run when
+    the portability clauses are not wanted, an exchange folder is given, or ``tasks`` pins
+    the run to some clauses."""
+    ids = [clause.id for spec, clause, _ in work_items(None)
+           if wanted(spec, clause, clauses, layers)]
+    portable = {clause.id for spec, clause, _ in work_items(None) if clause.family == "portable"}
+    others, readers = [i for i in ids if i not in portable], [i for i in ids if i in portable]
+    if not readers or tasks is not None or (env or {}).get(EXCHANGE):
+        return isolation.run(target, clauses=clauses, layers=layers, tasks=tasks, env=env,
+                             **kwargs)
+    timeout, on_result = kwargs.get("timeout", isolation.DEFAULT_TIMEOUT), kwargs.get("on_result")
+    on_export = serialised(on_result)
+    kwargs = _serialise(kwargs)
+    own_kwargs = {k: v for k, v in kwargs.items() if k != "on_plan"}
+    with isolation.warm_workers(), tempfile.TemporaryDirectory(prefix="portspec-exchange-") as tmp:
+
+        def port_lane():
+            exported = isolation.run(target, layers=layers, export_dir=tmp, env=env,
+                                     **{**own_kwargs, "on_result": on_export})
+            failed = [r for r in exported if r.status != "passed"]
+            if not others:
+                return failed
+            return failed + isolation.run(target, clauses=others, env=env, **kwargs)
+
+        def builtin_lane():
+            return builtin_exports(timeout=timeout, on_result=on_export)
+
+        (results, (folder, failed_builtins)) = parallel([port_lane, builtin_lane], jobs())
+        for path in Path(folder).glob("*.safetensors"):
+            os.symlink(path, Path(tmp) / path.name)
+        results += isolation.run(target, clauses=readers, env={**(env or {}), EXCHANGE: tmp},
+                                 **kwargs)
+    return failed_builtins + results
+
+
+def builtin_exports(*, timeout=isolation.DEFAULT_TIMEOUT, on_result=None):
+    """The folder holding every built-in's portable-weights exports (those importable here,
+    Keras on this process's backend), and the failed exports. Made once per portspec source,
+    framework versions and Keras backend, under the cache's ``exchange/``; a run with a failed
+    export keeps its folder out of the cache."""
+    key = cache.source_key(f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '')}")
+    root = cache.cache_dir() / "exchange"
+    final = root / key
+    if (final / "COMPLETE").exists():
+        return final, []
+    root.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=root))
+    failed = []
+    for name in registry.builtin_names():
+        exported = isolation.run(name, export_dir=str(stage), timeout=timeout,
+                                 on_result=on_result)
+        failed += [r for r in exported if r.status != "passed"]
+    if failed:
+        return stage, failed
+    (stage / "COMPLETE").write_text("")
+    try:
+        os.rename(stage, final)
+    except OSError:  # another run filled the same entry first: same key, same files
+        shutil.rmtree(stage, ignore_errors=True)
+    return final, []
+
+
+def _serialise(kwargs: dict) -> dict:
+    return {k: serialised(v) if k.startswith("on_") else v for k, v in kwargs.items()}
