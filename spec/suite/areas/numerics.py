@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from portspec import diagnose
-from portspec.clauses import ClauseFailure
+from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
 from portspec.suite.checks import cast, check, numpy_dtype
 from portspec.tolerances import FORWARD
@@ -156,25 +156,50 @@ def convex(ctx):
 
 @check("dtype")
 def dtype(ctx):
+    """Every dtype is checked: a float64 difference does not hide a bfloat16 or float16 one."""
     rng = np.random.default_rng(6)
     case = ctx.spec.cases()[0]
     x = ctx.spec.make_inputs(case, rng)
-    default = ctx.build(case, dtype=None)
-    out = default.forward(cast(x, "float32"), training=False)
-    _expect_dtype("default", out, "float32")
-    for name, w in default.get_weights().items():
-        _expect_dtype(f"default weight {name}", w, "float32")
+    failures: list[ClauseFailure] = []
 
-    wide = ctx.build(case, dtype="float64")
-    for name, w in wide.get_weights().items():
-        _expect_dtype(f"float64 weight {name}", w, "float64")
-    _expect_dtype("float64", wide.forward(cast(x, "float64"), training=False), "float64")
-    compare_with_oracle(ctx, case, dtype="float64", training=False)
+    def attempt(label, step):
+        try:
+            step()
+        except NotApplicable:
+            raise
+        except ClauseFailure as exc:
+            failures.append(exc)
+        except Exception as exc:  # noqa: BLE001 - the port raised: this dtype fails, go on
+            failures.append(ClauseFailure(f"{label}: raised {type(exc).__name__}: {exc}"))
 
-    for low in ctx.adapter.low_precision:
+    def default():
+        built = ctx.build(case, dtype=None)
+        _expect_dtype("default", built.forward(cast(x, "float32"), training=False), "float32")
+        for name, w in built.get_weights().items():
+            _expect_dtype(f"default weight {name}", w, "float32")
+
+    def wide():
+        built = ctx.build(case, dtype="float64")
+        for name, w in built.get_weights().items():
+            _expect_dtype(f"float64 weight {name}", w, "float64")
+        _expect_dtype("float64", built.forward(cast(x, "float64"), training=False), "float64")
+        compare_with_oracle(ctx, case, dtype="float64", training=False)
+
+    def low(name, training):
+        out = compare_with_oracle(ctx, case, dtype=name, training=training)
+        _expect_dtype(f"{name} compute", out, name)
+
+    attempt("default", default)
+    attempt("float64", wide)
+    for name in ctx.adapter.low_precision:
         for training in (False, True):
-            out = compare_with_oracle(ctx, case, dtype=low, training=training)
-            _expect_dtype(f"{low} compute", out, low)
+            attempt(f"{name} training={training}", lambda n=name, t=training: low(n, t))
+    if failures:
+        raise ClauseFailure(
+            "; ".join(str(f) for f in failures),
+            diagnosis=next((f.diagnosis for f in failures if f.diagnosis), None),
+            details=failures[0].details,
+        )
 
 
 def _expect_dtype(what, array, want):
@@ -197,4 +222,32 @@ def compile_(ctx):
         compiled = handle.forward_compiled(x, training=training)  # NotApplicable: a skip
         ctx.expect_close(
             f"compiled vs eager, training={training}", compiled, eager, FORWARD["float32"]
+        )
+    if "dropout" in case.config and ctx.spec.clauses_of("dropout-sites"):
+        _compiled_dropout_draws(ctx)
+
+
+def _compiled_dropout_draws(ctx):
+    """Two compiled training calls with dropout draw two masks: a mask drawn when the function
+    is traced (a key from Python's or NumPy's generator, a seed read once) is frozen into it,
+    where the eager layer draws anew. The dropout probe makes every decision visible."""
+    from portspec.suite.areas.dropout import CASE, probe_weights
+
+    handle = ctx.build(CASE, seed=5)
+    handle.set_weights(cast(probe_weights(CASE.config), "float32"))
+    x = np.zeros(CASE.input_shapes[0], np.float32)
+    first = handle.forward_compiled(x, training=True)
+    second = handle.forward_compiled(x, training=True)
+    if np.array_equal(first, second):
+        raise ClauseFailure(
+            f"two compiled training calls with dropout {CASE.config['dropout']} gave the same "
+            "output: the same dropout masks",
+            diagnosis="the dropout mask is frozen into the compiled function (its random key "
+            "or seed is drawn when the function is traced, not passed or advanced per call)",
+        )
+    if np.array_equal(first, handle.forward(x, training=False)):
+        raise ClauseFailure(
+            f"a compiled training call with dropout {CASE.config['dropout']} dropped nothing",
+            diagnosis="the compiled function runs the inference path: the training flag is "
+            "fixed when it is traced",
         )
