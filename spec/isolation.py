@@ -42,12 +42,26 @@ from portspec.suite.runner import Result, layer_matches, run_clause, select, wan
 DEFAULT_TIMEOUT = 120.0
 LOAD = "LOAD"  # the pseudo-clause of a worker that died or hung before it had a plan
 PER_JOB = (portability.EXCHANGE,)  # set per job in a warm worker, not per process
+# One compute thread per worker (a user's own setting wins): the clauses' arrays are tiny, and
+# workers run side by side on every core (portspec.schedule). A parallel kernel's OpenMP
+# barrier on an oversubscribed machine cost 28.8 ms against 0.04 ms for one torch
+# FeatureMixing call of shape (2, 6, 5) (F.batch_norm, 2 cores, load average 7).
+ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+}
 
 
 def worker_env(target: str, extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     enable_compilation_caches(env)  # JAX's and Inductor's, kept between runs
+    for key, value in ONE_THREAD.items():
+        env.setdefault(key, value)
     base, _, variant = target.partition("-")
     if base == "keras" and variant:
         env["KERAS_BACKEND"] = variant  # Keras reads its backend once, at import
