@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.suite.checks import Context, work_items
+from portspec.suite.state import clause_state
 
 
 @dataclass
@@ -31,7 +32,8 @@ def run_clause(adapter, spec, clause, fn) -> Result:
     start = time.perf_counter()
     ctx = Context(spec, clause, adapter)
     try:
-        fn(ctx)
+        with clause_state():  # what a failing clause leaves behind never reaches the next
+            fn(ctx)
     except NotApplicable as exc:
         return Result(clause.id, adapter.name, "skipped", str(exc), seconds=_since(start))
     except ClauseFailure as exc:
