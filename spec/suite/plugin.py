@@ -18,6 +18,7 @@ from portspec import profiles, registry
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.suite.checks import Context, work_items
 from portspec.suite.runner import select, unknown_selection, wanted
+from portspec.suite.state import clause_state
 
 AREAS_DIR = (Path(__file__).parent / "areas").resolve()
 
@@ -119,7 +120,8 @@ class ClauseItem(pytest.Item):
         if self.adapter is None:
             pytest.skip(f"implementation unavailable: {self.unavailable}")
         try:
-            self.fn(Context(self.spec, self.clause, self.adapter))
+            with clause_state():  # as run_clause: no state left for the next item
+                self.fn(Context(self.spec, self.clause, self.adapter))
         except NotApplicable as exc:
             pytest.skip(f"not applicable: {exc}")
 
