@@ -186,6 +186,24 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("pytest_args", nargs="*", help="passed on to pytest (--impl, -k, ...)")
 
     command("docs", cmd_docs, "regenerate docs/spec.md")
+
+    bench = command(
+        "bench",
+        cmd_bench,
+        "time a port against our implementation and the peers (pytest-benchmark)",
+        "Time the port, our implementation in its framework and the installed peers (inference, "
+        "training forward, training step; eager and compiled) and print the port's ratios with "
+        "the spread of paired rounds. Options bench does not know go to pytest-benchmark "
+        "(--benchmark-json FILE, --benchmark-compare, --benchmark-histogram, ...).",
+    )
+    bench.add_argument("port", metavar="PORT.py", help="adapter file")
+    for flag, choices, default in (("size", ("tiny", "small", "medium", "large"), "small, medium"),
+                                   ("mode", ("inference", "train-forward", "train-step"), "all"),
+                                   ("execution", ("eager", "compiled"), "both")):
+        bench.add_argument(f"--{flag}", action="append", choices=choices,
+                           help=f"repeatable; default: {default}")
+    bench.add_argument("--layer", action="append", metavar="NAME",
+                       help="FeatureMixing or GatedFeatureFusion; default: those the port has")
     return parser
 
 
@@ -421,6 +439,19 @@ def cmd_test(args) -> int:
     return 2 if code == pytest.ExitCode.USAGE_ERROR else code
 
 
+def cmd_bench(args) -> int:
+    from portspec import bench
+
+    return bench.main(
+        args.port,
+        layers=args.layer,
+        sizes=args.size or bench.DEFAULT_SIZES,
+        modes=args.mode or bench.MODES,
+        executions=args.execution or bench.EXECUTIONS,
+        pytest_args=args.pytest_args,
+    )
+
+
 def cmd_docs(args) -> int:
     from portspec import docs  # written separately; imported only when asked for
 
@@ -433,6 +464,8 @@ def main(argv=None) -> int:
     parser = _parser()
     if argv[:1] == ["test"]:  # everything after "test" is pytest's, options included
         args = argparse.Namespace(command="test", func=cmd_test, pytest_args=argv[1:])
+    elif argv[:1] == ["bench"]:  # what bench does not know is pytest-benchmark's
+        args, args.pytest_args = parser.parse_known_args(argv)
     else:
         args = parser.parse_args(argv)
     from portspec.registry import LoadError
