@@ -119,7 +119,8 @@ CLAUSES = [
         "BN-BATCH1",
         "bn-batch1",
         "A training batch of one is valid: the batch variance is 0, the normalised value is "
-        "beta, and the moving statistics update as for any batch.",
+        "beta, and the moving statistics update as for any batch (with the profile's momentum, "
+        "as FM-BN-UPDATE states).",
         "Keras accepts it; torch.nn.BatchNorm1d raises, which a port must not inherit.",
     ),
     _c(
@@ -179,7 +180,9 @@ CLAUSES = [
         "portable",
         "Canonical weights written as safetensors by any implementation and read by this one "
         "give the writer's outputs within the float32 tolerance, in inference and after one "
-        "identical training step.",
+        "identical training step. The writers are the default profile's layers; under --profile "
+        "tsmixer the moving statistics after the step are that profile's update of the writer's "
+        "weights, and the output after the step the oracle's from them.",
     ),
 ]
 
