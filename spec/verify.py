@@ -45,6 +45,15 @@ def check_target(target: str) -> None:
     registry.check_file(target)
 
 
+def preload(targets, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Load every adapter file among ``targets`` in a worker that runs nothing, so that a port
+    which cannot be imported stops the run with its one line (registry.LoadError) before any
+    export or clause of any target starts. Built-in names were checked by check_target."""
+    for target in targets:
+        if registry.is_file(target):
+            isolation.run(target, tasks=[], timeout=timeout, required=True)
+
+
 def check_exchange(directory: str) -> None:
     """Every file in a portable-weights folder must be safetensors; a pickle is refused."""
     for name in sorted(os.listdir(directory)):
@@ -64,7 +73,10 @@ def verify(
     exchange: str | None = None,
     on_plan=None,
 ) -> list[Result]:
-    """Run the clauses (ID prefixes ``clauses``, layer names ``layers``) against each target.
+    """Run the clauses (IDs or globs ``clauses``, layer names ``layers``) against each target.
+
+    Every target is checked, and each adapter file loaded, before anything runs: one that
+    cannot be used raises registry.LoadError (or ValueError for a weights file).
 
     ``tasks``, when given, restricts the run to these (implementation name, clause ID) pairs.
     ``exchange`` is a folder of portable weights (as ``matrix`` writes) for the portability
@@ -78,21 +90,27 @@ def verify(
         loaded = {target: registry.load(target, required=True) for target in targets}
     env = {EXCHANGE: os.path.abspath(exchange)} if exchange else None
     results: list[Result] = []
-    for target in targets:
+    # warm workers: the worker that preloaded a port runs its clauses
+    with isolation.warm_workers() if isolate else contextlib.nullcontext():
         if isolate:
-            results += schedule.run_port(
-                target,
-                clauses=clauses,
-                layers=layers,
-                tasks=tasks,
-                timeout=timeout,
-                on_result=on_result,
-                env=env,
-                required=True,
-                on_plan=on_plan,
-            )
-        else:
-            results += _in_process(loaded[target], clauses, layers, tasks, on_result, env, on_plan)
+            preload(targets, timeout)
+        for target in targets:
+            if isolate:
+                results += schedule.run_port(
+                    target,
+                    clauses=clauses,
+                    layers=layers,
+                    tasks=tasks,
+                    timeout=timeout,
+                    on_result=on_result,
+                    env=env,
+                    required=True,
+                    on_plan=on_plan,
+                )
+            else:
+                results += _in_process(
+                    loaded[target], clauses, layers, tasks, on_result, env, on_plan
+                )
     return rootcause.attach(results)  # the root-cause stage, after every clause
 
 
@@ -159,7 +177,9 @@ def matrix(
     for name in names:
         check_target(name)
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="portspec-exchange-") as exchange:
+    exchange_dir = tempfile.TemporaryDirectory(prefix="portspec-exchange-")
+    with isolation.warm_workers(), exchange_dir as exchange:
+        preload(names, timeout)
         results += schedule.matrix_runs(
             names,
             exchange,

@@ -21,6 +21,7 @@ from portspec.suite.runner import select, unknown_selection, wanted
 from portspec.suite.state import clause_state
 
 AREAS_DIR = (Path(__file__).parent / "areas").resolve()
+FRAMEWORK_MODULES = ("keras", "torch", "jax", "jaxlib", "flax", "tensorflow", "tf_keras", "absl")
 
 
 def pytest_addoption(parser):
@@ -141,3 +142,9 @@ def pytest_configure(config):
     # The profile the clauses judge by: the oracle reads it from the environment.
     profiles.select(config.getoption("profile", None))
     config.addinivalue_line("markers", "clause(id): the spec clause a test checks")
+    # The frameworks' own deprecations (torch.jit at import, Keras' TensorFlow backend calling
+    # __array__ without copy=) say nothing about the implementation under test; a user cannot
+    # act on them. Ours and a port's own still show. Later lines win; -W on the command line
+    # wins over all.
+    for module in FRAMEWORK_MODULES:
+        config.addinivalue_line("filterwarnings", f"ignore::DeprecationWarning:{module}")
