@@ -120,3 +120,63 @@ def test_write_creates_the_files(tmp_path):
     assert sorted(report.write(RESULTS, {**paths, "html": None})) == sorted(
         p for f, p in paths.items() if f != "html"
     )
+
+
+META = {
+    "portspec": {"version": "0.1.0", "commit": "abc123"},
+    "ports": [{"target": "B/PORT.py", "path": "/x/B/PORT.py", "sha256": "f00d",
+               "package": "neuralforecast", "package_version": "3.3.0"}],
+    "frameworks": {"numpy": "2.4.6", "torch": "2.13.0"},
+    "python": "CPython 3.11.7",
+    "platform": "Linux-x86_64",
+    "cpu": {"model": "EPYC", "features": {"avx2": True, "avx512f": False}},
+    "profile": "tsmixer",
+    "options": {"clause": ["FM-BN-*"], "timeout": 120.0},
+    "date": "2026-12-01T13:00:00+00:00",
+}
+
+
+def test_every_format_carries_the_metadata_block():
+    assert json.loads(report.to_json(RESULTS, meta=META))["meta"] == META
+    markdown = report.to_markdown(RESULTS, meta=META)
+    assert markdown.startswith("## portspec: B/PORT.py\n")
+    assert "| port | /x/B/PORT.py sha256 f00d, wraps neuralforecast 3.3.0 |" in markdown
+    assert "| cpu | EPYC; features: avx2 |" in markdown  # AVX-512 absent: not listed
+    assert "| profile | tsmixer |" in markdown and "| options.clause | FM-BN-* |" in markdown
+    root = ET.fromstring(report.to_junit(RESULTS, meta=META))
+    for suite in root.findall("testsuite"):  # every suite, for tools that read one
+        props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+        assert props["portspec.commit"] == "abc123" and props["frameworks.torch"] == "2.13.0"
+        assert props["date"] == META["date"] and props["python"] == "CPython 3.11.7"
+    page = report.to_html(RESULTS, meta=META)
+    assert "<title>portspec: B/PORT.py</title>" in page
+    assert "<td>port</td><td>/x/B/PORT.py sha256 f00d, wraps neuralforecast 3.3.0</td>" in page
+    assert "<td>portspec.commit</td><td>abc123</td>" in page
+
+
+def test_without_ports_the_title_names_the_implementations():
+    assert "<title>portspec: alpha, beta</title>" in report.to_html(RESULTS)
+    no_commit = {**META, "portspec": {"version": "0.1.0", "commit": None}}
+    assert "| portspec.commit | none |" in report.to_markdown(RESULTS, meta=no_commit)
+
+
+def test_html_links_each_failed_cell_to_its_entry_and_shows_lists_whole():
+    problems = [f"config {{'dropout': {i}}}: accepted" for i in range(22)]
+    results = [*RESULTS, Result("FM-CONFIG", "alpha", "failed", "22 of 22 bad inputs: "
+                                + " | ".join(problems[:4]), details={"problems": problems})]
+    page = report.to_html(results)
+    for r in results:
+        if r.status == "failed":
+            anchor = f"fail-{r.clause}--{r.impl}"
+            assert f'<a href="#{anchor}">✗</a>' in page and f'<li id="{anchor}">' in page
+    assert all(p.replace("'", "&#x27;") in page for p in problems)  # all 22, not 4
+    assert "<summary>problems (22)</summary>" in page
+
+
+def test_portability_rows_and_columns_come_in_one_order():
+    pairs = {"gamma -> beta": "ok", "beta -> alpha": "ok", "alpha -> gamma": "ok",
+             "beta -> gamma": "ok", "gamma -> alpha": "ok", "alpha -> beta": "ok"}
+    results = [Result("FM-SHAPE", name, "passed") for name in ("alpha", "beta", "gamma")]
+    results.append(Result("FM-PORTABLE", "gamma", "passed", details={"pairs": pairs}))
+    writers, readers, _ = report.portability(results)["FM"]
+    assert writers == readers == ["alpha", "beta", "gamma"]  # the diagonal is the diagonal
