@@ -132,6 +132,9 @@ class Adapter:
     name: str = "unnamed"
     framework: str = "unknown"
     layers: tuple[str, ...] = ()
+    # The installed distribution the port wraps ("neuralforecast"): reports show its version
+    # (read from the source by portspec.meta, so a plain string literal).
+    package: str | None = None
     # Compute dtypes the implementation supports beyond float32 and float64.
     low_precision: tuple[str, ...] = ()
     # The implementation's own names of config parameters: spec name -> its name. A config

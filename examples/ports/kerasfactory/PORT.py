@@ -21,6 +21,7 @@ from portspec.ports import KerasPortAdapter, identity
 
 class KerasFactory(KerasPortAdapter):
     name = "kerasfactory"
+    package = "kerasfactory"
     layers = ("FeatureMixing", "GatedFeatureFusion")
     # Keras layers take a dtype policy, so mixed bfloat16 / float16 is the framework's offer.
     low_precision = ("bfloat16", "float16")

@@ -17,6 +17,7 @@ from portspec.ports import TorchPortAdapter, identity, transpose
 
 class NeuralForecast(TorchPortAdapter):
     name = "neuralforecast"
+    package = "neuralforecast"
     layers = ("FeatureMixing",)
     # torch.autocast is the framework's mixed precision, open to any module.
     low_precision = ("bfloat16", "float16")
