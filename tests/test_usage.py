@@ -301,3 +301,27 @@ def test_a_port_names_the_package_it_wraps(tmp_path):
     import numpy
 
     assert (info["package"], info["package_version"]) == ("numpy", numpy.__version__)
+
+
+def _pytest_without_frameworks(tmp_path, *args):
+    """pytest on the clause suite in a process where torch, keras, jax and flax cannot be
+    imported, as on a machine that has none of them."""
+    blocked = "import sys\nfor m in ('torch', 'keras', 'jax', 'flax'):\n    sys.modules[m] = None\n"
+    return subprocess.run(
+        [sys.executable, "-c", blocked + "import pytest\nsys.exit(pytest.main(sys.argv[1:]))",
+         "--pyargs", "portspec.suite.areas", "--clause", "GFF-SHAPE", "-rs",
+         "-p", "no:cacheprovider", *args],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+
+
+def test_without_impl_a_framework_missing_here_is_a_skip_with_its_reason(tmp_path):
+    run = _pytest_without_frameworks(tmp_path)
+    assert run.returncode == 0 and "3 skipped" in run.stdout, run.stdout + run.stderr
+    assert run.stdout.count("implementation unavailable: ") == 3  # keras, torch, flax
+
+
+def test_asked_for_by_name_a_framework_missing_here_is_a_usage_error(tmp_path):
+    run = _pytest_without_frameworks(tmp_path, "--impl", "torch")
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert "ERROR: torch cannot be loaded here: ModuleNotFoundError" in run.stderr
