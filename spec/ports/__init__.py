@@ -39,10 +39,10 @@ from portspec.ports.base import (
     reshape,
     transpose,
 )
-from portspec.ports.flax import FlaxPortAdapter, FlaxPortHandle
+from portspec.ports.flax import FlaxPortAdapter, FlaxPortHandle, flax_names
 from portspec.ports.keras import KerasPortAdapter, KerasPortHandle, keras_numpy, keras_tensor
 from portspec.ports.tf_keras import TfKerasPortAdapter, TfKerasPortHandle
-from portspec.ports.torch import TorchPortAdapter, TorchPortHandle
+from portspec.ports.torch import TorchPortAdapter, TorchPortHandle, torch_names
 
 __all__ = [
     "FlaxPortAdapter",
@@ -60,10 +60,12 @@ __all__ = [
     "WeightLayout",
     "Weights",
     "absent",
+    "flax_names",
     "held_as",
     "identity",
     "keras_numpy",
     "keras_tensor",
     "reshape",
+    "torch_names",
     "transpose",
 ]

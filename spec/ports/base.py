@@ -118,8 +118,17 @@ class PortAdapter(Adapter):
         a JAX dtype name) or None for the default."""
         raise NotImplementedError
 
-    def weight_map(self, layer: str, config: dict) -> dict[str, Entry]:
-        return {name: _entry(v) for name, v in self.weights[layer].items()}
+    def weight_rule(self, name: str):
+        """The entry of a canonical weight of a layer ``weights`` does not list: a naming
+        convention (``torch_names``, ``flax_names``), so a new layer needs no map."""
+        raise ValueError(f"{type(self).__name__}.weights maps no {name!r}")
+
+    def weight_map(self, layer: str, config: dict, names=()) -> dict[str, Entry]:
+        """Canonical name -> Entry: ``weights[layer]``, else ``weight_rule`` of ``names`` (the
+        spec's weight table)."""
+        if layer in self.weights:
+            return {name: _entry(v) for name, v in self.weights[layer].items()}
+        return {name: _entry(self.weight_rule(name)) for name in names}
 
     def port_config(self, layer: str, config: dict) -> dict:
         """The spec config in the port's names, with the layer's fixed extra arguments."""
@@ -147,12 +156,12 @@ class PortHandle(Handle):
         self.adapter, self.layer, self.obj = adapter, layer, obj
         self.config, self.input_shapes, self.dtype = dict(config), input_shapes, dtype
         self.spec = LAYERS[layer]
-        self.map = adapter.weight_map(layer, config)
         try:
             table = self.spec.weight_table(config, input_shapes)
         except Exception:  # a malformed config the port accepted: the clause reports that
             table = []
         self.shapes = {w.name: tuple(w.shape) for w in table}
+        self.map = adapter.weight_map(layer, config, tuple(self.shapes))
         self.absent = {n: e.why for n, e in self.map.items() if e.kind == "absent"}
         self.held = {n: e for n, e in self.map.items() if e.kind != "absent"}
 

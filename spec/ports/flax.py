@@ -15,7 +15,17 @@ import os
 
 import numpy as np
 
-from portspec.ports.base import PortAdapter, PortHandle, load_meta, save_arrays
+from portspec.ports.base import PortAdapter, PortHandle, identity, load_meta, save_arrays
+
+# Keras's weight names (the canonical ones) in flax.nnx; kernels are (in, out) in both
+FLAX_NAMES = {"gamma": "scale", "beta": "bias", "moving_mean": "mean", "moving_variance": "var"}
+
+
+def flax_names(name: str):
+    """``norm.gamma`` -> ``("norm.scale", identity)``: flax.nnx's name for a Keras-named weight."""
+    owner, _, kind = name.rpartition(".")
+    kind = FLAX_NAMES.get(kind, kind)
+    return f"{owner}.{kind}" if owner else kind, identity
 
 
 class FlaxPortAdapter(PortAdapter):

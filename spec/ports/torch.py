@@ -18,9 +18,26 @@ import os
 
 import numpy as np
 
-from portspec.ports.base import PortAdapter, PortHandle, load_meta, save_arrays
+from portspec.ports.base import PortAdapter, PortHandle, identity, load_meta, save_arrays, transpose
 
 AUTOCAST = ("bfloat16", "float16")
+# Keras's weight names (the canonical ones) in torch.nn: Linear keeps its kernel (out, in)
+TORCH_NAMES = {
+    "kernel": ("weight", transpose),
+    "bias": ("bias", identity),
+    "gamma": ("weight", identity),
+    "beta": ("bias", identity),
+    "moving_mean": ("running_mean", identity),
+    "moving_variance": ("running_var", identity),
+}
+
+
+def torch_names(name: str):
+    """``dense1.kernel`` -> ``("dense1.weight", transpose)``, ``norm.moving_mean`` ->
+    ``("norm.running_mean", identity)``: torch.nn's names for a Keras-named weight."""
+    owner, _, kind = name.rpartition(".")
+    path, transform = TORCH_NAMES[kind]
+    return f"{owner}.{path}" if owner else path, transform
 
 
 class TorchPortAdapter(PortAdapter):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from portspec.impls.jax import adapter as ref_adapter
 from portspec.impls.jax import layers as ref
+from portspec.impls.jax.adapter import FlaxAdapter
 
 
-class _FlaxMutant(ref_adapter.FlaxAdapter):
+class _FlaxMutant(FlaxAdapter):
     catches: tuple[str, ...] = ()
     mistake = ""
     layers = ("FeatureMixing",)
@@ -21,14 +21,7 @@ class _FlaxMutant(ref_adapter.FlaxAdapter):
     def __init__(self, variant=None):
         super().__init__(variant)
         self.name = type(self).__name__
-
-    def _make(self, layer, config, features, seed, dtype):
-        original = ref_adapter.FeatureMixing
-        ref_adapter.FeatureMixing = self.fm  # the reference adapter builds by this name
-        try:
-            return super()._make(layer, config, features, seed, dtype)
-        finally:
-            ref_adapter.FeatureMixing = original
+        self.classes = {**self.classes, "FeatureMixing": self.fm}
 
 
 def _norm(**overrides):

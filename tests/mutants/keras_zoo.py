@@ -13,11 +13,12 @@ import numpy as np
 from keras import ops
 
 from portspec.impls.keras import layers as ref
-from portspec.impls.keras.adapter import KerasAdapter, KerasHandle
+from portspec.impls.keras.adapter import KerasAdapter
+from portspec.ports import KerasPortHandle
 
 
 class _KerasMutant(KerasAdapter):
-    """A KerasAdapter whose layer classes (``fm``, ``gff``) or handle carry the mistake.
+    """A KerasAdapter whose layer classes (``fm``, ``gff``) or ``handle_class`` carry the mistake.
 
     ``layers`` defaults to the layers whose class the mutant replaces.
     """
@@ -26,7 +27,6 @@ class _KerasMutant(KerasAdapter):
     mistake = ""
     fm = ref.FeatureMixing
     gff = ref.GatedFeatureFusion
-    handle = KerasHandle
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -39,11 +39,6 @@ class _KerasMutant(KerasAdapter):
         super().__init__(variant)
         self.name = type(self).__name__
         self.classes = {"FeatureMixing": self.fm, "GatedFeatureFusion": self.gff}
-
-    def build(self, layer, config, **kw):
-        handle = super().build(layer, config, **kw)
-        handle.__class__ = self.handle
-        return handle
 
 
 # ---------------------------------------------------------------- FeatureMixing mutants --
@@ -349,7 +344,7 @@ class Float64Ignored(_KerasMutant):
 
 
 # -------------------------------------------------------------- adapter-level mutants ----
-class _TransposingHandle(KerasHandle):
+class _TransposingHandle(KerasPortHandle):
     """Writes and reads canonical safetensors with kernels in torch's (out, in) layout."""
 
     def save_weights(self, path):
@@ -366,7 +361,7 @@ class _TransposingHandle(KerasHandle):
                           for k, v in read_weights(path).items()})
 
 
-class _HalfStorageHandle(KerasHandle):
+class _HalfStorageHandle(KerasPortHandle):
     def set_weights(self, weights):
         super().set_weights({k: np.asarray(v).astype(np.float16) for k, v in weights.items()})
 
@@ -375,10 +370,10 @@ class WeightsStoredInHalf(_KerasMutant):
     mistake = "set_weights rounds through float16 (weights kept in half precision)"
     catches = ("FM-WEIGHTS-ROUNDTRIP", "GFF-WEIGHTS-ROUNDTRIP")
     layers = ("FeatureMixing", "GatedFeatureFusion")
-    handle = _HalfStorageHandle
+    handle_class = _HalfStorageHandle
 
 
-class _StaleCompileHandle(KerasHandle):
+class _StaleCompileHandle(KerasPortHandle):
     def forward_compiled(self, inputs, *, training):
         return super().forward_compiled(inputs, training=True)  # the flag baked in
 
@@ -386,14 +381,14 @@ class _StaleCompileHandle(KerasHandle):
 class FMKernelLayoutInFile(_KerasMutant):
     mistake = "canonical weight files written and read with (out, in) kernels"
     catches = ("FM-PORTABLE",)
-    handle = _TransposingHandle
+    handle_class = _TransposingHandle
     layers = ("FeatureMixing",)
 
 
 class FMCompiledTrainingFlag(_KerasMutant):
     mistake = "the compiled function is traced once with training=True and reused"
     catches = ("FM-COMPILE",)
-    handle = _StaleCompileHandle
+    handle_class = _StaleCompileHandle
     layers = ("FeatureMixing",)
 
 
@@ -541,7 +536,7 @@ class GFFShapeFlattened(_KerasMutant):
 class GFFKernelLayoutInFile(_KerasMutant):
     mistake = "canonical weight files written and read with (out, in) kernels"
     catches = ("GFF-PORTABLE",)
-    handle = _TransposingHandle
+    handle_class = _TransposingHandle
     layers = ("GatedFeatureFusion",)
 
 
@@ -555,7 +550,7 @@ class GFFCompiledStale(_KerasMutant):
         handle._frozen = handle.get_weights()
         return handle
 
-    class handle(KerasHandle):  # noqa: N801
+    class handle_class(KerasPortHandle):  # noqa: N801
         def forward_compiled(self, inputs, *, training):
             live = self.get_weights()
             self.set_weights(self._frozen)

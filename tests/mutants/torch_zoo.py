@@ -9,53 +9,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from portspec.impls.torch import adapter as ref_adapter
 from portspec.impls.torch import layers as ref
+from portspec.impls.torch.adapter import TorchAdapter
 from portspec.layers.feature_mixing import EPSILON
+from portspec.ports import TorchPortHandle, identity
 
 
-class _TorchMutant(ref_adapter.TorchAdapter):
+class _TorchMutant(TorchAdapter):
     catches: tuple[str, ...] = ()
     mistake = ""
     layers = ("FeatureMixing",)
     fm = ref.FeatureMixing
     gff = ref.GatedFeatureFusion
-    names = ref_adapter._NAMES
-    handle = ref_adapter.TorchHandle
 
     def __init__(self, variant=None):
         super().__init__(variant)
         self.name = type(self).__name__
-
-    def _make(self, layer, config, features, dtype):
-        param_dtype = ref_adapter._param_dtype(dtype)
-        if layer == "FeatureMixing":
-            return self.fm(**config, device=self.device, dtype=param_dtype)
-        return self.gff(features, **config, device=self.device, dtype=param_dtype)
-
-    def _handle(self, layer, module, seed, dtype):
-        handle = self.handle(layer, module, seed, dtype)
-        handle.names = self.names[layer]
-        return handle
-
-    def build(self, layer, config, *, input_shapes, seed, dtype="float32"):
-        torch.manual_seed(seed)
-        features = input_shapes[0][-1] if layer == "GatedFeatureFusion" else None
-        return self._handle(layer, self._make(layer, config, features, dtype), seed, dtype)
-
-    def load_native(self, layer, path):
-        import json
-
-        import safetensors
-
-        with safetensors.safe_open(path, framework="pt") as f:
-            meta = f.metadata()
-            state = {k: f.get_tensor(k) for k in f.keys()}
-        dtype = json.loads(meta["dtype"])
-        module = self._make(layer, json.loads(meta["config"]), json.loads(meta["features"]),
-                            dtype)
-        module.load_state_dict(state, strict=True)
-        return self._handle(layer, module, 0, dtype)
+        self.classes = {"FeatureMixing": self.fm, "GatedFeatureFusion": self.gff}
 
 
 def _with_norm(name, make_norm):
@@ -98,17 +68,13 @@ class _NoCounter(nn.BatchNorm1d):
         return out
 
 
-_TRANSPOSE_FORGOTTEN = {
-    layer: {k: (target, False) for k, (target, _) in names.items()}
-    for layer, names in ref_adapter._NAMES.items()
-}
-
-
 class LinearWeightNotTransposed(_TorchMutant):
     mistake = "nn.Linear.weight (out, in) mapped to the canonical (in, out) kernel as is"
     catches = ("FM-WEIGHTS", "FM-INFERENCE", "GFF-WEIGHTS", "GFF-FORWARD")
     layers = ("FeatureMixing", "GatedFeatureFusion")
-    names = _TRANSPOSE_FORGOTTEN
+
+    def weight_rule(self, name):
+        return super().weight_rule(name)[0], identity
 
 
 class _DefaultInitFM(ref.FeatureMixing):
@@ -131,9 +97,9 @@ class LinearDefaultInit(_TorchMutant):
     gff = _DefaultInitGFF
 
 
-class _AllBuffersHandle(ref_adapter.TorchHandle):
+class _AllBuffersHandle(TorchPortHandle):
     def _tensors(self):
-        return {**dict(self.module.named_buffers()), **self.module.state_dict(keep_vars=True)}
+        return {**dict(self.obj.named_buffers()), **self.obj.state_dict(keep_vars=True)}
 
 
 class _VolatileStats(ref.BatchNorm):
@@ -145,7 +111,7 @@ class NonPersistentRunningStats(_TorchMutant):
     mistake = "running statistics registered with persistent=False: not in the state_dict"
     catches = ("FM-SAVE-NATIVE",)
     fm = _with_norm("Volatile", lambda n: _VolatileStats(n, eps=EPSILON, momentum=0.99))
-    handle = _AllBuffersHandle
+    handle_class = _AllBuffersHandle
 
 
 class _EvalIgnoringDropout(ref.FeatureMixing):
