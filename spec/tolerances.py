@@ -48,14 +48,18 @@ FD_STEP = 1e-6
 
 
 def max_violation(actual: np.ndarray, expected: np.ndarray, tol: float) -> tuple[float, float]:
-    """Return (largest |actual-expected|, largest ratio of that error to tol*(1+|expected|))."""
+    """Return (largest |actual-expected|, largest ratio of that error to tol*(1+|expected|)).
+
+    A non-finite ``actual`` gives ratio inf and error NaN when it holds a NaN, else inf."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
         raise ValueError(f"shape {actual.shape} != expected shape {expected.shape}")
     err = np.abs(actual - expected)
     if not np.all(np.isfinite(actual)):
-        return float("inf"), float("inf")
+        # a NaN is reported as NaN, not as an infinite error
+        worst = float("nan") if np.isnan(actual).any() else float("inf")
+        return worst, float("inf")
     ratio = err / (tol * (1.0 + np.abs(expected)))
     return float(err.max(initial=0.0)), float(ratio.max(initial=0.0))
 

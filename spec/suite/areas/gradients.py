@@ -72,9 +72,10 @@ def gradients(ctx):
                 problems = [p for name in point
                             for p in _agrees(f, point, grads, _directions(rng, point, [name]),
                                              name)]
+                noise = _coarse_step_agrees(f, point, grads, rng)
                 raise ClauseFailure(
                     f"{case.label} training={training}: " + "; ".join(problems[:4]),
-                    diagnosis=_diagnosis(problems, training),
+                    diagnosis=NOISE if noise else _diagnosis(problems, training),
                 )
 
 
@@ -96,6 +97,25 @@ def _compare(name, analytic, numeric):
     if abs(analytic - numeric) <= GRADIENT * (1 + abs(numeric)):
         return []
     return [f"d/d{name}: autodiff {analytic:.8g}, central difference {numeric:.8g}"]
+
+
+COARSE_STEP = 1e-3  # truncation O(h^2) ~ 1e-6; float32 rounding O(u/h) ~ 1e-4
+NOISE = (
+    "the central differences at step 1e-6 disagree but those at step 1e-3 agree: they are "
+    "rounding noise, so the float64 forward is not computed in float64 (part of it runs in "
+    "float32)"
+)
+
+
+def _coarse_step_agrees(f, point, grads, rng) -> bool:
+    """Do the gradients agree with central differences of a step large enough to rise above
+    float32 rounding? Then the fine step's disagreement is the forward's precision."""
+    v = _directions(rng, point, point)
+    plus = f({n: point[n] + COARSE_STEP * v[n] for n in point})
+    minus = f({n: point[n] - COARSE_STEP * v[n] for n in point})
+    analytic = sum(float(np.sum(np.asarray(grads[n]) * v[n])) for n in point)
+    numeric = (plus - minus) / (2 * COARSE_STEP)
+    return abs(analytic - numeric) <= 1e-3 * (1 + abs(numeric))
 
 
 def _diagnosis(problems, training):
