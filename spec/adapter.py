@@ -34,6 +34,7 @@ class MissingWeight(NotApplicable):
 
     def __init__(self, name: str, reason: str):
         super().__init__(f"the port holds no {name} as the spec has it: {reason}")
+        # ``name``: one canonical name, or several joined by ", " when one call needs them
         self.name, self.reason = name, reason
 
 

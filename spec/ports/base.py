@@ -202,10 +202,11 @@ class PortHandle(Handle):
 
     def set_weights(self, weights):
         native = self._native()
-        staged = []
+        staged, missing = [], {}
         for name, value in weights.items():
             if name in self.absent:
-                raise MissingWeight(name, self.absent[name])
+                missing[name] = self.absent[name]
+                continue
             if name not in self.held:
                 raise ValueError(f"unknown weight {name!r}; weights are {sorted(self.held)}")
             entry = self._entry(name)
@@ -213,12 +214,15 @@ class PortHandle(Handle):
             want = self._own_shape(name) if entry.kind == "held_as" else self.shapes.get(name)
             if want is not None and value.shape != tuple(want):
                 if entry.kind == "held_as" and value.shape == self.shapes.get(name):
-                    raise MissingWeight(name, f"{entry.why} (shape {tuple(want)})")
+                    missing[name] = f"{entry.why}, shape {tuple(want)}"
+                    continue
                 raise ValueError(f"weight {name!r} has shape {tuple(want)}, got {value.shape}")
             value = entry.transform.to_native(value, own)
             if tuple(value.shape) != tuple(own):
                 raise ValueError(f"{name!r} maps to {entry.path} of shape {own}")
             staged.append((entry.path, value))
+        if missing:  # every weight the clause needs and the port lacks, named once
+            raise MissingWeight(", ".join(missing), "; ".join(dict.fromkeys(missing.values())))
         for path, value in staged:  # all checked first: a refused call changes nothing
             self._write(path, value)
 

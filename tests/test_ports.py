@@ -1,0 +1,125 @@
+"""Ports as they are: weights a port lacks or holds at another shape, renamed config
+parameters, fixed constructor arguments and a Keras 2 (tf_keras) block, through spec.ports.
+
+The fixtures are in tests/ports_fixtures (ports_asis.py: PyTorch; ports_tf_keras.py: Keras 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from portspec import registry
+from portspec.adapter import MissingWeight
+from portspec.suite.checks import work_items
+from portspec.suite.runner import run_clause
+
+pytest.importorskip("torch")
+
+FIXTURES = Path(__file__).parent / "ports_fixtures"
+ITEMS = {clause.id: (spec, clause, fn) for spec, clause, fn in work_items(None)}
+CONFIG = {"n_series": 3, "input_size": 4, "dropout": 0.1, "ff_dim": 5}
+SHAPES = [(2, 4, 3)]
+
+
+def _ports(name):
+    loaded = registry.load_file(str(FIXTURES / name))
+    missing = [a for a in loaded if isinstance(a, registry.Unavailable)]
+    if missing:
+        pytest.skip(missing[0].reason)
+    return {a.name: a for a in loaded}
+
+
+def _run(adapter, *clause_ids):
+    return {c: run_clause(adapter, *ITEMS[c]) for c in clause_ids}
+
+
+@pytest.fixture(scope="module")
+def layernorm():
+    return _ports("ports_asis.py")["layernorm-after"]
+
+
+def test_weight_layout_says_what_the_port_holds(layernorm):
+    handle = layernorm.build("FeatureMixing", CONFIG, input_shapes=SHAPES, seed=0)
+    layout = handle.weight_layout()
+    assert {n: (w.kind, w.shape) for n, w in layout.items() if w.kind != "canonical"} == {
+        "norm.gamma": ("held_as", (4, 3)),
+        "norm.beta": ("held_as", (4, 3)),
+        "norm.moving_mean": ("absent", None),
+        "norm.moving_variance": ("absent", None),
+    }
+    assert layout["norm.gamma"].canonical_shape == (12,)
+    assert layout["norm.moving_mean"].reason == "LayerNorm keeps no moving statistics"
+    assert layout["dense1.kernel"].shape == layout["dense1.kernel"].canonical_shape == (3, 5)
+    weights = handle.get_weights()
+    assert "norm.moving_mean" not in weights and weights["norm.gamma"].shape == (4, 3)
+    with pytest.raises(MissingWeight, match="norm.moving_mean.*no moving statistics"):
+        weights["norm.moving_mean"]
+    info = handle.weight_info()
+    assert info["norm.gamma"] == ((4, 3), True) and "norm.moving_mean" not in info
+    assert handle.get_config() == CONFIG  # sequence_length read back as input_size
+
+
+def test_held_as_weights_are_set_at_their_own_shape_and_refused_at_the_spec_s(layernorm):
+    handle = layernorm.build("FeatureMixing", CONFIG, input_shapes=SHAPES, seed=0)
+    scale = np.arange(12.0).reshape(4, 3)
+    handle.set_weights({"norm.gamma": scale})
+    assert np.array_equal(handle.get_weights()["norm.gamma"], scale)
+    before = handle.get_weights()
+    canonical = {"norm.gamma": np.ones(12), "norm.moving_mean": np.zeros(12),
+                 "dense1.bias": np.full(5, 7.0)}
+    with pytest.raises(MissingWeight) as refused:
+        handle.set_weights(canonical)
+    assert refused.value.name == "norm.gamma, norm.moving_mean"  # both named, once
+    after = handle.get_weights()
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing written
+    _, grads = handle.grad(np.ones((2, 4, 3), np.float32), np.ones((2, 4, 3)), training=True)
+    assert grads["norm.gamma"].shape == (4, 3) and "norm.moving_mean" not in grads
+
+
+def test_only_the_clauses_touching_a_missing_weight_do_not_apply(layernorm):
+    results = _run(layernorm, "FM-SHAPE", "FM-CONFIG", "FM-CONFIG-ROUNDTRIP", "FM-BN-UPDATE",
+                   "FM-INFERENCE", "FM-WEIGHTS", "FM-INIT")
+    status = {c: r.status for c, r in results.items()}
+    assert status == {"FM-SHAPE": "passed", "FM-CONFIG": "passed",
+                      "FM-CONFIG-ROUNDTRIP": "passed", "FM-BN-UPDATE": "skipped",
+                      "FM-INFERENCE": "skipped", "FM-WEIGHTS": "failed", "FM-INIT": "failed"}
+    assert "norm.moving_mean" in results["FM-BN-UPDATE"].message
+    assert "no moving statistics" in results["FM-BN-UPDATE"].message
+    assert "missing norm.moving_mean" in results["FM-WEIGHTS"].message
+    # nn.Linear's own initialisation fails FM-INIT; the absent statistics are not repeated
+    assert "moving" not in results["FM-INIT"].message and "dense1" in results["FM-INIT"].message
+
+
+def test_a_config_error_naming_the_port_s_own_parameter_is_the_spec_s_error(layernorm):
+    bad = {**CONFIG, "input_size": 0}
+    with pytest.raises(ValueError, match="sequence_length") as raised:
+        layernorm.build("FeatureMixing", bad, input_shapes=SHAPES, seed=0)
+    assert "input_size" not in str(raised.value)  # FM-CONFIG passed on the port's name alone
+
+
+def test_one_scalar_statistic_is_held_as_shape_one():
+    port = _ports("ports_asis.py")["scalar-batchnorm"]
+    handle = port.build("FeatureMixing", CONFIG, input_shapes=SHAPES, seed=0)
+    assert {n: w.shape for n, w in handle.weight_layout().items() if w.kind == "held_as"} == {
+        n: (1,) for n in ("norm.gamma", "norm.beta", "norm.moving_mean", "norm.moving_variance")
+    }
+    x = np.random.default_rng(0).standard_normal((2, 4, 3)).astype(np.float32)
+    handle.forward(x, training=True)
+    assert handle.get_weights()["norm.moving_mean"] == pytest.approx(0.01 * x.mean(), rel=1e-5)
+    result = _run(port, "FM-INFERENCE")["FM-INFERENCE"]
+    assert result.status == "skipped" and "one statistic for all" in result.message
+
+
+def test_a_keras_2_block_with_a_list_axis_runs_on_tf_keras():
+    pytest.importorskip("tf_keras")
+    port = _ports("ports_tf_keras.py")["tf-keras-reference"]
+    handle = port.build("FeatureMixing", CONFIG, input_shapes=SHAPES, seed=0)
+    assert handle.weight_info()["norm.moving_mean"] == ((12,), False)  # (1, L, N) reshaped
+    results = _run(port, "FM-WEIGHTS", "FM-INFERENCE", "FM-SAVE-NATIVE", "FM-BN-UPDATE")
+    status = {c: r.status for c, r in results.items()}
+    # Keras's default momentum 0.99 keeps 0.99 of the old statistic; the spec keeps 0.01
+    assert status == {"FM-WEIGHTS": "passed", "FM-INFERENCE": "passed",
+                      "FM-SAVE-NATIVE": "passed", "FM-BN-UPDATE": "failed"}, results
