@@ -55,7 +55,9 @@ class TorchPortAdapter(PortAdapter):
         elif variant == "cuda":
             if not torch.cuda.is_available():
                 raise RuntimeError("CUDA is not available")
-            self.device, self.name = torch.device("cuda"), f"{self.name}-cuda"
+            # the device's index, for the RNG fork each call makes
+            self.device = torch.device("cuda", torch.cuda.current_device())
+            self.name = f"{self.name}-cuda"
         else:
             raise ValueError(f"variant must be 'cpu' or 'cuda', got {variant!r}")
 
