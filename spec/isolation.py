@@ -102,6 +102,7 @@ def run(
 
     while True:
         worker = _Worker({**job, "tasks": pending}, worker_env(target, env))
+        planned = False
         try:
             for event in worker.events(timeout):
                 if event["event"] == "error":
@@ -109,11 +110,12 @@ def run(
                 if event["event"] == "plan":
                     if pending is None and on_plan:
                         on_plan(event["tasks"])
-                    pending = [tuple(t) for t in event["tasks"]]
+                    pending, planned = [tuple(t) for t in event["tasks"]], True
                 elif event["event"] == "result":
                     record(Result(**event["result"]))
         except _Stopped as stop:
-            if pending is None:  # died or hung while loading: no clause list to go on with
+            if pending is None or not (planned or pending):  # died or hung while loading: no
+                # clause list to go on with (or none asked for: verify.preload's load-only run)
                 record(Result(LOAD, target, "failed", f"{stop.reason} while loading", None))
                 return results
             culprits = [worker.current] if worker.current else list(pending)

@@ -47,11 +47,14 @@ def check_target(target: str) -> None:
 
 def preload(targets, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Load every adapter file among ``targets`` in a worker that runs nothing, so that a port
-    which cannot be imported stops the run with its one line (registry.LoadError) before any
-    export or clause of any target starts. Built-in names were checked by check_target."""
+    which cannot be imported, or hangs or crashes while it is, stops the run with its one line
+    (registry.LoadError) before any export or clause of any target starts. Built-in names
+    were checked by check_target."""
     for target in targets:
         if registry.is_file(target):
-            isolation.run(target, tasks=[], timeout=timeout, required=True)
+            for r in isolation.run(target, tasks=[], timeout=timeout, required=True):
+                if r.status == "failed":  # the worker hung or died while importing the port
+                    raise registry.LoadError(f"{target}: {r.message}")
 
 
 def check_exchange(directory: str) -> None:

@@ -102,6 +102,8 @@ def _files(tmp: Path) -> dict:
     (tmp / "importerror.py").write_text("import numpy\nfrom mylayer import Missing\n")
     (tmp / "missingdep.py").write_text("import numpy\nimport not_installed_anywhere\n")
     (tmp / "raises.py").write_text("raise RuntimeError('no GPU here')\n")
+    (tmp / "dies.py").write_text("import os\nos._exit(3)\n")
+    (tmp / "hangs.py").write_text("import time\ntime.sleep(600)\n")
     (tmp / "bad.json").write_text("{not json")
     (tmp / "list.json").write_text("[1, 2]")
     (tmp / "adir").mkdir()
@@ -122,6 +124,11 @@ WRONG = [
      "portspec verify: error: missingdep.py cannot be loaded here: line 2 imports "
      "'not_installed_anywhere', which is not installed here"),
     (["verify", "raises.py"], "portspec verify: error: raises.py:1: RuntimeError: no GPU here"),
+    (["verify", "dies.py"],
+     "portspec verify: error: dies.py: worker died with exit code 3 while loading"),
+    (["verify", "hangs.py", "--timeout", "1"],
+     "portspec verify: error: hangs.py: timed out after 1 s while loading"),
+    (["matrix", "--impl", "importerror.py"], "portspec matrix: error: importerror.py:2: Import"),
     (["verify", "syntax.py", "--no-isolation"], "syntax.py:3: syntax error"),
     (["verify", "importerror.py", "--no-isolation"], "importerror.py:2: ImportError"),
     (["matrix", "--impl", "nosuch"],
