@@ -1,6 +1,6 @@
 """The ``portspec`` command: check layer implementations against the executable spec.
 
-    portspec list                                layers, clauses, implementations (loads here?)
+    portspec list                                layers, clauses, implementations (installed?)
     portspec matrix [--impl NAME_OR_FILE ...]    every available implementation, clause by clause
     portspec verify PORT.py [PORT.py ...]        a third-party port through its adapter file
     portspec vectors [--out DIR]                 regenerate the golden vectors
@@ -411,11 +411,11 @@ def cmd_list(args) -> int:
     width = max(map(len, names), default=0)
     for name in names:
         missing = registry.missing_modules(name)
-        state = f"not installed here (needs {', '.join(missing)})" if missing else "loads here"
+        state = f"not installed here (needs {', '.join(missing)})" if missing else "installed here"
         if name == "keras" and not missing:
             state += f" (backend {os.environ.get('KERAS_BACKEND', 'jax')}, from KERAS_BACKEND)"
         elif name.endswith(("-cuda", "-gpu")) and not missing:
-            state = "installed here; needs a GPU"
+            state = "installed here; runs where the framework sees a GPU"
         lines.append(f"  {name.ljust(width)}  {state}")
     print("\n".join(lines))
     return 0
@@ -472,6 +472,9 @@ def main(argv=None) -> int:
 
     try:
         return args.func(args)
+    except BrokenPipeError:  # `portspec list | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UsageError, LoadError, ValueError, OSError) as exc:
         print(f"portspec {args.command}: error: {exc}", file=sys.stderr)
         return 2
