@@ -164,18 +164,25 @@ def _sibling_names(folder: str) -> set[str]:
     return names
 
 
-def _inside(module, folder: str) -> bool:
+def _origin(module) -> str | None:
     where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
-    return bool(where) and os.path.abspath(where).startswith(folder + os.sep)
+    return os.path.abspath(where) if where else None
 
 
 def _prepare_path(folder: str) -> None:
-    """Put ``folder`` first on sys.path and forget same-named modules loaded from elsewhere."""
+    """Put ``folder`` first on sys.path and forget same-named modules loaded from elsewhere:
+    another port's folder or the current directory. Installed packages (site-packages) and
+    the standard library stay: a C extension cannot be imported twice."""
     protected = {"portspec", *sys.builtin_module_names, *getattr(sys, "stdlib_module_names", ())}
     siblings = _sibling_names(folder) - protected
     for name in list(sys.modules):
-        top = name.partition(".")[0]
-        if top in siblings and not _inside(sys.modules[name], folder):
+        if name.partition(".")[0] not in siblings:
+            continue
+        where = _origin(sys.modules[name])
+        installed = where is None or any(
+            part in ("site-packages", "dist-packages") for part in where.split(os.sep)
+        )
+        if not installed and not where.startswith(folder + os.sep):
             del sys.modules[name]
     while folder in sys.path:
         sys.path.remove(folder)
