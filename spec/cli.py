@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ EXIT_CODES = """exit codes:
   1  a clause failed (verify --expect: a verdict changed)
   2  a usage or setup error: one line on stderr, before any clause runs
 """
+REPORT_NAMES = {"json": "JSON", "markdown": "Markdown", "junit": "JUnit XML", "html": "HTML"}
 CLAUSE_HELP = "only this clause: an exact ID (FM-BN-UPDATE) or a glob (FM-BN-*, *-GRAD), any case"
 
 
@@ -98,18 +100,23 @@ def _selection(parser):
         parser.add_argument(
             f"--{fmt}",
             metavar="FILE",
-            help=f"write a {fmt} report to FILE (with what was checked: versions, sha256, CPU)",
+            help=f"write the report as {REPORT_NAMES[fmt]} to FILE, with what was checked "
+            "(versions, commit, port files' sha256, CPU, options, date)",
         )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="portspec",
-        description=__doc__.split("\n")[0].removeprefix("The ``portspec`` command: "),
+        description="Check implementations of FeatureMixing and GatedFeatureFusion against "
+        "their executable spec.\nportspec COMMAND --help tells what a command does and takes.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"portspec {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"portspec {__version__}",
+        help="print portspec's version and exit",
+    )
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -118,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help,
-            description=description or help,
+            description=textwrap.fill(description or help[:1].upper() + help[1:] + ".", 79),
             epilog=EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
