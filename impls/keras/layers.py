@@ -131,6 +131,32 @@ class FlatBatchNorm(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="portspec")
+class Dropout(layers.Dropout):
+    """``keras.layers.Dropout`` (inverted dropout) whose masks, on the TensorFlow backend, come
+    from TensorFlow's Philox generator named explicitly.
+
+    Keras 3.15 calls ``tf.nn.experimental.stateless_dropout`` with the default algorithm
+    (``auto_select``), which XLA's CPU code draws some 30 times slower than Philox: for a
+    (32, 336, 321) float32 input, 1035 against 30.5 ms under ``tf.function(jit_compile=True)``
+    (20.6 against 45.1 ms eager). Same rate, same scaling, masks independent across elements
+    and across the layer's two sites (each site its own seed generator); other backends keep
+    Keras's own dropout.
+    """
+
+    def call(self, inputs, training=False):
+        if not (training and 0.0 < self.rate < 1.0 and self.noise_shape is None
+                and keras.backend.backend() == "tensorflow"):
+            return super().call(inputs, training=training)
+        import tensorflow as tf
+
+        seed = self.seed_generator.next()
+        # the int32 seed XLA's stateless ops take, as Keras's TensorFlow backend makes it
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), "int32")
+        return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed,
+                                                    rng_alg="philox")
+
+
+@keras.saving.register_keras_serializable(package="portspec")
 class FeatureMixing(layers.Layer):
     """Channel mixing of TSMixer: BatchNorm over the flattened features, a two-layer MLP across
     channels with dropout, and a residual connection.
@@ -168,8 +194,8 @@ class FeatureMixing(layers.Layer):
         self.norm = FlatBatchNorm(momentum=MOMENTUM, epsilon=EPSILON, dtype=policy, name="norm")
         self.dense1 = Linear(self.ff_dim, dtype=policy, name="dense1")
         self.dense2 = Linear(self.n_series, dtype=policy, name="dense2")
-        self.dropout1 = layers.Dropout(self.dropout, seed=seed, dtype=policy, name="dropout1")
-        self.dropout2 = layers.Dropout(
+        self.dropout1 = Dropout(self.dropout, seed=seed, dtype=policy, name="dropout1")
+        self.dropout2 = Dropout(
             self.dropout, seed=None if seed is None else seed + 1, dtype=policy, name="dropout2"
         )
 
