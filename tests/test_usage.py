@@ -155,6 +155,8 @@ WRONG = [
     (["verify", NUMPY_PORT, "--html", "afile/report.html"],
      "--html afile/report.html: "),
     (["verify", NUMPY_PORT, "--save-verdicts", "adir"], "--save-verdicts adir: is a directory"),
+    (["verify", NUMPY_PORT, "--markdown", "/proc/r.md"],
+     "portspec verify: error: --markdown /proc/r.md: not writable (/proc: "),
     (["verify", NUMPY_PORT, "--exchange", "nodir"], "--exchange nodir: no such directory"),
     (["verify", NUMPY_PORT, "--bogus"], "portspec: error: unrecognized arguments: --bogus"),
     (["verify"], "portspec verify: error: the following arguments are required: PORT.py"),
