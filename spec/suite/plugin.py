@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from portspec import profiles, registry
+from portspec.cache import enable_compilation_caches
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.suite.checks import Context, work_items
 from portspec.suite.runner import select, unknown_selection, wanted
@@ -139,6 +140,9 @@ class ClauseItem(pytest.Item):
 
 
 def pytest_configure(config):
+    # JAX's and Inductor's compilation caches, as the CLI's workers have them (portspec.cache):
+    # set before collection imports a framework, never over the user's own setting.
+    enable_compilation_caches()
     # The profile the clauses judge by: the oracle reads it from the environment.
     profiles.select(config.getoption("profile", None))
     config.addinivalue_line("markers", "clause(id): the spec clause a test checks")
