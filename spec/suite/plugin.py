@@ -139,6 +139,11 @@ class ClauseItem(pytest.Item):
         return self.path, None, self.name
 
 
+def pytest_report_header(config):
+    """The profile the clauses judge by, as every portspec report names it."""
+    return f"portspec profile: {profiles.active().describe()}"
+
+
 def pytest_configure(config):
     # JAX's and Inductor's compilation caches, as the CLI's workers have them (portspec.cache):
     # set before collection imports a framework, never over the user's own setting.
