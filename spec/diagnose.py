@@ -1,10 +1,13 @@
-"""Diagnoses: what the evidence of a failed clause points to.
+"""Diagnoses: what the evidence of one failed clause points to.
 
 A failing comparison says *that* an implementation differs; a diagnosis says *why*, by fitting
-the evidence to the porting mistakes the spec knows of. Each layer spec lists its known
-mistakes as alternative oracles (``LayerSpec.alternatives``); a failed numeric clause reports
-every alternative that reproduces the implementation's output. An alternative with an unknown
-constant (``Fitted``, the BatchNorm epsilon) has that constant estimated from the output.
+the clause's own evidence to the porting mistakes the spec knows of (``LayerSpec.alternatives``;
+``Fitted`` estimates an unknown constant such as the BatchNorm epsilon). Each is a hypothesis
+named only when the evidence supports it: a fitted value must reproduce more than the one call
+it was fitted to, a refusal is explained by re-running (a batch of two, a float32 call), never
+by a framework's wording. What a port computes instead, once for all its clauses, is the
+root-cause stage's (``portspec.rootcause``), which fits the oracle's variants to every record of
+the port together.
 """
 
 from __future__ import annotations

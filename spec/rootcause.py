@@ -78,10 +78,31 @@ def _call(handle, x, training):
 
 
 def _set(handle, weights):
-    """Set the canonical weights the port has; return what it reads back (its own values)."""
+    """Set the weights the port has (random values of the spec's distribution, at the port's
+    own shape where it holds a weight at another); return what it reads back."""
     have = handle.get_weights()
-    handle.set_weights({k: v for k, v in weights.items() if k in have})
+    try:
+        handle.set_weights({k: v for k, v in weights.items() if k in have})
+    except Exception as refused:  # noqa: BLE001 - held at another shape: try the port's own
+        resized = {k: _as_held(v, np.shape(have[k])) for k, v in weights.items() if k in have}
+        if all(np.shape(resized[k]) == np.shape(weights[k]) for k in resized):
+            raise
+        try:
+            handle.set_weights(resized)
+        except Exception:  # noqa: BLE001 - the canonical refusal is the evidence
+            raise refused from None
     return {k: np.asarray(v, np.float64) for k, v in handle.get_weights().items()}
+
+
+def _as_held(value, shape):
+    """A canonical value at the shape a port holds it: as is, transposed (a kernel kept
+    (out, in)), or its values repeated to fill (a statistic kept per channel or as a scalar)."""
+    value = np.asarray(value)
+    if value.shape == tuple(shape):
+        return value
+    if value.ndim == 2 and value.T.shape == tuple(shape):
+        return value.T
+    return np.resize(value, shape)
 
 
 def _record(label, config, x, weights, training, out, error, dtype, state=None):
@@ -91,7 +112,27 @@ def _record(label, config, x, weights, training, out, error, dtype, state=None):
 
 def probe(adapter, spec) -> list[dict]:
     """The records of one port's layer (see the module docstring); arrays as NumPy float64."""
-    return (_probe_fm if spec.prefix == "FM" else _probe_gff)(adapter, spec)
+    records = (_probe_fm if spec.prefix == "FM" else _probe_gff)(adapter, spec)
+    return records + _layout(adapter, spec)
+
+
+def _layout(adapter, spec) -> list[dict]:
+    """Kernels the port reads back with the canonical shape transposed: (out, in) layouts."""
+    case = spec.cases()[0]
+    try:
+        handle = adapter.build(spec.name, dict(case.config), input_shapes=case.input_shapes,
+                               seed=0, dtype="float64")
+        held = {k: np.shape(v) for k, v in handle.get_weights().items()}
+    except Exception:  # noqa: BLE001 - the other records say what fails
+        return []
+    table = {w.name: w.shape for w in spec.weight_table(case.config, case.input_shapes)}
+    flipped = sorted(k for k, shape in held.items() if k in table and len(shape) == 2
+                     and shape != table[k] and shape == table[k][::-1])
+    if not flipped:
+        return []
+    said = ", ".join(f"{k} as {held[k]}, the spec's {table[k]} transposed" for k in flipped)
+    return [_record("layout", case.config, None, None, False, None, None, None,
+                    state={"transposed": said})]
 
 
 def _probe_fm(adapter, spec):
@@ -123,8 +164,9 @@ def _probe_fm(adapter, spec):
                 state = {k: _arr(now[k]) for k in (MEAN, VAR) if k in now}
             records.append(_record(case.label, config, x, w, training, out, error, dtype, state))
         if case.label == "expand" and VAR in w:  # epsilon alone sets the scale here
-            zero = {**w, VAR: np.zeros_like(w[VAR])}
+            zero = {VAR: np.zeros_like(w[VAR])}
             try:
+                handle.set_weights(w)
                 handle.set_weights(zero)
                 zero = {k: _arr(v) for k, v in handle.get_weights().items()}
                 out, error = _call(handle, x, False)
@@ -134,12 +176,10 @@ def _probe_fm(adapter, spec):
                                    dtype))
     # the dropout probe: BatchNorm outputs beta = 1, every hidden unit is 1, the second Dense
     # copies hidden unit c to channel c plus 1; x = 0
-    from portspec.suite.areas.dropout import _probe_weights
-
     config = DROP_CASE.config
     try:
         handle, dtype, _ = _build(adapter, spec, DROP_CASE, config)
-        w = _set(handle, _probe_weights(config))
+        w = _set(handle, _dropout_weights(config))
         x = np.zeros(DROP_CASE.input_shapes[0])
         for training in (True, False):
             out, error = _call(handle, x, training)
@@ -147,6 +187,18 @@ def _probe_fm(adapter, spec):
     except Exception as exc:  # noqa: BLE001
         records.append(_record("dropout", config, None, None, True, None, _describe(exc), None))
     return records
+
+
+def _dropout_weights(config):
+    """BatchNorm gives beta = 1, every hidden unit is 1, output c = hidden unit c + 1: the
+    branch is m2 s (m1 s + 1) with the keep decisions m1, m2 and the kept units' scale s."""
+    n, length, h = config["n_series"], config["input_size"], config["ff_dim"]
+    k2 = np.zeros((h, n))
+    k2[np.arange(n), np.arange(n)] = 1.0
+    return {"norm.gamma": np.zeros(length * n), "norm.beta": np.ones(length * n),
+            "norm.moving_mean": np.zeros(length * n), "norm.moving_variance": np.ones(length * n),
+            "dense1.kernel": np.zeros((n, h)), "dense1.bias": np.ones(h), "dense2.kernel": k2,
+            "dense2.bias": np.ones(n)}
 
 
 def _probe_gff(adapter, spec):
@@ -222,6 +274,14 @@ class Finding:
     fits: bool = True
     also: list = field(default_factory=list)  # other diffs the evidence cannot tell apart
     note: str = ""  # why nothing could be fitted
+    evidence: str = ""  # what shows the diff when no call could run
+
+    def summary(self) -> dict:
+        """The finding as plain data (the JSON report's ``details.variant`` of a failure)."""
+        return {"layer": self.layer, "fits": self.fits, "diff": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in self.diff.items()},
+            "precision": self.precision, "raised": self.raised,
+            "spec_error": self.spec_error, "variant_error": self.variant_error}
 
     def line(self) -> str:
         space = variants.SPACES[self.layer]
@@ -242,6 +302,8 @@ class Finding:
                          f"{self.precision} size at float64)")
         evidence = (f" [max error vs the spec oracle {_g(self.spec_error)}, vs this variant "
                     f"{_g(self.variant_error)}]") if (self.diff or self.precision) else ""
+        if self.evidence:
+            evidence = f" [{self.evidence}]"
         return f"{self.layer}: " + "; ".join(parts) + evidence
 
 
@@ -423,6 +485,8 @@ def _fit_eps(spec, space, records, choices):
     candidates = [float(f"{best:.{d}g}") for d in (1, 2, 3)] + [best]  # roundest first
     losses = [loss(np.log10(v)) for v in candidates]
     floor = min(losses)
+    if not np.isfinite(floor):
+        return best
     return next(v for v, value in zip(candidates, losses, strict=True)
                 if value <= floor * 1.0001 + 1e-30)
 
@@ -453,10 +517,15 @@ def search(spec, records, tol=None):
     space = variants.SPACES[spec.name]
     usable = [r for r in records if r["out"] is not None]
     raised = _raised(records)
+    layout = next((r["state"]["transposed"] for r in records if r["label"] == "layout"), None)
+    if not usable and layout:  # no call could run: the layout read back is the evidence
+        return Finding(spec.name, {"transpose": True}, evidence=f"the port holds {layout}")
     if not usable:
-        first = next((r["error"] for r in records if r["error"]), "no records")
+        first = next((r["error"] for r in records if r["error"]), None)
+        if first and not raised:  # every build or weight setting refused, the same way
+            raised = f"the spec's canonical weights are refused ({first[:160]})"
         return Finding(spec.name, raised=raised, fits=bool(raised),
-                       note=f"no call of the probe ran ({first[:160]})")
+                       note=f"no call of the probe ran ({(first or 'no records')[:160]})")
     for r in usable:
         r["weights"] = _fill(spec, r)
     _, spec_err = _errors(spec, space, usable, {}, FORWARD["float64"], stop=False)
@@ -546,6 +615,16 @@ class VariantHandle:
             keep -= {"norm.gamma", "norm.beta"}
         self.weights = {t.name: t.initial_value(self.rng).astype(self.dtype)
                         for t in table if t.name in keep}
+        length, n = self.config.get("input_size"), self.config.get("n_series")
+        natural = {"batch-channel": (n,), "batch-time": (length,), "batch-scalar": (1,),
+                   "layer-N": (n,)}.get(norm)
+        for name in [k for k in (MEAN, VAR, "norm.gamma", "norm.beta") if k in self.weights]:
+            if natural:  # the statistics and affine weights such a layer holds
+                one = name in (VAR, "norm.gamma")
+                self.weights[name] = (np.ones if one else np.zeros)(natural, self.dtype)
+        if self.choices.get("transpose"):  # kernels held (out, in), as the port holds them
+            for name in [k for k in self.weights if k.endswith(".kernel")]:
+                self.weights[name] = np.ascontiguousarray(self.weights[name].T)
         self.trainable = {t.name: t.trainable for t in table}
 
     def _masks(self, x, training):
@@ -669,8 +748,11 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
 def same_failure(a: str, b: str, loose: bool = False) -> bool:
     """Do two failure messages say the same thing: equal words, numbers within 5 % (or both
     rounding-sized; within 10x when ``loose``)?"""
-    if a.startswith("raised ") or b.startswith("raised "):
-        return a.split(":")[0] == b.split(":")[0]
+    if "raised " in a or "raised " in b:  # the same exception type, whatever its words
+        def kind(m):
+            return m.rsplit("raised ", 1)[-1].split(":")[0] if "raised " in m else None
+
+        return kind(a) == kind(b)
     if _NUMBER.sub("#", a) != _NUMBER.sub("#", b):
         return False
     for x, y in zip(_NUMBER.findall(a), _NUMBER.findall(b), strict=True):
@@ -686,15 +768,27 @@ def same_failure(a: str, b: str, loose: bool = False) -> bool:
 _ITEMS: dict = {}
 
 
+def _same_error(message: str, raised: str) -> bool:
+    """Is ``message`` (``Type: text``) the error quoted in the finding ``raised``?"""
+    head = message.split(":")[0]
+    words = " ".join(message.split(":", 1)[-1].split()[:6])
+    return f"({head}:" in raised and words in raised
+
+
 def explains(spec, finding: Finding, result) -> bool:
     """Does the failing clause of ``result`` fail the same way on the found variant?"""
     from portspec.suite.checks import work_items
     from portspec.suite.runner import run_clause
 
-    if finding.raised and result.message.startswith("raised") and not finding.diff and not (
-        finding.precision
-    ):
-        return True
+    if finding.raised and "raised " in result.message:
+        # the clause failed on the very refusal the probe met: same exception, same words
+        said = result.message.rsplit("raised ", 1)[1]
+        if _same_error(said, finding.raised):
+            return True
+        if not (finding.diff or finding.precision):
+            return False
+    if finding.precision and result.diagnosis and "not computed in float64" in result.diagnosis:
+        return True  # FM-GRAD's own check of step sizes showed the forward's precision
     if not _ITEMS:
         _ITEMS.update({c.id: (s, c, fn) for s, c, fn in work_items(None)})
     items = _ITEMS
@@ -704,7 +798,9 @@ def explains(spec, finding: Finding, result) -> bool:
     if again.status != "failed":
         return False
     mine = result.message.replace(result.impl, again.impl)  # the pairs name the reader
-    return same_failure(mine, again.message, loose=bool(finding.precision))
+    # outputs drawn at random (dropout in inference) agree in size only, like rounding
+    loose = bool(finding.precision) or bool(finding.diff.get("dropout_inference"))
+    return same_failure(mine, again.message, loose=loose)
 
 
 def attach(results):
@@ -716,7 +812,11 @@ def attach(results):
     for (impl, layer), r in probes.items():
         spec = LAYERS[layer]
         records = _from_json(r.details.get("records", []))
-        findings[(impl, spec.prefix)] = search(spec, records)
+        try:
+            findings[(impl, spec.prefix)] = search(spec, records)
+        except Exception as exc:  # noqa: BLE001 - the verdicts stand without a root cause
+            findings[(impl, spec.prefix)] = Finding(
+                spec.name, fits=False, note=f"the search raised {_describe(exc)}")
     for i, r in enumerate(out):
         if r.status != "failed":
             continue
@@ -724,13 +824,14 @@ def attach(results):
         finding = findings.get((r.impl, prefix))
         if finding is None:
             continue
+        details = {**r.details, "variant": finding.summary()}
         if finding.fits and (finding.diff or finding.precision or finding.raised) and explains(
             prefixes[prefix], finding, r
         ):
-            out[i] = replace(r, cause=finding.line())
+            out[i] = replace(r, cause=finding.line(), details=details)
         else:
             why = "" if finding.fits else f" ({finding.line()})"
-            out[i] = replace(r, cause=UNEXPLAINED + why)
+            out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
     return out
 
 

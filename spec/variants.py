@@ -84,6 +84,8 @@ EXACT, FAST = ExactOps(), NumpyOps()
 
 # -- FeatureMixing --------------------------------------------------------------------------
 
+MEAN, VAR = "norm.moving_mean", "norm.moving_variance"
+
 # Axes of a (batch, L, N) tensor a normalisation reduces over.
 NORM_AXES = {
     "batch-feature": (0,),  # BatchNorm per flattened feature t*N + c (the spec)
@@ -151,17 +153,30 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
     batch, length, n = x.shape
     new = dict(w)
     k1, k2 = w["dense1.kernel"], w["dense2.kernel"]
-    if c["transpose"]:
-        if k1.shape[0] != k1.shape[1]:
-            raise ValueError("transposed kernels compute only when they are square")
+    if c["transpose"]:  # the kernels as read back are (out, in): the layer computes with k.T
         k1, k2 = k1.T, k2.T
 
-    def grid(v):  # a flat canonical vector as (L, N), read in the port's flatten order
+    def grid(v):
+        """A normalisation weight as (L, N): the canonical flat vector in the port's flatten
+        order, or a port's own (L, N), per-channel (N,), per-step (L,) or scalar one."""
         v = np.asarray(v, np.float64)
-        return v.reshape(length, n) if c["flatten"] == "C" else v.reshape(n, length).T
+        if v.size == length * n:
+            return v.reshape(length, n) if c["flatten"] == "C" else v.reshape(n, length).T
+        if v.size == n:
+            return np.broadcast_to(v.reshape(1, n), (length, n))
+        if v.size == length:
+            return np.broadcast_to(v.reshape(length, 1), (length, n))
+        if v.size == 1:
+            return np.broadcast_to(v.reshape(1, 1), (length, n))
+        raise ValueError(f"a normalisation weight of shape {v.shape} for (L, N) = {(length, n)}")
 
-    def flat(g):
-        return g.reshape(-1) if c["flatten"] == "C" else g.T.reshape(-1)
+    def flat(g, like):
+        """``g`` (L, N) stored back at the size of ``like``."""
+        like = np.asarray(like)
+        if like.size == length * n:
+            return g.reshape(like.shape) if c["flatten"] == "C" else g.T.reshape(like.shape)
+        pick = {n: g[0, :], length: g[:, 0], 1: g[:1, 0]}[like.size]
+        return np.reshape(pick, like.shape)
 
     def normalise(v):
         if c["norm"] == "none":
@@ -170,7 +185,10 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         batch_norm = c["norm"].startswith("batch")
         count = int(np.prod([v.shape[a] for a in axes]))
         mean = ops.mean(v, axes)
-        var = ops.var(v, axes, c["var_ddof"]) if count > c["var_ddof"] else np.zeros_like(mean)
+        if count > c["var_ddof"]:
+            var = ops.var(v, axes, c["var_ddof"])
+        else:  # the spec's biased variance of one sample is 0; an unbiased one is undefined
+            var = np.zeros_like(mean) if c["var_ddof"] == 0 else np.full_like(mean, np.nan)
         if batch_norm:
             use_batch = c["train_stats"] == "batch" if training else c["infer_stats"] == "batch"
             if c["update"] == "always" or (c["update"] == "training" and training):
@@ -178,11 +196,11 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 # an unbiased variance of one sample is undefined (NaN, as torch gives)
                 uvar = ops.var(v, axes, ddof) if count > ddof else np.full_like(mean, np.nan)
                 a = c["momentum"]
-                old_m, old_v = grid(w["norm.moving_mean"]), grid(w["norm.moving_variance"])
-                new["norm.moving_mean"] = flat(a * old_m + (1 - a) * mean[0])
-                new["norm.moving_variance"] = flat(a * old_v + (1 - a) * uvar[0])
+                old_m, old_v = grid(w[MEAN]), grid(w[VAR])
+                new[MEAN] = flat(a * old_m + (1 - a) * mean[0], w[MEAN])
+                new[VAR] = flat(a * old_v + (1 - a) * uvar[0], w[VAR])
             if not use_batch:
-                mean, var = grid(w["norm.moving_mean"]), grid(w["norm.moving_variance"])
+                mean, var = grid(w[MEAN]), grid(w[VAR])
         if c["eps_where"] == "inside":
             denom = np.sqrt(var + c["eps"])
         else:
@@ -250,8 +268,8 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
     a, b = (np.asarray(v, dtype=np.float64) for v in inputs)
     k = np.asarray(weights["gate.kernel"], dtype=np.float64)
     f = a.shape[-1]
-    if c["transpose"]:
-        k = k.reshape(f, 2 * f).T  # an (F, 2F) torch weight read row by row
+    if c["transpose"]:  # the kernel as read back is (F, 2F): the layer computes with k.T
+        k = k.T
     first, second = (a, b) if c["concat"] == "ab" else (b, a)
     if c["sees"] == "both":
         z = ops.matmul(np.concatenate([first, second], axis=-1), k)

@@ -7,6 +7,8 @@ variant fits"), never a wrong name.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,224 @@ def test_every_report_opens_with_the_root_causes():
         first = out.find("epsilon 1e-05")
         assert first != -1 and first < out.find("FM-SHAPE" if fmt != "json" else "results"), fmt
     assert '"root_causes"' in report.to_json(results)
+
+
+# -- the measure: single-mistake ports ---------------------------------------------------------
+
+FIXTURE = Path(__file__).parent / "ports_fixtures" / "single_mistakes_torch.py"
+# torch.compile and the other frameworks' portable writers take minutes and name no variant
+SLOW = ("-COMPILE", "-PORTABLE")
+
+
+def _matches(expected: dict, variant: dict) -> bool:
+    """Is the variant found the one the port was written with (fitted constants to 1 %)?"""
+    if "precision" in expected:
+        return variant["precision"] == expected["precision"] and not variant["diff"]
+    diff = variant["diff"]
+    if set(diff) != set(expected) or variant["precision"]:
+        return False
+    for key, want in expected.items():
+        got = diff[key]
+        if isinstance(want, float):
+            if abs(got / want - 1) > 0.01:
+                return False
+        elif (list(want) if isinstance(want, tuple) else want) != got:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """{port: (expected, its results)} for every port of the fixture, through verify."""
+    pytest.importorskip("torch")
+    from portspec import registry
+    from portspec.verify import verify
+
+    adapters = registry.load_file(str(FIXTURE))
+    ids = [c.id for s in LAYERS.values() for c in s.clauses if not c.id.endswith(SLOW)]
+    tasks = [(a.name, c) for a in adapters for c in ids]
+    results = verify([str(FIXTURE)], tasks=tasks, isolate=False)
+    return {a.name: (a.expected, [r for r in results if r.impl == a.name]) for a in adapters}
+
+
+def _named(results):
+    """The distinct root causes of a port's failures: one mistake showing in both layers (a
+    kernel layout, say) is one root cause."""
+    import json
+
+    return {json.dumps([r.details["variant"]["diff"], r.details["variant"]["precision"],
+                        r.details["variant"]["raised"]], sort_keys=True)
+            for r in results if r.status == "failed" and r.cause
+            and not r.cause.startswith("unexplained")}
+
+
+def figures(measured) -> dict:
+    ports = {k: v for k, v in measured.items() if k != "conforming"}
+    covered = {k: v for k, v in ports.items() if v[0] is not None}
+    right, wrong = [], []
+    for name, (expected, results) in ports.items():
+        named = _named(results)
+        variants_found = [r.details["variant"] for r in results if r.status == "failed"
+                          and r.cause and not r.cause.startswith("unexplained")]
+        if expected is None:
+            (wrong if named else right).append(name)
+        elif len(named) == 1 and _matches(expected, variants_found[0]):
+            right.append(name)
+        else:
+            wrong.append(f"{name}: {sorted(named) or 'no cause'}")
+    failing = [r for _, rs in covered.values() for r in rs if r.status == "failed"]
+    explained = [r for r in failing if r.cause and not r.cause.startswith("unexplained")]
+    unexplained = [f"{r.impl} {r.clause}" for r in failing if r not in explained]
+    return {
+        "ports": len(ports),
+        "covered": len(covered),
+        "right": right,
+        "wrong": wrong,
+        "causes_per_covered_port": sum(len(_named(rs)) for _, rs in covered.values())
+        / max(len(covered), 1),
+        "failing_clauses": len(failing),
+        "attributed": len(explained) / max(len(failing), 1),  # of the covered ports
+        "unexplained_of_covered": unexplained,
+        "killed": sum(any(r.status == "failed" for r in rs) for _, rs in ports.values())
+        / len(ports),
+    }
+
+
+def test_single_mistake_ports_get_exactly_their_root_cause(measured):
+    found = figures(measured)
+    print("\nroot-cause measure:", {k: v for k, v in found.items() if k != "right"})
+    assert not found["wrong"], "\n".join(found["wrong"])
+    assert found["killed"] == 1.0
+
+
+def test_the_conforming_port_has_no_root_cause(measured):
+    _, results = measured["conforming"]
+    assert not [r.clause for r in results if r.status == "failed"]
+
+
+def test_most_failing_clauses_point_to_their_root_cause(measured):
+    assert figures(measured)["attributed"] >= 0.8
+
+
+# -- diagnoses the evidence contradicted (issue 9, item 4): each shown by a port --------------
+
+EVIDENCE = Path(__file__).parent / "ports_fixtures" / "evidence_torch.py"
+
+
+def _of(measured, port, clause):
+    return next(r for r in measured[port][1] if r.clause == clause)
+
+
+@pytest.mark.parametrize(
+    "port, clause, wrong",
+    [
+        # deterministic inference that differs is not dropout in inference
+        ("post-norm", "FM-DROPOUT-INFERENCE", "dropout is active"),
+        ("epsilon-1e-5", "FM-DROPOUT-INFERENCE", "dropout is active"),
+        # values among the probe's levels at the wrong frequencies are not a scaling
+        ("post-norm", "FM-DROPOUT-SITES", "not inverted"),
+        # epsilon outside the square root reads as its square when the variance is 0
+        ("epsilon-outside-sqrt", "FM-BN-EPSILON", "epsilon 1e-06"),
+        # kept units scaled by 1/p drop at rate p: not the rate used as keep probability
+        ("dropout-scaled-by-1-over-p", "FM-DROPOUT-SITES", "keep probability"),
+        # a channel-major flatten moves the statistics, not the momentum
+        ("flatten-channel-major", "FM-BN-UPDATE", "keeps"),
+        # float32 arithmetic makes central differences noise, not detached statistics
+        ("float32-inside", "FM-GRAD", "treated as constants"),
+    ],
+)
+def test_no_diagnosis_the_evidence_contradicts(measured, port, clause, wrong):
+    result = _of(measured, port, clause)
+    assert wrong not in (result.diagnosis or ""), (port, clause, result.diagnosis)
+
+
+@pytest.mark.parametrize(
+    "port, clause, right",
+    [
+        ("dropout-scaled-by-1-over-p", "FM-DROPOUT-SITES", "scaled by 1/p"),
+        ("dropout-rate-as-keep", "FM-DROPOUT-SITES", "keep probability"),
+        ("dropout-not-inverted", "FM-DROPOUT-SITES", "not inverted"),
+        ("float32-inside", "FM-GRAD", "not computed in float64"),
+        ("momentum-0.1", "FM-BN-UPDATE", "keeps 0.1 of its old value"),
+    ],
+)
+def test_diagnoses_the_evidence_supports(measured, port, clause, right):
+    result = _of(measured, port, clause)
+    assert right in (result.diagnosis or ""), (port, clause, result.diagnosis, result.message)
+
+
+@pytest.fixture(scope="module")
+def evidence():
+    pytest.importorskip("torch")
+    from portspec.verify import verify
+
+    tasks = [
+        ("nan-output", "FM-INFERENCE"),
+        ("batch1-refused", "FM-BN-BATCH1"),
+        ("float64-refused", "FM-INFERENCE"),
+        ("gff-no-bias-bf16", "GFF-DTYPE"),
+        ("own-export-fails", "FM-PORTABLE"),
+        ("float32-stored-epsilon", "FM-INFERENCE"),
+    ]
+    return {(r.impl, r.clause): r for r in verify([str(EVIDENCE)], tasks=tasks, isolate=False)}
+
+
+def test_a_nan_is_printed_as_nan(evidence):
+    message = evidence[("nan-output", "FM-INFERENCE")].message
+    assert "max |error| nan" in message and "inf" not in message.split("exceeds")[0]
+
+
+def test_refusals_are_explained_by_evidence_not_wording(evidence):
+    batch1 = evidence[("batch1-refused", "FM-BN-BATCH1")]
+    assert "refuses a training batch of one" in (batch1.diagnosis or ""), batch1
+    wide = evidence[("float64-refused", "FM-INFERENCE")]
+    assert "a float64 call raises where the same call in float32 runs" in (wide.diagnosis or "")
+
+
+def test_dtype_checks_every_dtype_after_a_float64_difference(evidence):
+    message = evidence[("gff-no-bias-bf16", "GFF-DTYPE")].message
+    assert "float64" in message and "bfloat16" in message, message
+
+
+def test_the_ports_own_export_failing_is_said_and_keeps_its_column(evidence):
+    result = evidence[("own-export-fails", "FM-PORTABLE")]
+    pairs = result.details.get("pairs", {})
+    assert "this port's own export raised" in pairs.get("own-export-fails -> own-export-fails", "")
+
+
+def test_a_large_error_is_not_put_down_to_float32_storage(evidence):
+    result = evidence[("float32-stored-epsilon", "FM-INFERENCE")]
+    assert result.details["max_abs_error"] > 1e-3
+    assert "float32 rounding" not in (result.diagnosis or ""), result.diagnosis
+
+
+# -- the measure on the mutant zoo --------------------------------------------------------------
+
+ZOO = sorted((Path(__file__).parent / "mutants").glob("*_zoo.py"))
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in ZOO])
+def test_the_mutant_zoo_measure(path):
+    """Each mutant's clauses and the probe, through the root-cause stage: every mutant killed;
+    the root causes named and the share of failing clauses they explain are printed."""
+    from portspec import isolation, registry, rootcause
+
+    loaded = registry.load_file(str(path))
+    if any(isinstance(a, registry.Unavailable) for a in loaded):
+        pytest.skip(f"{path.name}: not available here")
+    results = []
+    for mutant in loaded:
+        tasks = [(mutant.name, c) for c in mutant.catches]
+        results += [run() for _, run in isolation.items_for(mutant, tasks=tasks)]
+    results = rootcause.attach(results)
+    failing = [r for r in results if r.status == "failed"]
+    explained = [r for r in failing if r.cause and not r.cause.startswith("unexplained")]
+    causes = {m.name: {r.cause for r in explained if r.impl == m.name} for m in loaded}
+    survivors = [f"{r.impl} {r.clause}" for r in results if r.status != "failed"]
+    killed = len(loaded) - len({s.split()[0] for s in survivors})
+    print(f"\n{path.stem}: {len(loaded)} mutants, killed {killed}, "
+          f"failing clauses {len(failing)}, explained {len(explained)}, "
+          f"root causes per mutant {sum(map(len, causes.values())) / len(loaded):.2f}")
+    for name, found in causes.items():
+        print(f"  {name}: {' | '.join(found) or 'none'}")
+    assert not survivors, survivors

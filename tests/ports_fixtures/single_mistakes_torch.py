@@ -1,0 +1,292 @@
+"""PyTorch ports that each make one mistake, for measuring the root-cause stage.
+
+``Conforming`` follows the spec (config validation and call errors included). Each port below
+changes one thing of it, written the way a port would (torch modules and functions, not the
+spec's oracle). ``expected`` is what the root-cause stage must name: the variant choices that
+reproduce the mistake (``portspec.variants``), or None for a mistake outside the variant space,
+where it must name nothing ("no variant fits"). tests/test_rootcause.py measures the stage on
+them; ``portspec verify`` runs each like any port.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from portspec.layers import LAYERS
+from portspec.ports import TorchPortAdapter, absent, held_as, identity, transpose
+
+FM_SPEC, GFF_SPEC = LAYERS["FeatureMixing"], LAYERS["GatedFeatureFusion"]
+
+
+class FM(nn.Module):
+    """FeatureMixing to the spec; class attributes select one mistake."""
+
+    norm = "feature"  # feature, channel, time, scalar, layer-LN, layer-N, none
+    position = "before"
+    eps, eps_outside, keep = 1e-3, False, 0.01
+    ddof = update_ddof = 0
+    moving_in_training = batch_in_inference = False
+    update = "training"
+    flatten = "C"
+    activation = staticmethod(F.relu)
+    drop_scale, rate_as_keep, sites, in_inference, shared = "inverted", False, (1, 2), False, False
+    residual = "input"
+    float32_inside = bias1_ignored = relu_after_dense2 = mean_only = False
+    residual_scale = 1.0
+
+    def __init__(self, n_series, input_size, dropout, ff_dim):
+        super().__init__()
+        self.n_series, self.input_size, self.dropout, self.ff_dim = (
+            n_series, input_size, dropout, ff_dim)
+        shape = {"feature": (input_size * n_series,), "channel": (n_series,),
+                 "time": (input_size,), "scalar": (1,), "layer-LN": (input_size * n_series,),
+                 "layer-N": (n_series,), "none": (1,)}[self.norm]
+        self.gamma, self.beta = nn.Parameter(torch.ones(shape)), nn.Parameter(torch.zeros(shape))
+        if self.norm in ("feature", "channel", "time", "scalar"):
+            self.register_buffer("moving_mean", torch.zeros(shape))
+            self.register_buffer("moving_var", torch.ones(shape))
+        self.lin1, self.lin2 = nn.Linear(n_series, ff_dim), nn.Linear(ff_dim, n_series)
+        for lin in (self.lin1, self.lin2):
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def _axes(self):
+        return {"feature": (0,), "channel": (0, 1), "time": (0, 2), "scalar": (0, 1, 2),
+                "layer-LN": (1, 2), "layer-N": (2,)}[self.norm]
+
+    def _as_grid(self, v):
+        length, n = self.input_size, self.n_series
+        if v.numel() == length * n:
+            return v.reshape(length, n) if self.flatten == "C" else v.reshape(n, length).T
+        if self.norm == "time":
+            return v.reshape(length, 1)
+        return v.reshape(1, -1)
+
+    def _store(self, g, like):
+        if like.numel() == g.numel():
+            return (g if self.flatten == "C" else g.T).reshape(like.shape)
+        return g.reshape(like.shape)
+
+    def normalise(self, v):
+        if self.norm == "none":
+            return v
+        axes = self._axes()
+        mean = v.mean(axes, keepdim=True)
+        var = v.var(axes, keepdim=True, correction=self.ddof)
+        if not self.norm.startswith("layer"):
+            use_batch = (not self.moving_in_training) if self.training else self.batch_in_inference
+            moves = self.update == "always" or (self.update == "training" and self.training)
+            if moves:
+                with torch.no_grad():
+                    stat_var = v.var(axes, keepdim=True, correction=self.update_ddof)
+                    m = self.keep * self._as_grid(self.moving_mean) + (1 - self.keep) * mean[0]
+                    s = self.keep * self._as_grid(self.moving_var) + (1 - self.keep) * stat_var[0]
+                    new_m, new_s = self._store(m, self.moving_mean), self._store(s, self.moving_var)
+            if not use_batch:
+                mean, var = self._as_grid(self.moving_mean), self._as_grid(self.moving_var)
+                mean, var = mean.clone(), var.clone()
+            if moves:
+                self.moving_mean.copy_(new_m)
+                self.moving_var.copy_(new_s)
+        if self.mean_only:
+            z = v - mean
+        elif self.eps_outside:
+            z = (v - mean) / (var.sqrt() + self.eps)
+        else:
+            z = (v - mean) / torch.sqrt(var + self.eps)
+        return self._as_grid(self.gamma) * z + self._as_grid(self.beta)
+
+    def _rate(self):
+        return 1 - self.dropout if self.rate_as_keep else self.dropout
+
+    def drop(self, v, site, mask):
+        p = self._rate()
+        if not (self.training or self.in_inference) or site not in self.sites or p == 0:
+            return v
+        if p == 1:
+            return torch.zeros_like(v)
+        kept = {"inverted": 1 - p, "none": 1.0, "rate": p}[self.drop_scale]
+        return torch.where(mask, v / kept, torch.zeros_like(v))
+
+    def branch(self, z):
+        bias1 = 0 if self.bias1_ignored else self.lin1.bias
+        h = self.activation(z @ self.lin1.weight.T + bias1)
+        p = self._rate()
+        m1 = torch.rand(h.shape, dtype=h.dtype) >= p
+        m2 = torch.rand(*h.shape[:-1], self.n_series, dtype=h.dtype) >= p
+        if self.shared:  # unit c of both sites: one decision
+            k = min(self.ff_dim, self.n_series)
+            m1[..., :k] = m2[..., :k]
+        y = self.lin2(self.drop(h, 1, m1))
+        y = F.relu(y) if self.relu_after_dense2 else y
+        return self.drop(y, 2, m2)
+
+    def forward(self, x):
+        FM_SPEC.check_call(
+            {"input_size": self.input_size, "n_series": self.n_series},
+            tuple(x.shape), str(x.dtype).removeprefix("torch."))
+        if self.position == "after":
+            y = self.branch(x)
+            return self.normalise(x + y)
+        z = self.normalise(x)
+        if self.float32_inside:  # a sublayer that rounds to float32 whatever it is given
+            z = z.float().to(x.dtype)
+        y = self.branch(z)
+        return {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
+            self.residual]
+
+
+class GFF(nn.Module):
+    concat, roles, bias, fixed, axis, sees = "ab", "a-gated", True, None, -1, "both"
+
+    def __init__(self, features, activation="sigmoid"):
+        super().__init__()
+        self.features, self.activation = features, activation
+        self.gate = nn.Linear(2 * features, features)
+        nn.init.xavier_uniform_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+
+    def forward(self, a, b):
+        f = self.features
+        w = self.gate.weight  # (F, 2F)
+        first, second = (a, b) if self.concat == "ab" else (b, a)
+        if self.sees == "both":
+            z = torch.cat([first, second], -1) @ w.T
+        else:
+            z = (a @ w[:, :f].T) if self.sees == "a" else (b @ w[:, f:].T)
+        z = z + self.gate.bias if self.bias else z
+        name = self.fixed or self.activation
+        if name == "softmax":
+            g = torch.softmax(z, dim=self.axis)
+        else:
+            g = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[name](z)
+        if self.roles == "both":
+            return g * a + g * b
+        return g * b + (1 - g) * a if self.roles == "b-gated" else g * a + (1 - g) * b
+
+
+def _norm_map(norm):
+    names = {"norm.gamma": ("gamma", identity), "norm.beta": ("beta", identity)}
+    if norm in ("feature", "channel", "time", "scalar"):
+        names.update({"norm.moving_mean": ("moving_mean", identity),
+                      "norm.moving_variance": ("moving_var", identity)})
+    else:
+        names.update({"norm.moving_mean": absent("no moving statistics"),
+                      "norm.moving_variance": absent("no moving statistics")})
+    if norm == "none":
+        names.update({"norm.gamma": absent("no normalisation"),
+                      "norm.beta": absent("no normalisation")})
+    return names
+
+
+def _weights(fm_class, kernel=transpose):
+    fm_map = {
+        **_norm_map(fm_class.norm),
+        "dense1.kernel": ("lin1.weight", kernel),
+        "dense1.bias": ("lin1.bias", identity),
+        "dense2.kernel": ("lin2.weight", kernel),
+        "dense2.bias": ("lin2.bias", identity),
+    }
+    if fm_class.norm in ("channel", "time", "scalar", "layer-N"):
+        for k, path in (("norm.gamma", "gamma"), ("norm.beta", "beta"),
+                        ("norm.moving_mean", "moving_mean"), ("norm.moving_variance",
+                                                              "moving_var")):
+            if fm_class.norm != "layer-N" or k in ("norm.gamma", "norm.beta"):
+                fm_map[k] = held_as(path, why=f"{fm_class.norm} statistics")
+    return {
+        "FeatureMixing": fm_map,
+        "GatedFeatureFusion": {"gate.kernel": ("gate.weight", kernel),
+                               "gate.bias": ("gate.bias", identity)},
+    }
+
+
+class Conforming(TorchPortAdapter):
+    name = "conforming"
+    layers = ("FeatureMixing", "GatedFeatureFusion")
+    fm, gff = FM, GFF
+    expected: dict | None = {}
+    weights = _weights(FM)
+
+    def construct(self, layer, config, *, input_shapes, dtype):
+        config = LAYERS[layer].validate_config(config)
+        if layer == "FeatureMixing":
+            return self.fm(**config)
+        GFF_SPEC.check_call(config, [tuple(s) for s in input_shapes], ["float32"] * 2)
+        return self.gff(input_shapes[0][-1], **config)
+
+    def call(self, module, inputs, *, training):
+        if isinstance(module, GFF):
+            if not isinstance(inputs, (list, tuple)):
+                raise TypeError("GatedFeatureFusion inputs must be a list of two tensors")
+            GFF_SPEC.check_call({}, [tuple(t.shape) for t in inputs],
+                                [str(t.dtype).removeprefix("torch.") for t in inputs],
+                                features=module.features)
+        return super().call(module, inputs, training=training)
+
+
+def port(name, expected, fm=None, gff=None, kernel=transpose):
+    """A port like Conforming with one mistake: FM / GFF class attributes, or the kernel map."""
+    fm_class = type(f"FM_{name}", (FM,), fm or {})
+    gff_class = type(f"GFF_{name}", (GFF,), gff or {})
+    body = {"name": name, "expected": expected, "fm": fm_class, "gff": gff_class,
+            "weights": _weights(fm_class, kernel)}
+    return type(name.title().replace("-", ""), (Conforming,), body)
+
+
+PORTS = [
+    # normalisation
+    port("bn-per-channel", {"norm": "batch-channel"}, fm={"norm": "channel"}),
+    port("bn-per-time-step", {"norm": "batch-time"}, fm={"norm": "time"}),
+    port("bn-one-scalar", {"norm": "batch-scalar"}, fm={"norm": "scalar"}),
+    port("layernorm-LN-after-residual", {"norm": "layer-LN", "position": "after"},
+         fm={"norm": "layer-LN", "position": "after"}),
+    port("layernorm-over-channels", {"norm": "layer-N"}, fm={"norm": "layer-N"}),
+    port("post-norm", {"position": "after"}, fm={"position": "after"}),
+    port("epsilon-1e-5", {"eps": 1e-5}, fm={"eps": 1e-5}),
+    port("epsilon-outside-sqrt", {"eps_where": "outside"}, fm={"eps_outside": True}),
+    port("momentum-torch-sense", {"momentum": 0.99}, fm={"keep": 0.99}),
+    port("momentum-0.1", {"momentum": 0.1}, fm={"keep": 0.1}),
+    port("unbiased-normalisation", {"var_ddof": 1}, fm={"ddof": 1}),
+    port("unbiased-moving-update", {"update_ddof": 1}, fm={"update_ddof": 1}),
+    port("moving-stats-in-training", {"train_stats": "moving"},
+         fm={"moving_in_training": True}),
+    port("batch-stats-in-inference", {"infer_stats": "batch"}, fm={"batch_in_inference": True}),
+    port("moving-stats-never-updated", {"update": "never"}, fm={"update": "never"}),
+    port("flatten-channel-major", {"flatten": "F"}, fm={"flatten": "F"}),
+    # the MLP
+    port("gelu-activation", {"activation": "gelu"}, fm={"activation": staticmethod(F.gelu)}),
+    port("silu-activation", {"activation": "silu"}, fm={"activation": staticmethod(F.silu)}),
+    port("kernels-not-transposed", {"transpose": True}, kernel=identity),
+    # dropout
+    port("dropout-not-inverted", {"dropout_scale": "none"}, fm={"drop_scale": "none"}),
+    port("dropout-scaled-by-1-over-p", {"dropout_scale": "rate"}, fm={"drop_scale": "rate"}),
+    port("dropout-rate-as-keep", {"dropout_rate": "keep"}, fm={"rate_as_keep": True}),
+    port("dropout-first-site-only", {"sites": ("dropout1",)}, fm={"sites": (1,)}),
+    port("dropout-second-site-only", {"sites": ("dropout2",)}, fm={"sites": (2,)}),
+    port("dropout-in-inference", {"dropout_inference": True}, fm={"in_inference": True}),
+    port("dropout-shared-mask", {"shared_mask": True}, fm={"shared": True}),
+    # the residual
+    port("no-residual", {"residual": "none"}, fm={"residual": "none"}),
+    port("residual-of-normalised", {"residual": "normalised"}, fm={"residual": "normalised"}),
+    # precision
+    port("float32-inside", {"precision": "float32"}, fm={"float32_inside": True}),
+    # GatedFeatureFusion
+    port("gff-concat-swapped", {"concat": "ba"}, gff={"concat": "ba"}),
+    port("gff-roles-swapped", {"roles": "b-gated"}, gff={"roles": "b-gated"}),
+    port("gff-gate-on-both", {"roles": "both"}, gff={"roles": "both"}),
+    port("gff-no-bias", {"bias": False}, gff={"bias": False}),
+    port("gff-softmax-axis-0", {"axis": 0}, gff={"axis": 0}),
+    port("gff-always-sigmoid", {"activation": "sigmoid"}, gff={"fixed": "sigmoid"}),
+    port("gff-gate-sees-a", {"sees": "a"}, gff={"sees": "a"}),
+    # outside the variant space: must come out "no variant fits"
+    port("dense1-bias-ignored", None, fm={"bias1_ignored": True}),
+    port("relu-after-second-dense", None, fm={"relu_after_dense2": True}),
+    port("residual-halved", None, fm={"residual_scale": 0.5}),
+    port("normalise-mean-only", None, fm={"mean_only": True}),
+    port("leaky-relu-activation", None,
+         fm={"activation": staticmethod(lambda v: F.leaky_relu(v, 0.2))}),
+]
+
+ADAPTERS = [Conforming(), *(cls() for cls in PORTS)]
