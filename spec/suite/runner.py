@@ -76,6 +76,9 @@ def unknown_selection(clauses=None, layers=None) -> str | None:
             return f"unknown layer {name!r} (known: {known})"
     for pattern in clauses or ():
         if not any(clause_matches(i, pattern) for i in ids):
+            family = pattern.strip().rstrip("-") + "-*"
+            if any(clause_matches(i, family) for i in ids):  # the old prefix form, FM-BN
+                return f"no clause is {pattern!r}: for the family, give the glob {family.upper()}"
             return f"no clause matches {pattern!r} (an ID or a glob such as FM-BN-*; known: " \
                 f"{', '.join(ids)})"
     return None
