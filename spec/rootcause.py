@@ -470,12 +470,12 @@ def _fit_eps(spec, space, records, choices):
             total += float(np.mean((out - r["out"]) ** 2))
         return total
 
-    grid = np.linspace(-12, 0, 49)
+    grid = np.linspace(-12, 0, 25)
     losses = [loss(v) for v in grid]
     i = int(np.argmin(losses))
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     ratio = (np.sqrt(5) - 1) / 2
-    for _ in range(40):
+    for _ in range(28):  # bracket 1 decade -> 1.4e-6 decades, then the roundest value
         a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
         if loss(a) < loss(b):
             hi = b
@@ -494,16 +494,16 @@ def _fit_eps(spec, space, records, choices):
 def _evaluate(spec, space, records, choices, tol):
     """(diff from the spec with fitted constants, ratio, error) of one candidate."""
     choices = dict(choices)
-    if choices.get("eps") == "fit":
-        choices["eps"] = _fit_eps(spec, space, records, choices)
-        if abs(choices["eps"] / space.defaults["eps"] - 1) < 0.02:
-            return None
     if space is variants.FM_SPACE and choices.get("update") != "never":
-        a = _momentum(spec, space, records, choices)
+        a = _momentum(spec, space, records, {k: v for k, v in choices.items() if k != "eps"})
         if a is not None and abs(a - 1.0) < 1e-9:
             return None  # nothing moves: the "never updated" candidate says it
         if a is not None and abs(a - LAYERS[spec.name].momentum) > 1e-6:
             choices["momentum"] = a
+    if choices.get("eps") == "fit":
+        choices["eps"] = _fit_eps(spec, space, records, choices)
+        if abs(choices["eps"] / space.defaults["eps"] - 1) < 0.02:
+            return None
     ratio, err = _errors(spec, space, records, choices, tol)
     return choices, ratio, err
 
@@ -512,7 +512,7 @@ def _singles(space):
     return [{k: v} for k, values in space.alternatives.items() for v in values]
 
 
-def search(spec, records, tol=None):
+def search(spec, records):
     """The Finding for a port's records: spec, single deviations, then pairs."""
     space = variants.SPACES[spec.name]
     usable = [r for r in records if r["out"] is not None]
@@ -530,35 +530,35 @@ def search(spec, records, tol=None):
         r["weights"] = _fill(spec, r)
     _, spec_err = _errors(spec, space, usable, {}, FORWARD["float64"], stop=False)
     f64, f32 = (FORWARD["float64"], None), (FORWARD["float32"], "float32")
-    # cheapest first: spec and singles at float64, float32 precision alone, then pairs
-    for (level_tol, precision), size in ((f64, 0), (f64, 1), (f32, 0), (f64, 2), (f32, 1),
-                                         (f32, 2)):
-        fits = []
-        for cand in _candidates(space, size):
-            got = _evaluate(spec, space, usable, cand, level_tol)
-            if got is None:
-                continue
-            choices, ratio, err = got
-            if ratio <= 1.0 and len(choices) == size:
-                fits.append((err, choices))
-        if fits:
-            _, diff = fits[0]
-            err = _errors(spec, space, usable, diff, level_tol, stop=False)[1]
-            also = [d for _, d in fits[1:]][:3]
-            return Finding(spec.name, diff, spec_err, err, precision, raised, also=also)
+    singles = [{}] + _singles(space)
+    pairs = [{**a, **b} for a, b in itertools.combinations(_singles(space), 2)
+             if not set(a) & set(b)]
+    # Cheapest first; each candidate is evaluated once per tolerance and its fit kept by the
+    # number of choices it changes (a fitted momentum adds one): the spec; one change; float32
+    # precision alone; two changes; one change at float32; two changes and the momentum.
+    evaluated: dict = {}
+
+    def fits(level, pool, size):
+        tol = level[0]
+        found = []
+        for cand in pool:
+            key = (tol, repr(sorted(cand.items())))
+            if key not in evaluated:
+                evaluated[key] = _evaluate(spec, space, usable, cand, tol)
+            got = evaluated[key]
+            if got is not None and got[1] <= 1.0 and len(got[0]) == size:
+                found.append(got[0])
+        return found
+
+    plan = ((f64, singles, 0), (f64, singles, 1), (f32, [{}], 0), (f64, singles, 2),
+            (f64, pairs, 2), (f32, singles, 1), (f64, pairs, 3))
+    for level, pool, size in plan:
+        found = fits(level, pool, size)
+        if found:
+            diff = found[0]
+            err = _errors(spec, space, usable, diff, level[0], stop=False)[1]
+            return Finding(spec.name, diff, spec_err, err, level[1], raised, also=found[1:4])
     return Finding(spec.name, spec_error=spec_err, raised=raised, fits=False)
-
-
-def _candidates(space, size):
-    """Size 0: the spec; 1: one choice changed (or the spec with a fitted momentum); 2: two
-    (one of which may be the fitted momentum)."""
-    yield from [{}] + (_singles(space) if size else [])
-    if size < 2:
-        return
-    for a, b in itertools.combinations(_singles(space), 2):
-        if set(a) & set(b):
-            continue
-        yield {**a, **b}
 
 
 def _raised(records) -> str | None:
