@@ -339,7 +339,9 @@ def _options(args, *names) -> dict:
 
 
 def _finish(results, args, targets, options) -> bool:
-    from portspec import meta
+    from portspec import meta, profiles
+
+    print(f"judged by profile {profiles.active().describe()}")
 
     print(report.terminal(results))
     info = meta.collect(targets, options, getattr(args, "profile", None))

@@ -153,10 +153,31 @@ def _cause_of(r) -> str:
     return getattr(r, "cause", None) or ""
 
 
+def detail_lists(details: dict | None) -> list[tuple[str, list[str]]]:
+    """(key, items) for every list of text a clause left in its details (the bad inputs it
+    tried, ...), each item on one line: the message names the first few only, the Markdown and
+    HTML reports show them whole."""
+    return [
+        (key, [one_line(v) for v in value])
+        for key, value in (details or {}).items()
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)
+    ]
+
+
+def _not_shown(r) -> int:
+    """How many items of the failure's detail lists its one-line message leaves out."""
+    message = one_line(r.message)
+    return sum(item not in message for _, items in detail_lists(r.details) for item in items)
+
+
 # -- terminal --------------------------------------------------------------------------------
 
 
-def terminal(results, color: bool | None = None) -> str:
+def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()) -> str:
+    """The grid, the portability matrices, each failure on a line or three and the skips.
+    A failure's message names the first few of a long list: the line says how many more and
+    where they are (the ``reports`` being written, else the options that write one)."""
+    where = ", ".join(reports) if reports else "--markdown FILE or --html FILE"
     color = sys.stdout.isatty() if color is None else color
     paint = {"passed": "32", "failed": "31", "skipped": "33"}
     clauses, impls, cells = grid(results)
@@ -179,7 +200,9 @@ def terminal(results, color: bool | None = None) -> str:
     if failed:
         lines += ["", "Failures:"]
         for r in failed:
-            lines.append(f"✗ {r.clause} [{r.impl}]: {one_line(r.message)}")
+            more = _not_shown(r)
+            more = f" ({more} more, see the report: {where})" if more else ""
+            lines.append(f"✗ {r.clause} [{r.impl}]: {one_line(r.message)}{more}")
             if r.diagnosis:
                 lines.append(f"    diagnosis: {r.diagnosis}")
             if _cause_of(r):
@@ -273,6 +296,9 @@ def to_markdown(results, title: str | None = None, meta: dict | None = None) -> 
             if _cause_of(r):
                 line += f"  \n  *Root cause:* {_md(_cause_of(r))}"
             lines.append(line)
+            for key, items in detail_lists(r.details):  # whole, as HTML shows them
+                lines.append(f"  - {_md(key)} ({len(items)}):")
+                lines += [f"    - {_md(item)}" for item in items]
     skips = _skips(results)
     if skips:
         lines += ["", "**Skipped**", ""]
@@ -349,15 +375,13 @@ def _anchor(r) -> str:
 
 
 def _html_details(details: dict) -> str:
-    """Every list a clause left in its details (the bad inputs it tried, the pairs that
-    differ), shown whole: the message names the first few only."""
+    """Every list a clause left in its details, shown whole (``detail_lists``)."""
     esc = html_lib.escape
     parts = []
-    for key, value in (details or {}).items():
-        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-            items = "".join(f"<li>{esc(one_line(v))}</li>" for v in value)
-            parts.append(f'<details><summary>{esc(key)} ({len(value)})</summary><ul>{items}</ul>'
-                         "</details>")
+    for key, items in detail_lists(details):
+        lis = "".join(f"<li>{esc(v)}</li>" for v in items)
+        parts.append(f"<details><summary>{esc(key)} ({len(items)})</summary><ul>{lis}</ul>"
+                     "</details>")
     return "".join(parts)
 
 

@@ -180,3 +180,20 @@ def test_portability_rows_and_columns_come_in_one_order():
     results.append(Result("FM-PORTABLE", "gamma", "passed", details={"pairs": pairs}))
     writers, readers, _ = report.portability(results)["FM"]
     assert writers == readers == ["alpha", "beta", "gamma"]  # the diagonal is the diagonal
+
+
+def test_markdown_shows_a_clauses_list_whole_and_the_terminal_says_how_many_more():
+    problems = [f"config {{'dropout': {i}}}: accepted" for i in range(22)]
+    failed = Result("FM-CONFIG", "alpha", "failed", "22 of 22 bad inputs: "
+                    + " | ".join(problems[:4]), details={"problems": problems})
+    markdown = report.to_markdown([*RESULTS, failed])
+    assert "  - problems (22):" in markdown
+    assert all(f"    - {p}" in markdown.splitlines() for p in problems)  # all 22, not 4
+    text = report.terminal([*RESULTS, failed], color=False, reports=["r.md"])
+    line = next(x for x in text.splitlines() if x.startswith("✗ FM-CONFIG"))
+    assert line.endswith(" | ".join(problems[:4]) + " (18 more, see the report: r.md)")
+    text = report.terminal([*RESULTS, failed], color=False)
+    assert "(18 more, see the report: --markdown FILE or --html FILE)" in text
+    whole = Result("FM-CONFIG", "alpha", "failed", "2 of 2: " + " | ".join(problems[:2]),
+                   details={"problems": problems[:2]})
+    assert "more, see the report" not in report.terminal([whole], color=False)

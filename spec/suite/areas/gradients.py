@@ -76,6 +76,7 @@ def gradients(ctx):
                 raise ClauseFailure(
                     f"{case.label} training={training}: " + "; ".join(problems[:4]),
                     diagnosis=NOISE if noise else _diagnosis(problems, training),
+                    details={"problems": problems},
                 )
 
 
