@@ -20,6 +20,8 @@ Each subcommand is one ``cmd_*`` function registered by ``_parser``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import json
 import os
 import sys
@@ -131,7 +133,10 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.set_defaults(func=func)
+        parser.commands[name] = p
         return p
+
+    parser.commands = {}
 
     command("list", cmd_list, "list the layers, their clauses and the implementations")
 
@@ -342,10 +347,10 @@ def _finish(results, args, targets, options) -> bool:
     from portspec import meta, profiles
 
     print(f"judged by profile {profiles.active().describe()}")
-
-    print(report.terminal(results))
-    info = meta.collect(targets, options, getattr(args, "profile", None))
     paths = {fmt: getattr(args, fmt) for fmt in report.WRITERS}
+    shown = [paths[fmt] for fmt in ("markdown", "html") if paths[fmt]]  # they hold whole lists
+    print(report.terminal(results, reports=shown))
+    info = meta.collect(targets, options, getattr(args, "profile", None))
     for path in report.write(results, paths, meta=info):
         print(f"wrote {path}", file=sys.stderr)
     return report.ok(results)
@@ -452,8 +457,34 @@ def cmd_test(args) -> int:
     # The plugin's package is imported already (this module is in it); pytest would warn that
     # it cannot rewrite its asserts. The suite reports through ClauseFailure, not bare asserts.
     warning = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
-    code = int(pytest.main([*warning, "--pyargs", "portspec.suite.areas", *args.pytest_args]))
+    with _one_line_usage_errors():
+        code = int(pytest.main([*warning, "--pyargs", "portspec.suite.areas", *args.pytest_args]))
     return 2 if code == pytest.ExitCode.USAGE_ERROR else code
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors():
+    """pytest prints a usage error as 'ERROR: <message>' and a blank line, its own option
+    errors with the usage, inifile and rootdir lines around them; ``portspec test`` prints
+    'portspec test: error: <message>', one line, as the other commands do."""
+    from _pytest import config  # print_usage_error: pytest 8 and 9; absent, pytest's own form
+
+    def one_line(error, file):
+        text = " ".join(map(str, error.args))
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        said = [line.split(": error: ", 1)[1] for line in lines if ": error: " in line]
+        message = said[0] + " (see portspec test --help)" if said else " ".join(lines)
+        print(f"portspec test: error: {message}", file=file)
+
+    original = getattr(config, "print_usage_error", None)
+    if original is None:
+        yield
+        return
+    config.print_usage_error = one_line
+    try:
+        yield
+    finally:
+        config.print_usage_error = original
 
 
 def cmd_bench(args) -> int:
@@ -476,6 +507,18 @@ def cmd_docs(args) -> int:
     return 0
 
 
+def _unrecognized(parser, command: str, argv: list[str], extra: list[str]) -> None:
+    """argparse's 'unrecognized arguments', from the parser they were given to (``portspec
+    verify: error: ...`` after the command), with the closest option where one is near."""
+    before = argv.index(extra[0]) < argv.index(command)
+    owner = parser if before else parser.commands[command]
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    near = difflib.get_close_matches(extra[0].split("=")[0], owner._option_string_actions, n=1)
+    if extra[0].startswith("-") and near:
+        message += f" (did you mean {near[0]}?)"
+    owner.error(message)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
@@ -484,7 +527,9 @@ def main(argv=None) -> int:
     elif argv[:1] == ["bench"]:  # what bench does not know is pytest-benchmark's
         args, args.pytest_args = parser.parse_known_args(argv)
     else:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _unrecognized(parser, args.command, argv, extra)
     from portspec.registry import LoadError
 
     try:

@@ -53,6 +53,11 @@ def _port(folder: Path, name: str) -> Path:
     return folder / "PORT.py"
 
 
+def _header(out: str) -> list[str]:
+    """The words of the table's header: the implementations verified, in order."""
+    return next(line.split() for line in out.splitlines() if line.startswith("clause "))
+
+
 @pytest.fixture
 def folders(tmp_path):
     """A/PORT.py and B/PORT.py, each with a mylayer.py of its own, and an unrelated C/."""
@@ -69,7 +74,7 @@ def test_a_port_imports_its_siblings_from_its_own_folder(folders, cwd, isolation
         cwd=root / cwd,
     )
     assert code == 0, err
-    assert out.splitlines()[0].split() == ["clause", "from-B"]
+    assert _header(out) == ["clause", "from-B"]
 
 
 def test_two_ports_with_same_named_siblings_in_one_process(folders):
@@ -78,7 +83,7 @@ def test_two_ports_with_same_named_siblings_in_one_process(folders):
         "verify", port_a, port_b, "--clause", "FM-CONFIG", "--no-isolation", cwd=root / "C"
     )
     assert code == 0, err
-    assert out.splitlines()[0].split() == ["clause", "from-A", "from-B"]
+    assert _header(out) == ["clause", "from-A", "from-B"]
 
 
 def test_the_pytest_plugin_imports_siblings_from_the_ports_folder(folders):
@@ -160,13 +165,20 @@ WRONG = [
     (["verify", NUMPY_PORT, "--markdown", "/proc/r.md"],
      "portspec verify: error: --markdown /proc/r.md: not writable (/proc: "),
     (["verify", NUMPY_PORT, "--exchange", "nodir"], "--exchange nodir: no such directory"),
-    (["verify", NUMPY_PORT, "--bogus"], "portspec: error: unrecognized arguments: --bogus"),
+    (["verify", NUMPY_PORT, "--bogus"],
+     "portspec verify: error: unrecognized arguments: --bogus (see portspec verify --help)"),
+    (["verify", "--bogus", "x.py"], "portspec verify: error: unrecognized arguments: --bogus"),
+    (["--bogus", "list"], "portspec: error: unrecognized arguments: --bogus (see portspec --help)"),
+    (["verify", NUMPY_PORT, "--clase", "FM-CONFIG"],
+     "portspec verify: error: unrecognized arguments: --clase FM-CONFIG (did you mean --clause?)"),
     (["verify"], "portspec verify: error: the following arguments are required: PORT.py"),
     ([], "portspec: error: the following arguments are required: COMMAND"),
     (["nosuchcommand"], "portspec: error: argument COMMAND: invalid choice: 'nosuchcommand'"),
-    (["test", "--impl", "nosuch"], "ERROR: unknown implementation 'nosuch'"),
-    (["test", "--impl", "importerror.py"], "ERROR: importerror.py:2: ImportError"),
-    (["test", "--clause", "FM-NOPE"], "ERROR: no clause matches 'FM-NOPE'"),
+    (["test", "--impl", "nosuch"], "portspec test: error: unknown implementation 'nosuch'"),
+    (["test", "--impl", "importerror.py"], "portspec test: error: importerror.py:2: ImportError"),
+    (["test", "--clause", "FM-NOPE"], "portspec test: error: no clause matches 'FM-NOPE'"),
+    (["test", "--bogus"],
+     "portspec test: error: unrecognized arguments: --bogus (see portspec test --help)"),
 ]
 
 
@@ -174,12 +186,46 @@ WRONG = [
 def test_a_wrong_usage_is_one_line_and_exit_code_2(tmp_path, args, line):
     _files(tmp_path)
     code, out, err = portspec(*args, cwd=tmp_path)
-    lines = [line for line in err.splitlines() if line.strip()]  # pytest adds a blank line
     assert code == 2, (code, out, err)
-    assert len(lines) == 1 and line in lines[0], err
+    assert err.count("\n") == 1 and err.endswith("\n") and line in err, err  # no blank line
     assert "Traceback" not in err
     if args[:1] != ["test"]:
         assert out == ""  # no clause ran: no table
+
+
+LAX_PORT = """from numpy_base import NumpyAdapter, NumpyHandle
+from portspec.layers import LAYERS
+
+
+class Lax(NumpyHandle):
+    def __init__(self, layer, config, input_shapes, seed, dtype):
+        try:
+            super().__init__(layer, config, input_shapes, seed, dtype)
+        except (ValueError, TypeError):  # a bad config builds the first case's layer
+            super().__init__(layer, LAYERS[layer].cases()[0].config, input_shapes, seed, dtype)
+
+
+class Port(NumpyAdapter):
+    name = "accepts-any-config"
+    layers = ("FeatureMixing",)
+    handle = Lax
+"""
+
+
+def test_a_long_list_is_whole_in_the_report_and_counted_on_the_terminal(tmp_path):
+    shutil.copy(NUMPY_PORT, tmp_path / "numpy_base.py")
+    (tmp_path / "PORT.py").write_text(LAX_PORT)
+    code, out, err = portspec("verify", "PORT.py", "--clause", "FM-CONFIG", "--markdown", "r.md",
+                              cwd=tmp_path)
+    assert code == 1, err
+    line = next(x for x in out.splitlines() if x.startswith("✗ FM-CONFIG"))
+    tried = int(line.split(": ", 1)[1].split()[0])  # 'N of M bad inputs not rejected'
+    assert tried > 4 and line.endswith(f" ({tried - 4} more, see the report: r.md)"), line
+    markdown = (tmp_path / "r.md").read_text()
+    listed = [x for x in markdown.splitlines() if x.startswith("    - config ")]
+    assert f"  - problems ({tried}):" in markdown and len(listed) == tried
+    first = line.split("requires: ", 1)[1].split(" | ")[0]
+    assert f"    - {first}" in listed  # the terminal's first four are among them
 
 
 def test_an_unwritable_report_folder_is_refused_before_the_run(tmp_path):
