@@ -269,11 +269,22 @@ def _check_expect(path: str) -> None:
 
 
 def _check_run(args) -> None:
-    from portspec.suite.runner import unknown_selection
+    from portspec.layers import LAYERS
+    from portspec.suite.runner import unknown_selection, wanted
 
+    for pattern in args.clause or ():
+        if "," in pattern:
+            again = " ".join(f"--clause {p.strip()}" for p in pattern.split(",") if p.strip())
+            raise UsageError(f"--clause {pattern}: one ID or glob per --clause; repeat it: {again}")
     problem = unknown_selection(args.clause, args.layer)
     if problem:
         raise UsageError(problem)
+    if not any(wanted(spec, c, args.clause, args.layer)
+               for spec in LAYERS.values() for c in spec.clauses):
+        raise UsageError(
+            f"--clause {' '.join(args.clause)} and --layer {' '.join(args.layer)} select no "
+            "clause together (a clause's prefix names its layer: FM-, GFF-)"
+        )
     for fmt in report.WRITERS:
         _check_output(getattr(args, fmt), f"--{fmt}")
     _check_output(getattr(args, "save_verdicts", None), "--save-verdicts")
@@ -346,6 +357,11 @@ def _options(args, *names) -> dict:
 def _finish(results, args, targets, options) -> bool:
     from portspec import meta, profiles
 
+    if not results:  # a port of GatedFeatureFusion alone verified with --layer FM, say
+        raise UsageError(
+            "no clause applies: the implementations provide no layer that --layer/--clause "
+            f"select ({', '.join(map(str, targets))}; `portspec list` names each clause's layer)"
+        )
     print(f"judged by profile {profiles.active().describe()}")
     paths = {fmt: getattr(args, fmt) for fmt in report.WRITERS}
     shown = [paths[fmt] for fmt in ("markdown", "html") if paths[fmt]]  # they hold whole lists
@@ -379,6 +395,9 @@ def cmd_verify(args) -> int:
     from portspec.verify import verify
 
     _check_run(args)
+    for port in args.ports:  # 'PORT' for PORT.py would read as an unknown built-in's name
+        if not os.path.exists(port) and os.path.isfile(port + ".py"):
+            raise UsageError(f"{port}: no such file or built-in; did you mean {port}.py?")
     progress = _progress(args, len(args.ports))
     results = verify(
         args.ports,
@@ -513,8 +532,13 @@ def _unrecognized(parser, command: str, argv: list[str], extra: list[str]) -> No
     before = argv.index(extra[0]) < argv.index(command)
     owner = parser if before else parser.commands[command]
     message = f"unrecognized arguments: {' '.join(extra)}"
-    near = difflib.get_close_matches(extra[0].split("=")[0], owner._option_string_actions, n=1)
-    if extra[0].startswith("-") and near:
+    near = difflib.get_close_matches(
+        extra[0].split("=")[0], owner._option_string_actions, n=1, cutoff=0.75
+    )
+    if command == "verify" and extra[0].split("=")[0] == "--impl":
+        message += " (verify takes port files and built-in names as arguments: " \
+            "portspec verify PORT.py torch)"
+    elif extra[0].startswith("-") and near:
         message += f" (did you mean {near[0]}?)"
     owner.error(message)
 

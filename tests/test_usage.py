@@ -111,6 +111,11 @@ def _files(tmp: Path) -> dict:
     (tmp / "hangs.py").write_text("import time\ntime.sleep(600)\n")
     (tmp / "bad.json").write_text("{not json")
     (tmp / "list.json").write_text("[1, 2]")
+    shutil.copy(NUMPY_PORT, tmp / "numpy_base.py")
+    (tmp / "fmonly.py").write_text(
+        "from numpy_base import NumpyAdapter\n\n\nclass Port(NumpyAdapter):\n"
+        "    name = 'fm-only'\n    layers = ('FeatureMixing',)\n"
+    )
     (tmp / "adir").mkdir()
     (tmp / "afile").write_text("")
     return {}
@@ -171,6 +176,16 @@ WRONG = [
     (["--bogus", "list"], "portspec: error: unrecognized arguments: --bogus (see portspec --help)"),
     (["verify", NUMPY_PORT, "--clase", "FM-CONFIG"],
      "portspec verify: error: unrecognized arguments: --clase FM-CONFIG (did you mean --clause?)"),
+    (["verify", NUMPY_PORT, "--impl", "torch"],
+     "--impl torch (verify takes port files and built-in names as arguments: portspec verify "
+     "PORT.py torch)"),
+    (["verify", "fmonly"], "portspec verify: error: fmonly: no such file or built-in; did you "
+     "mean fmonly.py?"),
+    (["verify", NUMPY_PORT, "--clause", "FM-CALL,FM-SHAPE"],
+     "portspec verify: error: --clause FM-CALL,FM-SHAPE: one ID or glob per --clause; repeat it: "
+     "--clause FM-CALL --clause FM-SHAPE"),
+    (["verify", NUMPY_PORT, "--layer", "GFF", "--clause", "FM-CONFIG"],
+     "portspec verify: error: --clause FM-CONFIG and --layer GFF select no clause together"),
     (["verify"], "portspec verify: error: the following arguments are required: PORT.py"),
     ([], "portspec: error: the following arguments are required: COMMAND"),
     (["nosuchcommand"], "portspec: error: argument COMMAND: invalid choice: 'nosuchcommand'"),
@@ -226,6 +241,16 @@ def test_a_long_list_is_whole_in_the_report_and_counted_on_the_terminal(tmp_path
     assert f"  - problems ({tried}):" in markdown and len(listed) == tried
     first = line.split("requires: ", 1)[1].split(" | ")[0]
     assert f"    - {first}" in listed  # the terminal's first four are among them
+
+
+def test_a_layer_the_port_lacks_is_a_usage_error_not_an_empty_pass(tmp_path):
+    _files(tmp_path)
+    code, out, err = portspec("verify", "fmonly.py", "--layer", "GFF", cwd=tmp_path)
+    assert (code, out) == (2, ""), (code, out, err)
+    assert err.splitlines()[-1] == (
+        "portspec verify: error: no clause applies: the implementations provide no layer that "
+        "--layer/--clause select (fmonly.py; `portspec list` names each clause's layer)")
+    assert "GFF-" not in err.replace("export:GatedFeatureFusion", "")  # no clause ran
 
 
 def test_an_unwritable_report_folder_is_refused_before_the_run(tmp_path):
