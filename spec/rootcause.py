@@ -443,8 +443,20 @@ def _dropout_fits(spec, space, r, choices, tol):
             continue
         want = rate if (active and site in c["sites"]) else 0.0
         frac = float(dropped[sure].sum()) / n
-        if abs(frac - want) > 6 * np.sqrt(max(want * (1 - want), 1e-4) / n) + 1e-9:
+        axis = {"batch": 0, "time": 1, "channel": 2}.get(c["mask_axis"])
+        independent = n / (out.shape[axis] if axis is not None else 1)  # decisions drawn
+        if abs(frac - want) > 6 * np.sqrt(max(want * (1 - want), 1e-4) / independent) + 1e-9:
             return False
+    decided = m2_dropped ^ m2_kept  # site 2's decision, element by element
+    if active and "dropout2" in c["sites"] and decided.all():
+        for axis, name in ((0, "batch"), (1, "time"), (2, "channel")):
+            m = np.moveaxis(m2_kept, axis, 0)
+            half = m.shape[0] // 2
+            if half * m[0].size < 100:
+                continue
+            agree = float(np.mean(m[0: 2 * half: 2] == m[1: 2 * half: 2]))
+            if (agree == 1.0) != (c["mask_axis"] == name):
+                return False
     both = (m2_kept & ~m2_dropped) & (m1_dropped ^ m1_kept)
     if active and both.sum() >= 100 and {"dropout1", "dropout2"} <= set(c["sites"]):
         # under a shared mask a kept site-2 unit never has its site-1 unit dropped
@@ -634,8 +646,15 @@ class VariantHandle:
         p = self.config["dropout"]
         rate = p if c["dropout_rate"] == "rate" else 1 - p
         shape = np.shape(x)
-        return {"dropout1": self.rng.random((*shape[:-1], self.config["ff_dim"])) >= rate,
-                "dropout2": self.rng.random(shape) >= rate}
+        axis = {"batch": 0, "time": 1, "channel": 2}.get(c["mask_axis"])
+
+        def draw(full):
+            drawn = list(full)
+            if axis is not None:
+                drawn[axis] = 1  # drawn without the axis, broadcast along it
+            return np.broadcast_to(self.rng.random(drawn) >= rate, full)
+
+        return {"dropout1": draw((*shape[:-1], self.config["ff_dim"])), "dropout2": draw(shape)}
 
     def _compute(self, inputs, training):
         w = {**self.spec.initial_weights(self.config, self.input_shapes, np.random.default_rng(0)),
@@ -747,7 +766,10 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
 
 def same_failure(a: str, b: str, loose: bool = False) -> bool:
     """Do two failure messages say the same thing: equal words, numbers within 5 % (or both
-    rounding-sized; within 10x when ``loose``)?"""
+    rounding-sized)? ``loose`` (outcomes drawn at random, or rounding): numbers within 10x,
+    and every finding of ``a`` ("; "-separated) among those of ``b``."""
+    if loose and "; " in a + b:
+        return all(any(same_failure(x, y, loose) for y in b.split("; ")) for x in a.split("; "))
     if "raised " in a or "raised " in b:  # the same exception type, whatever its words
         def kind(m):
             return m.rsplit("raised ", 1)[-1].split(":")[0] if "raised " in m else None
@@ -766,6 +788,8 @@ def same_failure(a: str, b: str, loose: bool = False) -> bool:
 
 
 _ITEMS: dict = {}
+# choices whose clause evidence is drawn at random: the variant fails alike, not identically
+RANDOM = {"dropout_inference", "mask_axis", "shared_mask"}
 
 
 def _same_error(message: str, raised: str) -> bool:
@@ -799,7 +823,7 @@ def explains(spec, finding: Finding, result) -> bool:
         return False
     mine = result.message.replace(result.impl, again.impl)  # the pairs name the reader
     # outputs drawn at random (dropout in inference) agree in size only, like rounding
-    loose = bool(finding.precision) or bool(finding.diff.get("dropout_inference"))
+    loose = bool(finding.precision) or bool(RANDOM & set(finding.diff))
     return same_failure(mine, again.message, loose=loose)
 
 

@@ -129,6 +129,9 @@ FM_DEFAULTS = {
     "sites": ("dropout1", "dropout2"),
     "dropout_inference": False,
     "shared_mask": False,  # both sites draw one mask
+    "mask_axis": None,  # None: a decision per element; "batch"/"time"/"channel": one mask
+    # drawn without that axis and broadcast along it (the masks are the caller's; the
+    # root-cause stage checks the probe's decisions against this)
     "residual": "input",  # what the residual adds: "input", "normalised", "none"
     "transpose": False,  # Dense kernels read (out, in)
 }
@@ -340,6 +343,7 @@ FM_SPACE = Space(
         "sites": [("dropout1",), ("dropout2",), ()],
         "dropout_inference": [True],
         "shared_mask": [True],
+        "mask_axis": ["batch", "time", "channel"],
         "residual": ["normalised", "none"],
         "transpose": [True],
     },
@@ -387,6 +391,9 @@ FM_SPACE = Space(
                               True: "dropout active in inference"},
         "shared_mask": {False: "independent masks per site",
                         True: "one mask shared by both dropout sites"},
+        "mask_axis": {None: "a dropout decision per element",
+                      **{a: f"one dropout mask broadcast along the {a} axis"
+                         for a in ("batch", "time", "channel")}},
         "residual": {"input": "the residual adding the input",
                      "normalised": "the residual adding the normalised input",
                      "none": "no residual connection"},

@@ -32,6 +32,7 @@ class FM(nn.Module):
     flatten = "C"
     activation = staticmethod(F.relu)
     drop_scale, rate_as_keep, sites, in_inference, shared = "inverted", False, (1, 2), False, False
+    mask_axis = None  # 0, 1, 2: one mask broadcast along batch, time or channels
     residual = "input"
     float32_inside = bias1_ignored = relu_after_dense2 = mean_only = False
     residual_scale = 1.0
@@ -110,12 +111,18 @@ class FM(nn.Module):
         kept = {"inverted": 1 - p, "none": 1.0, "rate": p}[self.drop_scale]
         return torch.where(mask, v / kept, torch.zeros_like(v))
 
+    def _mask(self, shape, dtype, p):
+        drawn = list(shape)
+        if self.mask_axis is not None:  # drawn without the axis and broadcast along it
+            drawn[self.mask_axis] = 1
+        return (torch.rand(drawn, dtype=dtype) >= p).expand(shape).clone()
+
     def branch(self, z):
         bias1 = 0 if self.bias1_ignored else self.lin1.bias
         h = self.activation(z @ self.lin1.weight.T + bias1)
         p = self._rate()
-        m1 = torch.rand(h.shape, dtype=h.dtype) >= p
-        m2 = torch.rand(*h.shape[:-1], self.n_series, dtype=h.dtype) >= p
+        m1 = self._mask(h.shape, h.dtype, p)
+        m2 = self._mask((*h.shape[:-1], self.n_series), h.dtype, p)
         if self.shared:  # unit c of both sites: one decision
             k = min(self.ff_dim, self.n_series)
             m1[..., :k] = m2[..., :k]
@@ -267,6 +274,8 @@ PORTS = [
     port("dropout-second-site-only", {"sites": ("dropout2",)}, fm={"sites": (2,)}),
     port("dropout-in-inference", {"dropout_inference": True}, fm={"in_inference": True}),
     port("dropout-shared-mask", {"shared_mask": True}, fm={"shared": True}),
+    port("dropout-mask-over-batch", {"mask_axis": "batch"}, fm={"mask_axis": 0}),
+    port("dropout-mask-over-channels", {"mask_axis": "channel"}, fm={"mask_axis": 2}),
     # the residual
     port("no-residual", {"residual": "none"}, fm={"residual": "none"}),
     port("residual-of-normalised", {"residual": "normalised"}, fm={"residual": "normalised"}),
