@@ -163,11 +163,16 @@ def _parser() -> argparse.ArgumentParser:
         cmd_verify,
         "check a port through its adapter file",
         "Run every clause against the adapters a port file defines, each file in a worker "
-        "process of its own (a hang or crash fails one clause). The port's sibling modules are "
-        "imported from the port file's own folder, never from the current directory.",
+        "process of its own (a hang or crash fails one clause). A port file is a small Python "
+        "file with an adapter class on portspec.ports' bases (TorchPortAdapter, "
+        "KerasPortAdapter, ...) saying how to build the layer and where its weights are: see "
+        "the README's 'Checking a port'. The port's sibling modules are imported from the port "
+        "file's own folder, never from the current directory. The built-ins that can run here "
+        "export their weights too, for the portability clauses (FM/GFF-PORTABLE).",
     )
     verify.add_argument(
-        "ports", nargs="+", metavar="PORT.py", help="adapter file (or a built-in name)"
+        "ports", nargs="+", metavar="PORT.py",
+        help="one or more port files (or built-ins' names: portspec list)",
     )
     _selection(verify)
     verify.add_argument(
@@ -299,23 +304,41 @@ def _check_run(args) -> None:
 
 
 class Progress:
-    """One stderr line per finished clause: done/total, verdict, clause, time, time left.
+    """One stderr line per finished clause: done/total, verdict, clause, time, time left; the
+    portable-weights exports and root-cause probes (export:, probe:) on lines without a number.
 
     The total is the sum of the workers' plans; a target not planned yet counts as
     ``per_target`` clauses until its plan arrives. Time left is the wall time so far per
     finished clause times the clauses left.
     """
 
-    def __init__(self, targets: int, per_target: int):
+    def __init__(self, targets: int, per_target: int, wanted: set[str] = frozenset()):
         self.start = time.monotonic()
+        self.wanted = set(wanted)  # the clause IDs the selection runs
+        self.keys: set[tuple[str, str]] = set()  # (implementation, clause) planned
         self.unplanned, self.per_target = targets, per_target
         self.planned = self.done = 0
 
     def plan(self, tasks) -> None:
+        """A worker's plan: its clauses (not export:/probe:), plus the portability clause of
+        each of its layers that verify runs after the others have exported (not in the plan)."""
         self.unplanned = max(0, self.unplanned - 1)
-        self.planned += len(tasks)
+        for impl, clause in map(tuple, tasks):
+            if ":" not in clause:
+                self.keys.add((impl, clause))
+                portable = f"{clause.split('-')[0]}-PORTABLE"
+                if portable in self.wanted:
+                    self.keys.add((impl, portable))
+        self.planned = len(self.keys)
 
     def __call__(self, result) -> None:
+        if ":" in result.clause:  # export:<Layer>, probe:<Layer>: work around the clauses
+            line = f"  {report.SYMBOL[result.status]:4} {result.clause} [{result.impl}] "
+            line += f"{result.seconds:.1f}s"
+            if result.status != "passed":
+                line += f"  {report.one_line(result.message)[:100]}"
+            print(line, file=sys.stderr, flush=True)
+            return
         self.done += 1
         total = max(self.done, self.planned + self.unplanned * self.per_target)
         width = len(str(total))
@@ -339,12 +362,13 @@ def _progress(args, targets: int) -> Progress:
     from portspec.layers import LAYERS
     from portspec.suite.runner import wanted
 
-    per_target = sum(
-        wanted(spec, clause, args.clause, args.layer)
+    ids = {
+        clause.id
         for spec in LAYERS.values()
         for clause in spec.clauses
-    )
-    return Progress(targets, per_target)
+        if wanted(spec, clause, args.clause, args.layer)
+    }
+    return Progress(targets, len(ids), ids)
 
 
 # -- the subcommands -----------------------------------------------------------------------
