@@ -149,8 +149,13 @@ def root_causes(results) -> list[tuple[str, str, list[str]]]:
 
 
 def _cause_of(r) -> str:
-    """The failure's root cause as the root-cause stage set it ('' where it did not run)."""
-    return getattr(r, "cause", None) or ""
+    """The failure's root cause as the root-cause stage set it ('' where it did not run); a
+    bare 'unexplained' says what it means (a variant found for the layer's forward computation
+    may explain other clauses: this one it does not)."""
+    cause = getattr(r, "cause", None) or ""
+    if cause == "unexplained":
+        return "unexplained (no variant of the layer's computation fails this clause the same way)"
+    return cause
 
 
 def detail_lists(details: dict | None) -> list[tuple[str, list[str]]]:

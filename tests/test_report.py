@@ -197,3 +197,12 @@ def test_markdown_shows_a_clauses_list_whole_and_the_terminal_says_how_many_more
     whole = Result("FM-CONFIG", "alpha", "failed", "2 of 2: " + " | ".join(problems[:2]),
                    details={"problems": problems[:2]})
     assert "more, see the report" not in report.terminal([whole], color=False)
+
+
+def test_a_bare_unexplained_says_what_it_means_on_each_failure():
+    results = [Result("FM-INIT", "port", "failed", "kernel not Glorot", cause="unexplained")]
+    meaning = "unexplained (no variant of the layer's computation fails this clause the same way)"
+    assert f"    root cause: {meaning}" in report.terminal(results, color=False)
+    for fmt in ("markdown", "html", "junit"):
+        assert meaning.replace("'", "&#x27;" if fmt == "html" else "'") in \
+            report.WRITERS[fmt](results).replace("&apos;", "'"), fmt
