@@ -38,8 +38,17 @@ EXIT_CODES = """exit codes:
   1  a clause failed (verify --expect: a verdict changed)
   2  a usage or setup error: one line on stderr, before any clause runs
 """
+DONE_CODES = """exit codes:
+  0  done
+  2  a usage error: one line on stderr
+"""
 REPORT_NAMES = {"json": "JSON", "markdown": "Markdown", "junit": "JUnit XML", "html": "HTML"}
 CLAUSE_HELP = "only this clause: an exact ID (FM-BN-UPDATE) or a glob (FM-BN-*, *-GRAD), any case"
+
+
+def golden_dir() -> str:
+    """Where ``portspec vectors`` writes by default (portspec.golden), without importing it."""
+    return str(Path(__file__).parent / "vectors")
 
 
 class UsageError(Exception):
@@ -124,12 +133,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
 
-    def command(name, func, help, description=None):
+    def command(name, func, help, description=None, epilog=EXIT_CODES):
         p = sub.add_parser(
             name,
             help=help,
             description=textwrap.fill(description or help[:1].upper() + help[1:] + ".", 79),
-            epilog=EXIT_CODES,
+            epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.set_defaults(func=func)
@@ -138,7 +147,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser.commands = {}
 
-    command("list", cmd_list, "list the layers, their clauses and the implementations")
+    command("list", cmd_list, "list the layers, their clauses and the implementations",
+            epilog=DONE_CODES)
 
     matrix = command(
         "matrix",
@@ -190,8 +200,17 @@ def _parser() -> argparse.ArgumentParser:
         help="run in this process: faster, but no timeout and no protection from crashes",
     )
 
-    vectors = command("vectors", cmd_vectors, "regenerate the golden vectors")
-    vectors.add_argument("--out", type=Path, metavar="DIR", help="default: spec/vectors")
+    vectors = command(
+        "vectors",
+        cmd_vectors,
+        "regenerate the golden vectors",
+        "Write the golden vectors, one safetensors file per layer and case (the same bits on "
+        f"every CPU), into the installed package's own folder {golden_dir()}, where FM-VECTORS "
+        "and GFF-VECTORS read them, or into --out DIR; prints each file's path.",
+        epilog=DONE_CODES,
+    )
+    vectors.add_argument("--out", type=Path, metavar="DIR",
+                         help="write them here instead of the package's folder")
 
     test = command(
         "test",
@@ -203,7 +222,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument("pytest_args", nargs="*", help="passed on to pytest (--impl, -k, ...)")
 
-    command("docs", cmd_docs, "regenerate docs/spec.md")
+    command("docs", cmd_docs, "write the spec page, docs/spec.md",
+            "Write the spec page (configs, weight tables, clauses) to docs/spec.md under the "
+            "current folder; run it in the repository to regenerate the page checked in there.",
+            epilog=DONE_CODES)
 
     bench = command(
         "bench",

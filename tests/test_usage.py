@@ -288,6 +288,14 @@ def test_help_names_the_tool_and_the_exit_codes():
     assert "2  a usage or setup error" in out and "list" in out
     code, out, _ = portspec("verify", "--help")
     assert code == 0 and "exit codes:" in out and "FM-BN-*" in out
+    assert "Checking a port" in out and "TorchPortAdapter" in out  # what a port file is
+    from portspec import golden
+
+    code, out, _ = portspec("vectors", "--help")  # where it writes, before it overwrites
+    assert code == 0 and str(golden.DIRECTORY) in " ".join(out.split()).replace("/ ", "/")
+    assert "0  done" in out and "clause failed" not in out
+    code, out, _ = portspec("docs", "--help")
+    assert code == 0 and "under the current folder" in " ".join(out.split())
 
 
 def test_test_help_is_pytests_without_a_warning():
