@@ -243,6 +243,17 @@ def test_a_long_list_is_whole_in_the_report_and_counted_on_the_terminal(tmp_path
     assert f"    - {first}" in listed  # the terminal's first four are among them
 
 
+def test_under_pytest_a_failure_lists_its_problems_whole(tmp_path):
+    shutil.copy(NUMPY_PORT, tmp_path / "numpy_base.py")
+    (tmp_path / "PORT.py").write_text(LAX_PORT)
+    code, out, err = portspec("test", "--impl", "PORT.py", "--clause", "FM-CONFIG", "-q",
+                              "-p", "no:cacheprovider", cwd=tmp_path)
+    assert code == 1, out + err
+    tried = int(out.split("failed: ", 1)[1].split()[0])  # 'N of M bad inputs not rejected'
+    assert tried > 4 and f"\nproblems ({tried}):\n" in out
+    assert len([x for x in out.splitlines() if x.startswith("  - config ")]) == tried
+
+
 def test_a_layer_the_port_lacks_is_a_usage_error_not_an_empty_pass(tmp_path):
     _files(tmp_path)
     code, out, err = portspec("verify", "fmonly.py", "--layer", "GFF", cwd=tmp_path)

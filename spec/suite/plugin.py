@@ -17,6 +17,7 @@ import pytest
 from portspec import profiles, registry
 from portspec.cache import enable_compilation_caches
 from portspec.clauses import ClauseFailure, NotApplicable
+from portspec.report import detail_lists
 from portspec.suite.checks import Context, work_items
 from portspec.suite.runner import select, unknown_selection, wanted
 from portspec.suite.state import clause_state
@@ -132,6 +133,8 @@ class ClauseItem(pytest.Item):
             lines = [f"{self.clause.id}: {self.clause.text}", f"failed: {excinfo.value}"]
             if excinfo.value.diagnosis:
                 lines.append(f"diagnosis: {excinfo.value.diagnosis}")
+            for key, items in detail_lists(excinfo.value.details):  # whole: the message has 4
+                lines += [f"{key} ({len(items)}):", *(f"  - {item}" for item in items)]
             return "\n".join(lines)
         return super().repr_failure(excinfo)
 
