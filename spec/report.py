@@ -301,7 +301,7 @@ def to_markdown(results, title: str | None = None, meta: dict | None = None) -> 
             if _cause_of(r):
                 line += f"  \n  *Root cause:* {_md(_cause_of(r))}"
             lines.append(line)
-            for key, items in detail_lists(r.details):  # whole, as HTML shows them
+            for key, items in detail_lists(r.details) if _not_shown(r) else ():  # whole
                 lines.append(f"  - {_md(key)} ({len(items)}):")
                 lines += [f"    - {_md(item)}" for item in items]
     skips = _skips(results)

@@ -197,6 +197,7 @@ def test_markdown_shows_a_clauses_list_whole_and_the_terminal_says_how_many_more
     whole = Result("FM-CONFIG", "alpha", "failed", "2 of 2: " + " | ".join(problems[:2]),
                    details={"problems": problems[:2]})
     assert "more, see the report" not in report.terminal([whole], color=False)
+    assert "problems (2)" not in report.to_markdown([whole])  # the message holds them all
 
 
 def test_a_bare_unexplained_says_what_it_means_on_each_failure():
