@@ -447,7 +447,7 @@ class BenchPlugin:
         self.sizes, self.modes, self.executions = list(sizes), list(modes), list(executions)
         self.rounds: dict[tuple, dict[str, list[float]]] = {}
         self.roles: dict[str, str] = {}
-        self.framework = None
+        self.load_at_start = _load()
 
     def cases(self) -> list[BenchCase]:
         out = []
@@ -501,6 +501,26 @@ class BenchPlugin:
                                      "paired rounds)")
             for line in lines:
                 terminalreporter.write_line(line)
+            terminalreporter.write_line(busy_note(self.load_at_start, _load(), os.cpu_count()))
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def busy_note(start: float | None, end: float | None, cpus: int | None) -> str:
+    """The 1-minute load average at the start and the end; a warning when it exceeded the
+    CPUs: other work then shares the cores, and a parallel kernel's threads wait on each
+    other (an OpenMP barrier can make a small call hundreds of times slower)."""
+    if start is None or end is None or not cpus:
+        return "load average: unknown"
+    note = f"load average {start:.1f} at the start, {end:.1f} at the end, on {cpus} CPUs"
+    if max(start, end) > cpus:
+        note += ": the machine was busy, so these ratios are not to be trusted; run again idle"
+    return note
 
 
 def bench_layer(benchmark, bench_case, bench_record):

@@ -80,3 +80,10 @@ def test_tiny_bench_of_a_torch_port_end_to_end(tmp_path):
     lines = [ln for ln in done.stdout.splitlines()
              if ln.startswith("small-torch-port: ") and against in ln]
     assert {ln.rsplit(", ", 1)[1] for ln in lines} == {"inference", "train-step"}
+
+
+def test_a_busy_machine_is_named_in_the_summary():
+    quiet = "load average 0.5 at the start, 1.2 at the end, on 2 CPUs"
+    assert bench.busy_note(0.5, 1.2, 2) == quiet
+    assert bench.busy_note(3.0, 1.0, 2).endswith("not to be trusted; run again idle")
+    assert bench.busy_note(None, 1.0, 2) == "load average: unknown"
