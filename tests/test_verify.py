@@ -116,6 +116,19 @@ def test_the_matrix_crosses_every_writer_with_every_reader():
     assert set(cells.values()) == {"ok"} and len(cells) == 4
 
 
+
+def test_a_builtin_verified_as_a_port_reads_the_other_builtins_exports(tmp_path, monkeypatch):
+    """verify exports the port's weights and links the built-ins' beside them; a built-in
+    verified by name is among those built-ins, and its own export must stand, not collide."""
+    pytest.importorskip("torch")
+    monkeypatch.setenv("PORTSPEC_CACHE", str(tmp_path))
+    results = verify(["torch"], clauses=["FM-PORTABLE"], timeout=120)
+    assert [(r.impl, r.clause, r.status) for r in results] == [
+        ("torch", "FM-PORTABLE", "passed")
+    ]
+    writers, readers, cells = report.portability(results)["FM"]
+    assert "torch" in writers and len(writers) > 1, writers
+
 # -- pickles are refused, never unpickled ----------------------------------------------------
 
 
