@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 # What a fresh machine with only Python and pip has: python3 (with venv), the venv's activate
@@ -76,6 +78,7 @@ class GatedFusion(nn.Module):
 
 
 def test_the_port_example_verifies(tmp_path):
+    pytest.importorskip("torch", reason="the README's example port is a PyTorch module")
     example = _section("Checking a port").split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "PORT.py").write_text(example)
     (tmp_path / "mygate.py").write_text(MYGATE)

@@ -251,7 +251,9 @@ def test_under_pytest_a_failure_lists_its_problems_whole(tmp_path):
     assert code == 1, out + err
     tried = int(out.split("failed: ", 1)[1].split()[0])  # 'N of M bad inputs not rejected'
     assert tried > 4 and f"\nproblems ({tried}):\n" in out
-    assert len([x for x in out.splitlines() if x.startswith("  - config ")]) == tried
+    listed = out.split(f"\nproblems ({tried}):\n", 1)[1].splitlines()
+    listed = listed[: next((i for i, x in enumerate(listed) if not x.startswith("  - ")), None)]
+    assert len(listed) == tried and all(x.startswith("  - config ") for x in listed)
 
 
 def test_a_layer_the_port_lacks_is_a_usage_error_not_an_empty_pass(tmp_path):
@@ -303,7 +305,8 @@ def test_help_names_the_tool_and_the_exit_codes():
     from portspec import golden
 
     code, out, _ = portspec("vectors", "--help")  # where it writes, before it overwrites
-    assert code == 0 and str(golden.DIRECTORY) in " ".join(out.split()).replace("/ ", "/")
+    # argparse wraps the path at "/" and "-" (a tox env's keras-jax): compare without spaces
+    assert code == 0 and "".join(str(golden.DIRECTORY).split()) in "".join(out.split())
     assert "0  done" in out and "clause failed" not in out
     code, out, _ = portspec("docs", "--help")
     assert code == 0 and "under the current folder" in " ".join(out.split())
