@@ -545,4 +545,10 @@ def main(port: str, *, layers=None, sizes=DEFAULT_SIZES, modes=MODES, executions
     args = ["-p", "no:cacheprovider", "--import-mode=importlib", "-W", "ignore::DeprecationWarning",
             "-o", "python_files=bench.py", "-o", "python_functions=bench_*",
             "--rootdir", str(Path(__file__).parent), *pytest_args, __file__]
-    return int(pytest.main(args, plugins=[plugin]))
+    # pytest-benchmark turns itself off, silently, wherever PYTEST_XDIST_WORKER is set (a bench
+    # started from a test under pytest-xdist inherits it): this run is no xdist worker.
+    inherited = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PYTEST_XDIST_")}
+    try:
+        return int(pytest.main([*args[:-1], "-p", "no:xdist", args[-1]], plugins=[plugin]))
+    finally:
+        os.environ.update(inherited)
