@@ -894,10 +894,26 @@ def attach(results):
             prefixes[prefix], finding, r
         ):
             out[i] = replace(r, cause=finding.line(), details=details)
+        elif r.diagnosis and _family(prefixes[prefix], r.clause) in CHECKED_BEYOND_THE_OUTPUT:
+            # no variant of the computation fails it; its own checked diagnosis is the cause
+            out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
         else:
             why = "" if finding.fits else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
     return out
+
+
+# Clauses that judge what the layer holds or how it is built, not what it computes: the
+# variants cannot explain them, and their diagnoses are hypotheses each clause tests against its
+# own evidence (the initial weights' distribution, the counts' arithmetic, a config value lost
+# in a round trip). Such a diagnosis is the failure's root cause.
+CHECKED_BEYOND_THE_OUTPUT = {
+    "init", "param-counts", "weight-table", "config-roundtrip", "save-native", "weights-roundtrip",
+}
+
+
+def _family(spec, clause_id: str) -> str | None:
+    return next((c.family for c in spec.clauses if c.id == clause_id), None)
 
 
 def root_causes(results) -> list[tuple[str, str, list[str]]]:

@@ -302,3 +302,20 @@ def test_the_mutant_zoo_measure(path):
     for name, found in causes.items():
         print(f"  {name}: {' | '.join(found) or 'none'}")
     assert not survivors, survivors
+
+
+def test_a_checked_diagnosis_of_how_the_layer_is_built_is_its_root_cause():
+    """FM-INIT judges the initial weights, which no variant of the computation explains; the
+    clause's own diagnosis (the draws fit PyTorch's Linear default) is then the root cause, and
+    the clauses of the computation, which pass, get none."""
+    pytest.importorskip("torch")
+    from portspec.verify import verify
+
+    zoo = Path(__file__).parent / "mutants" / "torch_zoo.py"
+    tasks = [("LinearDefaultInit", c) for c in ("FM-INIT", "FM-INFERENCE", "FM-TRAINING")]
+    results = {r.clause: r for r in verify([str(zoo)], tasks=tasks, isolate=False)}
+    init = results["FM-INIT"]
+    assert init.status == "failed" and init.diagnosis
+    assert init.cause == f"FeatureMixing: {init.diagnosis}"
+    assert "PyTorch's default Linear initialisation" in init.cause
+    assert results["FM-INFERENCE"].status == results["FM-TRAINING"].status == "passed"
