@@ -319,3 +319,26 @@ def test_a_checked_diagnosis_of_how_the_layer_is_built_is_its_root_cause():
     assert init.cause == f"FeatureMixing: {init.diagnosis}"
     assert "PyTorch's default Linear initialisation" in init.cause
     assert results["FM-INFERENCE"].status == results["FM-TRAINING"].status == "passed"
+
+
+def test_five_choices_of_one_design_are_found_together():
+    """torch's BatchNorm2d(1) at its defaults after the residual (darts' TimeBatchNorm2d): one
+    statistic, epsilon 1e-5, momentum 0.1, unbiased update, post-norm; five choices, one root
+    cause. A sixth, unrelated change (the first Dense's bias ignored, outside the space) must
+    not fit."""
+    pytest.importorskip("torch")
+    import importlib.util
+
+    from portspec import rootcause
+
+    spec_file = importlib.util.spec_from_file_location("single_mistakes_deep", FIXTURE)
+    fixture = importlib.util.module_from_spec(spec_file)
+    spec_file.loader.exec_module(fixture)
+    design = {"norm": "scalar", "position": "after", "eps": 1e-5, "update_ddof": 1, "keep": 0.9}
+    spec = LAYERS["FeatureMixing"]
+    found = rootcause.search(spec, rootcause.probe(fixture.port("deep", None, fm=design)(), spec))
+    assert found.fits and not found.precision
+    assert _matches({"norm": "batch-scalar", "position": "after", "eps": 1e-5,
+                     "update_ddof": 1, "momentum": 0.9}, found.summary())
+    unbiased = fixture.port("deep-no-bias", None, fm={**design, "bias1_ignored": True})()
+    assert not rootcause.search(spec, rootcause.probe(unbiased, spec)).fits
