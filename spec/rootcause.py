@@ -899,7 +899,9 @@ def attach(results):
             prefixes[prefix], finding, r
         ):
             out[i] = replace(r, cause=finding.line(), details=details)
-        elif r.diagnosis and _family(prefixes[prefix], r.clause) in CHECKED_BEYOND_THE_OUTPUT:
+        elif r.diagnosis and prefixes[prefix].clause(
+            r.clause.split("-", 1)[1]
+        ).family in CHECKED_BEYOND_THE_OUTPUT:
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
         else:
@@ -915,10 +917,6 @@ def attach(results):
 CHECKED_BEYOND_THE_OUTPUT = {
     "init", "param-counts", "weight-table", "config-roundtrip", "save-native", "weights-roundtrip",
 }
-
-
-def _family(spec, clause_id: str) -> str | None:
-    return next((c.family for c in spec.clauses if c.id == clause_id), None)
 
 
 def root_causes(results) -> list[tuple[str, str, list[str]]]:
