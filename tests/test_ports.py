@@ -123,3 +123,61 @@ def test_a_keras_2_block_with_a_list_axis_runs_on_tf_keras():
     # Keras's default momentum 0.99 keeps 0.99 of the old statistic; the spec keeps 0.01
     assert status == {"FM-WEIGHTS": "passed", "FM-INFERENCE": "passed",
                       "FM-SAVE-NATIVE": "passed", "FM-BN-UPDATE": "failed"}, results
+
+
+def test_a_compiled_call_the_cpp_compiler_refuses_is_made_again_with_inductors_probe(monkeypatch):
+    """portspec lets Inductor take the CPU's vector instruction set without its per-process
+    probe programs (portspec.ports.torch); where the C++ compiler then refuses the kernels,
+    the call is compiled again once, with the probe, and gives the eager result."""
+    import torch
+    import torch._inductor.config as inductor
+    from torch._inductor.exc import CppCompileError
+
+    from portspec.ports import torch as torch_ports
+
+    port = registry.load("torch")[0]
+    handle = port.build("FeatureMixing", {**CONFIG, "dropout": 0.0}, input_shapes=SHAPES, seed=0)
+    x = np.random.default_rng(0).standard_normal(SHAPES[0]).astype(np.float32)
+    made = []
+
+    def compile_(module, **kwargs):
+        made.append(inductor.cpp.vec_isa_ok)
+        if len(made) == 1:
+            def refused(*args, **kw):
+                raise RuntimeError("backend failed") from CppCompileError(["g++"], "-mamx-tile")
+            return refused
+        return module  # the second compile: the module itself, eager
+
+    monkeypatch.delenv("TORCHINDUCTOR_VEC_ISA_OK", raising=False)
+    monkeypatch.setattr(torch_ports, "_ISA", {"assumed": None})
+    monkeypatch.setattr(torch, "compile", compile_)
+    with inductor.patch({"cpp.vec_isa_ok": inductor.cpp.vec_isa_ok}):  # restored after
+        got = handle.forward_compiled(x, training=False)
+    np.testing.assert_array_equal(got, handle.forward(x, training=False))
+    assert made == [True, None]  # assumed first, then Inductor's own probe
+
+
+def test_a_compiled_call_failing_otherwise_is_not_retried(monkeypatch):
+    import torch
+
+    from portspec.ports import torch as torch_ports
+
+    port = registry.load("torch")[0]
+    handle = port.build("FeatureMixing", {**CONFIG, "dropout": 0.0}, input_shapes=SHAPES, seed=0)
+    calls = []
+
+    def compile_(module, **kwargs):
+        calls.append(1)
+
+        def broken(*args, **kw):
+            raise RuntimeError("a graph break the port caused")
+        return broken
+
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(torch_ports, "_ISA", {"assumed": None})
+    monkeypatch.setattr(torch, "compile", compile_)
+    with inductor.patch({"cpp.vec_isa_ok": inductor.cpp.vec_isa_ok}), \
+            pytest.raises(RuntimeError, match="graph break"):
+        handle.forward_compiled(np.zeros(SHAPES[0], np.float32), training=False)
+    assert len(calls) == 1

@@ -93,6 +93,51 @@ class TorchPortAdapter(PortAdapter):
         return f"{self.name} (torch {torch.__version__}, {where})"
 
 
+# Inductor on the CPU vectorises for the widest instruction set that the CPU's flags list and
+# the C++ compiler can build. To learn the second, each new process compiles and loads a probe
+# program per instruction set (AMX, AVX-512 VNNI, AVX-512, AVX2): 8 s of a cold
+# `portspec verify` on 2 cores, 2 s of a warm one, more than the layer's own kernels. portspec
+# takes the CPU's flags as the answer (Inductor's ``cpp.vec_isa_ok``, the setting of
+# TORCHINDUCTOR_VEC_ISA_OK=1), so Inductor picks the instruction set its probe would pass, and
+# lets the kernels themselves test the compiler: a compiled call whose C++ fails to build is
+# made again once with the probe (``_probe_vector_isa``). A user's TORCHINDUCTOR_VEC_ISA_OK wins.
+_ISA = {"assumed": None}
+
+
+def _assume_vector_isa(torch) -> bool:
+    """Set Inductor's ``cpp.vec_isa_ok`` once per process (above); whether it is assumed."""
+    if _ISA["assumed"] is None:
+        _ISA["assumed"] = "TORCHINDUCTOR_VEC_ISA_OK" not in os.environ
+        if _ISA["assumed"]:
+            import torch._inductor.config as inductor
+
+            inductor.cpp.vec_isa_ok = True
+    return _ISA["assumed"]
+
+
+def _probe_vector_isa(torch) -> None:
+    import torch._inductor.config as inductor
+    from torch._inductor import cpu_vec_isa
+
+    _ISA["assumed"] = False
+    inductor.cpp.vec_isa_ok = None
+    cpu_vec_isa.valid_vec_isa_list.cache_clear()
+    torch._dynamo.reset()
+
+
+def _cpp_build_failed(exc: BaseException) -> bool:
+    """Does the chain of ``exc`` hold Inductor's CppCompileError (dynamo wraps it)?"""
+    from torch._inductor.exc import CppCompileError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, CppCompileError):
+            return True
+        exc = getattr(exc, "inner_exception", None) or exc.__cause__ or exc.__context__
+    return False
+
+
 def _float32(dtype: str) -> str:
     return "float32" if dtype in AUTOCAST else dtype
 
@@ -162,11 +207,21 @@ class TorchPortHandle(PortHandle):
             return self._numpy(self._run(self.obj, self._tensor(inputs), training))
 
     def forward_compiled(self, inputs, *, training):
+        torch = self.adapter.torch
+        assumed = _assume_vector_isa(torch)
         compiled = self._compiled.get(training)
         if compiled is None:
-            compiled = self._compiled[training] = self.adapter.torch.compile(
-                self.obj, dynamic=False)
-        with self.adapter.torch.no_grad():
+            compiled = self._compiled[training] = torch.compile(self.obj, dynamic=False)
+        try:
+            with torch.no_grad():
+                return self._numpy(self._run(compiled, self._tensor(inputs), training))
+        except Exception as exc:
+            if not (assumed and _cpp_build_failed(exc)):
+                raise
+        # the C++ compiler refused the CPU's instruction set: Inductor's own probe decides
+        _probe_vector_isa(torch)
+        compiled = self._compiled[training] = torch.compile(self.obj, dynamic=False)
+        with torch.no_grad():
             return self._numpy(self._run(compiled, self._tensor(inputs), training))
 
     def _native_grad(self, inputs, cotangent, training, paths):
