@@ -24,12 +24,23 @@ class NotApplicable(Exception):  # noqa: N818 - reads as a verdict, like pytest'
 
 
 class ClauseFailure(AssertionError):
-    """A clause does not hold. ``diagnosis`` says what the evidence points to, when known."""
+    """A clause does not hold. ``diagnosis`` says what the evidence points to, when known.
 
-    def __init__(self, message: str, diagnosis: str | None = None, details: dict | None = None):
+    ``checked=True`` says the clause has tested its diagnosis against evidence of its own (it
+    re-ran the port, or the failure is the mistake itself: a config accepted, a value lost in
+    a round trip) so that it names the mistake, not a guess. The root-cause stage
+    (``portspec.rootcause``) then makes it the failure's root cause where no variant of the
+    computation explains it; an unchecked diagnosis stays a hint beside "unexplained". The
+    flag travels as ``details["checked"]``. One mistake failing several clauses should be
+    worded identically in each, so that it is one root cause."""
+
+    def __init__(self, message: str, diagnosis: str | None = None, details: dict | None = None,
+                 checked: bool = False):
         super().__init__(message)
         self.diagnosis = diagnosis
         self.details = details or {}
+        if checked and diagnosis:
+            self.details = {**self.details, "checked": True}
 
 
 def serialization_clauses(prefix: str) -> list[Clause]:

@@ -892,16 +892,16 @@ def attach(results):
             continue
         prefix = r.clause.split("-")[0]
         finding = findings.get((r.impl, prefix))
-        if finding is None:
+        if finding is None:  # no probe ran: a checked diagnosis is still a root cause
+            if r.diagnosis and _checked(prefixes[prefix], r):
+                out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}")
             continue
         details = {**r.details, "variant": finding.summary()}
         if finding.fits and (finding.diff or finding.precision or finding.raised) and explains(
             prefixes[prefix], finding, r
         ):
             out[i] = replace(r, cause=finding.line(), details=details)
-        elif r.diagnosis and prefixes[prefix].clause(
-            r.clause.split("-", 1)[1]
-        ).family in CHECKED_BEYOND_THE_OUTPUT:
+        elif r.diagnosis and _checked(prefixes[prefix], r):
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
         else:
@@ -917,6 +917,13 @@ def attach(results):
 CHECKED_BEYOND_THE_OUTPUT = {
     "init", "param-counts", "weight-table", "config-roundtrip", "save-native", "weights-roundtrip",
 }
+
+
+def _checked(spec, result) -> bool:
+    """Has the failing clause tested its own diagnosis (ClauseFailure(checked=True)), or is it
+    a clause of how the layer is built, whose diagnoses all are?"""
+    family = spec.clause(result.clause.split("-", 1)[1]).family
+    return bool(result.details.get("checked")) or family in CHECKED_BEYOND_THE_OUTPUT
 
 
 def root_causes(results) -> list[tuple[str, str, list[str]]]:

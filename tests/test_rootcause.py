@@ -7,6 +7,7 @@ variant fits"), never a wrong name.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -296,12 +297,19 @@ def test_the_mutant_zoo_measure(path):
     causes = {m.name: {r.cause for r in explained if r.impl == m.name} for m in loaded}
     survivors = [f"{r.impl} {r.clause}" for r in results if r.status != "failed"]
     killed = len(loaded) - len({s.split()[0] for s in survivors})
+    # a mutant's ``names`` (a regex) is what its one root cause must say: the mistake made
+    judged = [m for m in loaded if getattr(m, "names", None)]
+    misnamed = [f"{m.name}: {sorted(causes[m.name]) or 'no root cause'} (wanted /{m.names}/)"
+                for m in judged if len(causes[m.name]) != 1
+                or not re.search(m.names, next(iter(causes[m.name])), re.I)]
     print(f"\n{path.stem}: {len(loaded)} mutants, killed {killed}, "
           f"failing clauses {len(failing)}, explained {len(explained)}, "
-          f"root causes per mutant {sum(map(len, causes.values())) / len(loaded):.2f}")
+          f"root causes per mutant {sum(map(len, causes.values())) / len(loaded):.2f}, "
+          f"one root cause naming the mistake {len(judged) - len(misnamed)} of {len(loaded)}")
     for name, found in causes.items():
         print(f"  {name}: {' | '.join(found) or 'none'}")
     assert not survivors, survivors
+    assert not misnamed, "\n".join(misnamed)
 
 
 def test_a_checked_diagnosis_of_how_the_layer_is_built_is_its_root_cause():
