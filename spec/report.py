@@ -148,6 +148,12 @@ def root_causes(results) -> list[tuple[str, str, list[str]]]:
     return found(results)
 
 
+def root_cause_lines(results) -> list[str]:
+    """'[impl] root cause: clauses' for each root cause, the unexplained failures last: the
+    Root causes that open the terminal verdict of ``verify`` and close a failing pytest run."""
+    return [f"[{impl}] {cause}: {', '.join(ids)}" for impl, cause, ids in root_causes(results)]
+
+
 def _cause_of(r) -> str:
     """The failure's root cause as the root-cause stage set it ('' where it did not run); a
     bare 'unexplained' says what it means (a variant found for the layer's forward computation
@@ -218,7 +224,7 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
         for (impl, reason), ids in skips.items():
             lines.append(f"skip [{impl}] {', '.join(ids)}: {reason}")
     lines += ["", summary_line(results)]
-    causes = [f"[{impl}] {cause}: {', '.join(ids)}" for impl, cause, ids in root_causes(results)]
+    causes = root_cause_lines(results)
     head = ["Root causes:", *causes, ""] if causes else []
     return "\n".join(head + lines)
 
