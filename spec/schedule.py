@@ -18,6 +18,7 @@ overlap:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -83,6 +84,8 @@ def matrix_runs(names, exchange: str, *, portability: bool, export_kwargs: dict,
                 [lambda n=n: isolation.run(n, export_dir=exchange, **export_kwargs)
                  for n in names], lanes)
             failed = [r for exported in exports for r in exported if r.status != "passed"]
+            if not failed:
+                keep_exports(names, exchange)
         order = sorted(names, key=lambda n: -EXPECTED_SECONDS.get(n, 0))
         ran = dict(zip(order, parallel(
             [lambda n=n: isolation.run(n, **clause_kwargs) for n in order], lanes), strict=True))
@@ -133,26 +136,73 @@ def builtin_exports(*, timeout=isolation.DEFAULT_TIMEOUT, on_result=None):
     Keras on this process's backend), and the failed exports. Made once per portspec source,
     framework versions and Keras backend, under the cache's ``exchange/``; a run with a failed
     export keeps its folder out of the cache."""
-    key = cache.source_key(f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '')}")
-    root = cache.cache_dir() / "exchange"
-    final = root / key
+    env = export_env()
+    final = _exports_entry(env)
     if (final / "COMPLETE").exists():
         return final, []
-    root.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=root))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=final.parent))
     failed = []
-    for name in registry.builtin_names():
+    for name in registry.builtin_names():  # one environment: one warm worker for all
         exported = isolation.run(name, export_dir=str(stage), timeout=timeout,
-                                 on_result=on_result)
+                                 on_result=on_result, env=env)
         failed += [r for r in exported if r.status != "passed"]
     if failed:
         return stage, failed
+    _complete(stage, final)
+    return final, []
+
+
+def export_env() -> dict:
+    """The environment of the built-in exports: Keras on the user's KERAS_BACKEND where set,
+    else on TensorFlow, JAX or PyTorch, the first installed. Keras writes one weights format
+    on every backend, so the backend decides whose arithmetic wrote the file, not what a
+    reader must accept (the matrix crosses all three); TensorFlow first because its export
+    costs least (3.7 s of CPU from a cold cache, against 5.6 on PyTorch and 7.4 on JAX, whose
+    programs compile first). Naming it, instead of leaving it to Keras's own configuration,
+    lets ``portspec matrix`` fill the same cache entry (``keep_exports``)."""
+    if os.environ.get("KERAS_BACKEND"):
+        return {"KERAS_BACKEND": os.environ["KERAS_BACKEND"]}
+    for backend in ("tensorflow", "jax", "torch"):
+        if importlib.util.find_spec(backend):
+            return {"KERAS_BACKEND": backend}
+    return {}
+
+
+def keep_exports(names, exchange: str) -> None:
+    """After a matrix whose exports all passed: the files ``builtin_exports`` would write,
+    copied from the matrix's exchange folder into the cache, so that the first ``verify``
+    after the quick start's matrix reads them instead of exporting again (the same
+    ``export`` of the same built-ins, seeds and environment: the same files). Does nothing
+    where the matrix did not run each of those built-ins or the entry exists."""
+    env = export_env()
+    final = _exports_entry(env)
+    backend = env.get("KERAS_BACKEND")
+    wanted = {f"keras-{backend}" if name == "keras" else name
+              for name in registry.builtin_names() if name != "keras" or backend}
+    if (final / "COMPLETE").exists() or not wanted <= set(names):
+        return
+    files = [p for p in Path(exchange).glob("*.safetensors") if p.name.split(".")[0] in wanted]
+    if {p.name.split(".")[0] for p in files} != wanted:
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=final.parent))
+    for path in files:
+        shutil.copyfile(path, stage / path.name)
+    _complete(stage, final)
+
+
+def _exports_entry(env: dict) -> Path:
+    key = cache.source_key(f"KERAS_BACKEND={env.get('KERAS_BACKEND', '')}")
+    return cache.cache_dir() / "exchange" / key
+
+
+def _complete(stage: Path, final: Path) -> None:
     (stage / "COMPLETE").write_text("")
     try:
         os.rename(stage, final)
     except OSError:  # another run filled the same entry first: same key, same files
         shutil.rmtree(stage, ignore_errors=True)
-    return final, []
 
 
 def _serialise(kwargs: dict) -> dict:
