@@ -178,9 +178,19 @@ class KerasPortHandle(PortHandle):
 
     def forward_compiled(self, inputs, *, training):
         x = self._tensor(inputs)
-        fn = self._compiled.get(training)
-        if fn is None:
-            fn = self._compiled[training] = self._compile(training)
+
+        def make(fresh):
+            if fresh or training not in self._compiled:
+                self._compiled[training] = self._compile(training)
+            return self._compiled[training]
+
+        if self.adapter.backend == "torch":  # Inductor, as for a torch module
+            import torch
+
+            from portspec.ports.torch import inductor_run
+
+            return inductor_run(torch, make, lambda fn: self._numpy(fn(x)))
+        fn = make(False)
         if self.adapter.backend == "jax":
             out, new = fn(*self._values(), x)
             self._assign_state(new)

@@ -104,6 +104,20 @@ class TorchPortAdapter(PortAdapter):
 _ISA = {"assumed": None}
 
 
+def inductor_run(torch, make, run):
+    """``run(make(False))`` with the instruction set assumed (above); where the C++ compiler
+    refuses the kernels, ``run(make(True))`` once more with Inductor's probe. ``make(fresh)``
+    returns the compiled function, a new one when ``fresh``."""
+    assumed = _assume_vector_isa(torch)
+    try:
+        return run(make(False))
+    except Exception as exc:
+        if not (assumed and _cpp_build_failed(exc)):
+            raise
+    _probe_vector_isa(torch)
+    return run(make(True))
+
+
 def _assume_vector_isa(torch) -> bool:
     """Set Inductor's ``cpp.vec_isa_ok`` once per process (above); whether it is assumed."""
     if _ISA["assumed"] is None:
@@ -208,21 +222,17 @@ class TorchPortHandle(PortHandle):
 
     def forward_compiled(self, inputs, *, training):
         torch = self.adapter.torch
-        assumed = _assume_vector_isa(torch)
-        compiled = self._compiled.get(training)
-        if compiled is None:
-            compiled = self._compiled[training] = torch.compile(self.obj, dynamic=False)
-        try:
+
+        def make(fresh):
+            if fresh or training not in self._compiled:
+                self._compiled[training] = torch.compile(self.obj, dynamic=False)
+            return self._compiled[training]
+
+        def run(compiled):
             with torch.no_grad():
                 return self._numpy(self._run(compiled, self._tensor(inputs), training))
-        except Exception as exc:
-            if not (assumed and _cpp_build_failed(exc)):
-                raise
-        # the C++ compiler refused the CPU's instruction set: Inductor's own probe decides
-        _probe_vector_isa(torch)
-        compiled = self._compiled[training] = torch.compile(self.obj, dynamic=False)
-        with torch.no_grad():
-            return self._numpy(self._run(compiled, self._tensor(inputs), training))
+
+        return inductor_run(torch, make, run)
 
     def _native_grad(self, inputs, cotangent, training, paths):
         torch = self.adapter.torch
