@@ -181,7 +181,7 @@ def pytest_runtest_makereport(item, call):
     """A failing clause's Result travels on its report (JSON: an xdist worker sends the report
     to the controller, which runs the root-cause stage)."""
     report = yield
-    failure = getattr(item, "failure", None)
+    failure = item.failure if isinstance(item, ClauseItem) else None
     if call.when == "call" and failure is not None:
         from portspec.isolation import _plain  # the NumPy values of details, as workers send
 
