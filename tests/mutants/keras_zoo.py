@@ -203,6 +203,7 @@ class FMRateOneRejected(_KerasMutant):
 
 class FMFrozenGamma(_KerasMutant):
     mistake = "BatchNorm gamma created non-trainable"
+    names = r"norm\.gamma held non-trainable"
     catches = ("FM-WEIGHTS", "FM-PARAMS")
 
     class fm(ref.FeatureMixing):  # noqa: N801
@@ -247,6 +248,7 @@ class _StopGradNorm(ref.FlatBatchNorm):
 
 class FMUnvalidatedConfig(_KerasMutant):
     mistake = "the config is not validated (bools, floats and 0 accepted)"
+    names = r"configs not validated"
     catches = ("FM-CONFIG",)
 
     class fm(ref.FeatureMixing):  # noqa: N801
@@ -263,6 +265,7 @@ class FMUnvalidatedConfig(_KerasMutant):
 
 class FMUnvalidatedCall(_KerasMutant):
     mistake = "calls are not validated: the backend's own error (or broadcasting) instead"
+    names = r"calls not validated"
     catches = ("FM-CALL",)
 
     class fm(ref.FeatureMixing):  # noqa: N801
@@ -278,6 +281,7 @@ class FMUnvalidatedCall(_KerasMutant):
 
 class FMSqueezesOutput(_KerasMutant):
     mistake = "the output is squeezed, so a batch of one loses its batch axis"
+    names = r"output is squeezed"
     catches = ("FM-SHAPE",)
 
     class fm(ref.FeatureMixing):  # noqa: N801
@@ -441,6 +445,7 @@ class GFFSoftmaxBatchAxis(_KerasMutant):
 
 class GFFNoBias(_KerasMutant):
     mistake = "the gate Dense has no bias"
+    names = r"holds no gate\.bias"
     catches = ("GFF-WEIGHTS", "GFF-PARAMS")
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801
@@ -473,6 +478,7 @@ class GFFTorchDefaultInit(_KerasMutant):
 
 class GFFBroadcasts(_KerasMutant):
     mistake = "inputs are not validated: one, three or mismatched tensors reach the backend"
+    names = r"calls not validated.*accepted: a single tensor"
     catches = ("GFF-CALL",)
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801
@@ -484,6 +490,7 @@ class GFFBroadcasts(_KerasMutant):
 
 class GFFAnyActivation(_KerasMutant):
     mistake = "unknown activation names are accepted (falling back to sigmoid)"
+    names = r"configs not validated.*accepted: activation='swish'"
     catches = ("GFF-CONFIG",)
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801
@@ -525,6 +532,7 @@ class GFFGateDetached(_KerasMutant):
 
 class GFFShapeFlattened(_KerasMutant):
     mistake = "rank > 2 inputs are flattened to (-1, F) and not reshaped back"
+    names = r"flattened to \(-1, features\)"
     catches = ("GFF-SHAPE",)
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801

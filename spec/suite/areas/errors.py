@@ -8,45 +8,74 @@ from portspec.clauses import ClauseFailure
 from portspec.suite.checks import check
 
 
-def _verdict(what: str, call, names, shown=()) -> str | None:
+def _verdict(what: str, call, names, shown=()) -> tuple[str, str] | None:
     """None when ``call`` raises ValueError/TypeError naming one of ``names`` (and showing one
-    of ``shown``, the offending shapes, when given), else the problem."""
+    of ``shown``, the offending shapes, when given), else (how it got through, the problem):
+    how is "accepted", the name of another exception type, or "unnamed" (a ValueError or
+    TypeError whose message does not name the culprit)."""
     try:
         call()
     except (ValueError, TypeError) as exc:
         if not any(n in str(exc) for n in names):
-            return f"{what}: {type(exc).__name__} does not name {' or '.join(names)}: {exc}"
+            return "unnamed", (f"{what}: {type(exc).__name__} does not name "
+                               f"{' or '.join(names)}: {exc}")
         if shown and not any(s in str(exc) for s in shown):
-            return (f"{what}: {type(exc).__name__} does not show the input's shape "
-                    f"{' or '.join(shown)}: {exc}")
+            return "unnamed", (f"{what}: {type(exc).__name__} does not show the input's shape "
+                               f"{' or '.join(shown)}: {exc}")
         return None
     except Exception as exc:  # a backend error instead of the spec's clear message
-        return f"{what}: raised {type(exc).__name__} (not ValueError/TypeError): {exc}"
-    return f"{what}: accepted"
+        return (type(exc).__name__,
+                f"{what}: raised {type(exc).__name__} (not ValueError/TypeError): {exc}")
+    return "accepted", f"{what}: accepted"
 
 
-def _fail(problems, tried):
-    if problems:
-        raise ClauseFailure(
-            f"{len(problems)} of {tried} bad inputs not rejected as the spec requires: "
-            + " | ".join(problems[:4]),
-            details={"problems": problems},
-        )
+def _fail(failed, tried, what, culprit):
+    """``failed``: (label, how, problem) of each bad input that got through. The diagnosis is
+    the evidence itself, grouped by how each got through, so it is checked: the port does not
+    validate its {what}s as the spec requires."""
+    if not failed:
+        return
+    problems = [problem for _, _, problem in failed]
+    raise ClauseFailure(
+        f"{len(problems)} of {tried} bad inputs not rejected as the spec requires: "
+        + " | ".join(problems[:4]),
+        diagnosis=_not_validated(failed, tried, what, culprit),
+        details={"problems": problems},
+        checked=True,
+    )
+
+
+def _not_validated(failed, tried, what, culprit) -> str:
+    """One line: how many invalid ``what``s got through, and which, grouped by how."""
+    groups: dict[str, list[str]] = {}
+    for label, how, _ in failed:
+        groups.setdefault(how, []).append(label)
+    order = sorted(groups, key=lambda how: (how != "accepted", how == "unnamed", how))
+    said = {"accepted": "accepted", "unnamed": f"an error that does not name {culprit}"}
+    parts = [f"{said.get(how, how)}: {_some(groups[how])}" for how in order]
+    return (f"{what}s not validated (the spec: a ValueError or TypeError naming {culprit}): "
+            f"{len(failed)} of {tried} invalid {what}s get through; " + "; ".join(parts))
+
+
+def _some(labels, shown=6) -> str:
+    more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
+    return ", ".join(labels[:shown]) + more
 
 
 @check("config-errors")
 def config_errors(ctx):
     case = ctx.spec.cases()[0]
     bad = ctx.spec.invalid_configs()
-    problems = []
+    failed = []
     for config, param in bad:
         shown = {k: v for k, v in config.items() if k == param} or f"without {param}"
-        problems.append(
-            # the port's own name for the parameter (Adapter.config_names) names it too
-            _verdict(f"config {shown}", lambda c=config: ctx.build(case, config=c),
-                     (param, ctx.adapter.config_names.get(param, param)))
-        )
-    _fail([p for p in problems if p], len(bad))
+        label = f"{param}={config[param]!r}" if param in config else f"without {param}"
+        # the port's own name for the parameter (Adapter.config_names) names it too
+        got = _verdict(f"config {shown}", lambda c=config: ctx.build(case, config=c),
+                       (param, ctx.adapter.config_names.get(param, param)))
+        if got:
+            failed.append((label, *got))
+    _fail(failed, len(bad), "config", "the parameter")
 
 
 @check("call-errors")
@@ -54,7 +83,7 @@ def call_errors(ctx):
     case = ctx.spec.cases()[0]
     handle = ctx.build(case)
     bad_calls = ctx.spec.bad_calls(case.config)
-    problems = []
+    failed = []
     for bad in bad_calls:
         if isinstance(bad.shapes, list):
             inputs = [np.ones(s, dtype=bad.dtype) for s in bad.shapes]
@@ -64,8 +93,8 @@ def call_errors(ctx):
         # contain the word "shape" (jax's dot_general does) is not the spec's message.
         shapes = bad.shapes if isinstance(bad.shapes, list) else [bad.shapes]
         shown = [str(tuple(x)) for x in shapes] if "shape" in bad.names else []
-        problems.append(
-            _verdict(bad.description, lambda x=inputs: handle.forward(x, training=False),
-                     bad.names, shown)
-        )
-    _fail([p for p in problems if p], len(bad_calls))
+        got = _verdict(bad.description, lambda x=inputs: handle.forward(x, training=False),
+                       bad.names, shown)
+        if got:
+            failed.append((bad.description, *got))
+    _fail(failed, len(bad_calls), "call", "the shape, dtype or inputs at fault")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
+from portspec import diagnose
 from portspec.clauses import ClauseFailure
 from portspec.layers import Case
 from portspec.suite.checks import check
@@ -13,17 +16,24 @@ from portspec.suite.checks import check
 def shape(ctx):
     rng = np.random.default_rng(0)
     for case in ctx.spec.cases():
-        for variant in _shape_variants(ctx.spec, case):
-            handle = ctx.build(variant)
-            x = ctx.inputs(variant, rng)
-            for training in (False, True):
-                out = handle.forward(x, training=training)
-                want = variant.input_shapes[0]
-                if tuple(np.shape(out)) != tuple(want):
-                    raise ClauseFailure(
-                        f"{variant.label} training={training}: output shape {np.shape(out)}, "
-                        f"expected {want}"
-                    )
+        seen = []  # (expected, got, call) of every call: what a diagnosis is tested on
+        try:
+            for variant in _shape_variants(ctx.spec, case):
+                handle = ctx.build(variant)
+                x = ctx.inputs(variant, rng)
+                for training in (False, True):
+                    out = handle.forward(x, training=training)
+                    seen.append((tuple(variant.input_shapes[0]), tuple(np.shape(out)),
+                                 f"{variant.label} training={training}"))
+        except Exception:
+            if all(want == got for want, got, _ in seen):
+                raise
+            # a call after a wrong shape raised: the wrong shape is the failure, as before
+        wrong = [(want, got, what) for want, got, what in seen if got != want]
+        if wrong:
+            want, got, what = wrong[0]
+            raise ClauseFailure(f"{what}: output shape {got}, expected {want}",
+                                diagnosis=_shape_diagnosis(seen), checked=True)
 
 
 def _shape_variants(spec, case):
@@ -36,6 +46,26 @@ def _shape_variants(spec, case):
         shapes = [(1, *features), (3, *features)]
     n = len(case.input_shapes)
     return [Case(case.config, (s,) * n, f"{case.label} shape {s}") for s in shapes]
+
+
+# What a port does to the output's shape, each as the shape it gives for the expected one.
+_RESHAPES = {
+    "the output is squeezed: its axes of size 1 are dropped, so a batch of one loses its "
+    "batch axis": lambda want: tuple(d for d in want if d != 1),
+    "inputs of rank > 2 come out flattened to (-1, features): the leading axes are not "
+    "restored": lambda want: (int(np.prod(want[:-1])), want[-1]),
+}
+
+
+def _shape_diagnosis(seen) -> str | None:
+    """The one reshape in ``_RESHAPES`` that predicts every call's output shape, right and
+    wrong alike, with the calls it was tested on; None when none or several do."""
+    fits = [why for why, reshape in _RESHAPES.items()
+            if all(reshape(want) == got for want, got, _ in seen)]
+    if len(fits) != 1:
+        return None
+    wrong = sorted({f"{want} -> {got}" for want, got, _ in seen if want != got})
+    return f"{fits[0]} ({', '.join(wrong)}; the other shapes right)"
 
 
 @check("residual")
@@ -68,11 +98,18 @@ def _residual_diagnosis(out, x):
 def weight_table(ctx):
     for case in ctx.spec.cases():
         handle = ctx.build(case)
-        want = {
-            w.name: (tuple(w.shape), w.trainable)
-            for w in ctx.spec.weight_table(case.config, case.input_shapes)
-        }
-        got = {k: (tuple(s), bool(t)) for k, (s, t) in handle.weight_info().items()}
+        table = ctx.spec.weight_table(case.config, case.input_shapes)
+        want = {w.name: (tuple(w.shape), w.trainable) for w in table}
+        try:
+            info = handle.weight_info()
+        except Exception as exc:  # noqa: BLE001 - the port's weights do not map: say which
+            holding = _holding(ctx, case, handle, None)
+            if holding is None:
+                raise
+            raise ClauseFailure(f"{case.label}: the weights cannot be listed: "
+                                f"{type(exc).__name__}: {exc}", diagnosis=holding,
+                                checked=True) from exc
+        got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
         problems = [f"missing {n}" for n in want if n not in got]
         problems += [f"unexpected {n}" for n in got if n not in want]
         problems += [
@@ -87,22 +124,76 @@ def weight_table(ctx):
                 for n in want
                 if n in got and got[n][0] == want[n][0][::-1] and got[n][0] != want[n][0]
             ]
-            raise ClauseFailure(
-                f"{case.label}: " + "; ".join(problems),
-                diagnosis=(
-                    f"{', '.join(transposed)} in (out, in) layout: the adapter must "
-                    "transpose to the canonical (in, out)"
+            if transposed:
+                raise ClauseFailure(
+                    f"{case.label}: " + "; ".join(problems),
+                    diagnosis=f"{', '.join(transposed)} in (out, in) layout: the adapter must "
+                    "transpose to the canonical (in, out)",
                 )
-                if transposed
-                else None,
-            )
+            holding = _holding(ctx, case, handle, info)
+            raise ClauseFailure(f"{case.label}: " + "; ".join(problems), diagnosis=holding,
+                                checked=holding is not None)
 
 
 @check("param-counts")
 def param_counts(ctx):
     for case in ctx.spec.cases():
-        got = tuple(ctx.build(case).param_counts())
+        handle = ctx.build(case)
+        got = tuple(handle.param_counts())
         want = ctx.spec.param_counts(case.config, case.input_shapes)
         if got != tuple(want):
+            try:
+                info = handle.weight_info()
+            except Exception:  # noqa: BLE001 - the counts alone are then the evidence
+                info = None
+            holding = _holding(ctx, case, handle, info)
             raise ClauseFailure(f"{case.label}: (trainable, non-trainable) = {got}, spec {want}",
+                                diagnosis=holding, checked=holding is not None,
                                 details={"counts": list(got), "spec": list(want)})
+
+
+def _holding(ctx, case, handle, info) -> str | None:
+    """What the port holds differently from the weight table, where that accounts exactly for
+    its (trainable, non-trainable) counts: canonical weights held with the other trainability
+    (read from ``info``, the port's weight_info), or, where the port's weights cannot be
+    listed (``info`` None), the one set of canonical weights whose absence gives the counts.
+    Weights the adapter declares absent or held at another shape are its documented design,
+    not a finding here. FM-WEIGHTS and FM-PARAMS word it identically: one root cause."""
+    table = ctx.spec.weight_table(case.config, case.input_shapes)
+    counts = tuple(handle.param_counts())
+    spec_counts = tuple(ctx.spec.param_counts(case.config, case.input_shapes))
+    size = {w.name: int(np.prod(w.shape)) for w in table}
+
+    def moved(names, flip=False):
+        """The spec's counts with ``names`` moved to the other class (or removed)."""
+        t, n = spec_counts
+        for w in table:
+            if w.name in names:
+                t, n = (t - size[w.name], n) if w.trainable else (t, n - size[w.name])
+                if flip:
+                    t, n = (t, n + size[w.name]) if w.trainable else (t + size[w.name], n)
+        return t, n
+
+    evidence = f"(trainable, non-trainable) = {counts} where the spec has {spec_counts}"
+    # the counts' own reading, where it says the same (the statistics counted as trainable or
+    # not held as weights, gamma and beta out of the trainable count), leads
+    lead = diagnose.explain_counts(f"{counts}, spec {spec_counts}")
+    lead = f"{lead}: " if lead else ""
+    if info is None:
+        fits = [names for k in range(1, len(table) + 1)
+                for names in itertools.combinations([w.name for w in table], k)
+                if moved(names) == counts]
+        if len(fits) != 1:
+            return None
+        return lead + f"the port holds no {', '.join(fits[0])}: {evidence}"
+    got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
+    if any(k not in size for k in got) or any(got[w.name][0] != tuple(w.shape)
+                                               for w in table if w.name in got):
+        return None  # other names or shapes: not a matter of trainability alone
+    flipped = [w for w in table if w.name in got and got[w.name][1] != w.trainable]
+    missing = [w.name for w in table if w.name not in got]
+    if not flipped or missing or moved({w.name for w in flipped}, flip=True) != counts:
+        return None
+    said = [f"{w.name} held non-trainable (the spec trains it)" if w.trainable
+            else f"{w.name} held trainable (the spec does not train it)" for w in flipped]
+    return lead + f"{'; '.join(said)}: {evidence}"
