@@ -195,7 +195,7 @@ def _runs(adapter, spec, case, dtype, training) -> bool:
 def explain_refusal(result, clause, adapter, spec):
     """A failed Result whose port raised, explained by evidence rather than by its framework's
     wording: a batch of one refused where a batch of two runs; a float64 call refused where
-    the same call in float32 runs."""
+    the same call in float32 runs. Both re-run the port, so the diagnosis is marked checked."""
     if result.status != "failed" or result.diagnosis or not result.message.startswith("raised"):
         return result
     from portspec.layers import Case
@@ -205,7 +205,7 @@ def explain_refusal(result, clause, adapter, spec):
     if clause.family == "bn-batch1":
         two = Case(config, ((2, *case.input_shapes[0][1:]),), "batch 2")
         if _runs(adapter, spec, two, "float64", True):
-            return replace(result, diagnosis=(
+            return replace(result, details={**result.details, "checked": True}, diagnosis=(
                 "the port refuses a training batch of one while a batch of two runs (as "
                 "torch.nn.BatchNorm does); the spec requires it: the batch variance is 0 and "
                 "the output is beta"))
@@ -214,7 +214,7 @@ def explain_refusal(result, clause, adapter, spec):
         if _runs(adapter, spec, base, "float32", False) and not _runs(
             adapter, spec, base, "float64", False
         ):
-            return replace(result, diagnosis=(
+            return replace(result, details={**result.details, "checked": True}, diagnosis=(
                 "a float64 call raises where the same call in float32 runs: the port computes "
                 "in a fixed dtype (its sublayers ignore the layer's dtype)"))
     return result
@@ -303,6 +303,8 @@ def explain_result(result, clause, adapter, spec):
     # suite's O(1)-O(10) values); an error of 3.45 is a mistake, whatever the storage
     rounding_sized = err is not None and err < 1e-4
     no_size = err is None and not result.message.startswith("raised")
-    if storage and (rounding_sized or (no_size and why and result.diagnosis is None)):
+    unsized = no_size and why and result.diagnosis is None
+    # a clause that re-ran the port has tested more than the storage dtype says
+    if storage and not result.details.get("checked") and (rounding_sized or unsized):
         result = replace(result, diagnosis=storage + why)
     return result
