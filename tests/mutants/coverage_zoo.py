@@ -177,6 +177,7 @@ class _ForgetfulGFF(keras_ref.GatedFeatureFusion):
 
 class GetConfigDropsActivation(KerasPortAdapter):
     mistake = "get_config leaves out the activation: a saved tanh gate loads as sigmoid"
+    names = r"native format does not keep activation='tanh'"
     catches = ("GFF-SAVE-NATIVE",)
     layers = ("GatedFeatureFusion",)
     weights = {

@@ -310,6 +310,7 @@ class Unseeded(_KerasMutant):
 
 class FMConfigDropsFfDim(_KerasMutant):
     mistake = "get_config reports n_series as ff_dim"
+    names = r"get_config reports ff_dim=\d+ .*the value of n_series"
     catches = ("FM-CONFIG-ROUNDTRIP",)
 
     class fm(ref.FeatureMixing):  # noqa: N801
@@ -333,6 +334,7 @@ class _StatelessLoad(ref.FeatureMixing):
 
 class FMStateNotSaved(_KerasMutant):
     mistake = "the moving statistics are not restored on load (re-initialised)"
+    names = r"native load does not restore norm\.moving_mean, norm\.moving_variance"
     catches = ("FM-SAVE-NATIVE",)
     fm = _StatelessLoad
 
@@ -501,6 +503,7 @@ class GFFAnyActivation(_KerasMutant):
 
 class GFFConfigDropsActivation(_KerasMutant):
     mistake = "get_config omits the activation (a rebuilt layer falls back to sigmoid)"
+    names = r"get_config leaves out activation"
     catches = ("GFF-CONFIG-ROUNDTRIP",)
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801
@@ -512,6 +515,7 @@ class GFFConfigDropsActivation(_KerasMutant):
 
 class GFFNotSerializable(_KerasMutant):
     mistake = "the layer is not registered as Keras-serializable, so a saved model won't load"
+    names = r"natively saved layer does not load back"
     catches = ("GFF-SAVE-NATIVE",)
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801

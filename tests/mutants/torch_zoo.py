@@ -109,6 +109,7 @@ class _VolatileStats(ref.BatchNorm):
 
 class NonPersistentRunningStats(_TorchMutant):
     mistake = "running statistics registered with persistent=False: not in the state_dict"
+    names = r"native load does not restore norm\.moving_mean, norm\.moving_variance"
     catches = ("FM-SAVE-NATIVE",)
     fm = _with_norm("Volatile", lambda n: _VolatileStats(n, eps=EPSILON, momentum=0.99))
     handle_class = _AllBuffersHandle

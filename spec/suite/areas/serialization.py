@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 
-from portspec.clauses import ClauseFailure
+from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
 from portspec.suite.checks import cast, check
 
@@ -27,12 +27,31 @@ def config_roundtrip(ctx):
         want = ctx.spec.validate_config(config)
         got = ctx.build(case, config=config).get_config()
         if got != want:
-            raise ClauseFailure(f"get_config() returned {got}, built from {want}")
+            lost = _config_lost(got, want)
+            raise ClauseFailure(f"get_config() returned {got}, built from {want}",
+                                diagnosis=lost and f"get_config {lost}", checked=bool(lost))
         again = ctx.build(case, config=got)
         if again.get_config() != want:
             raise ClauseFailure(f"a layer built from {got} reports {again.get_config()}")
         if again.weight_info() != ctx.build(case, config=config).weight_info():
             raise ClauseFailure(f"a layer rebuilt from {got} has another weight table")
+
+
+def _config_lost(got: dict, want: dict) -> str | None:
+    """What a reported config ``got`` leaves out or changes of the one the layer was built
+    with: each parameter left out, each value changed (and whose value it is, where it equals
+    another parameter's), each parameter added."""
+    if not isinstance(got, dict):
+        return None
+    said = [f"leaves out {k} (built with {want[k]!r})" for k in want if k not in got]
+    for k in want:
+        if k in got and got[k] != want[k]:
+            whose = [o for o in want if o != k and want[o] == got[k]
+                     and type(want[o]) is type(got[k])]
+            also = f", the value of {' and '.join(whose)}" if whose else ""
+            said.append(f"reports {k}={got[k]!r} for a layer built with {k}={want[k]!r}{also}")
+    said += [f"adds {k}={got[k]!r}" for k in got if k not in want]
+    return "; ".join(said) or None
 
 
 @check("save-native")
@@ -45,20 +64,40 @@ def save_native(ctx):
         handle, _ = _primed(ctx, case, rng)
         x = ctx.inputs(case, rng)
         before = handle.forward(x, training=False)
+        what = f"{case.label or case.config}: native save/load"
         with tempfile.TemporaryDirectory() as tmp:
             path = handle.save_native(tmp)
-            loaded = ctx.adapter.load_native(ctx.spec.name, path)
-        what = f"{case.label or case.config}: native save/load"
-        _same_weights(handle.get_weights(), loaded.get_weights(), what)
+            try:
+                loaded = ctx.adapter.load_native(ctx.spec.name, path)
+            except NotApplicable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - saved, and the framework cannot load it
+                first = " ".join(str(exc).split()).split(". ")[0][:160]
+                said = f"{type(exc).__name__}: {first}"
+                raise ClauseFailure(
+                    f"{what}: the save ran, loading raised {said}",
+                    diagnosis=f"a natively saved layer does not load back ({said})",
+                    checked=True) from exc
+        _same_weights(handle.get_weights(), loaded.get_weights(), what,
+                      initial=lambda c=case: _initial(ctx, c))
         if not np.array_equal(loaded.forward(x, training=False), before):
             raise ClauseFailure(
                 f"{what}: the loaded layer's inference output differs from the saved one's",
-                diagnosis=_config_diagnosis(loaded, handle),
+                diagnosis=_config_diagnosis(loaded, handle), checked=True,
             )
         if loaded.get_config() != handle.get_config():
             raise ClauseFailure(
                 f"{what}: the loaded config {loaded.get_config()} != {handle.get_config()}"
             )
+
+
+def _initial(ctx, case) -> dict:
+    """The weights a layer of ``case`` is built with (seed 0, as ``_primed`` builds it), and
+    the spec's constant initial values (zeros, ones) of the weights it holds at their shape."""
+    built = dict(ctx.build(case).get_weights())
+    table = ctx.spec.weight_table(case.config, case.input_shapes)
+    constant = {w.name: w.initial_value(None) for w in table if w.init in ("zeros", "ones")}
+    return {"built": built, "constant": constant}
 
 
 def _config_diagnosis(loaded, saved) -> str | None:
@@ -93,10 +132,14 @@ def weights_roundtrip(ctx):
             raise ClauseFailure(f"{case.label}: outputs differ after a safetensors round trip")
 
 
-def _same_weights(want: dict, got: dict, what: str):
+def _same_weights(want: dict, got: dict, what: str, initial=None):
+    """Raise when ``got`` is not bit-identical to ``want``. ``initial`` (a callable giving
+    ``_initial``'s dict), when given, tests whether the differing weights are those a fresh
+    layer starts with: a load that does not restore them."""
     missing = sorted(set(want) - set(got))
     if missing:
         raise ClauseFailure(f"{what}: weights {missing} missing")
+    differ = []
     for name in want:
         a, b = np.asarray(want[name]), np.asarray(got[name])
         if a.shape != b.shape:
@@ -105,6 +148,44 @@ def _same_weights(want: dict, got: dict, what: str):
                 f"{what}: {name} has shape {b.shape}, expected {a.shape}", diagnosis=diagnosis
             )
         if not np.array_equal(a.astype(np.float64), b.astype(np.float64)):
-            raise ClauseFailure(
-                f"{what}: {name} differs by up to {np.max(np.abs(a - b.astype(a.dtype))):.3g}"
-            )
+            differ.append(name)
+    if differ:
+        name = differ[0]
+        a, b = np.asarray(want[name]), np.asarray(got[name])
+        diagnosis = _rounded(want, got, differ) or (
+            _not_restored(got, differ, initial()) if initial else None)
+        raise ClauseFailure(
+            f"{what}: {name} differs by up to {np.max(np.abs(a - b.astype(a.dtype))):.3g}",
+            diagnosis=diagnosis, checked=diagnosis is not None,
+        )
+
+
+def _rounded(want, got, differ) -> str | None:
+    """The narrower floating type every differing weight reads back rounded to, exactly."""
+    from portspec.suite.checks import numpy_dtype
+
+    for dtype in ("float16", "bfloat16"):
+        narrow = numpy_dtype(dtype)
+        if all(np.array_equal(np.asarray(want[n]).astype(narrow).astype(np.float64),
+                              np.asarray(got[n], np.float64)) for n in differ):
+            which = f"all {len(want)}" if len(differ) == len(want) else ", ".join(differ)
+            return (f"weights stored in {dtype}: {which} read back as the values written "
+                    f"rounded to {dtype}, exactly")
+    return None
+
+
+def _not_restored(got, differ, initial) -> str | None:
+    """Are the differing weights, every one, at the value a freshly built layer holds?"""
+    built, constant = initial["built"], initial["constant"]
+
+    def fresh(name):
+        for start in (constant.get(name), built.get(name)):
+            if start is not None and np.shape(start) == np.shape(got[name]) and np.array_equal(
+                    np.asarray(start, np.float64), np.asarray(got[name], np.float64)):
+                return True
+        return False
+
+    if not all(fresh(n) for n in differ):
+        return None
+    return (f"the native load does not restore {', '.join(differ)}: the loaded layer holds "
+            "the values a freshly built one starts with")
