@@ -408,7 +408,12 @@ def _finish(results, args, targets, options) -> bool:
             "no clause applies: the implementations provide no layer that --layer/--clause "
             f"select ({', '.join(map(str, targets))}; `portspec list` names each clause's layer)"
         )
-    print(f"judged by profile {profiles.active().describe()}")
+    profile = profiles.active()
+    if any(r.clause.startswith("FM-") for r in results):
+        print(f"judged by profile {profile.describe()}")
+    else:  # the profiles fix FeatureMixing's BatchNorm alone
+        print(f"judged by profile {profile.name} (it sets FeatureMixing's BatchNorm, and no "
+              "FeatureMixing clause ran)")
     paths = {fmt: getattr(args, fmt) for fmt in report.WRITERS}
     shown = [paths[fmt] for fmt in ("markdown", "html") if paths[fmt]]  # they hold whole lists
     print(report.terminal(results, reports=shown))

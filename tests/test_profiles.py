@@ -71,3 +71,15 @@ def test_the_cli_refuses_an_unknown_profile_in_one_line():
     assert run.returncode == 2
     assert "unknown profile 'keras'" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_gated_fusion_run_names_the_profile_without_its_batchnorm_constants(tmp_path):
+    """The profiles fix FeatureMixing's BatchNorm: a run of GatedFeatureFusion clauses names
+    the profile but does not claim a momentum and epsilon it never judged by."""
+    out = subprocess.run(
+        [sys.executable, "-m", "portspec.cli", "verify", "torch", "--clause", "GFF-SHAPE"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    ).stdout
+    assert "judged by profile kmr (it sets FeatureMixing's BatchNorm, and no FeatureMixing " \
+        "clause ran)" in out
+    assert "momentum" not in out.splitlines()[0]
