@@ -386,6 +386,7 @@ class _StaleCompileHandle(KerasPortHandle):
 
 class FMKernelLayoutInFile(_KerasMutant):
     mistake = "canonical weight files written and read with (out, in) kernels"
+    names = r"weight files hold dense1\.kernel, dense2\.kernel transposed"
     catches = ("FM-PORTABLE",)
     handle_class = _TransposingHandle
     layers = ("FeatureMixing",)
@@ -547,6 +548,7 @@ class GFFShapeFlattened(_KerasMutant):
 
 class GFFKernelLayoutInFile(_KerasMutant):
     mistake = "canonical weight files written and read with (out, in) kernels"
+    names = r"weight files hold gate\.kernel transposed"
     catches = ("GFF-PORTABLE",)
     handle_class = _TransposingHandle
     layers = ("GatedFeatureFusion",)

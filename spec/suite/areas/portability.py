@@ -25,6 +25,7 @@ from safetensors.numpy import save_file
 from portspec import profiles, registry
 from portspec.adapter import read_weights
 from portspec.clauses import ClauseFailure
+from portspec.suite.areas import serialization
 from portspec.suite.checks import cast, check
 from portspec.tolerances import FORWARD, max_violation
 
@@ -188,7 +189,9 @@ def portable(ctx):
             pairs[f"{writer} -> {ctx.adapter.name}"] = verdict
     failed = {k: v for k, v in pairs.items() if v != "ok"}
     if failed:
+        layout = serialization.file_layout(ctx)  # tested: the port's own file read raw
         raise ClauseFailure(
-            "; ".join(f"{k}: {v}" for k, v in failed.items()), details={"pairs": pairs}
+            "; ".join(f"{k}: {v}" for k, v in failed.items()), diagnosis=layout,
+            details={"pairs": pairs}, checked=layout is not None,
         )
     ctx.details["pairs"] = pairs

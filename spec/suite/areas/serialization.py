@@ -189,3 +189,41 @@ def _not_restored(got, differ, initial) -> str | None:
         return None
     return (f"the native load does not restore {', '.join(differ)}: the loaded layer holds "
             "the values a freshly built one starts with")
+
+
+def file_layout(ctx) -> str | None:
+    """Does the port write its canonical weight files with 2-D weights transposed? Tested by
+    writing known weights with the port's own ``save_weights`` and reading the file raw, then
+    giving its ``load_weights`` a canonical file (refused, or read back transposed).
+    FM-PORTABLE's diagnosis: the files, not the layer, are what is off."""
+    from safetensors.numpy import save_file
+
+    from portspec.adapter import read_weights
+
+    case = ctx.spec.cases()[0]
+    try:
+        handle, weights = _primed(ctx, case, np.random.default_rng(5))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "weights.safetensors")
+            handle.save_weights(path)
+            written = read_weights(path)
+            flipped = sorted(k for k, v in weights.items() if np.ndim(v) == 2 and k in written
+                             and np.array_equal(written[k], np.asarray(v).T))
+            rest = [k for k in weights if k not in flipped]
+            if not flipped or not all(k in written and np.array_equal(written[k], weights[k])
+                                      for k in rest):
+                return None
+            save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, path)
+            fresh = ctx.build(case, seed=99)
+            try:
+                fresh.load_weights(path)
+                back = fresh.get_weights()
+                read = ("reads a canonical file's back transposed" if all(
+                    np.array_equal(back[k], np.asarray(weights[k]).T) for k in flipped) else "")
+            except Exception as exc:  # noqa: BLE001 - the refusal is the evidence
+                read = f"refuses a canonical file ({type(exc).__name__})"
+    except Exception:  # noqa: BLE001 - the port cannot even be asked: no diagnosis
+        return None
+    said = f"; its load_weights {read}" if read else ""
+    return (f"the port's canonical weight files hold {', '.join(flipped)} transposed: its "
+            f"save_weights writes them (out, in), not the spec's (in, out){said}")
