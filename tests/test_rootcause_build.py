@@ -93,7 +93,7 @@ def test_half_storage_is_named_only_when_every_difference_is_that_rounding():
     rng = np.random.default_rng(0)
     want = {"a": rng.normal(size=8).astype(np.float32), "b": rng.normal(size=3).astype(np.float32)}
     half = {k: v.astype(np.float16).astype(np.float32) for k, v in want.items()}
-    assert "stored in float16: all 2" in serialization._rounded(want, half, ["a", "b"])
+    assert "stored in float16: every weight" in serialization._rounded(want, half, ["a", "b"])
     off = {**half, "b": half["b"] + np.float32(1e-3)}  # one weight off by more than rounding
     assert serialization._rounded(want, off, ["a", "b"]) is None
 

@@ -168,8 +168,10 @@ def _rounded(want, got, differ) -> str | None:
         narrow = numpy_dtype(dtype)
         if all(np.array_equal(np.asarray(want[n]).astype(narrow).astype(np.float64),
                               np.asarray(got[n], np.float64)) for n in differ):
-            which = f"all {len(want)}" if len(differ) == len(want) else ", ".join(differ)
-            return (f"weights stored in {dtype}: {which} read back as the values written "
+            # worded without the layer's names where every weight is off: a handle that
+            # stores every layer's weights so says the same for each
+            which = "every weight" if len(differ) == len(want) else ", ".join(differ)
+            return (f"weights stored in {dtype}: {which} read back as the value written "
                     f"rounded to {dtype}, exactly")
     return None
 
