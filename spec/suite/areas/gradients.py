@@ -13,6 +13,7 @@ from functools import partial
 import numpy as np
 
 from portspec.clauses import ClauseFailure
+from portspec.suite.areas.numerics import float64_failure
 from portspec.suite.checks import check
 from portspec.tolerances import FD_STEP, GRADIENT
 
@@ -72,12 +73,21 @@ def gradients(ctx):
                 problems = [p for name in point
                             for p in _agrees(f, point, grads, _directions(rng, point, [name]),
                                              name)]
-                noise = _coarse_step_agrees(f, point, grads, rng)
-                raise ClauseFailure(
+                failure = ClauseFailure(
                     f"{case.label} training={training}: " + "; ".join(problems[:4]),
-                    diagnosis=NOISE if noise else _diagnosis(problems, training),
-                    details={"problems": problems},
+                    diagnosis=_diagnosis(problems, training), details={"problems": problems},
                 )
+                if _coarse_step_agrees(f, point, grads, rng):
+                    failure.diagnosis = NOISE
+                    raise float64_failure(ctx, failure, handle, config, weights, x,
+                                          training=training)
+                held = _held_fixed(ctx.spec, config, weights, x, cot, training)
+                if held and all(not _agrees(held[1], point, grads,
+                                            _directions(rng, point, point))
+                                for _ in range(DIRECTIONS)):
+                    raise ClauseFailure(str(failure), diagnosis=held[0],
+                                        details=failure.details, checked=True)
+                raise failure
 
 
 def _directions(rng, point, names):
@@ -117,6 +127,54 @@ def _coarse_step_agrees(f, point, grads, rng) -> bool:
     analytic = sum(float(np.sum(np.asarray(grads[n]) * v[n])) for n in point)
     numeric = (plus - minus) / (2 * COARSE_STEP)
     return abs(analytic - numeric) <= 1e-3 * (1 + abs(numeric))
+
+
+# -- what a port that stops the gradient somewhere computes -----------------------------------
+#
+# A stop_gradient (detach) leaves the forward pass as it is and gives the gradients of the same
+# function with some intermediate held at its value: the batch statistics, the gate's input.
+# That function is written with the oracle, and its central differences along the clause's
+# random directions must match every gradient the port returned.
+STATS_HELD = (
+    "the batch mean and variance are treated as constants in backprop (stop_gradient/detach): "
+    "the port's gradients are those of the spec with the batch statistics held fixed"
+)
+GATE_INPUT_HELD = (
+    "the gate's input is treated as a constant in backprop (stop_gradient/detach on concat([a, "
+    "b])): the port's gradients are those of the spec with the inputs held fixed inside the gate"
+)
+
+
+def _held_fixed(spec, config, weights, x, cot, training):
+    """(diagnosis, objective of the point) for the layer's function with an intermediate held
+    at its value at ``x``, or None where the layer has no such hypothesis."""
+    if spec.name == "FeatureMixing" and training:
+        flat = np.asarray(x, np.float64).reshape(np.shape(x)[0], -1)
+        # inference with the batch's own statistics as moving ones: the training output at x,
+        # with the statistics constant
+        stats = {"norm.moving_mean": flat.mean(axis=0), "norm.moving_variance": flat.var(axis=0)}
+
+        def held(point):
+            w = {**weights, **{k: v for k, v in point.items() if not k.startswith("input ")},
+                 **stats}
+            out = spec.forward(config, w, point["input 0"], training=False)[0]
+            return float(np.sum(out * cot))
+
+        return STATS_HELD, held
+    if spec.name == "GatedFeatureFusion":
+        from portspec.layers.gated_feature_fusion import activate
+
+        gate_input = np.concatenate([np.asarray(v, np.float64) for v in x], axis=-1)
+
+        def held(point):
+            w = {**weights, **point}
+            z = gate_input @ w["gate.kernel"] + w["gate.bias"]
+            gate = activate(config["activation"], z)
+            a, b = w["input 0"], w["input 1"]
+            return float(np.sum((gate * a + (1.0 - gate) * b) * cot))
+
+        return GATE_INPUT_HELD, held
+    return None
 
 
 def _diagnosis(problems, training):
