@@ -77,15 +77,38 @@ def bn_frozen(ctx):
     handle, _, _ = _primed(ctx, case, rng)
     before = handle.get_weights()  # as stored: a float32 port rounds what was set
     x = ctx.inputs(case, rng, "float64")
-    handle.forward(x, training=False)
-    handle.grad(x, np.ones_like(x), training=False)
-    got = handle.get_weights()
-    for name in (MEAN, VAR):
-        if not np.array_equal(got[name], before[name]):
-            raise ClauseFailure(
-                f"{name} changed in an inference call",
-                diagnosis="the moving statistics update outside training",
-            )
+    calls = {"an inference call": lambda: handle.forward(x, training=False),
+             "an inference gradient call": lambda: handle.grad(x, np.ones_like(x),
+                                                               training=False)}
+    for what, call in calls.items():
+        handle.set_weights(before)
+        call()
+        got = handle.get_weights()
+        for name in (MEAN, VAR):
+            if not np.array_equal(got[name], before[name]):
+                updated = _training_update(before, got, x.reshape(x.shape[0], -1))
+                raise ClauseFailure(
+                    f"{name} changed in {what}",
+                    diagnosis=updated or "the moving statistics update outside training",
+                    checked=bool(updated),
+                )
+
+
+def _training_update(before, got, flat) -> str | None:
+    """Is the change a moving update with the batch's statistics, as a training call makes
+    (``m * old + (1 - m) * batch`` for one m in (0, 1), the variance biased or unbiased)?"""
+    mean, n = flat.mean(axis=0), flat.shape[0]
+    m = diagnose.fit_momentum(before[MEAN], mean, got[MEAN])
+    if m is None or not 0.0 < m < 1.0:
+        return None
+    tol = FORWARD["float32"]  # the fit's own tolerance: a float32 port updates in float32
+    if not close(got[MEAN], m * before[MEAN] + (1 - m) * mean, tol):
+        return None
+    if not any(close(got[VAR], m * before[VAR] + (1 - m) * flat.var(axis=0, ddof=d), tol)
+               for d in (0, 1) if n > d):
+        return None
+    return ("the moving statistics update outside training: an inference call updates them "
+            "with the batch's mean and variance, as a training call does")
 
 
 @check("bn-batch1")

@@ -7,6 +7,11 @@ import numpy as np
 from portspec.clauses import ClauseFailure
 from portspec.suite.checks import check
 
+SEED_NOT_USED = (
+    "every build with the same seed starts from other initial weights: the initialisers do not "
+    "draw from the given seed (fresh entropy, or a global generator the seed does not reset)"
+)
+
 
 def _differing(a: dict, b: dict) -> list[str]:
     return [k for k in a if k not in b or not np.array_equal(a[k], b[k])]
@@ -19,7 +24,15 @@ def determinism(ctx):
     first, second = ctx.build(case, seed=7), ctx.build(case, seed=7)
     differ = _differing(first.get_weights(), second.get_weights())
     if differ:
-        raise ClauseFailure(f"two layers built with seed 7 differ in {differ}")
+        # a third build tells draws that never repeat from two builds of a pair that alternates
+        third = ctx.build(case, seed=7).get_weights()
+        anew = all(set(differ) & set(_differing(third, h.get_weights()))
+                   for h in (first, second))
+        raise ClauseFailure(
+            f"two layers built with seed 7 differ in {differ}"
+            + (" (and a third differs from both)" if anew else ""),
+            diagnosis=SEED_NOT_USED if anew else None, checked=anew,
+        )
     other = ctx.build(case, seed=8).get_weights()
     random_names = [
         w.name

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from portspec.clauses import ClauseFailure
+from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
 from portspec.suite.checks import check
 from portspec.tolerances import FORWARD
@@ -85,13 +85,25 @@ def dropout_sites(ctx):
             diagnosis="; ".join(why) or _rate_diagnosis(dropped2 / n, dropped1 / kept2),
         )
     if np.array_equal(branch, _branch(handle, x, True)):
+        # a third call tells a key never advanced from two calls that happened to agree
+        # (8192 decisions at p = 0.3: chance nil)
+        again = np.array_equal(branch, _branch(handle, x, True))
         raise ClauseFailure(
-            "two training calls drew the same dropout masks",
-            diagnosis="the dropout RNG key/seed is reused instead of advanced",
+            "two training calls drew the same dropout masks"
+            + (" (and a third call too)" if again else ""),
+            diagnosis=KEY_REUSED if again else "the dropout RNG key/seed is reused instead "
+            "of advanced",
+            checked=again,
         )
     found, why = _independence(handle, config, x)
     if found:
         raise ClauseFailure("; ".join(found), diagnosis="; ".join(why))
+
+
+KEY_REUSED = (
+    "every training call draws the same dropout masks: the dropout RNG key/seed is reused "
+    "instead of advanced between calls"
+)
 
 
 # -- independence: the right rate is not enough ----------------------------------------------
@@ -242,10 +254,29 @@ def dropout_inference(ctx):
 def dropout_one(ctx):
     rng = np.random.default_rng(13)
     config = {**CASE.config, "dropout": 1.0}
-    handle = ctx.build(CASE, dtype="float64", config=config)
-    handle.set_weights(ctx.spec.random_weights(config, CASE.input_shapes, rng))
+    weights = ctx.spec.random_weights(config, CASE.input_shapes, rng)
     x = ctx.spec.make_inputs(CASE, rng)
-    out = handle.forward(x, training=True)
+
+    def training_call(rate):
+        handle = ctx.build(CASE, dtype="float64", config={**config, "dropout": rate})
+        handle.set_weights(weights)
+        return handle, handle.forward(x, training=True)
+
+    try:
+        handle, out = training_call(1.0)
+    except NotApplicable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the framework raises, in whatever words
+        try:  # the evidence: the same layer at a rate below 1 builds and runs
+            training_call(0.5)
+        except Exception:  # noqa: BLE001 - refused at any rate: not about rate 1
+            raise exc from None
+        raise ClauseFailure(
+            f"dropout 1.0: raised {type(exc).__name__}: {exc}",
+            diagnosis="dropout 1.0 is refused where a rate below 1 runs; the spec requires it: "
+            "every unit is dropped and the layer returns its input",
+            checked=True,
+        ) from None
     if not np.array_equal(out, x):
         raise ClauseFailure(
             f"dropout 1.0 in training: output differs from the input by up to "
