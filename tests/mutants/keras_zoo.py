@@ -143,6 +143,7 @@ class FMTrainingUsesMovingStats(_KerasMutant):
 class FMUpdatesInInference(_KerasMutant):
     mistake = "the moving statistics are updated in inference calls too"
     catches = ("FM-BN-FROZEN",)
+    names = r"inference call updates them with the batch's mean and variance"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def call(self, inputs, training=None):
@@ -155,6 +156,7 @@ class FMUpdatesInInference(_KerasMutant):
 class FMBatchOfOneRejected(_KerasMutant):
     mistake = "a training batch of one raises, as torch.nn.BatchNorm1d does"
     catches = ("FM-BN-BATCH1",)
+    names = r"refuses a training batch of one while a batch of two runs"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def call(self, inputs, training=None):
@@ -193,6 +195,7 @@ class FMDropoutInInference(_KerasMutant):
 class FMRateOneRejected(_KerasMutant):
     mistake = "dropout = 1.0 is rejected, as several frameworks' dropout layers do"
     catches = ("FM-DROPOUT-ONE",)
+    names = r"dropout 1\.0 is refused where a rate below 1 runs"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def __init__(self, n_series, input_size, dropout, ff_dim, **kwargs):
@@ -228,6 +231,7 @@ class FMTorchDefaultInit(_KerasMutant):
 class FMStatsWithoutGradient(_KerasMutant):
     mistake = "batch statistics treated as constants in backprop (stop_gradient)"
     catches = ("FM-GRAD",)
+    names = r"batch mean and variance are treated as constants in backprop"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def __init__(self, *args, **kwargs):
@@ -395,6 +399,7 @@ class FMKernelLayoutInFile(_KerasMutant):
 class FMCompiledTrainingFlag(_KerasMutant):
     mistake = "the compiled function is traced once with training=True and reused"
     catches = ("FM-COMPILE",)
+    names = r"compiled function runs the training path whatever the training flag"
     handle_class = _StaleCompileHandle
     layers = ("FeatureMixing",)
 
@@ -526,6 +531,7 @@ class GFFNotSerializable(_KerasMutant):
 class GFFGateDetached(_KerasMutant):
     mistake = "the gate is computed from stop_gradient(inputs)"
     catches = ("GFF-GRAD",)
+    names = r"gate's input is treated as a constant in backprop"
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801
         def call(self, inputs):
@@ -557,6 +563,7 @@ class GFFKernelLayoutInFile(_KerasMutant):
 class GFFCompiledStale(_KerasMutant):
     mistake = "the compiled function captured the initial weights as constants"
     catches = ("GFF-COMPILE",)
+    names = r"compiled function computes with the weights the layer was built with"
     layers = ("GatedFeatureFusion",)
 
     def build(self, layer, config, **kw):
