@@ -138,6 +138,7 @@ class _FrozenMaskFM(flax_ref.FeatureMixing):
 class DropoutKeyDrawnAtTrace(FlaxPortAdapter):
     mistake = "the dropout key drawn in Python: jit bakes one mask into the compiled function"
     catches = ("FM-COMPILE",)
+    names = r"dropout mask is frozen into the compiled function"
     layers = ("FeatureMixing",)
     weights = {
         "FeatureMixing": {

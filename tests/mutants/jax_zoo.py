@@ -63,6 +63,7 @@ class _Float32Stats(ref.FeatureMixing):
 class BatchStatsAlwaysFloat32(_FlaxMutant):
     mistake = "nnx.BatchNorm's float32 moving statistics kept in a float64 layer"
     catches = ("FM-DTYPE",)
+    names = r"holds \['norm\.moving_mean', 'norm\.moving_variance'\] in float32"
     fm = _Float32Stats
 
 
@@ -77,4 +78,5 @@ class _SameKeyDropout(ref.FeatureMixing):
 class DropoutKeyReused(_FlaxMutant):
     mistake = "the dropout PRNG key is recreated from a constant each call instead of split"
     catches = ("FM-DROPOUT-SITES",)
+    names = r"every training call draws the same dropout masks"
     fm = _SameKeyDropout

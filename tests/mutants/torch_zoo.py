@@ -140,4 +140,5 @@ class _DetachedStatsNorm(ref.BatchNorm):
 class DetachedBatchStatistics(_TorchMutant):
     mistake = "batch mean and variance computed on input.detach(): no gradient through them"
     catches = ("FM-GRAD",)
+    names = r"batch mean and variance are treated as constants in backprop"
     fm = _with_norm("Detached", lambda n: _DetachedStatsNorm(n, eps=EPSILON, momentum=0.99))
