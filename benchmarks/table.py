@@ -1,16 +1,37 @@
-"""The table of BENCHMARKS.md, measured with the suite's own cases.
+"""The table of BENCHMARKS.md, measured with the suite's own cases under pytest-benchmark.
 
 asv answers "did this commit get slower?"; this answers "how fast is each implementation on
 this machine, against its peer and against its matmul floor?" in one sitting. asv would pay
 Python, framework and Keras start-up once per benchmark and parameter (some 600 processes for
 the CPU grid); here it is once per implementation and its peer: one child process per group
 (Keras's backend is fixed per process: ``keras-jax`` with ``kerasfactory-jax``, ``torch`` with
-``neuralforecast``, ...) sets up every case of both layers through the benchmark classes, takes
-``--repeat`` samples of each call, alternating between the group's members, and the median of
-their floor, and prints JSON lines. The parent collects them and prints Markdown.
+``neuralforecast``, ...) runs pytest with pytest-benchmark over every case of both layers, set
+up through the benchmark classes. For each case the group's members, then their floor (the
+same framework's bare matmuls), are benchmarks of their own, back to back: calibrated
+iterations per round, rounds up to ``--benchmark-max-time`` and at least
+``--benchmark-min-rounds``, pytest-benchmark's table and statistics. Every ``--benchmark-*``
+option passes through to each group's run; each group is a pytest session of its own, so
+``--benchmark-json`` and ``--benchmark-histogram`` get the group's name added to the path, and
+``--benchmark-save``/``--benchmark-compare`` keep each group's runs in a storage folder of its
+own (``.benchmarks/table-<group>``) unless ``--benchmark-storage`` says otherwise. The child
+appends each benchmark's per-call round times to a JSON-lines file; the parent renders
+Markdown.
+
+*ours / peer* is a ratio taken in one run: the ratio of the medians, beside the range of the
+round-by-round ratios (round i of ours over round i of the peer, over the rounds both have).
+The rounds paired are taken back to back, seconds apart, not interleaved, because
+pytest-benchmark cannot interleave two callables: a test gets one
+``benchmark`` fixture, which may be called once, and that one call (``benchmark(fn)`` or
+``benchmark.pedantic(fn, ...)``) runs every round of ``fn`` before it returns, the iterations
+per round calibrated for ``fn``. The only code it runs between two rounds is pedantic's
+``setup``, which it does not time, so a peer's round placed there would be timed by a loop of
+our own again. A burst of load from elsewhere on the machine that lands on one side's rounds
+therefore widens the paired range instead of landing on both sides: a range that straddles
+1.0 is a difference the machine's noise can explain.
 
     python -m benchmarks.table --json .asv/table.jsonl > table.md   # everything, CPU
     python -m benchmarks.table --impl torch --impl neuralforecast --size small --layer FeatureMixing
+    python -m benchmarks.table --size small --benchmark-max-time=0.2 --benchmark-json=table.json
     python -m benchmarks.table --from-json .asv/table.jsonl          # re-render only
 """
 
@@ -19,11 +40,17 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
+import os
 import statistics
 import subprocess
 import sys
-import timeit
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from portspec.bench import paired_ratios
 
 from . import common, feature_mixing, gated_feature_fusion
 
@@ -38,11 +65,12 @@ PEERS = {
     "keras-tensorflow": "kerasfactory-tensorflow",
     "torch": "neuralforecast",
 }
+FLOOR = "floor"  # the last benchmark of a case: the bare matmuls of its framework
 
 
 def groups(impls: list[str]) -> list[list[str]]:
     """One child process per group: an implementation with its same-framework peer, so that
-    their samples can alternate (below). Order kept; a peer asked for alone is a group."""
+    the two are measured in one run (above). Order kept; a peer asked for alone is a group."""
     out, placed = [], set()
     for impl in impls:
         if impl in placed:
@@ -53,51 +81,125 @@ def groups(impls: list[str]) -> list[list[str]]:
     return out
 
 
-def measure(group: list[str], layers: list[str], sizes: list[str], modes: list[str],
-            executions: list[str], repeat: int):
-    """Child: every case of the implementations in ``group``, one JSON line each.
+@dataclass(frozen=True)
+class TableCase:
+    layer: str
+    impl: str  # a member of the group, or FLOOR
+    mode: str
+    execution: str
+    size: str
 
-    The implementations of a group are set up side by side and sampled in turn (ours, peer,
-    ours, peer, ...), so a burst of load from elsewhere on the machine lands on both instead
-    of on whichever ran at that moment: *ours / peer* is a ratio taken in one run. Their floor
-    is the same framework's matmuls, timed once per case after the samples."""
-    for layer, cls in ((name, LAYERS[name]) for name in layers):
-        impls, all_modes, all_executions, all_sizes, _ = cls.params
+    @property
+    def key(self) -> tuple:
+        return (self.layer, self.mode, self.execution, self.size)
+
+    @property
+    def id(self) -> str:
+        return f"{self.layer}-{self.size}-{self.mode}-{self.execution}-{self.impl}"
+
+    def row(self, **values) -> dict:
+        return dict(layer=self.layer, impl=self.impl, mode=self.mode,
+                    execution=self.execution, size=self.size, **values)
+
+
+def cases(group: list[str], layers: list[str], sizes: list[str], modes: list[str],
+          executions: list[str]) -> list[TableCase]:
+    """Every case of the group's members, each case's members then its floor, in grid order."""
+    out = []
+    for layer in layers:
+        impls, all_modes, all_executions, all_sizes, _ = LAYERS[layer].params
         members = [i for i in group if i in impls]
         for size in [s for s in all_sizes if s in sizes] if members else []:
             for mode in [m for m in all_modes if m in modes]:
                 for execution in [e for e in all_executions if e in executions]:
-                    rows = [dict(layer=layer, impl=impl, mode=mode, execution=execution,
-                                 size=size) for impl in members]
-                    for row in _measure_case(cls, rows, repeat):
-                        print(json.dumps(row), flush=True)
-                    _forget()
+                    out += [TableCase(layer, impl, mode, execution, size)
+                            for impl in [*members, FLOOR]]
+    return out
 
 
-def _measure_case(cls, rows: list[dict], repeat: int) -> list[dict]:
-    """The rows that could be set up, with their samples (or the error they raised)."""
-    ready, done = [], []
-    for row in rows:
-        bench = cls()
+class TablePlugin:
+    """Parametrises ``bench_case`` with a group's cases and appends each case's rows, the
+    floor's median attached, to the rows file once its floor has run (or could not)."""
+
+    def __init__(self, cases: list[TableCase], rows: str):
+        self.cases, self.rows = cases, rows
+        self.pending: dict[tuple, list[dict]] = {}  # rows of a case waiting for its floor
+        self.floors: dict[tuple, object] = {}  # a case's make_floor, from a member set up
+
+    def pytest_generate_tests(self, metafunc):
+        if "table_case" in metafunc.fixturenames:
+            metafunc.parametrize("table_case", self.cases, ids=[c.id for c in self.cases])
+
+    @pytest.fixture
+    def table(self):
+        return self
+
+    def add(self, case: TableCase, row: dict):
+        self.pending.setdefault(case.key, []).append(row)
+
+    def flush(self, key: tuple, floor: float | None = None):
+        with open(self.rows, "a") as f:
+            for row in self.pending.pop(key, []):
+                if floor is not None and "samples" in row:
+                    row["floor"] = floor
+                f.write(json.dumps(row) + "\n")
+        _forget()
+
+    def pytest_sessionfinish(self):
+        for key in list(self.pending):
+            self.flush(key)
+
+
+def bench_case(benchmark, table_case: TableCase, table: TablePlugin):
+    """One benchmark: a member's call in the case's mode and execution, or the case's floor.
+    A member that cannot run here skips (asv's NotImplementedError); one that fails (an OOM,
+    say) is a row with its error and a failed test."""
+    case = table_case
+    benchmark.group = " ".join(case.key)
+    if case.impl == FLOOR:
+        make_floor = table.floors.pop(case.key, None)
+        if make_floor is None:
+            table.flush(case.key)
+            pytest.skip("no member of the group ran this case")
         try:
-            bench.setup(row["impl"], row["mode"], row["execution"], row["size"], "cpu")
-            run = bench.case.run
-            number = max(1, math.ceil(0.05 / timeit.timeit(run, number=1)))
-        except NotImplementedError:
-            continue
-        except Exception as exc:  # a failing case is a result too (an OOM, say)
-            done.append(dict(row, error=_error(exc)))
-            continue
-        ready.append((dict(row, samples=[]), bench, run, number))
-    for _ in range(repeat):
-        for row, _, run, number in ready:
-            row["samples"].append(timeit.timeit(run, number=number) / number)
-    if ready:
-        floor = ready[0][1].case.make_floor()
-        floor()
-        floor_time = common.median_time(floor)
-        done += [dict(row, floor=floor_time) for row, *_ in ready]
-    return done
+            floor = make_floor()
+            floor()  # warm-up: first dispatch, jax.jit's compile
+            benchmark(floor)
+        finally:
+            stats = getattr(benchmark, "stats", None)
+            table.flush(case.key, stats and statistics.median(stats.stats.data))
+        return
+    bench = LAYERS[case.layer]()
+    try:
+        bench.setup(case.impl, case.mode, case.execution, case.size, "cpu")
+    except NotImplementedError as exc:
+        pytest.skip(str(exc))
+    except Exception as exc:
+        table.add(case, case.row(error=_error(exc)))
+        raise
+    table.floors.setdefault(case.key, bench.case.make_floor)
+    benchmark(bench.case.run)
+    table.add(case, case.row(samples=list(benchmark.stats.stats.data)))
+
+
+def measure(group: list[str], layers: list[str], sizes: list[str], modes: list[str],
+            executions: list[str], rows: str, pytest_args: list[str]) -> int:
+    """Child: the group's benchmarks under pytest-benchmark, one JSON line per member and case
+    appended to the file ``rows`` as soon as the case's floor is measured; returns pytest's
+    exit code."""
+    plugin = TablePlugin(cases(group, layers, sizes, modes, executions), rows)
+    if not plugin.cases:
+        return 0
+    # pytest-benchmark turns itself off wherever PYTEST_XDIST_WORKER is set; this is no worker.
+    for name in [k for k in os.environ if k.startswith("PYTEST_XDIST_")]:
+        del os.environ[name]
+    # This file is the test module: bench_case is its one test function.
+    return int(pytest.main(
+        ["-p", "no:cacheprovider", "-p", "no:xdist", "--import-mode=importlib",
+         "-W", "ignore::DeprecationWarning", "-o", "python_files=table.py",
+         "-o", "python_functions=bench_*", "--rootdir", str(Path(__file__).parent),
+         *pytest_args, __file__],
+        plugins=[plugin]))
 
 
 def _error(exc: Exception) -> str:
@@ -140,15 +242,13 @@ def render(rows: list[dict]) -> str:
 
 
 def _peer_ratio(ours, peer) -> str:
-    """Ratio of the medians, and the range of sample-by-sample ratios: the samples of a group
-    alternate (``measure``), so the i-th of ours and the i-th of the peer's were taken side by
-    side. A range that straddles 1.0 is a difference the machine's noise can explain."""
+    """Ratio of the medians, and the range of the round-by-round ratios over the rounds both
+    have (``portspec.bench.paired_ratios``; round i of each, taken back to back in one run,
+    see above). A range that straddles 1.0 is a difference the machine's noise can explain."""
     if not (_median(ours) and _median(peer)):
         return "-"
     ratio = _median(ours) / _median(peer)
-    if len(ours["samples"]) != len(peer["samples"]):
-        return _num(ratio)
-    paired = [a / b for a, b in zip(ours["samples"], peer["samples"], strict=True)]
+    paired = paired_ratios(ours["samples"], peer["samples"])
     return f"{ratio:.2f} ({min(paired):.2f}-{max(paired):.2f})"
 
 
@@ -157,7 +257,7 @@ def _median(row):
 
 
 def _floor(row):
-    return _median(row) and _median(row) / row["floor"]
+    return _median(row) and row.get("floor") and _median(row) / row["floor"]
 
 
 def _cell(row):
@@ -178,54 +278,80 @@ def _num(v):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Any --benchmark-* option is pytest-benchmark's, passed to each group's run.")
     parser.add_argument("--impl", action="append", choices=list(common.IMPLS))
     parser.add_argument("--layer", action="append", choices=list(LAYERS))
     parser.add_argument("--size", action="append", help="default: every size")
     parser.add_argument("--mode", action="append", choices=list(common.MODES))
     parser.add_argument("--execution", action="append", choices=list(common.EXECUTIONS))
-    parser.add_argument("--repeat", type=int, default=5, help="samples per case")
     parser.add_argument("--json", help="also append the rows to this JSON-lines file")
     parser.add_argument("--from-json", help="render rows measured before")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    parser.add_argument("--rows", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args(argv)
+    unknown = [a for a in rest if not a.startswith("--benchmark-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     sizes = args.size or sorted({s for cls in LAYERS.values() for s in cls.params[3]})
     args.layer = args.layer or list(LAYERS)
     args.mode = args.mode or list(common.MODES)
     args.execution = args.execution or list(common.EXECUTIONS)
     if args.child:
         return measure(args.child.split(","), args.layer, sizes, args.mode, args.execution,
-                       args.repeat)
+                       args.rows, rest)
     if args.from_json:
         with open(args.from_json) as f:
             rows = [json.loads(line) for line in f]
     else:
         rows = []
         for group in groups(args.impl or list(common.IMPLS)):
-            rows += _run_child(group, sizes, args)
+            rows += _run_child(group, sizes, args, rest)
     print(render(rows))
 
 
-def _run_child(group: list[str], sizes: list[str], args) -> list[dict]:
-    """One group's rows; each is appended to ``--json`` as soon as it is measured,
-    so a long run that dies keeps what it has."""
+def group_options(group: list[str], options: list[str]) -> list[str]:
+    """pytest-benchmark's options for one group's run: the group's name added to the paths
+    of --benchmark-json and --benchmark-histogram, and a storage folder of its own for
+    --benchmark-save/--benchmark-compare unless --benchmark-storage is given."""
+    name = "-".join(group)
+    out = []
+    for option in options:
+        flag, eq, value = option.partition("=")
+        if eq and flag == "--benchmark-json":
+            path = Path(value)
+            option = f"{flag}={path.with_name(f'{path.stem}-{name}{path.suffix}')}"
+        elif eq and flag == "--benchmark-histogram":
+            option = f"{flag}={value}-{name}"
+        out.append(option)
+    saves = ("--benchmark-save", "--benchmark-autosave", "--benchmark-compare")
+    if any(o.startswith(saves) for o in options) and not any(
+            o.startswith("--benchmark-storage") for o in options):
+        out.append(f"--benchmark-storage=file://./.benchmarks/table-{name}")
+    return out
+
+
+def _run_child(group: list[str], sizes: list[str], args, options: list[str]) -> list[dict]:
+    """One group's rows. The child appends them to ``--json`` (else a file of its own) as each
+    case is measured, so a long run that dies keeps what it has. Its pytest report goes to
+    stderr: stdout is the Markdown."""
     cmd = [sys.executable, "-m", "benchmarks.table", "--child", ",".join(group),
-           "--repeat", str(args.repeat), *(f"--size={s}" for s in sizes),
-           *(f"--layer={name}" for name in args.layer), *(f"--mode={m}" for m in args.mode),
-           *(f"--execution={e}" for e in args.execution)]
+           *(f"--size={s}" for s in sizes), *(f"--layer={name}" for name in args.layer),
+           *(f"--mode={m}" for m in args.mode), *(f"--execution={e}" for e in args.execution),
+           *group_options(group, options)]
     print(f"measuring {', '.join(group)}", file=sys.stderr, flush=True)
-    rows = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as child:
-        for line in child.stdout:
-            if line.startswith("{"):
-                rows.append(json.loads(line))
-                if args.json:
-                    with open(args.json, "a") as f:
-                        f.write(line)
-    if child.returncode:
-        print(f"{', '.join(group)}: the child exited with {child.returncode}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="portspec-table-") as tmp:
+        path = Path(args.json or Path(tmp) / "rows.jsonl")
+        start = path.stat().st_size if path.exists() else 0
+        code = subprocess.run([*cmd, f"--rows={path}"], stdout=sys.stderr).returncode
+        with open(path) if path.exists() else open(os.devnull) as f:
+            f.seek(start)
+            rows = [json.loads(line) for line in f if line.startswith("{")]
+    if code:
+        print(f"{', '.join(group)}: the child exited with {code}", file=sys.stderr)
     return rows
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
