@@ -118,6 +118,19 @@ def test_the_validation_diagnosis_groups_what_gets_through_by_how():
         "RuntimeError: n_series=-2; an error that does not name the parameter: ff_dim=2.0")
 
 
+def test_an_accepted_value_is_said_to_be_replaced_only_when_the_layer_reports_another():
+    def handle(reported):
+        return SimpleNamespace(get_config=lambda: {"activation": reported})
+
+    config = {"activation": "swish"}
+    assert errors._built_as([handle("sigmoid")], config, "activation") == (
+        " (built as 'sigmoid')")
+    assert errors._built_as([handle("swish")], config, "activation") == ""
+    assert errors._built_as([], config, "activation") == ""  # refused: nothing was built
+    nan = {"dropout": float("nan")}
+    assert errors._built_as([SimpleNamespace(get_config=lambda: nan)], nan, "dropout") == ""
+
+
 def test_a_port_that_validates_nothing_gets_root_causes_saying_so():
     """The small torch port builds its layer from any config and lets torch's errors through:
     FM-CONFIG and FM-CALL each get a root cause with the counts and the bad inputs, no longer

@@ -498,7 +498,7 @@ class GFFBroadcasts(_KerasMutant):
 
 class GFFAnyActivation(_KerasMutant):
     mistake = "unknown activation names are accepted (falling back to sigmoid)"
-    names = r"configs not validated.*accepted: activation='swish'"
+    names = r"configs not validated.*accepted: activation='swish' \(built as 'sigmoid'\)"
     catches = ("GFF-CONFIG",)
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801

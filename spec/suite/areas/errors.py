@@ -57,6 +57,19 @@ def _not_validated(failed, tried, what, culprit) -> str:
             f"{len(failed)} of {tried} invalid {what}s get through; " + "; ".join(parts))
 
 
+def _built_as(built, config, param) -> str:
+    """`` (built as X)`` when an accepted bad value was replaced: the layer built from it
+    reports another value for the parameter (an unknown activation falling back to sigmoid)."""
+    if not built or param not in config:
+        return ""
+    try:
+        reported = built[0].get_config()[param]
+    except Exception:  # noqa: BLE001 - a port that cannot report it: nothing to add
+        return ""
+    same = reported == config[param] or (reported != reported and config[param] != config[param])
+    return "" if same else f" (built as {reported!r})"
+
+
 def _some(labels, shown=6) -> str:
     more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
     return ", ".join(labels[:shown]) + more
@@ -70,11 +83,13 @@ def config_errors(ctx):
     for config, param in bad:
         shown = {k: v for k, v in config.items() if k == param} or f"without {param}"
         label = f"{param}={config[param]!r}" if param in config else f"without {param}"
+        built = []
         # the port's own name for the parameter (Adapter.config_names) names it too
-        got = _verdict(f"config {shown}", lambda c=config: ctx.build(case, config=c),
+        got = _verdict(f"config {shown}",
+                       lambda c=config, b=built: b.append(ctx.build(case, config=c)),
                        (param, ctx.adapter.config_names.get(param, param)))
         if got:
-            failed.append((label, *got))
+            failed.append((label + _built_as(built, config, param), *got))
     _fail(failed, len(bad), "config", "the parameter")
 
 
