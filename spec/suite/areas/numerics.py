@@ -322,10 +322,11 @@ def compile_(ctx):
         config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
         handle = ctx.build(case, config=config)
         built = handle.get_weights()
-        weights = cast(ctx.spec.random_weights(config, case.input_shapes, rng), "float32")
-        handle.set_weights(weights)
+        handle.set_weights(
+            cast(ctx.spec.random_weights(config, case.input_shapes, rng), "float32"))
         x = ctx.inputs(case, rng)
         eager = handle.forward(x, training=training)
+        now = handle.get_weights()  # what the compiled call starts from (a training call moves)
         compiled = handle.forward_compiled(x, training=training)  # NotApplicable: a skip
         try:
             ctx.expect_close(
@@ -335,7 +336,7 @@ def compile_(ctx):
             # what the compiled call computed instead, each tried by an eager call
             tries = [(built, training, STALE_WEIGHTS)]
             if len(modes) > 1:
-                tries.append((weights, not training, flag_fixed(not training)))
+                tries.append((now, not training, flag_fixed(not training)))
             for held, flag, diagnosis in tries:
                 handle.set_weights(held)  # also restores what a training call moved
                 instead = handle.forward(x, training=flag)

@@ -1,0 +1,165 @@
+"""Root causes of mistakes in what a layer does at run time that no oracle variant covers.
+
+A compiled function, the gradients, seeding, the precision of a float64 call, a refused batch of
+one or rate of 1, the moving statistics in inference and the dropout key: each clause re-runs
+the port to test what it names (ClauseFailure(checked=True)), so its diagnosis is the root
+cause. The zoo measure (tests/test_rootcause.py) holds the mutants that make these mistakes to
+one root cause each; here, ports whose evidence contradicts each hypothesis must not get it,
+and a mistake made in both layers gets the same words in each.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+from portspec import isolation, registry, rootcause  # noqa: E402
+from portspec.suite.areas import gradients, numerics  # noqa: E402
+
+ZOO = Path(__file__).parent / "mutants" / "keras_zoo.py"
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """The Keras zoo's module (its mutants and helpers) and its adapters by name."""
+    adapters = {a.name: a for a in registry.load_file(str(ZOO))}
+    return sys.modules[type(next(iter(adapters.values()))).__module__], adapters
+
+
+def _results(adapter, *clauses):
+    """{clause: result} of ``clauses`` through the worker's diagnoses and the root-cause stage."""
+    tasks = [(adapter.name, c) for c in clauses]
+    return {r.clause: r for r in rootcause.attach(
+        [run() for _, run in isolation.items_for(adapter, tasks=tasks)])}
+
+
+def _mutant(module, name, base=None, **attrs):
+    """An adapter of the zoo's kind, named ``name``, with ``attrs`` (layer classes, handle)."""
+    cls = type(name, (base or module._KerasMutant,), {"catches": (), **attrs})
+    return cls()
+
+
+def test_a_float64_mistake_is_not_read_as_float32(zoo):
+    """The precision re-run names a float64 call computed in float32 (Float64Ignored) and
+    leaves a float64 port with another epsilon alone: its error is not rounding noise."""
+    _, adapters = zoo
+    ignored = _results(adapters["Float64Ignored"], "FM-INFERENCE")["FM-INFERENCE"]
+    assert ignored.details.get("checked") and numerics.NOT_FLOAT64 in ignored.diagnosis
+    epsilon = _results(adapters["FMEpsilonTorchDefault"], "FM-INFERENCE")["FM-INFERENCE"]
+    assert epsilon.status == "failed"
+    assert "not computed in float64" not in (epsilon.diagnosis or "")
+    assert not epsilon.details.get("checked")
+
+
+def test_only_the_mean_held_is_not_named_as_held_statistics(zoo):
+    """A BatchNorm that stops the gradient of its batch mean only: FM-GRAD fails, but the
+    gradients are not those of the spec with both statistics held, so that is not said."""
+    module, _ = zoo
+    ref, ops = module.ref, module.ops
+
+    class MeanOnlyNorm(ref.FlatBatchNorm):
+        def call(self, inputs, training=None):
+            if not training:
+                return super().call(inputs, training)
+            mean = ops.stop_gradient(ref._mean0(inputs))
+            var = ref._mean0(ops.square(inputs - ref._mean0(inputs)))
+            super().call(inputs, training)
+            return (inputs - mean) * ops.rsqrt(var + self.epsilon) * self.gamma + self.beta
+
+    class MeanOnlyFM(ref.FeatureMixing):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.norm = MeanOnlyNorm(dtype=self.dtype_policy, name="norm")
+
+    found = _results(_mutant(module, "MeanOnlyHeld", fm=MeanOnlyFM), "FM-GRAD")["FM-GRAD"]
+    assert found.status == "failed"
+    assert found.diagnosis != gradients.STATS_HELD and not found.details.get("checked")
+    assert not found.cause or found.cause.startswith("unexplained")
+
+
+def test_a_compiled_function_that_is_merely_wrong_gets_no_name(zoo):
+    """Compiled outputs 1 % off are neither the other training flag's nor the built weights'."""
+    module, _ = zoo
+
+    class Scaled(module.KerasPortHandle):
+        def forward_compiled(self, inputs, *, training):
+            return 1.01 * np.asarray(super().forward_compiled(inputs, training=training))
+
+    adapter = _mutant(module, "CompiledScaled", handle_class=Scaled,
+                      layers=("GatedFeatureFusion",))
+    found = _results(adapter, "GFF-COMPILE")["GFF-COMPILE"]
+    assert found.status == "failed" and not found.details.get("checked")
+    assert found.diagnosis is None
+
+
+def test_a_compiled_function_fixed_to_inference_is_named(zoo):
+    """The other sense of FMCompiledTrainingFlag: a compiled training call that runs the
+    inference path (from the moving statistics the eager training call left)."""
+    module, _ = zoo
+
+    class Inference(module.KerasPortHandle):
+        def forward_compiled(self, inputs, *, training):
+            return super().forward_compiled(inputs, training=False)
+
+    adapter = _mutant(module, "CompiledInference", handle_class=Inference,
+                      layers=("FeatureMixing",))
+    found = _results(adapter, "FM-COMPILE")["FM-COMPILE"]
+    assert found.message.startswith("compiled vs eager, training=True")
+    assert found.details.get("checked") and found.diagnosis == numerics.flag_fixed(False)
+    assert found.cause == f"FeatureMixing: {numerics.flag_fixed(False)}"
+
+
+def test_statistics_overwritten_in_inference_are_not_an_update(zoo):
+    """An inference call that zeroes the moving mean changes it, but not as a training update
+    with the batch's statistics does: FM-BN-FROZEN fails without that name."""
+    module, _ = zoo
+    ref = module.ref
+
+    class Zeroing(ref.FeatureMixing):
+        def call(self, inputs, training=None):
+            if not training:
+                self.norm.moving_mean.assign(self.norm.moving_mean * 0.0)
+            return super().call(inputs, training)
+
+    found = _results(_mutant(module, "StatsZeroed", fm=Zeroing), "FM-BN-FROZEN")
+    found = found["FM-BN-FROZEN"]
+    assert found.status == "failed" and not found.details.get("checked")
+    assert "as a training call does" not in (found.diagnosis or "")
+
+
+def test_dropout_refused_at_every_rate_is_not_a_refused_rate_one(zoo):
+    """A layer that refuses dropout 0.5 as well as 1.0 fails FM-DROPOUT-ONE on its refusal,
+    which says nothing about the rate 1."""
+    module, _ = zoo
+    ref = module.ref
+
+    class NoDropout(ref.FeatureMixing):
+        def __init__(self, n_series, input_size, dropout, ff_dim, **kwargs):
+            if dropout > 0.0:
+                raise ValueError("this layer has no dropout")
+            super().__init__(n_series, input_size, dropout, ff_dim, **kwargs)
+
+    found = _results(_mutant(module, "NoDropout", fm=NoDropout), "FM-DROPOUT-ONE")
+    found = found["FM-DROPOUT-ONE"]
+    assert found.status == "failed" and found.message.startswith("raised ValueError")
+    assert not found.details.get("checked")
+
+
+@pytest.mark.parametrize("mutant, clause", [("Unseeded", "DETERMINISM"),
+                                            ("Float64Ignored", "DTYPE")])
+def test_one_mistake_in_both_layers_reads_alike(zoo, mutant, clause):
+    """One mistake made in both layers: each layer gets one root cause, and the two say the
+    same (the same words after the layer's name, or the same variant)."""
+    _, adapters = zoo
+    found = _results(adapters[mutant], f"FM-{clause}", f"GFF-{clause}")
+    fm, gff = found[f"FM-{clause}"], found[f"GFF-{clause}"]
+    assert fm.cause.startswith("FeatureMixing: ") and gff.cause.startswith("GatedFeatureFusion: ")
+    if "variant" in fm.details and fm.details["variant"]["precision"]:
+        assert fm.details["variant"]["precision"] == gff.details["variant"]["precision"]
+    else:
+        assert fm.cause.split(": ", 1)[1] == gff.cause.split(": ", 1)[1]
