@@ -43,21 +43,32 @@ TAG = re.compile(r"<(?:script|link)\b[^>]*>")
 CDN_ATTRS = re.compile(r'\s(?:integrity|crossorigin|referrerpolicy)="[^"]*"')
 
 
-def fetch(package: str, member: str, cache: Path) -> bytes:
+def tarball(package: str, cache: Path) -> Path:
     name, version = package.rsplit("@", 1)
-    tarball = cache / f"{name}-{version}.tgz"
-    if not tarball.exists():
+    return cache / f"{name}-{version}.tgz"
+
+
+def fetch_all(packages: set[str], cache: Path):
+    """``npm pack`` the packages not in ``cache`` yet, in one call (npm's start-up is a second
+    or two: once, not once per package)."""
+    missing = sorted(p for p in packages if not tarball(p, cache).exists())
+    if missing:
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["npm", "pack", "--silent", "--pack-destination", str(cache), package],
+        subprocess.run(["npm", "pack", "--silent", "--pack-destination", str(cache), *missing],
                        check=True, stdout=subprocess.DEVNULL)
-    with tarfile.open(tarball) as tar:
-        return tar.extractfile(f"package/{member}").read()
+
+
+def member(package: str, name: str, cache: Path) -> bytes:
+    with tarfile.open(tarball(package, cache)) as tar:
+        return tar.extractfile(f"package/{name}").read()
 
 
 def localise(html_dir: Path, cache: Path):
     index = html_dir / "index.html"
     vendor = html_dir / "vendor"
     vendor.mkdir(exist_ok=True)
+    html = index.read_text()
+    fetch_all({package for url, (package, _) in VENDORED.items() if url in html}, cache)
 
     def rewrite(match: re.Match) -> str:
         tag = match.group(0)
@@ -67,12 +78,12 @@ def localise(html_dir: Path, cache: Path):
         if url.group(1) not in VENDORED:
             raise SystemExit(f"{index} loads {url.group(1)}, which this script does not know: "
                              "asv changed; add it to VENDORED")
-        package, member = VENDORED[url.group(1)]
-        local = f"vendor/{package.split('@')[0]}-{Path(member).name}"
-        (html_dir / local).write_bytes(fetch(package, member, cache))
+        package, name = VENDORED[url.group(1)]
+        local = f"vendor/{package.split('@')[0]}-{Path(name).name}"
+        (html_dir / local).write_bytes(member(package, name, cache))
         return CDN_ATTRS.sub("", tag.replace(url.group(1), local))
 
-    index.write_text(TAG.sub(rewrite, index.read_text()))
+    index.write_text(TAG.sub(rewrite, html))
 
 
 def main(argv=None):
