@@ -142,10 +142,49 @@ def _text(value) -> str:
 
 def root_causes(results) -> list[tuple[str, str, list[str]]]:
     """(implementation, root cause, failing clauses it explains), the root causes first and
-    each implementation's unexplained failures last (portspec.rootcause)."""
+    each implementation's unexplained failures last (portspec.rootcause). One mistake that
+    both layers of a port make (weights stored in float16, an unseeded initialiser) reads
+    ``FeatureMixing and GatedFeatureFusion: <the same words>``: one finding, with each
+    layer's evidence in brackets where they differ."""
     from portspec.rootcause import root_causes as found
 
-    return found(results)
+    return _across_layers(found(results))
+
+
+_LAYER_CAUSE = re.compile(r"^(?P<layer>[A-Za-z]+): (?P<what>.*?)(?: \[(?P<evidence>[^\[\]]*)\])?$")
+
+
+def _across_layers(causes):
+    """Merge an implementation's root causes that differ in their layer (and the bracketed
+    evidence) only; the first one's place in the order is kept."""
+    merged: dict[tuple[str, str], list] = {}
+    out = []
+    for impl, cause, ids in causes:
+        m = _LAYER_CAUSE.match(cause)
+        key = (impl, m["what"]) if m and m["layer"] in LAYERS else (impl, cause)
+        if key in merged and m:
+            merged[key][1].append((m["layer"], m["evidence"]))
+            merged[key][2].extend(ids)
+            continue
+        entry = [impl, [(m["layer"], m["evidence"])] if m and m["layer"] in LAYERS else None,
+                 list(ids), cause]
+        merged[key] = entry
+        out.append((key, entry))
+    lines = []
+    for (_, what), (impl, layers, ids, cause) in out:
+        if not layers or len(layers) == 1:
+            lines.append((impl, cause, ids))
+            continue
+        names = " and ".join(layer for layer, _ in layers)
+        evidence = {e for _, e in layers if e}
+        if len(evidence) == 1:
+            tail = f" [{evidence.pop()}]"
+        elif evidence:
+            tail = " [" + "; ".join(f"{layer}: {e}" for layer, e in layers if e) + "]"
+        else:
+            tail = ""
+        lines.append((impl, f"{names}: {what}{tail}", ids))
+    return lines
 
 
 def root_cause_lines(results) -> list[str]:

@@ -207,3 +207,30 @@ def test_a_bare_unexplained_says_what_it_means_on_each_failure():
     for fmt in ("markdown", "html", "junit"):
         assert meaning.replace("'", "&#x27;" if fmt == "html" else "'") in \
             report.WRITERS[fmt](results).replace("&apos;", "'"), fmt
+
+
+def test_one_mistake_in_both_layers_is_one_root_cause():
+    """The same words after the layer's name are one finding: the layers named together, each
+    layer's evidence kept where it differs; other root causes stay as they are."""
+    from portspec.report import root_causes
+
+    def failed(clause, cause):
+        return Result(clause, "port", "failed", cause=cause)
+
+    lines = root_causes([
+        failed("FM-DETERMINISM", "FeatureMixing: the seed is not used"),
+        failed("GFF-DETERMINISM", "GatedFeatureFusion: the seed is not used"),
+        failed("FM-INFERENCE", "FeatureMixing: computed in float32 [max error 2.5e-05]"),
+        failed("GFF-FORWARD", "GatedFeatureFusion: computed in float32 [max error 5e-07]"),
+        failed("FM-SHAPE", "FeatureMixing: the output is squeezed"),
+        failed("GFF-CONVEX", "unexplained"),
+    ])
+    assert lines == [
+        ("port", "FeatureMixing and GatedFeatureFusion: the seed is not used",
+         ["FM-DETERMINISM", "GFF-DETERMINISM"]),
+        ("port", "FeatureMixing and GatedFeatureFusion: computed in float32 [FeatureMixing: "
+         "max error 2.5e-05; GatedFeatureFusion: max error 5e-07]",
+         ["FM-INFERENCE", "GFF-FORWARD"]),
+        ("port", "FeatureMixing: the output is squeezed", ["FM-SHAPE"]),
+        ("port", "unexplained", ["GFF-CONVEX"]),
+    ]
