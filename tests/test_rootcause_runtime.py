@@ -10,6 +10,7 @@ and a mistake made in both layers gets the same words in each.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 pytest.importorskip("keras")
 
 from portspec import isolation, registry, rootcause  # noqa: E402
-from portspec.suite.areas import gradients, numerics  # noqa: E402
+from portspec.suite.areas import determinism, gradients, numerics  # noqa: E402
 
 ZOO = Path(__file__).parent / "mutants" / "keras_zoo.py"
 
@@ -148,6 +149,30 @@ def test_dropout_refused_at_every_rate_is_not_a_refused_rate_one(zoo):
     found = found["FM-DROPOUT-ONE"]
     assert found.status == "failed" and found.message.startswith("raised ValueError")
     assert not found.details.get("checked")
+
+
+def test_a_fixed_seed_and_unseeded_dropout_are_named(zoo):
+    """Initialisers that always draw from seed 0, and dropout masks drawn from OS entropy:
+    FM-DETERMINISM names each by the builds it compared."""
+    module, _ = zoo
+    ref, keras = module.ref, module.keras
+
+    class FixedSeed(ref.FeatureMixing):
+        def build(self, input_shape):
+            keras.utils.set_random_seed(0)
+            super().build(input_shape)
+
+    class EntropyDropout(ref.FeatureMixing):
+        def _drop(self, layer, x, training):
+            if not training:
+                return x
+            seed = int.from_bytes(os.urandom(4), "little")
+            return keras.random.dropout(x, self.dropout, seed=seed)
+
+    fixed = _results(_mutant(module, "FixedSeed", fm=FixedSeed), "FM-DETERMINISM")
+    assert fixed["FM-DETERMINISM"].cause == f"FeatureMixing: {determinism.SEED_IGNORED}"
+    masks = _results(_mutant(module, "EntropyDropout", fm=EntropyDropout), "FM-DETERMINISM")
+    assert masks["FM-DETERMINISM"].cause == f"FeatureMixing: {determinism.MASKS_UNSEEDED}"
 
 
 @pytest.mark.parametrize("mutant, clause", [("Unseeded", "DETERMINISM"),
