@@ -83,6 +83,24 @@ def test_only_the_mean_held_is_not_named_as_held_statistics(zoo):
     assert not found.cause or found.cause.startswith("unexplained")
 
 
+def test_one_input_held_in_the_gate_is_not_named_as_the_gate_input_held(zoo):
+    """The gate sees stop_gradient(a) but b as it is: GFF-GRAD fails, and the gradients are
+    not those of the spec with both inputs held inside the gate."""
+    module, _ = zoo
+    ref, ops = module.ref, module.ops
+
+    class HalfHeld(ref.GatedFeatureFusion):
+        def call(self, inputs):
+            a, b = inputs
+            z = self.gate(ops.concatenate([ops.stop_gradient(a), b], axis=-1))
+            gate = ref._activation(self.activation, z)
+            return gate * a + (1.0 - gate) * b
+
+    found = _results(_mutant(module, "HalfHeld", gff=HalfHeld), "GFF-GRAD")["GFF-GRAD"]
+    assert found.status == "failed"
+    assert found.diagnosis != gradients.GATE_INPUT_HELD and not found.details.get("checked")
+
+
 def test_a_compiled_function_that_is_merely_wrong_gets_no_name(zoo):
     """Compiled outputs 1 % off are neither the other training flag's nor the built weights'."""
     module, _ = zoo

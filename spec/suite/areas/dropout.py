@@ -287,7 +287,13 @@ def dropout_one(ctx):
     if not np.all(np.isfinite(gx)):
         bad.append("input")
     if bad:
+        # the same layer at rate 0.5 has finite gradients: the rate 1 is what breaks them
+        half, _ = training_call(0.5)
+        gx, gw = half.grad(x, np.ones_like(x), training=True)
+        finite = all(np.all(np.isfinite(v)) for v in [gx, *gw.values()])
         raise ClauseFailure(
-            f"dropout 1.0: non-finite gradients for {bad}",
-            diagnosis="dropout divides by the keep probability 1 - p = 0",
+            f"dropout 1.0: non-finite gradients for {bad}"
+            + (" (finite at dropout 0.5)" if finite else ""),
+            diagnosis="dropout divides by the keep probability 1 - p = 0" if finite else None,
+            checked=finite,
         )
