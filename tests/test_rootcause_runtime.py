@@ -193,6 +193,24 @@ def test_a_fixed_seed_and_unseeded_dropout_are_named(zoo):
     assert masks["FM-DETERMINISM"].cause == f"FeatureMixing: {determinism.MASKS_UNSEEDED}"
 
 
+def test_noise_in_inference_is_not_dropout_in_inference(zoo):
+    """Inference that adds fresh noise at any dropout rate is not deterministic, but the
+    control at dropout 0 is not either: FM-DROPOUT-INFERENCE does not blame dropout."""
+    module, _ = zoo
+    ref, keras = module.ref, module.keras
+
+    class Noisy(ref.FeatureMixing):
+        def call(self, inputs, training=None):
+            out = super().call(inputs, training)
+            seed = int.from_bytes(os.urandom(4), "little")
+            return out + 1e-3 * keras.random.normal(out.shape, dtype=out.dtype, seed=seed)
+
+    found = _results(_mutant(module, "Noisy", fm=Noisy), "FM-DROPOUT-INFERENCE")
+    found = found["FM-DROPOUT-INFERENCE"]
+    assert found.message == "inference with dropout 0.5 is not deterministic"
+    assert found.diagnosis is None
+
+
 @pytest.mark.parametrize("mutant, clause", [("Unseeded", "DETERMINISM"),
                                             ("Float64Ignored", "DTYPE")])
 def test_one_mistake_in_both_layers_reads_alike(zoo, mutant, clause):
