@@ -330,16 +330,17 @@ class Progress:
     portable-weights exports and root-cause probes (export:, probe:) on lines without a number.
 
     The total is the sum of the workers' plans; a target not planned yet counts as
-    ``per_target`` clauses until its plan arrives. Time left is the wall time so far per
-    finished clause times the clauses left.
+    ``per_target`` clauses until its plan arrives. Time left is the wall time per finished
+    clause since the first one finished (before it, the run imports frameworks and loads
+    ports, which no later clause repeats) times the clauses left, from the third clause on.
     """
 
     def __init__(self, targets: int, per_target: int, wanted: set[str] = frozenset()):
-        self.start = time.monotonic()
         self.wanted = set(wanted)  # the clause IDs the selection runs
         self.keys: set[tuple[str, str]] = set()  # (implementation, clause) planned
         self.unplanned, self.per_target = targets, per_target
         self.planned = self.done = 0
+        self.first: float | None = None  # when the first clause finished
 
     def plan(self, tasks) -> None:
         """A worker's plan: its clauses (not export:/probe:), plus the portability clause of
@@ -362,14 +363,16 @@ class Progress:
             print(line, file=sys.stderr, flush=True)
             return
         self.done += 1
+        if self.first is None:
+            self.first = time.monotonic()
         total = max(self.done, self.planned + self.unplanned * self.per_target)
         width = len(str(total))
         mark = report.SYMBOL[result.status]
         line = f"  [{self.done:>{width}}/{total}] {mark:4} {result.clause} [{result.impl}] "
         line += f"{result.seconds:.1f}s"
-        if self.done < total:
-            left = (time.monotonic() - self.start) / self.done * (total - self.done)
-            line += f", ~{_duration(left)} left"
+        if 3 <= self.done < total:
+            rate = (time.monotonic() - self.first) / (self.done - 1)
+            line += f", ~{_duration(rate * (total - self.done))} left"
         if result.status != "passed":
             line += f"  {report.one_line(result.message)[:100]}"
         print(line, file=sys.stderr, flush=True)

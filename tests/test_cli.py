@@ -102,3 +102,21 @@ def test_no_subcommand_is_a_usage_error():
     with pytest.raises(SystemExit) as exc:
         cli.main([])
     assert exc.value.code == 2
+
+
+def test_progress_estimates_time_left_from_the_clauses_not_the_start_up(monkeypatch, capsys):
+    """The seconds before the first clause (imports, loading the port) are not a clause's
+    cost: with 20 s of start-up and 1 s per clause, 6 of 10 done leaves ~4 s, not ~13 s."""
+    from portspec import cli
+    from portspec.suite.runner import Result
+
+    now = [0.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    progress = cli.Progress(targets=1, per_target=10)
+    lines = []
+    for i in range(6):
+        now[0] = 20.0 + i
+        progress(Result(f"FM-C{i}", "port", "passed"))
+        lines.append(capsys.readouterr().err)
+    assert "left" not in lines[0] + lines[1]  # no rate yet
+    assert lines[5].rstrip().endswith("~4s left")
