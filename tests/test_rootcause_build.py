@@ -82,9 +82,15 @@ def test_a_missing_weight_is_named_only_when_one_set_of_weights_gives_the_counts
 
 def test_a_config_value_swapped_for_another_parameters_is_named_as_such():
     want = {"n_series": 5, "input_size": 6, "dropout": 0.1, "ff_dim": 16}
-    said = serialization._config_lost({**want, "ff_dim": 5}, want)
-    assert said == "reports ff_dim=5 for a layer built with ff_dim=16, the value of n_series"
-    assert serialization._config_lost({**want, "ff_dim": 7}, want).endswith("ff_dim=16")
+    other = {"n_series": 7, "input_size": 4, "dropout": 0.0, "ff_dim": 3}
+    reports = [({**want, "ff_dim": 5}, want), ({**other, "ff_dim": 7}, other)]
+    said = serialization._config_lost({**want, "ff_dim": 5}, want, reports)
+    assert said == ("reports ff_dim=5 for a layer built with ff_dim=16, the value of n_series "
+                    "(so in each of the 2 configs tried)")
+    # in the other config the value is not n_series's: the coincidence is not named
+    reports[1] = ({**other, "ff_dim": 4}, other)
+    said = serialization._config_lost({**want, "ff_dim": 5}, want, reports)
+    assert said == "reports ff_dim=5 for a layer built with ff_dim=16"
     assert serialization._config_lost({}, {"activation": "tanh"}) == (
         "leaves out activation (built with 'tanh')")
 

@@ -27,7 +27,7 @@ def config_roundtrip(ctx):
         want = ctx.spec.validate_config(config)
         got = ctx.build(case, config=config).get_config()
         if got != want:
-            lost = _config_lost(got, want)
+            lost = _config_lost(got, want, _reports(ctx))
             raise ClauseFailure(f"get_config() returned {got}, built from {want}",
                                 diagnosis=lost and f"get_config {lost}", checked=bool(lost))
         again = ctx.build(case, config=got)
@@ -37,18 +37,33 @@ def config_roundtrip(ctx):
             raise ClauseFailure(f"a layer rebuilt from {got} has another weight table")
 
 
-def _config_lost(got: dict, want: dict) -> str | None:
+def _reports(ctx) -> list[tuple[dict, dict]]:
+    """(reported, built-with) config of a layer of every config case: what a hypothesis about
+    a wrong value is tested on."""
+    out = []
+    for case in ctx.spec.config_cases():
+        try:
+            out.append((ctx.build(case).get_config(), ctx.spec.validate_config(case.config)))
+        except Exception:  # noqa: BLE001 - a case the port cannot report adds no evidence
+            continue
+    return out
+
+
+def _config_lost(got: dict, want: dict, reports=()) -> str | None:
     """What a reported config ``got`` leaves out or changes of the one the layer was built
-    with: each parameter left out, each value changed (and whose value it is, where it equals
-    another parameter's), each parameter added."""
+    with: each parameter left out, each value changed (and whose value it is, where it is
+    another parameter's in every one of ``reports`` whose value differs), each one added."""
     if not isinstance(got, dict):
         return None
+    reports = [(g, w) for g, w in reports if isinstance(g, dict)] or [(got, want)]
     said = [f"leaves out {k} (built with {want[k]!r})" for k in want if k not in got]
     for k in want:
         if k in got and got[k] != want[k]:
-            whose = [o for o in want if o != k and want[o] == got[k]
-                     and type(want[o]) is type(got[k])]
-            also = f", the value of {' and '.join(whose)}" if whose else ""
+            whose = [o for o in want if o != k and all(
+                type(w.get(o)) is type(g.get(k)) and w.get(o) == g.get(k)
+                for g, w in reports if g.get(k) != w.get(k))]
+            also = (f", the value of {' and '.join(whose)} (so in each of the {len(reports)} "
+                    "configs tried)") if whose else ""
             said.append(f"reports {k}={got[k]!r} for a layer built with {k}={want[k]!r}{also}")
     said += [f"adds {k}={got[k]!r}" for k in got if k not in want]
     return "; ".join(said) or None
