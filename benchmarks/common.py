@@ -28,16 +28,60 @@ from dataclasses import dataclass
 
 import numpy as np
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
+
+# JAX's and Inductor's persistent compilation caches, in portspec's cache folder, set before
+# either framework is imported (portspec.cache; a user's own setting wins). A case's three
+# methods run in three processes that compile the same programs, and JAX compiles every
+# primitive an eager call dispatches: from the cache a process's setup takes a fraction of the
+# CPU (Flax's six small FeatureMixing cases: 17.6 s cold, 4.1 s cached). Setup only: the
+# measured calls follow the warm-up either way. A past commit's portspec may lack the module.
+with contextlib.suppress(ImportError):
+    from portspec.cache import enable_compilation_caches
+
+    enable_compilation_caches()
+
 # Imported at module level so that asv's forkserver (asv.conf.json) loads them once and every
-# benchmark process inherits them; Keras and TensorFlow must not be (see above: importing
-# TensorFlow imports Keras with the default backend).
+# benchmark process inherits them; Keras and TensorFlow are not by default (importing
+# TensorFlow imports Keras with its default backend, and Keras's backend is fixed at import).
 with contextlib.suppress(ImportError):
     import torch  # noqa: F401
 with contextlib.suppress(ImportError):
     import jax  # noqa: F401
     from flax import nnx  # noqa: F401
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
+# What a run loads in the forkserver beyond NumPy, PyTorch and JAX, so that its benchmark
+# processes skip the import (tox's bench env runs asv once per such group):
+# PORTSPEC_BENCH_KERAS=jax|torch|tensorflow loads Keras on that backend (TensorFlow's import
+# alone is 2.3 s of CPU); PORTSPEC_BENCH_INDUCTOR=1 loads Dynamo and Inductor and runs
+# Inductor's probe of the CPU's vector instruction sets, which starts programs of its own in
+# every new process (a compiled torch case's setup: 3.7-4.4 s of CPU, 0.7-1.2 s preloaded).
+# A run with either may hold only the benchmarks that load the same themselves
+# (check_preloaded), so that none counts in its peak memory what it would not have loaded.
+PRELOADED_KERAS = os.environ.get("PORTSPEC_BENCH_KERAS")
+PRELOADED_INDUCTOR = os.environ.get("PORTSPEC_BENCH_INDUCTOR") == "1"
+if PRELOADED_KERAS:
+    os.environ["KERAS_BACKEND"] = PRELOADED_KERAS
+    import keras  # noqa: F401
+if PRELOADED_INDUCTOR:
+    import torch._dynamo  # noqa: F401
+    import torch._inductor.compile_fx  # noqa: F401
+    from torch._inductor import cpu_vec_isa
+
+    cpu_vec_isa.valid_vec_isa_list()  # cached for the process and the ones forked from it
+
+
+def check_preloaded(runner: str, framework: str, execution: str):
+    """A benchmark run by a server that preloaded what it would not load itself is an error,
+    never a measurement or a skip (above)."""
+    if PRELOADED_KERAS and (runner, framework) != ("keras", PRELOADED_KERAS):
+        raise RuntimeError(f"PORTSPEC_BENCH_KERAS={PRELOADED_KERAS}: this run may hold only "
+                           f"Keras benchmarks on {PRELOADED_KERAS}, not a {runner} one on "
+                           f"{framework}")
+    if PRELOADED_INDUCTOR and (framework, execution) != ("torch", "compiled"):
+        raise RuntimeError("PORTSPEC_BENCH_INDUCTOR=1: this run may hold only compiled "
+                           f"benchmarks on torch, not a {execution} one on {framework}")
+
 
 MODES = ("inference", "train-forward", "train-step")
 EXECUTIONS = ("eager", "compiled")
@@ -206,6 +250,7 @@ def make_case(impl: str, mode: str, execution: str, device: str, spec: Callable[
         # eager with eager, and every compile costs seconds of the quick run.
         skip("peers are benchmarked eager only")
     check_installed(impl)
+    check_preloaded(runner, framework, execution)
     check_device(framework, device)
     if runner == "keras":
         _place_keras(framework, device)
