@@ -17,8 +17,12 @@ instead*, once for all the clauses that difference fails. Two stages:
    (the float32 one, reported as a precision finding, when nothing fits at float64). Each
    failing clause is then re-run against a NumPy implementation of the found variant: the
    root cause *explains* the clause when the variant fails it the same way (same message, the
-   same numbers within 5 %); otherwise the clause is unexplained. Where no variant fits, no
-   cause is named.
+   same numbers within 5 %; a half-precision finding in size only); otherwise the clause is
+   unexplained. Where no variant fits, no cause is named. A canonical weight the port does not
+   hold is evidence too: the choice that leaves exactly that weight unused (no gate bias, no
+   bias in the first Dense) is part of every candidate. A variant that changes independent
+   parts of the layer (the normalisation and the MLP, say: ``variants.parts``) is one root
+   cause per part, each clause pointing to the part that fails it alone.
 
 A root cause is written as a diff from the spec: "LayerNorm over (L, N), normalising after the
 residual add instead of BatchNorm over each of the L*N flattened features, normalising before
@@ -90,8 +94,43 @@ def _set(handle, weights):
         try:
             handle.set_weights(resized)
         except Exception:  # noqa: BLE001 - the canonical refusal is the evidence
-            raise refused from None
+            if not _write_native(handle, weights):
+                raise refused from None
     return {k: np.asarray(v, np.float64) for k, v in handle.get_weights().items()}
+
+
+def _restore(handle, weights):
+    """Set weights as ``_set`` read them back."""
+    try:
+        handle.set_weights(weights)
+    except Exception:  # noqa: BLE001 - read back through a layout the port does not hold
+        if not _write_native(handle, weights):
+            raise
+
+
+def _write_native(handle, weights) -> bool:
+    """Write each canonical value straight into the port's own weight where the adapter's
+    layout map says another shape (a kernel mapped with ``transpose`` that the port holds
+    (in, out)): the port then computes with the canonical values, and what its adapter reads
+    back shows the layout by the computation. False where the handle is no port's or a value
+    fits neither as it is nor transposed."""
+    held, write = getattr(handle, "held", None), getattr(handle, "_write", None)
+    if held is None or write is None:
+        return False
+    native, staged = handle._native(), []
+    for name, value in weights.items():
+        entry = held.get(name)
+        if entry is None or entry.path not in native:
+            continue
+        value, own = np.asarray(value), tuple(native[entry.path][0])
+        if value.shape != own and value.ndim == 2 and value.T.shape == own:
+            value = value.T
+        if value.shape != own:
+            return False
+        staged.append((entry.path, value))
+    for path, value in staged:
+        write(path, value)
+    return True
 
 
 def _as_held(value, shape):
@@ -156,7 +195,7 @@ def _probe_fm(adapter, spec):
         x = spec.make_inputs(case, rng)
         modes = (True,) if case.label == "batch 1" else (False, True)
         for training in modes:
-            handle.set_weights(w)
+            _restore(handle, w)
             out, error = _call(handle, x, training)
             state = None
             if training and error is None:
@@ -166,7 +205,7 @@ def _probe_fm(adapter, spec):
         if case.label == "expand" and VAR in w:  # epsilon alone sets the scale here
             zero = {VAR: np.zeros_like(w[VAR])}
             try:
-                handle.set_weights(w)
+                _restore(handle, w)
                 handle.set_weights(zero)
                 zero = {k: _arr(v) for k, v in handle.get_weights().items()}
                 out, error = _call(handle, x, False)
@@ -275,6 +314,7 @@ class Finding:
     also: list = field(default_factory=list)  # other diffs the evidence cannot tell apart
     note: str = ""  # why nothing could be fitted
     evidence: str = ""  # what shows the diff when no call could run
+    absent: tuple = ()  # canonical weights the port does not hold
 
     def summary(self) -> dict:
         """The finding as plain data (the JSON report's ``details.variant`` of a failure)."""
@@ -300,8 +340,11 @@ class Finding:
         if self.precision:
             parts.append(f"a float64 call computed partly in {self.precision} (errors of "
                          f"{self.precision} size at float64)")
-        evidence = (f" [max error vs the spec oracle {_g(self.spec_error)}, vs this variant "
-                    f"{_g(self.variant_error)}]") if (self.diff or self.precision) else ""
+        spec = (f"max error vs the spec oracle {_g(self.spec_error)}"
+                if self.spec_error != float("inf") else
+                "the spec oracle cannot take the weights as the port reads them back")
+        evidence = (f" [{spec}, vs this variant {_g(self.variant_error)}]"
+                    if (self.diff or self.precision) else "")
         if self.evidence:
             evidence = f" [{self.evidence}]"
         return f"{self.layer}: " + "; ".join(parts) + evidence
@@ -399,12 +442,26 @@ def _errors(spec, space, records, choices, tol, stop=True):
         for got, want in pairs:
             if want is None or np.shape(got) != np.shape(want):
                 return float("inf"), float("inf")
-            err, ratio = _violation(got, want, tol)
+            err, ratio = _violation(got, want, tol * _conditioning(space, r, choices, tol))
             worst = max(worst, ratio)
             worst_err = err if err != err else max(worst_err, err)
             if stop and worst > 1.0:
                 return worst, worst_err
     return worst, worst_err
+
+
+def _conditioning(space, record, choices, tol) -> float:
+    """How much more than its float32 tolerance a record may differ at float32: with a zero
+    variance (a batch of one, a moving variance 0) the normalisation divides the rounding of
+    x - mean by sqrt(epsilon), 1/sqrt(epsilon) times more than for unit-variance features; the
+    float32 tolerance is sized for the spec's epsilon. 1 at float64 and for the other records."""
+    if tol <= FORWARD["float64"] or record["label"] not in ("batch 1", "moving variance 0"):
+        return 1.0
+    eps = choices.get("eps", space.defaults.get("eps"))
+    spec_eps = space.defaults.get("eps")
+    if not isinstance(eps, float) or not spec_eps or eps >= spec_eps:
+        return 1.0
+    return float(np.sqrt(spec_eps / eps))
 
 
 def _dropout_fits(spec, space, r, choices, tol):
@@ -538,6 +595,10 @@ def search(spec, records):
             raised = f"the spec's canonical weights are refused ({first[:160]})"
         return Finding(spec.name, raised=raised, fits=bool(raised),
                        note=f"no call of the probe ran ({(first or 'no records')[:160]})")
+    # the canonical weights the port does not hold: a choice that leaves exactly those unused
+    # is part of every candidate (filled in at their initial values, they cannot show)
+    absent = set().union(*(set(_fill(spec, r)) - set(r["weights"]) for r in usable))
+    forced = variants.required(spec.name, absent)
     for r in usable:
         r["weights"] = _fill(spec, r)
     # the evidence quoted: max |error| over the deterministic records (the dropout probe is
@@ -548,6 +609,9 @@ def search(spec, records):
     singles = [{}] + _singles(space)
     pairs = [{**a, **b} for a, b in itertools.combinations(_singles(space), 2)
              if not set(a) & set(b)]
+    if forced:
+        singles, pairs = ([{**forced, **c} for c in pool if not set(c) & set(forced)]
+                          for pool in (singles, pairs))
     # Cheapest first; each candidate is evaluated once per tolerance and its fit kept by the
     # number of choices it changes (a fitted momentum adds one): the spec; one change; float32
     # precision alone; two changes; one change at float32; two changes and the momentum.
@@ -561,7 +625,7 @@ def search(spec, records):
             if key not in evaluated:
                 evaluated[key] = _evaluate(spec, space, usable, cand, tol)
             got = evaluated[key]
-            if got is not None and got[1] <= 1.0 and len(got[0]) == size:
+            if got is not None and got[1] <= 1.0 and len(got[0]) == size + len(forced):
                 found.append(got[0])
         return found
 
@@ -589,15 +653,22 @@ def search(spec, records):
     # a framework's normalisation at its own defaults put after the residual (torch's
     # BatchNorm2d(1) there: one statistic, epsilon, momentum, unbiased update, position) is
     # five choices of one design. Every record must still be reproduced at float64.
-    plan = ((f64, singles, 0), (f64, singles, 1), (f32, [{}], 0), (f64, singles, 2),
+    # At float32 (a layer that computes or stores part of a float64 call in float32, as
+    # nnx.BatchNorm's statistics and Keras's moments on jax are), up to two changes: the
+    # framework's BatchNorm left at its own momentum and epsilon.
+    plan = ((f64, singles, 0), (f64, singles, 1), (f32, [dict(forced)], 0), (f64, singles, 2),
             (f64, pairs, 2), (f32, singles, 1), (f64, pairs, 3), (f64, triples, 3),
-            (f64, triples, 4), (f64, triples, 5))
+            (f32, singles, 2), (f32, pairs, 2), (f64, triples, 4), (f64, triples, 5))
     for level, pool, size in plan:
         found = fits(level, pool() if callable(pool) else pool, size)
         if found:
             diff = found[0]
             err = _errors(spec, space, numeric, diff, level[0], stop=False)[1]
-            return Finding(spec.name, diff, spec_err, err, level[1], raised, also=found[1:4])
+            held = sorted(absent)
+            evidence = (f"the port holds no {', '.join(held)}" if forced
+                        and spec_err <= level[0] * 10 else "")
+            return Finding(spec.name, diff, spec_err, err, level[1], raised, also=found[1:4],
+                           evidence=evidence, absent=tuple(held))
     return Finding(spec.name, spec_error=spec_err, raised=raised, fits=False)
 
 
@@ -621,8 +692,10 @@ def _loss(spec, space, records, choices) -> float:
 
 def _raised(records) -> str | None:
     """A call the port refuses that the spec allows, from the records' errors."""
+    others_ran = any(r["out"] is not None and r["training"] and r["label"] != "batch 1"
+                     for r in records)
     for r in records:
-        if r["error"] and r["label"] == "batch 1" and r["training"]:
+        if r["error"] and r["label"] == "batch 1" and r["training"] and others_ran:
             return f"a training batch of one is refused ({r['error'][:120]})"
         if r["error"] and r["label"].endswith("float64 build"):
             return f"a float64 layer cannot be built ({r['error'][:120]})"
@@ -658,11 +731,14 @@ def _ones_masks(r):
 class VariantHandle:
     """A layer that computes a variant in NumPy; the Handle protocol of portspec.adapter."""
 
-    def __init__(self, spec, config, input_shapes, seed, dtype, choices, precision=None):
+    def __init__(self, spec, config, input_shapes, seed, dtype, choices, precision=None,
+                 absent=()):
         self.spec, self.choices, self.precision = spec, dict(choices), precision
         self.config = spec.validate_config(config)
         self.input_shapes = input_shapes
-        self.dtype = np.dtype(dtype or "float32")
+        from portspec.suite.checks import numpy_dtype
+
+        self.dtype = numpy_dtype(dtype or "float32")
         self.rng = np.random.default_rng(seed)
         table = spec.weight_table(self.config, input_shapes)
         norm = self.choices.get("norm", "batch-feature")
@@ -671,6 +747,7 @@ class VariantHandle:
             keep -= {MEAN, VAR}
         if norm == "none" or self.choices.get("affine") is False:
             keep -= {"norm.gamma", "norm.beta"}
+        keep -= set(absent)  # the weights the port does not hold, as it
         self.weights = {t.name: t.initial_value(self.rng).astype(self.dtype)
                         for t in table if t.name in keep}
         length, n = self.config.get("input_size"), self.config.get("n_series")
@@ -730,9 +807,17 @@ class VariantHandle:
         raise NotApplicable("a NumPy variant has no compiler")
 
     def save_native(self, directory):
-        from portspec.clauses import NotApplicable
+        """The weights as safetensors, the build arguments in a JSON file beside them."""
+        import json
+        import os
 
-        raise NotApplicable("a NumPy variant has no native format")
+        path = os.path.join(directory, f"{self.spec.name}.safetensors")
+        self.save_weights(path)
+        with open(path + ".json", "w") as f:
+            json.dump({"config": self.config, "input_shapes": [list(s) for s in
+                                                               self.input_shapes],
+                       "dtype": np.dtype(self.dtype).name}, f)
+        return path
 
     def grad(self, inputs, cotangent, *, training):
         saved = self.get_weights()
@@ -794,7 +879,9 @@ class VariantHandle:
         self.set_weights(read_weights(path))
 
 
-def variant_adapter(spec, finding: Finding):
+def variant_adapter(spec, finding: Finding, low_precision=()):
+    """An adapter of the variant ``finding`` names, computing in float64 and rounding to the
+    dtype asked for (``low_precision``: the half-precision dtypes it claims, as the port)."""
     from portspec.adapter import Adapter
 
     class _Variant(Adapter):
@@ -802,9 +889,21 @@ def variant_adapter(spec, finding: Finding):
 
         def build(self, layer, config, *, input_shapes, seed, dtype=None):
             return VariantHandle(spec, config, input_shapes, seed, dtype, finding.diff,
-                                 finding.precision)
+                                 finding.precision, finding.absent)
 
-    return _Variant()
+        def load_native(self, layer, path):
+            import json
+
+            with open(path + ".json") as f:
+                meta = json.load(f)
+            handle = self.build(layer, meta["config"], seed=1, dtype=meta["dtype"],
+                                input_shapes=[tuple(s) for s in meta["input_shapes"]])
+            handle.load_weights(path)
+            return handle
+
+    adapter = _Variant()
+    adapter.low_precision = tuple(low_precision)
+    return adapter
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
@@ -864,13 +963,25 @@ def explains(spec, finding: Finding, result) -> bool:
     items = _ITEMS
     if result.clause not in items:
         return False
-    again = run_clause(variant_adapter(spec, finding), *items[result.clause])
+    # the half-precision dtypes the port's message speaks of, which the variant then claims
+    low = tuple(d for d in LOW_PRECISION if re.search(rf"\b{d}\b", result.message))
+    again = run_clause(variant_adapter(spec, finding, low), *items[result.clause])
     if again.status != "failed":
         return False
     mine = result.message.replace(result.impl, again.impl)  # the pairs name the reader
     # outputs drawn at random (dropout in inference) agree in size only, like rounding
     loose = bool(finding.precision) or bool(RANDOM & set(finding.diff))
-    return same_failure(mine, again.message, loose=loose)
+    if same_failure(mine, again.message, loose=loose):
+        return True
+    # A finding about a half-precision call agrees in size only: the variant rounds a float64
+    # result where the port computes in that dtype. The others must agree as they are.
+    ours, theirs = mine.split("; "), again.message.split("; ")
+    return bool(low) and len(ours) == len(theirs) and all(
+        same_failure(a, b, loose=loose or any(d in a for d in low))
+        for a, b in zip(ours, theirs, strict=True))
+
+
+LOW_PRECISION = ("bfloat16", "float16")
 
 
 def attach(results):
@@ -897,10 +1008,11 @@ def attach(results):
                 out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}")
             continue
         details = {**r.details, "variant": finding.summary()}
-        if finding.fits and (finding.diff or finding.precision or finding.raised) and explains(
-            prefixes[prefix], finding, r
-        ):
-            out[i] = replace(r, cause=finding.line(), details=details)
+        cause = _cause(prefixes[prefix], finding, r) if finding.fits and (
+            finding.diff or finding.precision or finding.raised) else None
+        if cause is not None:
+            out[i] = replace(r, cause=cause.line(), details={**details,
+                                                             "variant": cause.summary()})
         elif r.diagnosis and _checked(prefixes[prefix], r):
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
@@ -908,6 +1020,33 @@ def attach(results):
             why = "" if finding.fits else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
     return out
+
+
+def independent(finding: Finding) -> list[Finding]:
+    """The finding as one finding per part of the layer it changes (``variants.parts``):
+    independent mistakes, each its own root cause. One part: the finding itself."""
+    split = variants.parts(finding.layer, finding.diff)
+    if len(split) < 2 or finding.precision or finding.raised:
+        return [finding]
+    evidence = (f"max error vs the spec oracle {_g(finding.spec_error)}, vs the variant with "
+                f"all {len(split)} independent differences {_g(finding.variant_error)}")
+    return [replace(finding, diff=d, also=[], evidence=evidence,
+                    absent=tuple(a for a in finding.absent if any(
+                        a in unused for c, unused in variants.UNUSED.get(finding.layer, [])
+                        if c.items() <= d.items())))
+            for d in split]
+
+
+def _cause(spec, finding: Finding, result) -> Finding | None:
+    """The finding that explains the failing ``result``: of independent differences, the one
+    that fails it alone the same way; the whole finding where it takes several; None where
+    the finding does not explain it."""
+    pieces = independent(finding)
+    if len(pieces) > 1:
+        alone = [p for p in pieces if explains(spec, p, result)]
+        if len(alone) == 1:
+            return alone[0]
+    return finding if explains(spec, finding, result) else None
 
 
 # Clauses that judge what the layer holds or how it is built, not what it computes: the

@@ -122,8 +122,13 @@ FM_DEFAULTS = {
     "train_stats": "batch",  # statistics training normalises with: "batch" or "moving"
     "infer_stats": "moving",  # statistics inference normalises with: "moving" or "batch"
     "update": "training",  # when the moving statistics move: "training", "never", "always"
+    # the BatchNorm's own training flag: "called" (the layer's), "inverted" (Keras's
+    # ``training=not training``, Flax's ``use_running_average`` negated: moving statistics in
+    # training, batch statistics and their update in inference)
+    "norm_training": "called",
     "flatten": "C",  # feature index t*N + c; "F": c*L + t
     "activation": "relu",
+    "biases": ("dense1", "dense2"),  # the Dense layers that add their bias
     "dropout_scale": "inverted",  # kept units * 1/(1-p); "none": * 1; "rate": * 1/p
     "dropout_rate": "rate",  # drop probability p; "keep": drops 1-p
     "sites": ("dropout1", "dropout2"),
@@ -193,8 +198,10 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         else:  # the spec's biased variance of one sample is 0; an unbiased one is undefined
             var = np.zeros_like(mean) if c["var_ddof"] == 0 else np.full_like(mean, np.nan)
         if batch_norm:
-            use_batch = c["train_stats"] == "batch" if training else c["infer_stats"] == "batch"
-            if c["update"] == "always" or (c["update"] == "training" and training):
+            bn_training = training != (c["norm_training"] == "inverted")
+            use_batch = (c["train_stats"] == "batch" if bn_training
+                         else c["infer_stats"] == "batch")
+            if c["update"] == "always" or (c["update"] == "training" and bn_training):
                 ddof = c["update_ddof"]
                 # an unbiased variance of one sample is undefined (NaN, as torch gives)
                 uvar = ops.var(v, axes, ddof) if count > ddof else np.full_like(mean, np.nan)
@@ -231,9 +238,10 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         return np.where(mask, v / kept, 0.0)
 
     def branch(v):
-        h = _ACT[c["activation"]](ops.matmul(v, k1) + w["dense1.bias"], ops)
+        b1, b2 = (w[f"{d}.bias"] if d in c["biases"] else 0.0 for d in ("dense1", "dense2"))
+        h = _ACT[c["activation"]](ops.matmul(v, k1) + b1, ops)
         h = drop(h, "dropout1")
-        return drop(ops.matmul(h, k2) + w["dense2.bias"], "dropout2")
+        return drop(ops.matmul(h, k2) + b2, "dropout2")
 
     if c["position"] == "before":
         z = normalise(x)
@@ -254,6 +262,10 @@ GFF_DEFAULTS = {
     "activation": None,  # None: the config's; else this one whatever the config says
     "axis": -1,  # softmax axis
     "sees": "both",  # what the gate sees: "both" (the concatenation), "a", "b"
+    # the function a "sigmoid" gate computes: "logistic" 1/(1+e^-z); "hard" clip(z/6 + 1/2,
+    # 0, 1) (Keras 3's hard_sigmoid, jax.nn.hard_sigmoid, torch's Hardsigmoid); "hard-keras2"
+    # clip(0.2 z + 1/2, 0, 1) (Keras 2's hard_sigmoid)
+    "sigmoid": "logistic",
     "transpose": False,
 }
 
@@ -282,7 +294,12 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
         z = ops.matmul(b, k[f:])
     if c["bias"]:
         z = z + np.asarray(weights["gate.bias"], dtype=np.float64)
-    g = ops.activate(c["activation"] or config["activation"], z, axis=c["axis"])
+    name = c["activation"] or config["activation"]
+    if name == "sigmoid" and c["sigmoid"] != "logistic":
+        slope = {"hard": 1.0 / 6.0, "hard-keras2": 0.2}[c["sigmoid"]]
+        g = np.clip(slope * z + 0.5, 0.0, 1.0)
+    else:
+        g = ops.activate(name, z, axis=c["axis"])
     if c["roles"] == "both":
         return g * a + g * b, dict(weights)
     if c["roles"] == "b-gated":
@@ -336,8 +353,10 @@ FM_SPACE = Space(
         "train_stats": ["moving"],
         "infer_stats": ["batch"],
         "update": ["never", "always"],
+        "norm_training": ["inverted"],
         "flatten": ["F"],
         "activation": [a for a in _ACT if a != "relu"],
+        "biases": [("dense2",), ("dense1",), ()],
         "dropout_scale": ["none", "rate"],
         "dropout_rate": ["keep"],
         "sites": [("dropout1",), ("dropout2",), ()],
@@ -374,9 +393,16 @@ FM_SPACE = Space(
         "update": {"training": "moving statistics updated in training",
                    "never": "moving statistics never updated",
                    "always": "moving statistics updated in inference calls too"},
+        "norm_training": {"called": "BatchNorm in the layer's own mode",
+                          "inverted": "BatchNorm's training flag inverted (moving statistics "
+                          "in training, batch statistics and their update in inference)"},
         "flatten": {"C": "row-major flatten (t*N + c)",
                     "F": "channel-major flatten (c*L + t)"},
         "activation": {a: f"{a} activation" for a in _ACT},
+        "biases": {("dense1", "dense2"): "a bias in both Dense layers",
+                   ("dense2",): "no bias in the first Dense",
+                   ("dense1",): "no bias in the second Dense",
+                   (): "no bias in either Dense"},
         "dropout_scale": {"inverted": "kept units scaled by 1/(1-p)",
                           "none": "kept units not scaled (dropout not inverted)",
                           "rate": "kept units scaled by 1/p"},
@@ -412,6 +438,7 @@ GFF_SPACE = Space(
         "activation": list(gff.ACTIVATIONS),
         "axis": [0, 1],
         "sees": ["a", "b"],
+        "sigmoid": ["hard", "hard-keras2"],
         "transpose": [True],
     },
     {
@@ -427,12 +454,62 @@ GFF_SPACE = Space(
                  1: "softmax over axis 1"},
         "sees": {"both": "the gate seeing both inputs", "a": "the gate seeing only a",
                  "b": "the gate seeing only b"},
+        "sigmoid": {"logistic": "the logistic sigmoid 1/(1+exp(-z))",
+                    "hard": "a hard sigmoid clip(z/6 + 0.5, 0, 1) (Keras 3's hard_sigmoid, "
+                    "jax.nn.hard_sigmoid, torch's Hardsigmoid)",
+                    "hard-keras2": "Keras 2's hard sigmoid clip(0.2*z + 0.5, 0, 1)"},
         "transpose": {False: "gate kernel (2F, F)",
                       True: "gate kernel transposed ((F, 2F) read as (2F, F))"},
     },
 )
 
 SPACES = {fm.SPEC.name: FM_SPACE, gff.SPEC.name: GFF_SPACE}
+
+# The canonical weights a choice leaves unused: a port that does not hold them (its adapter
+# declares them ``absent``) computes that choice, whatever values the probe fills in for them.
+UNUSED = {
+    fm.SPEC.name: [({"biases": ("dense2",)}, {"dense1.bias"}),
+                   ({"biases": ("dense1",)}, {"dense2.bias"}),
+                   ({"biases": ()}, {"dense1.bias", "dense2.bias"}),
+                   ({"affine": False}, {"norm.gamma", "norm.beta"})],
+    gff.SPEC.name: [({"bias": False}, {"gate.bias"})],
+}
+
+
+def required(layer: str, absent: set) -> dict:
+    """The choices that the weights a port lacks force (the one whose unused weights are
+    exactly ``absent``), or {} where none or several do."""
+    found = [choice for choice, unused in UNUSED.get(layer, []) if unused == set(absent)]
+    return found[0] if len(found) == 1 else {}
+
+
+# The parts of a layer a choice belongs to: choices of one part can be one design (a
+# LayerNorm after the residual with its own epsilon), choices of different parts are
+# independent mistakes, each its own root cause.
+AREAS = {
+    fm.SPEC.name: {
+        **dict.fromkeys(("norm", "affine", "position", "eps", "eps_where", "momentum",
+                         "var_ddof", "update_ddof", "train_stats", "infer_stats", "update",
+                         "norm_training", "flatten"), "normalisation"),
+        **dict.fromkeys(("activation", "biases", "transpose"), "MLP"),
+        **dict.fromkeys(("dropout_scale", "dropout_rate", "sites", "dropout_inference",
+                         "shared_mask", "mask_axis"), "dropout"),
+        "residual": "residual",
+    },
+    gff.SPEC.name: {
+        **dict.fromkeys(("concat", "sees", "transpose"), "gate input"),
+        **dict.fromkeys(("bias", "activation", "axis", "sigmoid"), "gate function"),
+        "roles": "fusion",
+    },
+}
+
+
+def parts(layer: str, diff: dict) -> list[dict]:
+    """``diff`` split by the part of the layer each choice belongs to, in the diff's order."""
+    out: dict = {}
+    for k, v in diff.items():
+        out.setdefault(AREAS[layer].get(k, k), {})[k] = v
+    return list(out.values())
 
 
 def word(space: Space, choice: str, value) -> str:

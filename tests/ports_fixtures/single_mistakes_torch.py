@@ -289,8 +289,8 @@ PORTS = [
     port("gff-softmax-axis-0", {"axis": 0}, gff={"axis": 0}),
     port("gff-always-sigmoid", {"activation": "sigmoid"}, gff={"fixed": "sigmoid"}),
     port("gff-gate-sees-a", {"sees": "a"}, gff={"sees": "a"}),
+    port("dense1-bias-ignored", {"biases": ("dense2",)}, fm={"bias1_ignored": True}),
     # outside the variant space: must come out "no variant fits"
-    port("dense1-bias-ignored", None, fm={"bias1_ignored": True}),
     port("relu-after-second-dense", None, fm={"relu_after_dense2": True}),
     port("residual-halved", None, fm={"residual_scale": 0.5}),
     port("normalise-mean-only", None, fm={"mean_only": True}),

@@ -1,0 +1,325 @@
+"""Keras 3 ports that each make one mistake, for measuring the root-cause stage.
+
+Written the way a Keras port is: ``keras.layers.BatchNormalization``, ``LayerNormalization``,
+``Dense`` and ``Dropout`` sublayers named after the spec's weights, ``keras.ops`` in ``call``.
+``Conforming`` follows the spec; each port below overrides one thing of it, most of them
+mistakes from public reports about porting these layers between Keras, PyTorch and JAX (the
+momentum read in PyTorch's sense, PyTorch's epsilon, ``keras.ops.gelu``'s tanh approximation,
+Keras 2's hard sigmoid, the rate used as keep probability, ``training`` inverted or forced,
+LayerNormalization where BatchNormalization was meant, a flatten in the other order).
+
+``expected`` is what the root-cause stage must name: the variant choices that reproduce the
+mistake (``portspec.variants``); a string, a pattern the one root cause must match where the
+evidence is the layer's build rather than its computation (a missing weight); None for a
+mistake outside the variant space, where it must name nothing ("no variant fits").
+
+The expectations hold on the TensorFlow backend, where ``BatchNormalization`` and
+``LayerNormalization`` keep float64; Keras 3.15's jax and torch backends compute their moments
+of a float64 input in float32.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from portspec.layers import LAYERS
+from portspec.ports import KerasPortAdapter, absent, held_as, identity, reshape, transpose
+
+FM_SPEC, GFF_SPEC = LAYERS["FeatureMixing"], LAYERS["GatedFeatureFusion"]
+PACKAGE = "single_mistakes_keras"
+
+
+def _shapes(input_shape):
+    if input_shape and isinstance(input_shape[0], (list, tuple)):
+        return [tuple(s) for s in input_shape]
+    return tuple(input_shape)
+
+
+class FeatureMixing(layers.Layer):
+    """BatchNorm over the flattened (L*N) features, Dense-ReLU-Dropout-Dense-Dropout across
+    channels, plus the input. The methods are the places a port goes wrong."""
+
+    def __init__(self, n_series, input_size, dropout, ff_dim, **kwargs):
+        super().__init__(**kwargs)
+        config = FM_SPEC.validate_config({"n_series": n_series, "input_size": input_size,
+                                          "dropout": dropout, "ff_dim": ff_dim})
+        self.n_series, self.input_size = config["n_series"], config["input_size"]
+        self.dropout, self.ff_dim = config["dropout"], config["ff_dim"]
+        policy = self.dtype_policy
+        self.norm = self.make_norm(policy)
+        self.dense1 = layers.Dense(self.ff_dim, dtype=policy, name="dense1")
+        self.dense2 = layers.Dense(self.n_series, dtype=policy, name="dense2")
+        self.dropout1 = layers.Dropout(self.rate(), dtype=policy, name="dropout1")
+        self.dropout2 = layers.Dropout(self.rate(), dtype=policy, name="dropout2")
+
+    def make_norm(self, policy):
+        return layers.BatchNormalization(momentum=0.01, epsilon=1e-3, dtype=policy, name="norm")
+
+    def rate(self):
+        return self.dropout
+
+    def _config(self):
+        return {"n_series": self.n_series, "input_size": self.input_size,
+                "dropout": self.dropout, "ff_dim": self.ff_dim}
+
+    def build(self, input_shape):
+        FM_SPEC.check_call(self._config(), tuple(input_shape), "float32")
+        self.norm.build(self.norm_input_shape())
+        self.dense1.build((None, self.input_size, self.n_series))
+        self.dense2.build((None, self.input_size, self.ff_dim))
+
+    def norm_input_shape(self):
+        return (None, self.input_size * self.n_series)
+
+    def normalise(self, x, training):
+        flat = ops.reshape(x, (-1, self.input_size * self.n_series))
+        return ops.reshape(self.norm(flat, training=training), ops.shape(x))
+
+    def activation(self, h):
+        return ops.relu(h)
+
+    def drop(self, layer, v, training):
+        if training and layer.rate >= 1.0:  # Keras's dropout divides by 1 - rate
+            return v * 0.0
+        return layer(v, training=training)
+
+    def branch(self, z, training):
+        h = self.drop(self.dropout1, self.activation(self.dense1(z)), training)
+        return self.drop(self.dropout2, self.dense2(h), training)
+
+    def call(self, inputs, training=None):
+        FM_SPEC.check_call(self._config(), tuple(inputs.shape),
+                           keras.backend.standardize_dtype(inputs.dtype))
+        return self.combine(inputs, training)
+
+    def combine(self, x, training):
+        return x + self.branch(self.normalise(x, training), training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), **self._config()}
+
+
+class GatedFeatureFusion(layers.Layer):
+    """``g = activation(Dense(concat([a, b])))``, ``g * a + (1 - g) * b``."""
+
+    def __init__(self, activation="sigmoid", **kwargs):
+        super().__init__(**kwargs)
+        self.activation = GFF_SPEC.validate_config({"activation": activation})["activation"]
+        self.gate = None
+
+    def build(self, input_shape):
+        shapes = _shapes(input_shape)
+        GFF_SPEC.check_call({"activation": self.activation}, shapes, ["float32"] * len(shapes))
+        self.features = shapes[0][-1]
+        self.gate = self.make_gate(self.features)
+        self.gate.build((None, 2 * self.features))
+
+    def make_gate(self, features):
+        return layers.Dense(features, dtype=self.dtype_policy, name="gate")
+
+    def gate_activation(self, z):
+        return keras.activations.get(self.activation)(z)
+
+    def fuse(self, g, a, b):
+        return g * a + (1.0 - g) * b
+
+    def call(self, inputs):
+        config = {"activation": self.activation}
+        if not isinstance(inputs, (list, tuple)):
+            GFF_SPEC.check_call(config, tuple(inputs.shape), [])
+        GFF_SPEC.check_call(config, [tuple(t.shape) for t in inputs],
+                            [keras.backend.standardize_dtype(t.dtype) for t in inputs],
+                            features=self.features)
+        a, b = inputs
+        return self.fuse(self.gate_activation(self.gate(ops.concatenate([a, b], -1))), a, b)
+
+    def compute_output_shape(self, input_shape):
+        return _shapes(input_shape)[0]
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+STATS = ("norm.moving_mean", "norm.moving_variance")
+
+
+def _weights(fm_map=None, gff_map=None):
+    fm_names = ("norm.gamma", "norm.beta", *STATS, "dense1.kernel", "dense1.bias",
+                "dense2.kernel", "dense2.bias")
+    return {"FeatureMixing": {**{n: (n, identity) for n in fm_names}, **(fm_map or {})},
+            "GatedFeatureFusion": {"gate.kernel": ("gate.kernel", identity),
+                                   "gate.bias": ("gate.bias", identity), **(gff_map or {})}}
+
+
+class Conforming(KerasPortAdapter):
+    name = "conforming"
+    layers = ("FeatureMixing", "GatedFeatureFusion")
+    fm, gff = FeatureMixing, GatedFeatureFusion
+    expected: dict | str | None = {}
+    weights = _weights()
+
+    def construct(self, layer, config, *, input_shapes, dtype):
+        cls = self.fm if layer == "FeatureMixing" else self.gff
+        return cls(**config, **({} if dtype is None else {"dtype": dtype}))
+
+
+def port(name, expected, fm=None, gff=None, weights=None):
+    """A port like Conforming with one mistake: overridden FeatureMixing / GatedFeatureFusion
+    members, or its own weight map."""
+    title = name.title().replace("-", "").replace(".", "")
+    fm_class = keras.saving.register_keras_serializable(PACKAGE, f"FM{title}")(
+        type(f"FM{title}", (FeatureMixing,), fm or {}))
+    gff_class = keras.saving.register_keras_serializable(PACKAGE, f"GFF{title}")(
+        type(f"GFF{title}", (GatedFeatureFusion,), gff or {}))
+    body = {"name": name, "expected": expected, "fm": fm_class, "gff": gff_class,
+            "weights": weights or _weights()}
+    return type(title, (Conforming,), body)
+
+
+keras.saving.register_keras_serializable(PACKAGE, "FeatureMixing")(FeatureMixing)
+keras.saving.register_keras_serializable(PACKAGE, "GatedFeatureFusion")(GatedFeatureFusion)
+
+
+def _norm(**kwargs):
+    def make_norm(self, policy):
+        return layers.BatchNormalization(**{"momentum": 0.01, "epsilon": 1e-3, **kwargs},
+                                         dtype=policy, name="norm")
+
+    return {"make_norm": make_norm}
+
+
+def _per_channel_norm(self, x, training):  # BatchNormalization(axis=-1) on (batch, L, N)
+    return self.norm(x, training=training)
+
+
+def _channel_major(self, x, training):  # flattened as (N, L), PyTorch's NCL habit
+    flat = ops.reshape(ops.transpose(x, (0, 2, 1)), (-1, self.input_size * self.n_series))
+    out = self.norm(flat, training=training)
+    return ops.transpose(ops.reshape(out, (-1, self.n_series, self.input_size)), (0, 2, 1))
+
+
+def _layer_norm(axis):
+    def make_norm(self, policy):
+        return layers.LayerNormalization(axis=axis, dtype=policy, name="norm")
+
+    def norm_input_shape(self):
+        return (None, self.input_size, self.n_series)
+
+    def normalise(self, x, training):
+        return self.norm(x)
+
+    return {"make_norm": make_norm, "norm_input_shape": norm_input_shape,
+            "normalise": normalise}
+
+
+def _grid(config):
+    return (config["input_size"], config["n_series"])
+
+
+NO_STATS = {k: absent("LayerNormalization keeps no moving statistics") for k in STATS}
+LN_OVER_LN = _weights({"norm.gamma": ("norm.gamma", reshape()),
+                       "norm.beta": ("norm.beta", reshape()), **NO_STATS})
+LN_OVER_N = _weights({"norm.gamma": held_as("norm.gamma", why="a LayerNorm (N,) scale"),
+                      "norm.beta": held_as("norm.beta", why="a LayerNorm (N,) offset"),
+                      **NO_STATS})
+PER_CHANNEL = _weights({k: held_as(k, why="one statistic per channel")
+                        for k in ("norm.gamma", "norm.beta", *STATS)})
+KERNELS_AS_TORCH = _weights({k: (k, transpose) for k in ("dense1.kernel", "dense2.kernel")},
+                            {"gate.kernel": ("gate.kernel", transpose)})
+
+
+def _call_training(value):
+    """``call`` whose BatchNormalization and Dropout get ``value(training)``."""
+
+    def call(self, inputs, training=None):
+        FM_SPEC.check_call(self._config(), tuple(inputs.shape),
+                           keras.backend.standardize_dtype(inputs.dtype))
+        z = self.normalise(inputs, value(training, "norm"))
+        return inputs + self.branch(z, value(training, "dropout"))
+
+    return {"call": call}
+
+
+def _keras2_hard_sigmoid(z):  # Keras 2: clip(0.2 x + 0.5, 0, 1)
+    return ops.clip(0.2 * z + 0.5, 0.0, 1.0)
+
+
+def _gate(fn):
+    def gate_activation(self, z):
+        return fn(self, z)
+
+    return {"gate_activation": gate_activation}
+
+
+PORTS = [
+    # BatchNormalization's constants
+    port("momentum-torch-sense", {"momentum": 0.99}, fm=_norm(momentum=0.99)),
+    port("momentum-torch-value", {"momentum": 0.1}, fm=_norm(momentum=0.1)),
+    port("epsilon-torch-default", {"eps": 1e-5}, fm=_norm(epsilon=1e-5)),
+    # where and over what it normalises
+    port("batchnorm-per-channel", {"norm": "batch-channel"},
+         fm={"normalise": _per_channel_norm,
+             "norm_input_shape": lambda self: (None, self.input_size, self.n_series)},
+         weights=PER_CHANNEL),
+    port("flatten-channel-major", {"flatten": "F"}, fm={"normalise": _channel_major}),
+    port("layernorm-over-L-N", {"norm": "layer-LN"}, fm=_layer_norm([-2, -1]),
+         weights=LN_OVER_LN),
+    port("layernorm-over-channels", {"norm": "layer-N"}, fm=_layer_norm(-1),
+         weights=LN_OVER_N),
+    port("norm-after-residual", {"position": "after"},
+         fm={"combine": lambda self, x, training: self.normalise(
+             x + self.branch(x, training), training)}),
+    port("batchnorm-training-inverted", {"norm_training": "inverted"},
+         fm=_call_training(lambda t, where: (not t) if where == "norm" else t)),
+    # the MLP
+    # keras.ops.gelu approximates by tanh by default; on TensorFlow (tf.nn.gelu) its cubic
+    # coefficient 0.044715 is rounded to float32 whatever the input's dtype
+    port("gelu-tanh-of-keras-ops", {"activation": "gelu-tanh", "precision": "float32"},
+         fm={"activation": lambda self, h: ops.gelu(h)}),
+    port("kernels-read-as-torch", {"transpose": True}, weights=KERNELS_AS_TORCH),
+    # dropout
+    port("dropout-rate-as-keep", {"dropout_rate": "keep"},
+         fm={"rate": lambda self: 1.0 - self.dropout}),
+    port("dropout-in-inference", {"dropout_inference": True},
+         fm=_call_training(lambda t, where: True if where == "dropout" else t)),
+    port("dropout-second-site-only", {"sites": ("dropout2",)},
+         fm={"branch": lambda self, z, training: self.drop(
+             self.dropout2, self.dense2(self.activation(self.dense1(z))), training)}),
+    # the residual
+    port("no-residual", {"residual": "none"},
+         fm={"combine": lambda self, x, training: self.branch(
+             self.normalise(x, training), training)}),
+    port("residual-of-normalised", {"residual": "normalised"},
+         fm={"combine": lambda self, x, training: (
+             lambda z: z + self.branch(z, training))(self.normalise(x, training))}),
+    # GatedFeatureFusion
+    port("gff-hard-sigmoid", {"sigmoid": "hard"},
+         gff=_gate(lambda self, z: keras.activations.hard_sigmoid(z)
+                   if self.activation == "sigmoid" else
+                   keras.activations.get(self.activation)(z))),
+    port("gff-keras2-hard-sigmoid", {"sigmoid": "hard-keras2"},
+         gff=_gate(lambda self, z: _keras2_hard_sigmoid(z) if self.activation == "sigmoid"
+                   else keras.activations.get(self.activation)(z))),
+    port("gff-softmax-axis-1", {"axis": 1},
+         gff=_gate(lambda self, z: ops.softmax(z, axis=1) if self.activation == "softmax"
+                   else keras.activations.get(self.activation)(z))),
+    port("gff-roles-swapped", {"roles": "b-gated"},
+         gff={"fuse": lambda self, g, a, b: g * b + (1.0 - g) * a}),
+    port("gff-no-bias", r"gate\.bias",
+         gff={"make_gate": lambda self, f: layers.Dense(f, use_bias=False,
+                                                        dtype=self.dtype_policy, name="gate")},
+         weights=_weights(gff_map={"gate.bias": absent("Dense(use_bias=False)")})),
+    # outside the variant space: must come out "no variant fits"
+    port("relu-after-second-dense", None,
+         fm={"branch": lambda self, z, training: self.drop(
+             self.dropout2, ops.relu(self.dense2(self.drop(
+                 self.dropout1, self.activation(self.dense1(z)), training))), training)}),
+    port("leaky-relu-activation", None,
+         fm={"activation": lambda self, h: ops.leaky_relu(h, negative_slope=0.2)}),
+]
+
+ADAPTERS = [Conforming(), *(cls() for cls in PORTS)]
