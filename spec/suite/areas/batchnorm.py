@@ -127,7 +127,8 @@ def bn_batch1(ctx):
         for name in (MEAN, VAR):
             ctx.expect_close(f"batch-1 {name}", got[name], state[name], tol)
     except ClauseFailure as failure:
-        raise float64_failure(ctx, failure, handle, config, weights, x, training=True) from None
+        raise float64_failure(ctx, failure, handle, config, weights, x, training=True,
+                              state=True) from None
 
 
 @check("bn-epsilon")

@@ -1,0 +1,106 @@
+"""Run-time hypotheses tested both ways on ports of the kinds a review found misjudged.
+
+- Precision: a float64 call is called "not computed in float64" only when one of its parts
+  (a weight, an input) fails to follow a change of 1e-9 that it follows, scaled, at 1e-3: the
+  port is compared with itself, so a float64 port of another function (gelu for relu) is not
+  float32, and float32 moving statistics (nnx.BatchNorm's, whatever param_dtype says) are.
+  That one mistake is one root cause over every clause it fails.
+- The training flag: "batch statistics in inference" and "moving statistics in training" are
+  told apart as an inverted flag or an ignored one by re-running the port in the other mode.
+- Dropout's flag: dropout in inference and none in training is an inverted flag.
+
+Ports: tests/ports_fixtures/redteam_runtime.py (Flax NNX).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax")
+
+from portspec import isolation, registry, rootcause  # noqa: E402
+from portspec.suite.areas import numerics  # noqa: E402
+
+PORTS = Path(__file__).parent / "ports_fixtures" / "redteam_runtime.py"
+
+
+@pytest.fixture(scope="module")
+def ports():
+    return {a.name: a for a in registry.load_file(str(PORTS))}
+
+
+def _results(adapter, *clauses, probe=False):
+    """{clause: result} through the worker's diagnoses and the root-cause stage (with the
+    probe the variant search fits, when ``probe``)."""
+    tasks = [(adapter.name, c) for c in clauses]
+    if probe:
+        tasks.append((adapter.name, rootcause.PROBE + "FeatureMixing"))
+    return {r.clause: r for r in rootcause.attach(
+        [run() for _, run in isolation.items_for(adapter, tasks=tasks)])}
+
+
+# -- the precision hypothesis, on plain functions --------------------------------------------
+
+def _gelu(v):
+    return 0.5 * v * (1.0 + np.tanh(0.7978845608 * (v + 0.044715 * v ** 3)))
+
+
+def _layer(w, x, narrow=()):
+    """A small float64 layer (gelu, not the spec's relu), ``narrow`` weights held in float32."""
+    w = {k: (np.asarray(v, np.float32).astype(np.float64) if k in narrow else v)
+         for k, v in w.items()}
+    return _gelu(x @ w["kernel"] + w["bias"]) * w["scale"]
+
+
+_RNG = np.random.default_rng(3)
+_W = {"kernel": _RNG.standard_normal((5, 4)), "bias": _RNG.standard_normal(4),
+      "scale": _RNG.standard_normal(4)}
+_X = _RNG.standard_normal((8, 5))
+
+
+def test_another_function_in_float64_is_float64():
+    """No oracle enters: the gelu layer follows its own changes linearly at 1e-9."""
+    figures = {}
+    assert numerics.float32_parts(_layer, _W, _X, figures) == []
+    assert max(f for f, _ in figures.values()) < 1e-3  # float64 roundoff and gelu's curvature
+
+
+def test_a_weight_held_in_float32_is_named():
+    found = numerics.float32_parts(lambda w, x: _layer(w, x, narrow=("scale",)), _W, _X)
+    assert found == ["scale"]
+
+
+def test_an_input_cast_to_float32_is_named():
+    found = numerics.float32_parts(
+        lambda w, x: _layer(w, np.asarray(x, np.float32).astype(np.float64)), _W, _X)
+    assert found == ["input"]
+
+
+def test_a_random_call_is_not_judged():
+    rng = np.random.default_rng(0)
+    assert numerics.float32_parts(
+        lambda w, x: _layer(w, x) * rng.uniform(0.5, 1.5, (8, 4)), _W, _X) is None
+
+
+# -- float32 moving statistics: one mistake, one root cause --------------------------------
+
+F32_CLAUSES = ("FM-INFERENCE", "FM-BN-UPDATE", "FM-BN-BATCH1", "FM-BN-EPSILON",
+               "FM-DROPOUT-INFERENCE", "FM-DTYPE")
+
+
+def test_float32_moving_statistics_are_one_root_cause(ports):
+    """nnx.BatchNorm's float32 statistics in a float64 layer fail six clauses; the precision
+    re-run confirms it where the clause compares a float64 call (its moving statistics read
+    back count, for a batch of one), and all six share one root cause."""
+    found = _results(ports["flax-stats-float32"], *F32_CLAUSES, probe=True)
+    assert {c for c, r in found.items() if r.status == "failed"} == set(F32_CLAUSES)
+    for clause in ("FM-INFERENCE", "FM-BN-BATCH1", "FM-DTYPE"):
+        assert found[clause].details.get("checked"), clause
+        assert numerics.NOT_FLOAT64 in found[clause].diagnosis, clause
+    causes = {r.cause for r in found.values()}
+    assert len(causes) == 1, causes
+    (cause,) = causes
+    assert "float32" in cause and not cause.startswith("unexplained")
