@@ -55,11 +55,14 @@ class WeightLayout:
 
 
 class Weights(dict):
-    """A canonical weight dict. Reading a weight the port lacks raises ``MissingWeight``."""
+    """A canonical weight dict. Reading a weight the port lacks raises ``MissingWeight``.
+    ``own``: the names whose values are the port's own, not the spec's (what
+    ``set_held_weights`` left)."""
 
-    def __init__(self, values=(), absent: Mapping[str, str] | None = None):
+    def __init__(self, values=(), absent: Mapping[str, str] | None = None, own=()):
         super().__init__(values)
         self.absent = dict(absent or {})
+        self.own = tuple(own)
 
     def __missing__(self, name):
         if name in self.absent:
@@ -168,6 +171,47 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "portspec reads weights only from safetensors files and never unpickles"
         )
     return load_file(os.fspath(path))
+
+
+def set_held_weights(handle, weights: Mapping[str, np.ndarray]) -> Weights:
+    """``handle.set_weights(weights)`` for the weights the port holds as the spec has them;
+    the others (``absent``, or ``held_as`` another shape or meaning: see
+    ``Handle.weight_layout``) stay at the port's own values.
+
+    Only for a clause whose expected values do not depend on those weights' values (the
+    output equals the input when the second Dense is zero, whatever the normalisation; a
+    compiled call against an eager one of the same state): each call site says why. Clauses
+    whose expected values do depend on them call ``set_weights``, which raises
+    ``MissingWeight`` (the clause does not apply, the weights named once).
+
+    A ``held_as`` weight is set to the value it held at this handle's first such call (as
+    built, where a clause sets weights right after building), so every call also restores
+    what a training call moved since, as ``set_weights`` does for the others. Returns what the
+    layer then holds, for the clause to set again or to move (FM-GRAD): the given values, a
+    ``held_as`` weight's own (at its own shape), no ``absent`` one (reading it raises
+    ``MissingWeight``); ``own`` names those left. Those values are the port's, not the
+    spec's: never the oracle's input. A handle that takes every weight given (one holding
+    them all as the spec has them) gets ``set_weights(weights)`` and nothing else.
+    """
+    try:
+        handle.set_weights(weights)
+    except MissingWeight as missing:
+        refused = missing
+    else:
+        return Weights(weights)
+    layout = handle.weight_layout()
+    left = {n: w for n, w in layout.items() if n in weights and w.kind != "canonical"}
+    if not left:
+        raise refused
+    if getattr(handle, "_own_values", None) is None:
+        now = handle.get_weights()
+        handle._own_values = {n: np.array(now[n]) for n, w in layout.items()
+                              if w.kind == "held_as"}
+    kept = {n: v for n, v in weights.items() if n not in left}
+    kept.update({n: handle._own_values[n] for n, w in left.items() if w.kind == "held_as"})
+    handle.set_weights(kept)
+    return Weights(kept, {n: w.reason for n, w in left.items() if w.kind == "absent"},
+                   own=sorted(left))
 
 
 def as_numpy_inputs(inputs):

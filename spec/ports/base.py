@@ -24,7 +24,11 @@ Weights the port does not hold as the spec has them (``Handle.weight_layout``):
   for a value of the canonical shape.
 
 So a clause that reads or writes such a weight does not apply, with the weight named as the
-reason, and the clauses that never touch it run as usual. The layout is stable API: the root
+reason (each named once), and the clauses that never touch it run as usual. A clause whose
+expected values do not depend on such a weight's value (the residual with the second Dense
+zeroed, compiled against eager, the dropout probes, gradients against the port's own central
+differences, the round trips) sets weights through ``portspec.adapter.set_held_weights``,
+which leaves those at the port's own values, and runs. The layout is stable API: the root
 cause analysis reads ports' weights through it.
 """
 

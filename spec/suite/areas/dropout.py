@@ -14,7 +14,7 @@ import numpy as np
 
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
-from portspec.suite.checks import check
+from portspec.suite.checks import check, set_held_weights
 from portspec.tolerances import FORWARD
 
 P = 0.3
@@ -52,7 +52,8 @@ def _rate_ok(count, n, p):
 def dropout_sites(ctx):
     config = CASE.config
     handle = ctx.build(CASE, seed=3, dtype="float64")
-    handle.set_weights(probe_weights(config))
+    # dense1.kernel 0: the hidden units are 1 whatever the norm gives (it may keep its own)
+    set_held_weights(handle, probe_weights(config))
     x = np.zeros(CASE.input_shapes[0])
     branch = _branch(handle, x, True)
     keep = 1.0 / (1.0 - P)
@@ -153,7 +154,7 @@ def _agreement(mask, axis):
 
 def _independence(handle, config, x) -> tuple[list[str], list[str]]:
     """(what fails, the diagnoses) of the second probe; empty lists when independent."""
-    handle.set_weights(_independence_weights(config))
+    set_held_weights(handle, _independence_weights(config))  # as the first probe: any norm
     decoded = _decode(_branch(handle, x, True))
     if decoded is None:
         return [], []  # values off the probe's levels: the first probe reports the scaling
@@ -264,7 +265,8 @@ def dropout_one(ctx):
 
     def training_call(rate):
         handle = ctx.build(CASE, dtype="float64", config={**config, "dropout": rate})
-        handle.set_weights(weights)
+        # every unit dropped: the output is the input whatever the norm (it may keep its own)
+        set_held_weights(handle, weights)
         return handle, handle.forward(x, training=True)
 
     try:

@@ -1,0 +1,217 @@
+"""A port that lacks canonical weights (``absent``) or holds them otherwise (``held_as``) is
+still judged by every clause whose expected values do not depend on those weights.
+
+The ports: a FeatureMixing written as the spec's but normalising with a LayerNorm over (L, N)
+(no moving statistics; its scale and offset (L, N)), correct apart from that, and the same
+layer with one more mistake each. Such a layer's residual, dropout, gradients and compiled
+path are what FM-RESIDUAL, FM-DROPOUT-*, FM-GRAD and FM-COMPILE judge, whatever the norm holds
+(``set_held_weights``); the clauses that compare with the spec's BatchNorm do not apply,
+with the reason stated once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from portspec.adapter import MissingWeight, set_held_weights
+from portspec.suite.checks import work_items
+from portspec.suite.runner import run_clause
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from portspec.ports import TorchPortAdapter, absent, held_as, torch_names  # noqa: E402
+
+ITEMS = {clause.id: (spec, clause, fn) for spec, clause, fn in work_items(None)}
+CONFIG = {"n_series": 3, "input_size": 4, "dropout": 0.1, "ff_dim": 5}
+SHAPES = [(2, 4, 3)]
+NO_STATISTICS = "LayerNorm keeps no moving statistics"
+
+
+class LayerNormBefore(nn.Module):
+    """x + drop(dense2(drop(relu(dense1(LayerNorm(x)))))): the spec's layer, LayerNorm for
+    BatchNorm."""
+
+    def __init__(self, n_series, input_size, dropout, ff_dim):
+        super().__init__()
+        if min(n_series, input_size, ff_dim) < 1 or not 0 <= dropout <= 1:
+            raise ValueError(f"n_series, input_size, ff_dim must be >= 1 and dropout in "
+                             f"[0, 1]: {n_series}, {input_size}, {ff_dim}, {dropout}")
+        self.n_series, self.input_size, self.ff_dim = n_series, input_size, ff_dim
+        self.dropout = dropout
+        self.norm = nn.LayerNorm((input_size, n_series), eps=1e-3)
+        self.dense1, self.dense2 = nn.Linear(n_series, ff_dim), nn.Linear(ff_dim, n_series)
+
+    def drop(self, x):
+        return nn.functional.dropout(x, self.dropout, self.training)
+
+    def branch(self, x):
+        return self.drop(self.dense2(self.drop(torch.relu(self.dense1(self.norm(x))))))
+
+    def forward(self, x):
+        return x + self.branch(x)
+
+
+class NoResidual(LayerNormBefore):
+    def forward(self, x):
+        return self.branch(x)
+
+
+class NotInverted(LayerNormBefore):
+    def drop(self, x):  # drops at the rate, but kept units are not scaled by 1 / (1 - p)
+        return nn.functional.dropout(x, self.dropout, self.training) * (1 - self.dropout)
+
+
+class CompiledWithoutResidual(LayerNormBefore):
+    def forward(self, x):  # the compiled graph leaves out the residual; eager is right
+        return self.branch(x) if torch.compiler.is_compiling() else x + self.branch(x)
+
+
+class _Doubled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+class GradientDoubled(LayerNormBefore):
+    def forward(self, x):  # the branch's gradient reaches the input twice over
+        return x + self.branch(_Doubled.apply(x))
+
+
+class TrainingGradientDoubled(LayerNormBefore):
+    def forward(self, x):  # as GradientDoubled, in training only: the spec's hypotheses about
+        # the batch statistics (FM-GRAD's diagnoses) cannot be computed with a LayerNorm's
+        return x + self.branch(_Doubled.apply(x) if self.training else x)
+
+
+def _per_element(config):
+    return (config["input_size"], config["n_series"])
+
+
+def _port(module):
+    class Port(TorchPortAdapter):
+        name = f"layernorm-{module.__name__}"
+        layers = ("FeatureMixing",)
+        weights = {"FeatureMixing": {
+            "norm.gamma": held_as("norm.weight", _per_element, why="a LayerNorm (L, N) scale"),
+            "norm.beta": held_as("norm.bias", _per_element, why="a LayerNorm (L, N) offset"),
+            "norm.moving_mean": absent(NO_STATISTICS),
+            "norm.moving_variance": absent(NO_STATISTICS),
+            **{n: torch_names(n) for n in ("dense1.kernel", "dense1.bias", "dense2.kernel",
+                                           "dense2.bias")},
+        }}
+
+        def construct(self, layer, config, *, input_shapes, dtype):
+            return module(**config)
+
+    return Port()
+
+
+def _run(adapter, *clause_ids):
+    return {c: run_clause(adapter, *ITEMS[c]) for c in clause_ids}
+
+
+HELD = ("FM-RESIDUAL", "FM-DROPOUT-SITES", "FM-DROPOUT-ONE", "FM-GRAD", "FM-WEIGHTS-ROUNDTRIP",
+        "FM-SAVE-NATIVE")
+NEEDS_STATISTICS = ("FM-INFERENCE", "FM-TRAINING", "FM-BN-UPDATE", "FM-DROPOUT-INFERENCE")
+
+
+def test_the_spec_s_weights_cannot_be_set_on_a_layernorm_port():
+    """What every clause met before: the spec's weights are refused, the reason named."""
+    handle = _port(LayerNormBefore).build("FeatureMixing", CONFIG, input_shapes=SHAPES, seed=0)
+    from portspec.layers import LAYERS
+
+    weights = LAYERS["FeatureMixing"].random_weights(CONFIG, SHAPES, np.random.default_rng(0))
+    with pytest.raises(MissingWeight, match="norm.moving_mean"):
+        handle.set_weights(weights)
+    held = set_held_weights(handle, weights)
+    got = handle.get_weights()
+    for name in ("dense1.kernel", "dense1.bias", "dense2.kernel", "dense2.bias"):
+        np.testing.assert_array_equal(got[name], weights[name].astype(np.float32))
+    assert np.array_equal(held["norm.gamma"], np.ones((4, 3)))  # the port's own, as built
+    with pytest.raises(MissingWeight, match=NO_STATISTICS):
+        held["norm.moving_mean"]
+
+
+def test_a_correct_layernorm_port_passes_what_does_not_depend_on_the_norm():
+    results = _run(_port(LayerNormBefore), *HELD, *NEEDS_STATISTICS)
+    status = {c: r.status for c, r in results.items()}
+    assert status == {**dict.fromkeys(HELD, "passed"),
+                      **dict.fromkeys(NEEDS_STATISTICS, "skipped")}, results
+    for clause in NEEDS_STATISTICS:  # the reason, once
+        message = results[clause].message
+        assert message.count(NO_STATISTICS) == 1 and "norm.moving_mean" in message, message
+
+
+@pytest.mark.parametrize("module, clause, says", [
+    (NoResidual, "FM-RESIDUAL", "output differs from the input"),
+    (NotInverted, "FM-DROPOUT-SITES", "none of"),
+    (GradientDoubled, "FM-GRAD", "training=False: d/dinput 0: autodiff"),
+    (TrainingGradientDoubled, "FM-GRAD", "training=True: d/dinput 0: autodiff"),
+])
+def test_a_layernorm_port_s_other_mistake_fails_the_clause_that_sees_it(module, clause, says):
+    result = _run(_port(module), clause)[clause]
+    assert result.status == "failed" and says in result.message, result
+
+
+def test_a_layernorm_port_without_inverted_dropout_is_named():
+    result = _run(_port(NotInverted), "FM-DROPOUT-SITES")["FM-DROPOUT-SITES"]
+    assert "not inverted" in (result.diagnosis or ""), result
+
+
+def test_a_compiled_path_unlike_the_eager_one_fails_fm_compile():
+    correct = _run(_port(LayerNormBefore), "FM-COMPILE")["FM-COMPILE"]
+    assert correct.status == "passed", correct
+    wrong = _run(_port(CompiledWithoutResidual), "FM-COMPILE")["FM-COMPILE"]
+    assert wrong.status == "failed" and "compiled vs eager" in wrong.message, wrong
+
+
+def test_held_as_weights_are_restored_as_built_after_a_training_call():
+    """A scalar BatchNorm statistic (held_as (1,)) a training call moved is set back, as
+    set_weights sets back the spec's moving statistics."""
+    from portspec.layers import LAYERS
+
+    class OneStatistic(LayerNormBefore):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.norm = nn.BatchNorm1d(1)
+
+        def forward(self, x):
+            z = self.norm(x.reshape(x.shape[0], 1, -1)).reshape(x.shape)
+            return x + self.drop(self.dense2(self.drop(torch.relu(self.dense1(z)))))
+
+    port = _port(LayerNormBefore)
+    port.weights = {"FeatureMixing": {
+        **{n: held_as(torch_names(n)[0], (1,), why="one statistic")
+           for n in ("norm.gamma", "norm.beta", "norm.moving_mean", "norm.moving_variance")},
+        **{n: torch_names(n) for n in ("dense1.kernel", "dense1.bias", "dense2.kernel",
+                                       "dense2.bias")}}}
+    port.construct = lambda layer, config, **kw: OneStatistic(**config)
+    handle = port.build("FeatureMixing", CONFIG, input_shapes=SHAPES, seed=0)
+    weights = LAYERS["FeatureMixing"].random_weights(CONFIG, SHAPES, np.random.default_rng(0))
+    set_held_weights(handle, weights)
+    handle.forward(np.full(SHAPES[0], 5.0, np.float32), training=True)
+    assert handle.get_weights()["norm.moving_mean"][0] != 0.0  # moved
+    set_held_weights(handle, weights)
+    assert handle.get_weights()["norm.moving_mean"][0] == 0.0  # as built
+    np.testing.assert_array_equal(handle.get_weights()["dense1.bias"],
+                                  weights["dense1.bias"].astype(np.float32))
+
+
+def test_a_port_holding_every_weight_is_set_as_before():
+    from portspec import registry
+    from portspec.layers import LAYERS
+
+    handle = registry.load("torch")[0].build("FeatureMixing", CONFIG, input_shapes=SHAPES,
+                                             seed=0)
+    weights = LAYERS["FeatureMixing"].random_weights(CONFIG, SHAPES, np.random.default_rng(1))
+    held = set_held_weights(handle, weights)
+    got = handle.get_weights()
+    assert set(held) == set(weights) == set(got)
+    for name, value in weights.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-6)  # float32 storage
