@@ -156,7 +156,8 @@ _LAYER_CAUSE = re.compile(r"^(?P<layer>[A-Za-z]+): (?P<what>.*?)(?: \[(?P<eviden
 
 def _across_layers(causes):
     """Merge an implementation's root causes that differ in their layer (and the bracketed
-    evidence) only; the first one's place in the order is kept."""
+    evidence) only, or in the bracketed evidence of one layer (one mistake shown by several
+    clauses' evidence); the first one's place in the order is kept."""
     merged: dict[tuple[str, str], list] = {}
     out = []
     for impl, cause, ids in causes:
@@ -175,10 +176,12 @@ def _across_layers(causes):
         if not layers or len(layers) == 1:
             lines.append((impl, cause, ids))
             continue
-        names = " and ".join(layer for layer, _ in layers)
-        evidence = {e for _, e in layers if e}
+        names = " and ".join(dict.fromkeys(layer for layer, _ in layers))
+        evidence = list(dict.fromkeys(e for _, e in layers if e))
         if len(evidence) == 1:
-            tail = f" [{evidence.pop()}]"
+            tail = f" [{evidence[0]}]"
+        elif evidence and " and " not in names:  # one layer's evidence, from several clauses
+            tail = " [" + "; ".join(evidence) + "]"
         elif evidence:
             tail = " [" + "; ".join(f"{layer}: {e}" for layer, e in layers if e) + "]"
         else:

@@ -592,7 +592,10 @@ def search(spec, records):
     if not usable:
         first = next((r["error"] for r in records if r["error"]), None)
         if first and not raised:  # every build or weight setting refused, the same way
-            raised = f"the spec's canonical weights are refused ({first[:160]})"
+            from portspec.suite.areas.structure import unheld  # worded as FM/GFF-WEIGHTS word it
+
+            raised = (unheld(spec, first)
+                      or f"the spec's canonical weights are refused ({first[:160]})")
         return Finding(spec.name, raised=raised, fits=bool(raised),
                        note=f"no call of the probe ran ({(first or 'no records')[:160]})")
     # the canonical weights the port does not hold: a choice that leaves exactly those unused

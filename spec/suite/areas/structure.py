@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 
@@ -153,6 +154,35 @@ def param_counts(ctx):
                                 details={"counts": list(got), "spec": list(want)})
 
 
+def no_weight(names: str, evidence: str) -> str:
+    """The one wording of canonical weights ``names`` the port does not hold, whatever shows
+    it (the counts here; the adapter's weight map refusing the spec's weights in the
+    root-cause probe, ``unheld``): one root cause, the evidence in brackets, which the report
+    merges. Square brackets inside ``evidence`` become round ones."""
+    evidence = evidence.replace("[", "(").replace("]", ")")
+    return (f"the port holds no {names} (where it really has none, the adapter's weight map "
+            f"declares it absent(\"why\")) [{evidence}]")
+
+
+_MAP_REFUSAL = re.compile(r"the weight map names '(?P<path>[^']+)' for '(?P<name>[^']+)', but "
+                          r"the port has only \[(?P<held>[^\]]*)\]")
+
+
+def unheld(spec, error: str) -> str | None:
+    """``no_weight`` for a port whose adapter refuses the spec's weights because the weight
+    map names a path the port lacks (portspec.ports.base's message), where the port holds one
+    path for each of the spec's other weights: a weight missing, not one held under another
+    name (then it would hold a path more). None otherwise."""
+    m = _MAP_REFUSAL.search(error or "")
+    if not m:
+        return None
+    held = [p.strip().strip("'\"") for p in m["held"].split(",") if p.strip()]
+    case = spec.cases()[0]
+    if len(held) != len(spec.weight_table(case.config, case.input_shapes)) - 1:
+        return None
+    return no_weight(m["name"], f"the spec's weights refused ({error.strip()})")
+
+
 def _holding(ctx, case, handle, info) -> str | None:
     """What the port holds differently from the weight table, where that accounts exactly for
     its (trainable, non-trainable) counts: canonical weights held with the other trainability
@@ -186,7 +216,7 @@ def _holding(ctx, case, handle, info) -> str | None:
                 if moved(names) == counts]
         if len(fits) != 1:
             return None
-        return lead + f"the port holds no {', '.join(fits[0])}: {evidence}"
+        return lead + no_weight(", ".join(fits[0]), evidence)
     got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
     if any(k not in size for k in got) or any(got[w.name][0] != tuple(w.shape)
                                                for w in table if w.name in got):
