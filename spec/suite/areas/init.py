@@ -5,9 +5,22 @@ l^2 sqrt(4/(45 n)); kurtosis 1.8 with sd sqrt(1.34/n) (a normal's is 3). Every m
 tested at 6 sd, and the largest |w| must lie in [l(1 - 20/n), l]: a narrower uniform
 (PyTorch's Kaiming default), a normal or a truncated normal (Keras's GlorotNormal) fails one
 of them.
+
+A weight that fails is then tested, by the same moments, against the frameworks' default
+initialisers (``DEFAULTS``): uniform, normal and normal truncated at 2 sd (jax's and Keras's
+``variance_scaling``, which rescale the sd by 1/0.8796 so the variance is the one asked for),
+each at variance 1/fan_in (LeCun), 2/fan_in (He/Kaiming), 2/(fan_in + fan_out) (Glorot) or
+1/(3 fan_in) (PyTorch's ``nn.Linear`` U(±1/sqrt(fan_in))), plus Keras's and jax's fixed-scale
+defaults and any constant. The diagnosis names each that fits at 6 sd of every moment (and,
+for a bounded one, its bound), or the message says that none does. Sources: the PyTorch
+``nn.Linear.reset_parameters`` and ``torch.nn.init`` docs, ``jax.nn.initializers``
+(``lecun_normal`` is Flax's ``nnx.Linear`` default), Keras ``initializers``.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,30 +43,188 @@ def glorot_uniform_problems(w: np.ndarray) -> list[str]:
     var = v.var()
     if abs(var - limit**2 / 3) > 6 * limit**2 * np.sqrt(4 / (45 * n)):
         problems.append(f"variance {var:.4g}, Glorot-uniform gives {limit**2 / 3:.4g}")
-    kurt = np.mean(v**4) / var**2
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant: kurtosis inf or nan
+        kurt = np.mean(v**4) / var**2
     # sd of the sample kurtosis of a uniform: sqrt(1.34/n) (measured over 2000 draws of 8192)
     if abs(kurt - 1.8) > 6 * np.sqrt(1.34 / n):
         problems.append(f"kurtosis {kurt:.3g}, a uniform has 1.8")
     return problems
 
 
-def _explain(w: np.ndarray) -> str | None:
-    fan_in, fan_out = w.shape
-    bound = 1 / np.sqrt(fan_in)
-    if np.abs(w).max() <= bound * (1 + 1e-6) and np.abs(w).max() > bound * 0.98:
-        return (
-            "values are U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default Linear "
-            "initialisation instead of Glorot-uniform"
-        )
-    return None
+# -- the frameworks' default initialisers, as distributions --------------------------------
+
+@dataclass(frozen=True)
+class Shape:
+    """A zero-mean distribution at unit variance: its 4th, 6th and 8th moments, its bound
+    (None: unbounded) and 2 b f(b), the chance per unit of relative distance of a draw lying
+    just inside the bound b (f its density there)."""
+
+    name: str
+    mu4: float
+    mu6: float
+    mu8: float
+    bound: float | None = None
+    edge: float = 1.0
+
+
+def _uniform() -> Shape:
+    # U(-1, 1): moments 1/3, 1/5, 1/7, 1/9, standardised by the variance 1/3
+    return Shape("uniform", 9 / 5, 27 / 7, 81 / 9, math.sqrt(3.0), 1.0)
+
+
+def _normal() -> Shape:
+    return Shape("normal", 3.0, 15.0, 105.0)
+
+
+def _truncated(c: float = 2.0) -> Shape:
+    """A normal truncated at ±c sd: m_2k = (2k-1) m_2k-2 - 2 c^(2k-1) phi(c) / Z."""
+    tail = 2 * math.exp(-c * c / 2) / math.sqrt(2 * math.pi) / math.erf(c / math.sqrt(2))
+    m = [1.0]
+    for k in range(1, 5):
+        m.append((2 * k - 1) * m[-1] - c ** (2 * k - 1) * tail)
+    v = m[1]
+    return Shape("normal truncated at 2 sd", m[2] / v**2, m[3] / v**3, m[4] / v**4,
+                 c / math.sqrt(v), c * tail)
+
+
+UNIFORM, NORMAL, TRUNCATED = _uniform(), _normal(), _truncated()
+
+
+@dataclass(frozen=True)
+class Initialiser:
+    name: str
+    shape: Shape
+    variance: object  # (fan_in, fan_out) -> variance; fan_out None for a bias
+    scale: str  # the variance, in words
+
+    def problems(self, v: np.ndarray, fan_in: int, fan_out: int | None) -> list[str] | None:
+        """What of ``v`` contradicts this initialiser (empty: every moment fits); None where
+        the initialiser needs a fan the weight has not."""
+        want = self.variance(fan_in, fan_out)
+        if want is None:
+            return None
+        s, n = self.shape, v.size
+        var, top = v.var(), np.abs(v).max()
+        kurt = np.mean((v - v.mean()) ** 4) / var**2 if var > 0 else math.inf
+        # the delta method's sd of the sample kurtosis m4/m2^2 (uniform: sqrt(1.32/n))
+        vk = (s.mu8 - s.mu4**2) - 4 * s.mu4 * (s.mu6 - s.mu4) + 4 * s.mu4**2 * (s.mu4 - 1)
+        out = []
+        if abs(v.mean()) > 6 * math.sqrt(want / n):
+            out.append(f"mean {v.mean():.4g}")
+        if abs(var - want) > 6 * want * math.sqrt((s.mu4 - 1) / n):
+            out.append(f"variance {var:.4g}, {self.scale} gives {want:.4g}")
+        if abs(kurt - s.mu4) > 6 * math.sqrt(vk / n):
+            out.append(f"kurtosis {kurt:.3g}, a {s.name} has {s.mu4:.3g}")
+        if s.bound is not None:
+            bound = s.bound * math.sqrt(want)
+            if top > bound * (1 + 1e-6) or top < bound * (1 - min(1.0, 20.0 / (n * s.edge))):
+                out.append(f"max |w| {top:.4g}, the bound is {bound:.4g}")
+        return out
+
+
+def _fan(k):
+    return lambda fi, fo: None if fi is None else k / fi
+
+
+def _fixed(var):
+    return lambda fi, fo: var
+
+
+DEFAULTS = [
+    Initialiser("PyTorch's default Linear initialisation U(±1/sqrt(fan_in))", UNIFORM,
+                lambda fi, fo: None if fi is None else 1 / (3 * fi), "1/(3 fan_in)"),
+    Initialiser("LeCun-uniform U(±sqrt(3/fan_in))", UNIFORM, _fan(1), "1/fan_in"),
+    Initialiser("He/Kaiming-uniform U(±sqrt(6/fan_in)) (torch's kaiming_uniform_, Keras's "
+                "HeUniform)", UNIFORM, _fan(2), "2/fan_in"),
+    Initialiser("LeCun-normal truncated at 2 sd (Flax's nnx.Linear default, Keras's LecunNormal)",
+                TRUNCATED, _fan(1), "1/fan_in"),
+    Initialiser("LeCun-normal, untruncated", NORMAL, _fan(1), "1/fan_in"),
+    Initialiser("He-normal truncated at 2 sd (Keras's HeNormal, jax's he_normal)", TRUNCATED,
+                _fan(2), "2/fan_in"),
+    Initialiser("He/Kaiming-normal, untruncated (torch's kaiming_normal_)", NORMAL, _fan(2),
+                "2/fan_in"),
+    Initialiser("Glorot-normal truncated at 2 sd (Keras's GlorotNormal, jax's glorot_normal)",
+                TRUNCATED, lambda fi, fo: None if fo is None else 2 / (fi + fo),
+                "2/(fan_in + fan_out)"),
+    Initialiser("Glorot-normal, untruncated (torch's xavier_normal_)", NORMAL,
+                lambda fi, fo: None if fo is None else 2 / (fi + fo), "2/(fan_in + fan_out)"),
+    Initialiser("N(0, 0.05^2) (Keras's RandomNormal default)", NORMAL, _fixed(0.05**2),
+                "sd 0.05"),
+    Initialiser("N(0, 0.05^2) truncated at 2 sd (Keras's TruncatedNormal default)", TRUNCATED,
+                _fixed(0.05**2 / TRUNCATED.bound**2 * 4), "sd 0.05 truncated"),
+    Initialiser("U(±0.05) (Keras's RandomUniform default)", UNIFORM, _fixed(0.05**2 / 3),
+                "U(±0.05)"),
+    Initialiser("N(0, 0.01^2) (jax's initializers.normal default)", NORMAL, _fixed(0.01**2),
+                "sd 0.01"),
+]
+
+SPEC_INIT = {"glorot_uniform": "Glorot-uniform", "zeros": "zeros", "ones": "ones"}
+
+
+def fitting(w: np.ndarray, fan_in: int | None, fan_out: int | None) -> list[tuple[str, str]]:
+    """(initialiser, evidence) for each default of ``DEFAULTS`` (or a constant) whose every
+    moment ``w`` fits: for a failed weight, what the port may initialise it with instead."""
+    v = np.asarray(w, dtype=np.float64).ravel()
+    if v.size == 0:
+        return []
+    if np.all(v == v[0]):
+        return [(f"the constant {v[0]:.4g}", "every value equal")]
+    kurt = np.mean((v - v.mean()) ** 4) / v.var() ** 2
+    return [(init.name, f"variance {v.var():.4g}, {init.scale} = "
+                        f"{init.variance(fan_in, fan_out):.4g}; kurtosis {kurt:.3g}, a "
+                        f"{init.shape.name} has {init.shape.mu4:.3g}")
+            for init in DEFAULTS if init.problems(v, fan_in, fan_out) == []]
+
+
+def identify(failed: list[tuple[str, str, list]]) -> tuple[str | None, list[str]]:
+    """(diagnosis, message tails) for the failed weights, each (name, spec init, fits): a
+    weight is put down to the one default it fits; of several (too few values to tell), to
+    the one another weight of the clause was put down to, where exactly one is; otherwise
+    the tail says what it fits."""
+    named, tails = {}, []
+    for name, init, fits in failed:
+        if len(fits) == 1:
+            named[name] = (fits[0], init)
+    for name, init, fits in failed:
+        if name in named:
+            continue
+        seen = {f[0][0] for f in named.values()}
+        shared = [f for f in fits if f[0] in seen]
+        if len(shared) == 1:
+            named[name] = (shared[0], init)
+        elif not fits:
+            tails.append(f"{name} fits none of the frameworks' default initialisers (uniform, "
+                         "normal and 2-sd truncated normal at LeCun, He, Glorot and PyTorch "
+                         "Linear scales; Keras's and jax's fixed-scale defaults; a constant)")
+        else:
+            tails.append(f"{name} fits {len(fits)} of the frameworks' default initialisers "
+                         f"(too few values to tell): {', '.join(f[0] for f in fits)}")
+    groups: dict[str, list] = {}
+    for name, ((what, evidence), init) in named.items():
+        groups.setdefault(what, []).append((name, evidence, SPEC_INIT[init]))
+    said = [f"{', '.join(n for n, _, _ in g)}: values fit {what} "
+            f"({'; '.join(f'{n}: {e}' for n, e, _ in g)}) instead of "
+            f"{' / '.join(dict.fromkeys(s for _, _, s in g))}" for what, g in groups.items()]
+    return "; ".join(said) or None, tails
+
+
+def _fans(spec_w, table) -> tuple:
+    """(fan_in, fan_out) of a kernel; a bias's fan_in is its kernel's (torch draws a Linear's
+    bias from U(±1/sqrt(fan_in))); (None, None) for a weight of no Dense."""
+    if len(spec_w.shape) == 2:
+        return spec_w.shape
+    kernel = spec_w.name.rsplit(".", 1)[0] + ".kernel"
+    shapes = {w.name: w.shape for w in table}
+    return (shapes[kernel][0], None) if kernel in shapes else (None, None)
 
 
 @check("init")
 def init(ctx):
     case = ctx.spec.init_case()
     weights = ctx.build(case, seed=11).get_weights()
-    problems, diagnoses = [], []
-    for spec_w in ctx.spec.weight_table(case.config, case.input_shapes):
+    table = ctx.spec.weight_table(case.config, case.input_shapes)
+    problems, failed = [], []
+    for spec_w in table:
         if spec_w.name in getattr(weights, "absent", {}):
             continue  # declared absent by the port: the weight table reports it, once
         if spec_w.name not in weights:
@@ -62,14 +233,14 @@ def init(ctx):
         w = np.asarray(weights[spec_w.name], dtype=np.float64)
         if spec_w.init in ("zeros", "ones"):
             want = 0.0 if spec_w.init == "zeros" else 1.0
-            if not np.all(w == want):
-                problems.append(
-                    f"{spec_w.name} is not all {want:g} (range {w.min():.3g}..{w.max():.3g})"
-                )
+            found = [] if np.all(w == want) else [
+                f"{spec_w.name} is not all {want:g} (range {w.min():.3g}..{w.max():.3g})"]
         else:
-            found = glorot_uniform_problems(w)
-            problems += [f"{spec_w.name}: {p}" for p in found]
-            if found and _explain(w):
-                diagnoses.append(f"{spec_w.name}: {_explain(w)}")
+            found = [f"{spec_w.name}: {p}" for p in glorot_uniform_problems(w)]
+        if found:
+            problems += found
+            failed.append((spec_w.name, spec_w.init, fitting(w, *_fans(spec_w, table))))
     if problems:
-        raise ClauseFailure("; ".join(problems), diagnosis="; ".join(diagnoses) or None)
+        diagnosis, tails = identify(failed)
+        raise ClauseFailure("; ".join(problems + tails), diagnosis=diagnosis,
+                            checked=diagnosis is not None)
