@@ -46,15 +46,24 @@ def _fail(failed, tried, what, culprit):
 
 
 def _not_validated(failed, tried, what, culprit) -> str:
-    """One line: how many invalid ``what``s got through, and which, grouped by how."""
+    """One line: how many invalid ``what``s were not rejected as the spec requires, and which,
+    grouped by what happened: accepted (no error raised), another exception type raised instead, or
+    a ValueError/TypeError that does not name the culprit."""
     groups: dict[str, list[str]] = {}
     for label, how, _ in failed:
         groups.setdefault(how, []).append(label)
     order = sorted(groups, key=lambda how: (how != "accepted", how == "unnamed", how))
-    said = {"accepted": "accepted", "unnamed": f"an error that does not name {culprit}"}
-    parts = [f"{said.get(how, how)}: {_some(groups[how])}" for how in order]
+
+    def happened(how):
+        if how == "accepted":
+            return "accepted"
+        if how == "unnamed":
+            return f"raised a ValueError or TypeError that does not name {culprit}"
+        return f"raised {how} instead"
+
+    parts = [f"{len(groups[how])} {happened(how)}: {_some(groups[how])}" for how in order]
     return (f"{what}s not validated (the spec: a ValueError or TypeError naming {culprit}): "
-            f"{len(failed)} of {tried} invalid {what}s get through; " + "; ".join(parts))
+            f"of {tried} invalid {what}s, " + "; ".join(parts))
 
 
 def _built_as(built, config, param) -> str:
