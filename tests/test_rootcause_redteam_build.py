@@ -1,0 +1,244 @@
+"""Root causes of build mistakes that ports written outside the project made, each as a kind:
+
+- initial weights drawn by another framework's default initialiser (Flax's LeCun normal, torch's
+  U(±1/sqrt(fan_in)), He, Glorot normal, ...): named from the draws' moments, or said to fit none;
+- get_config() leaving a parameter out: the message says what it returned (a Keras layer's name,
+  trainable, dtype), and the native save that loses the parameter the same way is the same root
+  cause;
+- bad inputs that raise the wrong error are said to raise it, not to "get through";
+- a canonical weight the port does not hold, while its weight map names it: one root cause,
+  whether the counts or the refused weights show it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from portspec.clauses import ClauseFailure
+from portspec.layers import LAYERS
+from portspec.report import _across_layers
+from portspec.suite.areas import errors, serialization, structure
+from portspec.suite.areas import init as init_area
+
+GFF = LAYERS["GatedFeatureFusion"]
+FIXTURES = Path(__file__).parent / "ports_fixtures"
+PORTS = FIXTURES / "redteam_build.py"
+KERAS_PORT = FIXTURES / "redteam_build_keras.py"
+FAN_IN, FAN_OUT = 128, 64
+
+
+# -- FM/GFF-INIT: which default initialiser the draws fit ----------------------------------------
+
+def _truncated(rng, var, shape):
+    """jax's and Keras's variance_scaling 'truncated_normal': N(0, 1) kept within ±2, times
+    sqrt(var) / 0.8796 (the sd of N(0, 1) truncated at ±2)."""
+    z = rng.standard_normal(4 * int(np.prod(shape)))
+    z = z[np.abs(z) < 2][: int(np.prod(shape))]
+    return (z * np.sqrt(var) / 0.87962566103423978).reshape(shape)
+
+
+DRAWS = [
+    ("LeCun-normal truncated", lambda r, s: _truncated(r, 1 / FAN_IN, s)),
+    ("He-normal truncated", lambda r, s: _truncated(r, 2 / FAN_IN, s)),
+    ("Glorot-normal truncated", lambda r, s: _truncated(r, 2 / (FAN_IN + FAN_OUT), s)),
+    ("He/Kaiming-normal, untruncated", lambda r, s: r.normal(0, np.sqrt(2 / FAN_IN), s)),
+    ("Glorot-normal, untruncated", lambda r, s: r.normal(0, np.sqrt(2 / (FAN_IN + FAN_OUT)), s)),
+    ("LeCun-uniform", lambda r, s: r.uniform(-np.sqrt(3 / FAN_IN), np.sqrt(3 / FAN_IN), s)),
+    ("He/Kaiming-uniform", lambda r, s: r.uniform(-np.sqrt(6 / FAN_IN), np.sqrt(6 / FAN_IN), s)),
+    ("PyTorch's default Linear", lambda r, s: r.uniform(-1 / np.sqrt(FAN_IN),
+                                                        1 / np.sqrt(FAN_IN), s)),
+    ("the constant 0.5", lambda r, s: np.full(s, 0.5)),
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name, draw", DRAWS, ids=[d[0] for d in DRAWS])
+def test_each_default_initialiser_is_the_one_its_draws_fit(name, draw, seed):
+    w = draw(np.random.default_rng(seed), (FAN_IN, FAN_OUT))
+    assert init_area.glorot_uniform_problems(w), "the spec's own check must fail it first"
+    fits = init_area.fitting(w, FAN_IN, FAN_OUT)
+    assert [f for f, _ in fits if name in f] == [f for f, _ in fits], fits
+    said, tails = init_area.identify([("gate.kernel", "glorot_uniform", fits)])
+    assert said.startswith(f"gate.kernel: values fit {name}") and not tails
+    assert said.endswith("instead of Glorot-uniform")
+
+
+@pytest.mark.parametrize("draw", [
+    lambda r, s: r.laplace(0, 0.05, s),  # no framework's default
+    lambda r, s: 1.3 * _truncated(r, 1 / FAN_IN, s),  # LeCun's shape, not its variance
+    lambda r, s: 0.02 + r.uniform(-1 / np.sqrt(FAN_IN), 1 / np.sqrt(FAN_IN), s),  # off-centre
+    lambda r, s: np.clip(r.normal(0, np.sqrt(2 / FAN_IN), s), -0.15, 0.15),  # clipped He
+])
+def test_no_initialiser_is_named_where_a_moment_contradicts_it(draw):
+    w = draw(np.random.default_rng(5), (FAN_IN, FAN_OUT))
+    said, tails = init_area.identify([("gate.kernel", "glorot_uniform",
+                                       init_area.fitting(w, FAN_IN, FAN_OUT))])
+    assert said is None
+    assert tails == ["gate.kernel fits none of the frameworks' default initialisers (uniform, "
+                     "normal and 2-sd truncated normal at LeCun, He, Glorot and PyTorch Linear "
+                     "scales; Keras's and jax's fixed-scale defaults; a constant)"]
+
+
+def test_a_bias_too_short_to_tell_goes_with_its_kernel_or_is_left_open():
+    """torch draws a Linear's bias from its kernel's U(±1/sqrt(fan_in)); 64 values fit several
+    defaults, so the bias is put down to the one its kernel fits, and alone it is left open."""
+    rng = np.random.default_rng(0)
+    bound = 1 / np.sqrt(FAN_IN)
+    kernel = rng.uniform(-bound, bound, (FAN_IN, FAN_OUT))
+    bias = rng.uniform(-bound, bound, FAN_OUT)
+    k = ("dense1.kernel", "glorot_uniform", init_area.fitting(kernel, FAN_IN, FAN_OUT))
+    b = ("dense1.bias", "zeros", init_area.fitting(bias, FAN_IN, None))
+    assert len(b[2]) > 1
+    said, tails = init_area.identify([k, b])
+    assert said.startswith("dense1.kernel, dense1.bias: values fit PyTorch's default Linear")
+    assert said.endswith("instead of Glorot-uniform / zeros") and not tails
+    said, tails = init_area.identify([b])
+    assert said is None and tails[0].startswith("dense1.bias fits ")
+    assert "(too few values to tell)" in tails[0]
+
+
+def test_the_clause_makes_the_fit_its_checked_diagnosis():
+    case = GFF.init_case()
+    table = GFF.weight_table(case.config, case.input_shapes)
+    shape = next(w.shape for w in table if w.name == "gate.kernel")
+    weights = {"gate.kernel": _truncated(np.random.default_rng(3), 1 / shape[0], shape),
+               "gate.bias": np.zeros(shape[1])}
+    ctx = SimpleNamespace(spec=GFF, build=lambda c, seed: SimpleNamespace(
+        get_weights=lambda: weights))
+    with pytest.raises(ClauseFailure) as failed:
+        init_area.init(ctx)
+    assert failed.value.diagnosis.startswith("gate.kernel: values fit LeCun-normal truncated")
+    assert failed.value.details.get("checked") is True
+
+
+def test_flax_default_kernel_init_is_the_root_cause():
+    pytest.importorskip("flax")
+    from portspec.verify import verify
+
+    [r] = verify([str(PORTS)], tasks=[("lecun-init", "GFF-INIT")], isolate=False)
+    assert r.status == "failed"
+    assert r.cause.startswith("GatedFeatureFusion: gate.kernel: values fit LeCun-normal "
+                              "truncated at 2 sd (Flax's nnx.Linear default"), r.cause
+
+
+# -- FM/GFF-CONFIG-ROUNDTRIP and -SAVE-NATIVE: what get_config() returned --------------------------
+
+def test_the_message_says_what_get_config_returned():
+    own = {"name": "gff", "trainable": True, "dtype": "float32"}
+    handle = SimpleNamespace(layer="GatedFeatureFusion", obj=None,
+                             adapter=SimpleNamespace(config_of=lambda layer, obj: own))
+    assert serialization._returned(handle, {}, {"activation": "tanh"}) == (
+        "the keys name, trainable, dtype: none of the spec's parameters (missing: activation)")
+    own["activation"] = "tanh"
+    assert serialization._returned(handle, {"activation": "tanh"}, {"activation": "tanh"}) == (
+        "the keys name, trainable, dtype, activation: of the spec's parameters "
+        "{'activation': 'tanh'}")
+    # a handle that reports the spec's parameters only: what it returned, as it is
+    bare = SimpleNamespace()
+    assert serialization._returned(bare, {}, {"activation": "tanh"}) == (
+        "{} (missing: activation)")
+
+
+def test_a_native_save_losing_what_get_config_leaves_out_is_that_root_cause():
+    pytest.importorskip("keras")
+    from portspec.report import root_causes
+    from portspec.verify import verify
+
+    tasks = [("config-without-activation", c)
+             for c in ("GFF-CONFIG-ROUNDTRIP", "GFF-SAVE-NATIVE")]
+    results = verify([str(KERAS_PORT)], tasks=tasks, isolate=False)
+    failed = {r.clause: r for r in results if r.status == "failed"}
+    assert set(failed) == {"GFF-CONFIG-ROUNDTRIP", "GFF-SAVE-NATIVE"}
+    assert "it computes as a layer built from {'activation': 'sigmoid'}" in (
+        failed["GFF-SAVE-NATIVE"].message)
+    assert "get_config() returned the keys name, trainable, dtype: none of the spec's " \
+           "parameters (missing: activation)" in failed["GFF-CONFIG-ROUNDTRIP"].message
+    [(_, cause, ids)] = root_causes(results)
+    assert cause.startswith("GatedFeatureFusion: get_config leaves out activation")
+    assert sorted(ids) == ["GFF-CONFIG-ROUNDTRIP", "GFF-SAVE-NATIVE"]
+
+
+def test_a_loaded_layer_that_is_not_the_reported_configs_gets_no_such_diagnosis():
+    """The hypothesis: the loaded layer computes what one built from the reported config does.
+    Where it computes something else, get_config is not named."""
+    out = {"sigmoid": np.zeros(3), "tanh": np.ones(3)}
+
+    def build(case, config=None, **_):
+        act = (config or case.config).get("activation", "sigmoid")
+        return SimpleNamespace(forward=lambda x, training: out[act], set_weights=lambda w: None,
+                               get_config=lambda: {}, get_weights=dict)
+
+    ctx = SimpleNamespace(spec=GFF, build=build)
+    case = next(c for c in GFF.config_cases() if c.config.get("activation") == "tanh")
+    saved = build(case, {"activation": "tanh"})
+    as_sigmoid = SimpleNamespace(forward=lambda x, training: out["sigmoid"])
+    said = serialization._saved_as_reported(ctx, case, saved, as_sigmoid, None)
+    assert said == ({"activation": "sigmoid"},
+                    "get_config leaves out activation (built with 'sigmoid')")
+    other = SimpleNamespace(forward=lambda x, training: np.full(3, 2.0))
+    assert serialization._saved_as_reported(ctx, case, saved, other, None) is None
+
+
+# -- FM/GFF-CONFIG and -CALL: what happened to each bad input -------------------------------------
+
+def test_bad_inputs_that_raise_the_wrong_error_are_said_to_raise_it():
+    failed = [("rank 1 inputs", "accepted", ""), ("mismatched shapes", "RuntimeError", ""),
+              ("integer dtype", "RuntimeError", ""), ("one input", "unnamed", "")]
+    said = errors._not_validated(failed, 8, "call", "the shape at fault")
+    assert "get through" not in said
+    assert said.endswith(
+        "of 8 invalid calls, 1 accepted: rank 1 inputs; 2 raised RuntimeError instead: "
+        "mismatched shapes, integer dtype; 1 raised a ValueError or TypeError that does not "
+        "name the shape at fault: one input")
+
+
+# -- a weight the port does not hold, its weight map naming it: one root cause ---------------------
+
+REFUSAL = ("ValueError: the weight map names 'gate.bias' for 'gate.bias', but the port has "
+           "only ['gate.kernel']")
+
+
+def test_a_refusal_for_a_weight_the_port_lacks_is_worded_as_the_counts_word_it():
+    by_refusal = structure.unheld(GFF, REFUSAL)
+    ctx, case = SimpleNamespace(spec=GFF), GFF.cases()[0]
+    f = case.input_shapes[0][-1]
+    by_counts = structure._holding(ctx, case, SimpleNamespace(param_counts=lambda: (2 * f * f, 0)),
+                                   None)
+    what = "the port holds no gate.bias (where it really has none, the adapter's weight map "
+    assert by_refusal.startswith(what) and by_counts.startswith(what)
+    assert by_refusal.split(" [")[0] == by_counts.split(" [")[0]
+    assert "(ValueError: the weight map names 'gate.bias'" in by_refusal
+    # the port holds a path more: the weight may be held under another name, not missing
+    assert structure.unheld(GFF, REFUSAL.replace("['gate.kernel']",
+                                                 "['gate.b', 'gate.kernel']")) is None
+    assert structure.unheld(GFF, "ValueError: shapes (3,) and (4,) do not match") is None
+
+
+def test_one_layers_evidence_from_several_clauses_merges_into_one_root_cause():
+    causes = [("p", "GatedFeatureFusion: the port holds no gate.bias (x) [counts]", ["A"]),
+              ("p", "GatedFeatureFusion: the port holds no gate.bias (x) [refusal]", ["B", "C"])]
+    assert _across_layers(causes) == [
+        ("p", "GatedFeatureFusion: the port holds no gate.bias (x) [counts; refusal]",
+         ["A", "B", "C"])]
+    # other words: two root causes
+    causes[1] = ("p", "GatedFeatureFusion: the port holds no gate.kernel (x) [refusal]", ["B"])
+    assert len(_across_layers(causes)) == 2
+
+
+def test_a_gate_without_bias_named_in_the_weight_map_has_one_root_cause():
+    pytest.importorskip("flax")
+    from portspec.report import root_causes
+    from portspec.verify import verify
+
+    clauses = ("GFF-WEIGHTS", "GFF-PARAMS", "GFF-INIT", "GFF-FORWARD")
+    results = verify([str(PORTS)], tasks=[("no-bias-mapped", c) for c in clauses],
+                     isolate=False)
+    assert all(r.status == "failed" for r in results)
+    [(_, cause, ids)] = root_causes(results)
+    assert cause.startswith("GatedFeatureFusion: the port holds no gate.bias"), cause
+    assert "(trainable, non-trainable) = " in cause and "the spec's weights refused" in cause
+    assert sorted(ids) == sorted(clauses)
