@@ -104,3 +104,35 @@ def test_float32_moving_statistics_are_one_root_cause(ports):
     assert len(causes) == 1, causes
     (cause,) = causes
     assert "float32" in cause and not cause.startswith("unexplained")
+
+
+# -- the training flag: inverted or ignored, tested both ways ------------------------------
+
+def test_an_inverted_batchnorm_flag_is_named_inverted(ports):
+    """use_running_average=train: batch statistics in inference, moving ones in training.
+    Neither mode's failure says "ignored"; the re-run in both modes says "inverted"."""
+    found = _results(ports["flax-bn-flag-inverted"], "FM-INFERENCE", "FM-TRAINING")
+    for clause, result in found.items():
+        assert result.status == "failed", clause
+        assert result.diagnosis == numerics.FLAG_INVERTED, (clause, result.diagnosis)
+        assert result.details.get("checked")
+        assert "ignored" not in result.message + (result.cause or "")
+
+
+def test_an_ignored_batchnorm_flag_is_named_ignored(ports):
+    """use_running_average=False: batch statistics in both modes. Inference fails, training
+    passes, and the re-run says the flag is ignored, not inverted."""
+    found = _results(ports["flax-bn-flag-ignored"], "FM-INFERENCE", "FM-TRAINING")
+    assert found["FM-TRAINING"].status == "passed"
+    result = found["FM-INFERENCE"]
+    assert result.status == "failed" and result.details.get("checked")
+    assert result.diagnosis == numerics.FLAG_IGNORED[True]
+
+
+def test_a_flag_right_for_batchnorm_is_not_blamed(ports):
+    """Dropout's flag inverted, BatchNorm's right: at dropout 0 both modes are the spec's, so
+    no BatchNorm flag finding (the inference clause fails on dropout alone)."""
+    found = _results(ports["flax-dropout-flag-inverted"], "FM-INFERENCE", "FM-TRAINING")
+    assert found["FM-TRAINING"].status == "passed"
+    for result in found.values():
+        assert "training flag" not in (result.diagnosis or "")

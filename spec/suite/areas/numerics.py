@@ -40,12 +40,64 @@ def compare_with_oracle(ctx, case, *, dtype, training, seed=0, config=None):
             ctx.spec, config, weights, cast(x, "float64"), actual, training=training, tol=tol
         )
 
-    if dtype == "float64":
-        expect_float64(ctx, what, handle, config, weights, x, out, expected, training=training,
-                       diagnosis=explain)
-    else:
-        ctx.expect_close(what, out, expected, tol, diagnosis=explain)
+    try:
+        if dtype == "float64":
+            expect_float64(ctx, what, handle, config, weights, x, out, expected,
+                           training=training, diagnosis=explain)
+        else:
+            ctx.expect_close(what, out, expected, tol, diagnosis=explain)
+    except ClauseFailure as failure:
+        if failure.details.get("checked"):
+            raise
+        flag = training_flag(ctx, case, dtype, config, weights, x)
+        if flag is None:
+            raise
+        raise ClauseFailure(str(failure), diagnosis=flag, details=failure.details,
+                            checked=True) from None
     return out
+
+
+# -- the training flag, tested both ways -----------------------------------------------------
+#
+# A port whose inference output is the spec's training output may ignore the flag (the same
+# computation in both modes) or invert it (each mode computes the other's): one call cannot
+# tell. Re-running the same weights and inputs in both modes, at dropout 0, can.
+FLAG_INVERTED = (
+    "the training flag is inverted: batch statistics used in inference and moving statistics "
+    "used in training (each mode computes what the spec computes in the other)"
+)
+FLAG_IGNORED = {
+    True: "the training flag is ignored: batch statistics used in inference, as in training",
+    False: "the training flag is ignored: moving statistics used in training, as in inference",
+}
+
+
+def training_flag(ctx, case, dtype, config, weights, x) -> str | None:
+    """``FLAG_INVERTED`` or ``FLAG_IGNORED`` when the port's outputs in the two modes (the
+    same weights and inputs, dropout 0) are the spec's with the flag inverted or one mode in
+    both, at ``dtype``'s tolerance; None when the spec computes the same in both modes, when
+    the port matches the spec in one mode, or when neither fits."""
+    config = {**config, "dropout": 0.0} if "dropout" in config else dict(config)
+    tol = FORWARD[dtype]
+    try:
+        expected = {t: ctx.spec.forward(config, weights, cast(x, "float64"), training=t)[0]
+                    for t in (False, True)}
+        if close(expected[True], expected[False], tol):
+            return None  # no training mode to tell apart here
+        handle = ctx.build(case, dtype=dtype, config=config)
+        got = {}
+        for t in (False, True):
+            handle.set_weights(dict(weights))  # a training call moves the statistics
+            got[t] = np.asarray(handle.forward(x, training=t), np.float64)
+    except Exception:  # noqa: BLE001 - a port that cannot be re-run this way is not judged
+        return None
+    like = {(t, s): close(got[t], expected[s], tol) for t in (False, True) for s in (False, True)}
+    if like[(False, True)] and like[(True, False)]:
+        return FLAG_INVERTED
+    for mode in (True, False):
+        if like[(False, mode)] and like[(True, mode)]:
+            return FLAG_IGNORED[mode]
+    return None
 
 
 # -- the precision hypothesis, tested by re-running the port ---------------------------------
