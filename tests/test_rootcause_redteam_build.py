@@ -63,8 +63,8 @@ def test_each_default_initialiser_is_the_one_its_draws_fit(name, draw, seed):
     fits = init_area.fitting(w, FAN_IN, FAN_OUT)
     assert [f for f, _ in fits if name in f] == [f for f, _ in fits], fits
     said, tails = init_area.identify([("gate.kernel", "glorot_uniform", fits)])
-    assert said.startswith(f"gate.kernel: values fit {name}") and not tails
-    assert said.endswith("instead of Glorot-uniform")
+    assert said.startswith(f"initial weights drawn from {name}") and not tails
+    assert "instead of Glorot-uniform [gate.kernel: " in said
 
 
 @pytest.mark.parametrize("draw", [
@@ -94,8 +94,17 @@ def test_a_bias_too_short_to_tell_goes_with_its_kernel_or_is_left_open():
     b = ("dense1.bias", "zeros", init_area.fitting(bias, FAN_IN, None))
     assert len(b[2]) > 1
     said, tails = init_area.identify([k, b])
-    assert said.startswith("dense1.kernel, dense1.bias: values fit PyTorch's default Linear")
-    assert said.endswith("instead of Glorot-uniform / zeros") and not tails
+    assert said.startswith("initial weights drawn from PyTorch's default Linear")
+    assert "instead of Glorot-uniform / zeros [dense1.kernel: " in said and not tails
+    assert "; dense1.bias: variance " in said
+    # the same default kept in the other layer's Linear: one root cause for the port
+    g = ("gate.kernel", "glorot_uniform", init_area.fitting(
+        rng.uniform(-bound, bound, (FAN_IN, FAN_OUT)), FAN_IN, FAN_OUT))
+    [(_, merged, ids)] = _across_layers([
+        ("p", f"FeatureMixing: {said}", ["FM-INIT"]),
+        ("p", f"GatedFeatureFusion: {init_area.identify([g, b])[0]}", ["GFF-INIT"])])
+    assert merged.startswith("FeatureMixing and GatedFeatureFusion: initial weights drawn from "
+                             "PyTorch's default Linear") and ids == ["FM-INIT", "GFF-INIT"]
     said, tails = init_area.identify([b])
     assert said is None and tails[0].startswith("dense1.bias fits ")
     assert "(too few values to tell)" in tails[0]
@@ -111,7 +120,8 @@ def test_the_clause_makes_the_fit_its_checked_diagnosis():
         get_weights=lambda: weights))
     with pytest.raises(ClauseFailure) as failed:
         init_area.init(ctx)
-    assert failed.value.diagnosis.startswith("gate.kernel: values fit LeCun-normal truncated")
+    assert failed.value.diagnosis.startswith(
+        "initial weights drawn from LeCun-normal truncated at 2 sd")
     assert failed.value.details.get("checked") is True
 
 
@@ -121,8 +131,11 @@ def test_flax_default_kernel_init_is_the_root_cause():
 
     [r] = verify([str(PORTS)], tasks=[("lecun-init", "GFF-INIT")], isolate=False)
     assert r.status == "failed"
-    assert r.cause.startswith("GatedFeatureFusion: gate.kernel: values fit LeCun-normal "
+    assert r.cause.startswith("GatedFeatureFusion: initial weights drawn from LeCun-normal "
                               "truncated at 2 sd (Flax's nnx.Linear default"), r.cause
+    assert r.cause.endswith("instead of Glorot-uniform [gate.kernel: variance 0.007722, "
+                            "1/fan_in = 0.007812; kurtosis 2.38, a normal truncated at 2 sd "
+                            "has 2.37]"), r.cause
 
 
 # -- FM/GFF-CONFIG-ROUNDTRIP and -SAVE-NATIVE: what get_config() returned --------------------------
