@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("flax")
 
 from portspec import isolation, registry, rootcause  # noqa: E402
-from portspec.suite.areas import numerics  # noqa: E402
+from portspec.suite.areas import dropout, numerics  # noqa: E402
 
 PORTS = Path(__file__).parent / "ports_fixtures" / "redteam_runtime.py"
 
@@ -136,3 +136,30 @@ def test_a_flag_right_for_batchnorm_is_not_blamed(ports):
     assert found["FM-TRAINING"].status == "passed"
     for result in found.values():
         assert "training flag" not in (result.diagnosis or "")
+
+
+# -- dropout's training flag inverted --------------------------------------------------------
+
+DROPOUT_CLAUSES = ("FM-DROPOUT-SITES", "FM-DROPOUT-INFERENCE", "FM-DROPOUT-ONE")
+
+
+def test_an_inverted_dropout_flag_is_one_root_cause(ports):
+    """deterministic=train: dropout in inference, none in training. The sites probe run in
+    both modes shows it; the three dropout clauses it fails say so in one wording."""
+    found = _results(ports["flax-dropout-flag-inverted"], *DROPOUT_CLAUSES)
+    for clause, result in found.items():
+        assert result.status == "failed", clause
+        assert result.diagnosis == dropout.FLAG_INVERTED, (clause, result.diagnosis)
+        assert result.details.get("checked"), clause
+    assert {r.cause for r in found.values()} == {f"FeatureMixing: {dropout.FLAG_INVERTED}"}
+
+
+def test_dropout_in_both_modes_is_not_an_inverted_flag(ports):
+    """deterministic=False: dropout in inference and in training. Inference is random as
+    with the inverted flag, but training drops too: 'dropout is active in inference', and
+    the flag is not said to be inverted; BatchNorm's inverted flag does not read as dropout's."""
+    found = _results(ports["flax-dropout-always"], "FM-DROPOUT-INFERENCE")["FM-DROPOUT-INFERENCE"]
+    assert found.status == "failed" and found.details.get("checked")
+    assert found.diagnosis == "dropout is active in inference"
+    for result in _results(ports["flax-bn-flag-inverted"], *DROPOUT_CLAUSES).values():
+        assert dropout.FLAG_INVERTED != result.diagnosis

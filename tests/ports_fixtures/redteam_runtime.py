@@ -10,6 +10,8 @@
   dropout in inference, none in training. BatchNorm follows the flag as it should.
 - ``flax-bn-flag-ignored``: BatchNorm always in training mode (``use_running_average=False``):
   batch statistics in both modes, the contrast to the inverted flag.
+- ``flax-dropout-always``: Dropout always on (``deterministic=False``): dropout in inference
+  and in training, the contrast to dropout's inverted flag.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ class _DropoutFlagInverted(_Flagged):
     drop_flag = staticmethod(lambda train: train)
 
 
+class _DropoutAlways(_Flagged):
+    drop_flag = staticmethod(lambda train: False)
+
+
 class _FlaxFM(FlaxAdapter):
     layers = ("FeatureMixing",)
 
@@ -86,5 +92,10 @@ class FlaxDropoutFlagInverted(_Explicit):
     classes = {**FlaxAdapter.classes, "FeatureMixing": _DropoutFlagInverted}
 
 
+class FlaxDropoutAlways(_Explicit):
+    name = "flax-dropout-always"
+    classes = {**FlaxAdapter.classes, "FeatureMixing": _DropoutAlways}
+
+
 ADAPTERS = [FlaxStatsFloat32(), FlaxBNFlagInverted(), FlaxBNFlagIgnored(),
-            FlaxDropoutFlagInverted()]
+            FlaxDropoutFlagInverted(), FlaxDropoutAlways()]

@@ -56,27 +56,21 @@ def dropout_sites(ctx):
     set_held_weights(handle, probe_weights(config))
     x = np.zeros(CASE.input_shapes[0])
     branch = _branch(handle, x, True)
-    keep = 1.0 / (1.0 - P)
-    levels = {"site 2 dropped": 0.0, "site 1 dropped": keep, "both kept": (keep + 1) * keep}
-    labels = np.full(branch.shape, "", dtype=object)
-    for name, value in levels.items():
-        labels[np.isclose(branch, value, rtol=1e-6, atol=1e-9)] = name
+    labels = _labels(branch)
     stray = labels == ""
     if stray.any():
         seen = np.unique(np.round(branch[stray], 4))[:6]
+        inverted = flag_inverted(ctx)
         raise ClauseFailure(
-            f"branch values {seen.tolist()} are none of {sorted(set(levels.values()))}",
-            diagnosis=_scaling_diagnosis(branch),
+            f"branch values {seen.tolist()} are none of {sorted(set(LEVELS.values()))}",
+            diagnosis=FLAG_INVERTED if inverted else _scaling_diagnosis(branch),
+            checked=inverted,
         )
     n = branch.size
     dropped2 = int((labels == "site 2 dropped").sum())
     kept2 = n - dropped2
     dropped1 = int((labels == "site 1 dropped").sum())
-    problems = []
-    if not _rate_ok(dropped2, n, P):
-        problems.append(f"site 2 (after the second Dense) drops {dropped2 / n:.3f}, p = {P}")
-    if not _rate_ok(dropped1, kept2, P):
-        problems.append(f"site 1 (after the ReLU) drops {dropped1 / kept2:.3f}, p = {P}")
+    problems = _rate_problems(labels)
     if problems:
         # A wrong rate at one position may be draws shared with the other site or broadcast
         # along an axis: the independence probe tells, before a rate is blamed.
@@ -99,6 +93,64 @@ def dropout_sites(ctx):
     found, why = _independence(handle, config, x)
     if found:
         raise ClauseFailure("; ".join(found), diagnosis="; ".join(why))
+
+
+# The probe's branch (output - input, input 0) at each drop decision: site 2 drops the
+# output unit (0); site 1 drops the hidden unit that feeds it (dense2's bias 1 alone, scaled
+# by 1/(1-p) at site 2); both keep ((1/(1-p) + 1)/(1-p)). No dropout at all gives 2.
+_KEEP = 1.0 / (1.0 - P)
+LEVELS = {"site 2 dropped": 0.0, "site 1 dropped": _KEEP, "both kept": (_KEEP + 1) * _KEEP}
+
+
+def _labels(branch):
+    """Each element's drop decisions, by the level it takes ('' for none)."""
+    labels = np.full(branch.shape, "", dtype=object)
+    for name, value in LEVELS.items():
+        labels[np.isclose(branch, value, rtol=1e-6, atol=1e-9)] = name
+    return labels
+
+
+def _rate_problems(labels) -> list[str]:
+    """The sites whose drop rate is not P (6 sd), from the probe's labels."""
+    n = labels.size
+    dropped2 = int((labels == "site 2 dropped").sum())
+    dropped1 = int((labels == "site 1 dropped").sum())
+    problems = []
+    if not _rate_ok(dropped2, n, P):
+        problems.append(f"site 2 (after the second Dense) drops {dropped2 / n:.3f}, p = {P}")
+    if not _rate_ok(dropped1, n - dropped2, P):
+        problems.append(f"site 1 (after the ReLU) drops {dropped1 / (n - dropped2):.3f}, "
+                        f"p = {P}")
+    return problems
+
+
+# -- dropout's training flag, tested both ways ------------------------------------------------
+FLAG_INVERTED = (
+    "the training flag is inverted for dropout: dropout in inference (both sites at rate p, "
+    "kept units scaled by 1/(1-p)) and none in training"
+)
+
+
+def flag_inverted(ctx) -> bool:
+    """Does the port drop in inference what training should drop, and nothing in training?
+    On the sites probe: the training branch is that of the same layer built at dropout 0
+    (twice alike), and the inference branch takes only the drop levels, at rate P at both
+    sites. False where the port cannot be run so."""
+    x = np.zeros(CASE.input_shapes[0])
+    try:
+        handle = ctx.build(CASE, seed=3, dtype="float64")
+        still = ctx.build(CASE, seed=3, dtype="float64",
+                          config={**CASE.config, "dropout": 0.0})
+        for h in (handle, still):
+            set_held_weights(h, probe_weights(CASE.config))
+        train = _branch(handle, x, True)
+        if not (np.array_equal(train, _branch(still, x, True))
+                and np.array_equal(train, _branch(handle, x, True))):
+            return False
+        labels = _labels(_branch(handle, x, False))
+    except Exception:  # noqa: BLE001 - a port that cannot be probed so is not judged
+        return False
+    return not (labels == "").any() and not _rate_problems(labels)
 
 
 KEY_REUSED = (
@@ -246,10 +298,12 @@ def dropout_inference(ctx):
         still = ctx.build(CASE, dtype="float64", config={**config, "dropout": 0.0})
         still.set_weights(weights)
         rate = np.array_equal(still.forward(x, training=False), still.forward(x, training=False))
+        said = (FLAG_INVERTED if flag_inverted(ctx) else "dropout is active in inference"
+                ) if rate else None
         raise ClauseFailure(
             "inference with dropout 0.5 is not deterministic"
             + (" (with dropout 0 it is)" if rate else ""),
-            diagnosis="dropout is active in inference" if rate else None, checked=rate,
+            diagnosis=said, checked=rate,
         )
     expected, _ = ctx.spec.forward(config, weights, x, training=False)
     # deterministic, so not dropout: what the output differs by is the root cause's to say
@@ -285,9 +339,11 @@ def dropout_one(ctx):
             checked=True,
         ) from None
     if not np.array_equal(out, x):
+        inverted = flag_inverted(ctx)
         raise ClauseFailure(
             f"dropout 1.0 in training: output differs from the input by up to "
-            f"{np.max(np.abs(np.asarray(out, np.float64) - x)):.3g}"
+            f"{np.max(np.abs(np.asarray(out, np.float64) - x)):.3g}",
+            diagnosis=FLAG_INVERTED if inverted else None, checked=inverted,
         )
     gx, gw = handle.grad(x, np.ones_like(x), training=True)
     bad = [k for k, v in gw.items() if not np.all(np.isfinite(v))]
