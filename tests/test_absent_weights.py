@@ -63,6 +63,13 @@ class NotInverted(LayerNormBefore):
         return nn.functional.dropout(x, self.dropout, self.training) * (1 - self.dropout)
 
 
+class DividesByKeep(LayerNormBefore):
+    def drop(self, x):  # inverted by hand: at rate 1 it divides 0 by 0
+        if not self.training:
+            return x
+        return x * (torch.rand_like(x) >= self.dropout) / (1 - self.dropout)
+
+
 class CompiledWithoutResidual(LayerNormBefore):
     def forward(self, x):  # the compiled graph leaves out the residual; eager is right
         return self.branch(x) if torch.compiler.is_compiling() else x + self.branch(x)
@@ -151,6 +158,7 @@ def test_a_correct_layernorm_port_passes_what_does_not_depend_on_the_norm():
 @pytest.mark.parametrize("module, clause, says", [
     (NoResidual, "FM-RESIDUAL", "output differs from the input"),
     (NotInverted, "FM-DROPOUT-SITES", "none of"),
+    (DividesByKeep, "FM-DROPOUT-ONE", "dropout 1.0 in training"),
     (GradientDoubled, "FM-GRAD", "training=False: d/dinput 0: autodiff"),
     (TrainingGradientDoubled, "FM-GRAD", "training=True: d/dinput 0: autodiff"),
 ])
