@@ -179,28 +179,41 @@ def test_a_compiled_path_unlike_the_eager_one_fails_fm_compile():
     assert wrong.status == "failed" and "compiled vs eager" in wrong.message, wrong
 
 
-def test_held_as_weights_are_restored_as_built_after_a_training_call():
-    """A scalar BatchNorm statistic (held_as (1,)) a training call moved is set back, as
-    set_weights sets back the spec's moving statistics."""
-    from portspec.layers import LAYERS
+class OneStatistic(LayerNormBefore):
+    """BatchNorm with one scalar statistic for all L*N features, before the MLP."""
 
-    class OneStatistic(LayerNormBefore):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.norm = nn.BatchNorm1d(1)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.norm = nn.BatchNorm1d(1)
 
-        def forward(self, x):
-            z = self.norm(x.reshape(x.shape[0], 1, -1)).reshape(x.shape)
-            return x + self.drop(self.dense2(self.drop(torch.relu(self.dense1(z)))))
+    def forward(self, x):
+        z = self.norm(x.reshape(x.shape[0], 1, -1)).reshape(x.shape)
+        return x + self.drop(self.dense2(self.drop(torch.relu(self.dense1(z)))))
 
-    port = _port(LayerNormBefore)
+
+class OneStatisticUpdatedInInference(OneStatistic):
+    def forward(self, x):  # the norm left in training mode: inference moves the statistic
+        self.norm.train(True)
+        return super().forward(x)
+
+
+def _one_statistic_port(module):
+    port = _port(module)
     port.weights = {"FeatureMixing": {
         **{n: held_as(torch_names(n)[0], (1,), why="one statistic")
            for n in ("norm.gamma", "norm.beta", "norm.moving_mean", "norm.moving_variance")},
         **{n: torch_names(n) for n in ("dense1.kernel", "dense1.bias", "dense2.kernel",
                                        "dense2.bias")}}}
-    port.construct = lambda layer, config, **kw: OneStatistic(**config)
-    handle = port.build("FeatureMixing", CONFIG, input_shapes=SHAPES, seed=0)
+    return port
+
+
+def test_held_as_weights_are_restored_as_built_after_a_training_call():
+    """A scalar BatchNorm statistic (held_as (1,)) a training call moved is set back, as
+    set_weights sets back the spec's moving statistics."""
+    from portspec.layers import LAYERS
+
+    handle = _one_statistic_port(OneStatistic).build("FeatureMixing", CONFIG,
+                                                      input_shapes=SHAPES, seed=0)
     weights = LAYERS["FeatureMixing"].random_weights(CONFIG, SHAPES, np.random.default_rng(0))
     set_held_weights(handle, weights)
     handle.forward(np.full(SHAPES[0], 5.0, np.float32), training=True)
@@ -209,6 +222,18 @@ def test_held_as_weights_are_restored_as_built_after_a_training_call():
     assert handle.get_weights()["norm.moving_mean"][0] == 0.0  # as built
     np.testing.assert_array_equal(handle.get_weights()["dense1.bias"],
                                   weights["dense1.bias"].astype(np.float32))
+
+
+def test_fm_bn_frozen_judges_a_statistic_held_at_another_shape():
+    """Inference must leave the moving statistics as they are, whatever their shape; a
+    LayerNorm has none, so the clause does not apply to it."""
+    right = _run(_one_statistic_port(OneStatistic), "FM-BN-FROZEN")["FM-BN-FROZEN"]
+    assert right.status == "passed", right
+    wrong = _run(_one_statistic_port(OneStatisticUpdatedInInference),
+                 "FM-BN-FROZEN")["FM-BN-FROZEN"]
+    assert wrong.status == "failed" and "changed in an inference call" in wrong.message, wrong
+    none = _run(_port(LayerNormBefore), "FM-BN-FROZEN")["FM-BN-FROZEN"]
+    assert none.status == "skipped" and none.message.count(NO_STATISTICS) == 1, none
 
 
 def test_a_port_holding_every_weight_is_set_as_before():
