@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from portspec.clauses import ClauseFailure
+from portspec.suite.areas.dropout import random_in_inference
 from portspec.suite.checks import check
 
 SEED_NOT_USED = (
@@ -65,7 +66,11 @@ def determinism(ctx):
     x = ctx.inputs(case, rng)
     a, b = first.forward(x, training=False), first.forward(x, training=False)
     if not np.array_equal(a, b):
-        raise ClauseFailure("two inference calls on the same input differ")
+        why = random_in_inference(ctx, first, case, case.config, first.get_weights(), x,
+                                  dtype="float32")
+        raise ClauseFailure("two inference calls on the same input differ"
+                            + (" (with dropout 0 they agree)" if why else ""),
+                            diagnosis=why, checked=bool(why))
     if not np.array_equal(a, second.forward(x, training=False)):
         raise ClauseFailure("two layers built with the same seed give different outputs")
 

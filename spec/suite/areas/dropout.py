@@ -153,6 +153,30 @@ def flag_inverted(ctx) -> bool:
     return not (labels == "").any() and not _rate_problems(labels)
 
 
+ACTIVE_IN_INFERENCE = "dropout is active in inference"
+
+
+def random_in_inference(ctx, handle, case, config, weights, x, dtype="float64") -> str | None:
+    """Why inference calls of ``handle`` (``case`` built with ``config``, holding ``weights``)
+    differ, where the evidence shows dropout: the same layer at dropout 0 is deterministic.
+    ``FLAG_INVERTED`` when training drops nothing and inference drops as training should
+    (``flag_inverted``), else ``ACTIVE_IN_INFERENCE``; None where calls agree, the config has
+    no dropout, or the layer at dropout 0 is random too."""
+    if not config.get("dropout"):
+        return None
+    try:
+        if np.array_equal(handle.forward(x, training=False), handle.forward(x, training=False)):
+            return None
+        still = ctx.build(case, dtype=dtype, config={**config, "dropout": 0.0})
+        set_held_weights(still, weights)
+        if not np.array_equal(still.forward(x, training=False),
+                              still.forward(x, training=False)):
+            return None  # random for another reason than dropout
+    except Exception:  # noqa: BLE001 - a port that cannot be re-run so is not judged
+        return None
+    return FLAG_INVERTED if flag_inverted(ctx) else ACTIVE_IN_INFERENCE
+
+
 KEY_REUSED = (
     "every training call draws the same dropout masks: the dropout RNG key/seed is reused "
     "instead of advanced between calls"
@@ -298,8 +322,7 @@ def dropout_inference(ctx):
         still = ctx.build(CASE, dtype="float64", config={**config, "dropout": 0.0})
         still.set_weights(weights)
         rate = np.array_equal(still.forward(x, training=False), still.forward(x, training=False))
-        said = (FLAG_INVERTED if flag_inverted(ctx) else "dropout is active in inference"
-                ) if rate else None
+        said = (FLAG_INVERTED if flag_inverted(ctx) else ACTIVE_IN_INFERENCE) if rate else None
         raise ClauseFailure(
             "inference with dropout 0.5 is not deterministic"
             + (" (with dropout 0 it is)" if rate else ""),

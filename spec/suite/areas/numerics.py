@@ -10,6 +10,7 @@ from hypothesis.extra.numpy import arrays
 from portspec import diagnose
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
+from portspec.suite.areas import dropout
 from portspec.suite.checks import cast, check, numpy_dtype, set_held_weights
 from portspec.tolerances import FORWARD, close
 
@@ -50,6 +51,9 @@ def compare_with_oracle(ctx, case, *, dtype, training, seed=0, config=None):
         if failure.details.get("checked"):
             raise
         flag = training_flag(ctx, case, dtype, config, weights, x)
+        if flag is None and not training:
+            handle.set_weights(dict(weights))
+            flag = dropout.random_in_inference(ctx, handle, case, config, weights, x, dtype)
         if flag is None:
             raise
         raise ClauseFailure(str(failure), diagnosis=flag, details=failure.details,
