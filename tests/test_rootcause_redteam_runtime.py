@@ -68,6 +68,18 @@ def test_another_function_in_float64_is_float64():
     assert max(f for f, _ in figures.values()) < 1e-3  # float64 roundoff and gelu's curvature
 
 
+@pytest.mark.parametrize("spread", [3e-3, 1e-2, 3e-2])
+def test_kinks_crossed_are_not_float32(spread):
+    """|x @ k + b| with every pre-activation within ``spread`` of the kink: changes of 1e-3
+    cross kinks that 1e-9 ones do not, in float64; that is not rounding noise."""
+    rng = np.random.default_rng(1)
+    k, x0 = rng.standard_normal((5, 4)), rng.standard_normal(5)
+    x = x0 + spread * rng.standard_normal((64, 5))
+    found = numerics.float32_parts(lambda w, v: np.abs(v @ w["kernel"] + w["bias"]),
+                                   {"kernel": k, "bias": -(x0 @ k)}, x)
+    assert not found
+
+
 def test_a_weight_held_in_float32_is_named():
     found = numerics.float32_parts(lambda w, x: _layer(w, x, narrow=("scale",)), _W, _X)
     assert found == ["scale"]
