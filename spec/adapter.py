@@ -57,12 +57,21 @@ class WeightLayout:
 class Weights(dict):
     """A canonical weight dict. Reading a weight the port lacks raises ``MissingWeight``.
     ``own``: the names whose values are the port's own, not the spec's (what
-    ``set_held_weights`` left)."""
+    ``set_held_weights`` left); ``refused``: the ``MissingWeight`` that said so."""
 
-    def __init__(self, values=(), absent: Mapping[str, str] | None = None, own=()):
+    def __init__(self, values=(), absent: Mapping[str, str] | None = None, own=(),
+                 refused: MissingWeight | None = None):
         super().__init__(values)
         self.absent = dict(absent or {})
-        self.own = tuple(own)
+        self.own, self.refused = tuple(own), refused
+
+    def for_oracle(self) -> Weights:
+        """These weights, for the oracle: ``MissingWeight`` (the refusal ``set_weights`` gave,
+        word for word) where some are the port's own, so a clause whose first part needs no
+        such weight runs it, and its comparison with the spec then does not apply."""
+        if self.own:
+            raise MissingWeight(self.refused.name, self.refused.reason)
+        return self
 
     def __missing__(self, name):
         if name in self.absent:
@@ -211,7 +220,7 @@ def set_held_weights(handle, weights: Mapping[str, np.ndarray]) -> Weights:
     kept.update({n: handle._own_values[n] for n, w in left.items() if w.kind == "held_as"})
     handle.set_weights(kept)
     return Weights(kept, {n: w.reason for n, w in left.items() if w.kind == "absent"},
-                   own=sorted(left))
+                   own=sorted(left), refused=refused)
 
 
 def as_numpy_inputs(inputs):

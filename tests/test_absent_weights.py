@@ -63,6 +63,11 @@ class NotInverted(LayerNormBefore):
         return nn.functional.dropout(x, self.dropout, self.training) * (1 - self.dropout)
 
 
+class ActiveInInference(LayerNormBefore):
+    def drop(self, x):  # drops whatever the mode
+        return nn.functional.dropout(x, self.dropout, True)
+
+
 class DividesByKeep(LayerNormBefore):
     def drop(self, x):  # inverted by hand: at rate 1 it divides 0 by 0
         if not self.training:
@@ -159,6 +164,7 @@ def test_a_correct_layernorm_port_passes_what_does_not_depend_on_the_norm():
     (NoResidual, "FM-RESIDUAL", "output differs from the input"),
     (NotInverted, "FM-DROPOUT-SITES", "none of"),
     (DividesByKeep, "FM-DROPOUT-ONE", "dropout 1.0 in training"),
+    (ActiveInInference, "FM-DROPOUT-INFERENCE", "not deterministic (with dropout 0 it is)"),
     (GradientDoubled, "FM-GRAD", "training=False: d/dinput 0: autodiff"),
     (TrainingGradientDoubled, "FM-GRAD", "training=True: d/dinput 0: autodiff"),
 ])
