@@ -109,7 +109,7 @@ def test_float32_moving_statistics_are_one_root_cause(ports):
     back count, for a batch of one), and all six share one root cause."""
     found = _results(ports["flax-stats-float32"], *F32_CLAUSES, probe=True)
     assert {c for c, r in found.items() if r.status == "failed"} == set(F32_CLAUSES)
-    for clause in ("FM-INFERENCE", "FM-BN-BATCH1", "FM-DTYPE"):
+    for clause in ("FM-INFERENCE", "FM-BN-BATCH1", "FM-BN-EPSILON", "FM-DTYPE"):
         assert found[clause].details.get("checked"), clause
         assert numerics.NOT_FLOAT64 in found[clause].diagnosis, clause
     causes = {r.cause for r in found.values()}

@@ -162,4 +162,11 @@ def bn_epsilon(ctx):
             return None
         return fitted.describe(eps)
 
-    ctx.expect_close("inference with moving variance 0", out, expected, tol, diagnosis=estimate)
+    try:
+        ctx.expect_close("inference with moving variance 0", out, expected, tol,
+                         diagnosis=estimate)
+    except ClauseFailure as failure:
+        if failure.diagnosis:  # another epsilon, tested against a second call
+            raise
+        raise float64_failure(ctx, failure, handle, config, weights, x,
+                              training=False) from None
