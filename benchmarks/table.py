@@ -166,8 +166,8 @@ def bench_case(benchmark, table_case: TableCase, table: TablePlugin):
             floor()  # warm-up: first dispatch, jax.jit's compile
             benchmark(floor)
         finally:
-            stats = getattr(benchmark, "stats", None)
-            table.flush(case.key, stats and statistics.median(stats.stats.data))
+            rounds = getattr(getattr(benchmark, "stats", None), "stats", None)
+            table.flush(case.key, statistics.median(rounds.data) if rounds else None)
         return
     bench = LAYERS[case.layer]()
     try:
