@@ -255,3 +255,28 @@ def test_a_gate_without_bias_named_in_the_weight_map_has_one_root_cause():
     assert cause.startswith("GatedFeatureFusion: the port holds no gate.bias"), cause
     assert "(trainable, non-trainable) = " in cause and "the spec's weights refused" in cause
     assert sorted(ids) == sorted(clauses)
+
+
+# -- FM-WEIGHTS-ROUNDTRIP judged by outputs the layer itself does not repeat ----------------------
+
+@pytest.mark.parametrize("port, words", [
+    ("flax-dropout-flag-inverted", "the training flag is inverted for dropout"),
+    ("flax-dropout-always", "active in inference"),
+])
+def test_a_round_trip_of_a_layer_random_in_inference_has_dropouts_root_cause(port, words):
+    """Dropout in inference makes the outputs before and after a weights round trip differ;
+    the clause tests why (two calls of the saved layer differ, at dropout 0 they agree) and
+    words it as FM-DETERMINISM does: one root cause."""
+    pytest.importorskip("flax")
+    from portspec.report import root_causes
+    from portspec.verify import verify
+
+    runtime = FIXTURES / "redteam_runtime.py"
+    results = verify([str(runtime)], tasks=[(port, c) for c in ("FM-WEIGHTS-ROUNDTRIP",
+                                                                 "FM-DETERMINISM")],
+                     isolate=False)
+    assert all(r.status == "failed" for r in results)
+    trip = next(r for r in results if r.clause == "FM-WEIGHTS-ROUNDTRIP")
+    assert "two inference calls of the saved layer differ too" in trip.message
+    [(_, cause, ids)] = root_causes(results)
+    assert words in cause and sorted(ids) == ["FM-DETERMINISM", "FM-WEIGHTS-ROUNDTRIP"]

@@ -9,6 +9,7 @@ import numpy as np
 
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
+from portspec.suite.areas.dropout import random_in_inference
 from portspec.suite.checks import cast, check, set_held_weights
 
 
@@ -198,7 +199,13 @@ def weights_roundtrip(ctx):
             fresh.load_weights(path)
         _same_weights(weights, fresh.get_weights(), f"{case.label}: safetensors round trip")
         if not np.array_equal(fresh.forward(x, training=False), before):
-            raise ClauseFailure(f"{case.label}: outputs differ after a safetensors round trip")
+            # the round trip judged by outputs the layer itself does not repeat: dropout's why
+            why = random_in_inference(ctx, handle, case, case.config, handle.get_weights(), x,
+                                      dtype="float32")
+            raise ClauseFailure(f"{case.label}: outputs differ after a safetensors round trip"
+                                + (" (two inference calls of the saved layer differ too; with "
+                                   "dropout 0 they agree)" if why else ""),
+                                diagnosis=why, checked=bool(why))
 
 
 def _same_weights(want: dict, got: dict, what: str, initial=None):
