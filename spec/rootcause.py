@@ -315,6 +315,7 @@ class Finding:
     note: str = ""  # why nothing could be fitted
     evidence: str = ""  # what shows the diff when no call could run
     absent: tuple = ()  # canonical weights the port does not hold
+    stored: bool = False  # the precision is the moving statistics' storage alone
 
     def summary(self) -> dict:
         """The finding as plain data (the JSON report's ``details.variant`` of a failure)."""
@@ -337,7 +338,11 @@ class Finding:
                 text += " (the evidence cannot tell this from: " + "; ".join(
                     variants.describe(space, d) for d in self.also) + ")"
             parts.append(text)
-        if self.precision:
+        if self.precision and self.stored:
+            parts.append(f"moving statistics stored in {self.precision} (a float64 layer "
+                         f"rounds the statistics it is given and those it updates to "
+                         f"{self.precision}; its arithmetic is float64)")
+        elif self.precision:
             parts.append(f"a float64 call computed partly in {self.precision} (errors of "
                          f"{self.precision} size at float64)")
         spec = (f"max error vs the spec oracle {_g(self.spec_error)}"
@@ -402,8 +407,12 @@ def _momentum(spec, space, records, choices):
             if k not in stat:
                 continue
             d_old = np.ravel(r["weights"][k]) - np.ravel(stat[k])
-            num += float(d_old @ (np.ravel(got) - np.ravel(stat[k])))
-            den += float(d_old @ d_old)
+            d_new = np.ravel(got) - np.ravel(stat[k])
+            # where the variant is undefined (an unbiased variance of one sample) or the port
+            # gives NaN, the element says nothing of the momentum
+            ok = np.isfinite(d_old) & np.isfinite(d_new)
+            num += float(d_old[ok] @ d_new[ok])
+            den += float(d_old[ok] @ d_old[ok])
     return num / den if den > 0 else None
 
 
@@ -419,9 +428,10 @@ def _violation(got, want, tol):
     return float(err.max(initial=0.0)), float(ratio.max(initial=0.0))
 
 
-def _errors(spec, space, records, choices, tol, stop=True):
+def _errors(spec, space, records, choices, tol, stop=True, states=True):
     """(largest ratio to the tolerance, largest abs error) of the variant over the records;
-    with ``stop``, returns at the first record the variant does not reproduce."""
+    with ``stop``, returns at the first record the variant does not reproduce; without
+    ``states``, over the outputs alone."""
     worst, worst_err = 0.0, 0.0
     for r in records:
         if r["out"] is None:
@@ -437,7 +447,7 @@ def _errors(spec, space, records, choices, tol, stop=True):
         except (KeyError, ValueError, TypeError):
             return float("inf"), float("inf")
         pairs = [(r["out"], out)]
-        for k, got in (r["state"] or {}).items():
+        for k, got in (r["state"] or {}).items() if states else ():
             pairs.append((got, state.get(k, r["weights"].get(k))))
         for got, want in pairs:
             if want is None or np.shape(got) != np.shape(want):
@@ -644,8 +654,13 @@ def search(spec, records):
             for extra in _singles(space):
                 if set(extra) & set(base):
                     continue
-                # the base's fitted epsilon is kept; the momentum is fitted anew
+                # the momentum is fitted anew; the base's fitted epsilon is kept, and fitted
+                # anew with another change of the normalisation (where epsilon is added, the
+                # variance it is added to)
                 cand = {**{k: v for k, v in base.items() if k != "momentum"}, **extra}
+                if "eps" in base and variants.AREAS[spec.name].get(
+                        next(iter(extra))) == "normalisation":
+                    cand["eps"] = "fit"
                 key = repr(sorted(cand.items()))
                 if key not in seen:
                     seen.add(key)
@@ -670,8 +685,13 @@ def search(spec, records):
             held = sorted(absent)
             evidence = (f"the port holds no {', '.join(held)}" if forced
                         and spec_err <= level[0] * 10 else "")
+            # float32 statistics: every output at float64, every state a float32 value
+            stored = bool(level[1]) and _errors(
+                spec, space, usable, diff, f64[0], states=False)[0] <= 1.0 and all(
+                np.array_equal(np.float32(v), v) for r in usable
+                for v in (r["state"] or {}).values())
             return Finding(spec.name, diff, spec_err, err, level[1], raised, also=found[1:4],
-                           evidence=evidence, absent=tuple(held))
+                           evidence=evidence, absent=tuple(held), stored=stored)
     return Finding(spec.name, spec_error=spec_err, raised=raised, fits=False)
 
 
@@ -764,6 +784,7 @@ class VariantHandle:
             for name in [k for k in self.weights if k.endswith(".kernel")]:
                 self.weights[name] = np.ascontiguousarray(self.weights[name].T)
         self.trainable = {t.name: t.trainable for t in table}
+        self.table = {t.name: tuple(t.shape) for t in table}
 
     def _masks(self, x, training):
         c = {**variants.FM_DEFAULTS, **self.choices}
@@ -849,15 +870,45 @@ class VariantHandle:
         self.forward(inputs, training=training)
         return pack(gx), grads
 
+    def weight_layout(self):
+        """As a port of this variant declares its weights: a statistic or scale held per
+        channel, step or as a scalar is ``held_as``, one it does not hold ``absent``."""
+        from portspec.adapter import WeightLayout
+
+        out = {}
+        for name, shape in self.table.items():
+            if name not in self.weights:
+                out[name] = WeightLayout("absent", None, shape, "the variant holds none")
+            elif self.weights[name].shape != shape and not name.endswith(".kernel"):
+                out[name] = WeightLayout("held_as", self.weights[name].shape, shape,
+                                         "held at the variant's own shape")
+            else:
+                out[name] = WeightLayout("canonical", shape, shape)
+        return out
+
     def get_weights(self):
-        return {k: v.copy() for k, v in self.weights.items()}
+        from portspec.adapter import Weights
+
+        absent = {k: w.reason for k, w in self.weight_layout().items() if w.kind == "absent"}
+        return Weights({k: v.copy() for k, v in self.weights.items()}, absent)
 
     def set_weights(self, weights):
+        from portspec.adapter import MissingWeight
+
+        missing = {}
         for name, value in weights.items():
             if name not in self.weights:
-                raise ValueError(f"unknown weight {name!r}")
-            if np.shape(value) != self.weights[name].shape:
-                raise ValueError(f"weight {name!r} has shape {self.weights[name].shape}")
+                if name not in self.table:
+                    raise ValueError(f"unknown weight {name!r}")
+                missing[name] = "the variant holds none"
+            elif np.shape(value) != self.weights[name].shape:
+                # a kernel held transposed is refused, as the port whose adapter maps it as
+                # the spec's refuses it; a statistic held per channel is held_as
+                if np.shape(value) != self.table[name] or name.endswith(".kernel"):
+                    raise ValueError(f"weight {name!r} has shape {self.weights[name].shape}")
+                missing[name] = f"held at shape {self.weights[name].shape}"
+        if missing:  # as a port's adapter says it: the clause does not apply
+            raise MissingWeight(", ".join(missing), "; ".join(dict.fromkeys(missing.values())))
         for name, value in weights.items():
             self.weights[name] = np.asarray(value, self.dtype)
 

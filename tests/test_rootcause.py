@@ -220,6 +220,15 @@ def test_the_conforming_port_has_no_root_cause(measured):
     assert not [r.clause for r in results if r.status == "failed"]
 
 
+def test_a_kernel_layout_is_judged_by_the_computation(measured):
+    """A kernel mapped (out, in) that the port holds (in, out), or the other way round, is
+    named by what the port computes with the weights as read back, not by their shape alone."""
+    ports = [p for p in ("kernels-not-transposed", "kernels-read-as-torch") if p in measured]
+    causes = {r.cause for p in ports for r in _causes(measured[p][1])}
+    assert ports and causes and all("transposed" in c and "vs this variant" in c
+                                    for c in causes), causes
+
+
 def test_most_failing_clauses_point_to_their_root_cause(measured):
     assert figures(measured)["attributed"] >= 0.8
 
@@ -423,3 +432,28 @@ def test_independent_mistakes_are_separate_root_causes():
     gelu = [c for c in causes if "gelu activation" in c and "epsilon" not in c.split("[")[0]]
     assert len(eps) == 1 and len(gelu) == 1, failing
     assert "all 2 independent differences" in eps[0]
+
+
+@pytest.mark.parametrize("design, expected", [
+    # nn.BatchNorm1d(L*N) as it comes: epsilon 1e-5, momentum 0.1 (keeps 0.9), unbiased update;
+    # its batch of one gives an undefined (NaN) unbiased variance the fit must step over
+    ({"eps": 1e-5, "keep": 0.9, "update_ddof": 1},
+     {"eps": 1e-5, "momentum": 0.9, "update_ddof": 1}),
+    # a hand-written LayerNorm over the channels: (x - mean) / (std + eps), torch.std unbiased
+    ({"norm": "layer-N", "eps_outside": True, "ddof": 1, "eps": 1e-6},
+     {"norm": "layer-N", "eps_where": "outside", "var_ddof": 1, "eps": 1e-6}),
+])
+def test_a_normalisation_written_from_another_framework_is_one_root_cause(design, expected):
+    pytest.importorskip("torch")
+    import importlib.util
+
+    from portspec import rootcause
+
+    spec_file = importlib.util.spec_from_file_location("single_mistakes_design", FIXTURE)
+    fixture = importlib.util.module_from_spec(spec_file)
+    spec_file.loader.exec_module(fixture)
+    spec = LAYERS["FeatureMixing"]
+    found = rootcause.search(spec, rootcause.probe(fixture.port("design", None, fm=design)(),
+                                                   spec))
+    assert found.fits and _matches(expected, found.summary()), found.line()
+    assert len(rootcause.independent(found)) == 1  # one part of the layer: one root cause
