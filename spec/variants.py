@@ -339,6 +339,11 @@ def _momentum_words(a):
     return f"moving statistics keep {a:.4g} of their old value"
 
 
+# One wording in both layers, so that one adapter mistake in both is one root cause.
+TRANSPOSE = {False: "Dense kernels (in, out)",
+             True: "Dense kernels transposed ((out, in), torch.nn.Linear's layout, read as "
+                   "(in, out))"}
+
 FM_SPACE = Space(
     fm_forward,
     FM_DEFAULTS,
@@ -423,8 +428,7 @@ FM_SPACE = Space(
         "residual": {"input": "the residual adding the input",
                      "normalised": "the residual adding the normalised input",
                      "none": "no residual connection"},
-        "transpose": {False: "Dense kernels (in, out)",
-                      True: "Dense kernels transposed ((out, in) read as (in, out))"},
+        "transpose": TRANSPOSE,
     },
 )
 
@@ -458,8 +462,7 @@ GFF_SPACE = Space(
                     "hard": "a hard sigmoid clip(z/6 + 0.5, 0, 1) (Keras 3's hard_sigmoid, "
                     "jax.nn.hard_sigmoid, torch's Hardsigmoid)",
                     "hard-keras2": "Keras 2's hard sigmoid clip(0.2*z + 0.5, 0, 1)"},
-        "transpose": {False: "gate kernel (2F, F)",
-                      True: "gate kernel transposed ((F, 2F) read as (2F, F))"},
+        "transpose": TRANSPOSE,
     },
 )
 

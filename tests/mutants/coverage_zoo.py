@@ -85,6 +85,7 @@ class _MaskSharedOverBatch(torch_ref.FeatureMixing):
 class DropoutMaskSharedOverBatch(_TorchMutant):
     mistake = "a dropout mask of shape (1, L, width) broadcast over the batch (right rate)"
     catches = ("FM-DROPOUT-SITES",)
+    names = r"one dropout mask broadcast along the batch axis"
     module = _MaskSharedOverBatch
 
 
@@ -104,6 +105,7 @@ class _SitesShareDraws(torch_ref.FeatureMixing):
 class DropoutSitesShareDraws(_TorchMutant):
     mistake = "both dropout sites read one set of uniform draws (right rate at each)"
     catches = ("FM-DROPOUT-SITES",)
+    names = r"one mask shared by both dropout sites"
     module = _SitesShareDraws
 
 

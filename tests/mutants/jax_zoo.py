@@ -42,6 +42,7 @@ def _norm(**overrides):
 class BatchNormFlaxDefaults(_FlaxMutant):
     mistake = "nnx.BatchNorm with Flax's defaults: momentum 0.99, epsilon 1e-5"
     catches = ("FM-BN-UPDATE", "FM-BN-EPSILON")
+    names = r"epsilon 1e-05.*keep 0\.99 of their old value"
     fm = _norm()
 
 
@@ -49,6 +50,7 @@ class BatchNormTorchMomentumSense(_FlaxMutant):
     mistake = ("nnx.BatchNorm(momentum=0.99): the spec's 0.01 'converted' as if Flax used "
                "PyTorch's sense; Flax already uses Keras's")
     catches = ("FM-BN-UPDATE",)
+    names = r"keep 0\.99 of their old value"
     fm = _norm(momentum=0.99, epsilon=1e-3)
 
 

@@ -83,12 +83,14 @@ class _ResidualFM(ref.FeatureMixing):
 class FMMomentumTorchConvention(_KerasMutant):
     mistake = "BatchNorm momentum 0.99: PyTorch's momentum=0.01 carried over in Keras's sense"
     catches = ("FM-BN-UPDATE",)
+    names = r"keep 0\.99 of their old value"
     fm = _fm("MomentumFlipped", momentum=0.99)
 
 
 class FMUnbiasedMovingVariance(_KerasMutant):
     mistake = "moving variance updated with the unbiased batch variance (PyTorch)"
     catches = ("FM-BN-UPDATE",)
+    names = r"unbiased batch variance in the moving update"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def __init__(self, *args, **kwargs):
@@ -99,24 +101,28 @@ class FMUnbiasedMovingVariance(_KerasMutant):
 class FMEpsilonTorchDefault(_KerasMutant):
     mistake = "BatchNorm epsilon 1e-5 (PyTorch's default) instead of 1e-3"
     catches = ("FM-BN-EPSILON",)
+    names = r"epsilon 1e-05"
     fm = _fm("Eps5", epsilon=1e-5)
 
 
 class FMNoResidual(_KerasMutant):
     mistake = "the residual connection is missing"
     catches = ("FM-RESIDUAL", "FM-INFERENCE")
+    names = r"no residual connection"
     fm = type("NoResidual", (_ResidualFM,), {"residual": "none"})
 
 
 class FMResidualFromNormalised(_KerasMutant):
     mistake = "the residual adds the normalised input instead of the raw input"
     catches = ("FM-RESIDUAL",)
+    names = r"residual adding the normalised input"
     fm = type("NormedResidual", (_ResidualFM,), {"residual": "normed"})
 
 
 class FMFlattenTimeLast(_KerasMutant):
     mistake = "features flattened as (n_series, input_size): BatchNorm index c*L + t"
     catches = ("FM-INFERENCE", "FM-VECTORS")
+    names = r"channel-major flatten"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def call(self, inputs, training=None):
@@ -131,6 +137,7 @@ class FMFlattenTimeLast(_KerasMutant):
 class FMTrainingUsesMovingStats(_KerasMutant):
     mistake = "the training flag never reaches BatchNorm: moving statistics in training"
     catches = ("FM-TRAINING", "FM-BN-UPDATE")
+    names = r"moving statistics in training"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def call(self, inputs, training=None):
@@ -168,6 +175,7 @@ class FMBatchOfOneRejected(_KerasMutant):
 class FMDropoutNotInverted(_KerasMutant):
     mistake = "dropout keeps values unscaled (no 1/(1-p))"
     catches = ("FM-DROPOUT-SITES",)
+    names = r"not scaled \(dropout not inverted\)"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def _drop(self, layer, x, training):
@@ -177,6 +185,7 @@ class FMDropoutNotInverted(_KerasMutant):
 class FMOneDropoutSite(_KerasMutant):
     mistake = "only the final dropout is applied (the hidden-layer dropout is missing)"
     catches = ("FM-DROPOUT-SITES",)
+    names = r"dropout only after the second Dense"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def _drop(self, layer, x, training):
@@ -186,6 +195,7 @@ class FMOneDropoutSite(_KerasMutant):
 class FMDropoutInInference(_KerasMutant):
     mistake = "dropout is applied in inference (training flag ignored by dropout)"
     catches = ("FM-DROPOUT-INFERENCE",)
+    names = r"dropout active in inference"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def _drop(self, layer, x, training):
@@ -218,6 +228,7 @@ class FMFrozenGamma(_KerasMutant):
 class FMTorchDefaultInit(_KerasMutant):
     mistake = "Dense kernels initialised like torch.nn.Linear (U(+-1/sqrt(fan_in)))"
     catches = ("FM-INIT",)
+    names = r"PyTorch's default Linear initialisation"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def build(self, input_shape):
@@ -300,6 +311,7 @@ def _reseed():
 class Unseeded(_KerasMutant):
     mistake = "the initialisers draw from OS entropy instead of the seed"
     catches = ("FM-DETERMINISM", "GFF-DETERMINISM")
+    names = r"FeatureMixing and GatedFeatureFusion: .*initialisers do not draw from the given seed"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def build(self, input_shape):
@@ -346,6 +358,7 @@ class FMStateNotSaved(_KerasMutant):
 class Float64Ignored(_KerasMutant):
     mistake = "float64 is ignored: the layer always computes in float32"
     catches = ("FM-DTYPE", "GFF-DTYPE")
+    names = r"FeatureMixing and GatedFeatureFusion: .*float64 call computed partly in float32"
     layers = ("FeatureMixing", "GatedFeatureFusion")
 
     def build(self, layer, config, *, input_shapes, seed, dtype=None):
@@ -379,6 +392,7 @@ class _HalfStorageHandle(KerasPortHandle):
 class WeightsStoredInHalf(_KerasMutant):
     mistake = "set_weights rounds through float16 (weights kept in half precision)"
     catches = ("FM-WEIGHTS-ROUNDTRIP", "GFF-WEIGHTS-ROUNDTRIP")
+    names = r"FeatureMixing and GatedFeatureFusion: weights stored in float16"
     layers = ("FeatureMixing", "GatedFeatureFusion")
     handle_class = _HalfStorageHandle
 
@@ -430,24 +444,28 @@ def _gff(name, **attrs):
 class GFFRolesSwapped(_KerasMutant):
     mistake = "the gate multiplies the second input and 1 - gate the first"
     catches = ("GFF-GATE-ORDER", "GFF-FORWARD", "GFF-VECTORS")
+    names = r"gate roles swapped"
     gff = _gff("Roles", mode="roles")
 
 
 class GFFConcatSwapped(_KerasMutant):
     mistake = "the gate sees concat([b, a])"
     catches = ("GFF-GATE-ORDER",)
+    names = r"the gate seeing concat\(\[b, a\]\)"
     gff = _gff("Concat", mode="concat")
 
 
 class GFFGateOnBoth(_KerasMutant):
     mistake = "the seed's diagram read literally: gate * a + gate * b"
     catches = ("GFF-CONVEX", "GFF-FORWARD")
+    names = r"gate multiplying both inputs"
     gff = _gff("Both", mode="both")
 
 
 class GFFSoftmaxBatchAxis(_KerasMutant):
     mistake = "softmax over the batch axis (axis=0) instead of the features"
     catches = ("GFF-ACTIVATIONS",)
+    names = r"softmax over the first \(batch\) axis"
     gff = _gff("Softmax0", mode="softmax0")
 
 
@@ -475,6 +493,7 @@ class _NoBiasLinear(ref.Linear):
 class GFFTorchDefaultInit(_KerasMutant):
     mistake = "gate kernel initialised like torch.nn.Linear (U(+-1/sqrt(fan_in)))"
     catches = ("GFF-INIT",)
+    names = r"PyTorch's default Linear initialisation"
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801
         def build(self, input_shape):

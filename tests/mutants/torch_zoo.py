@@ -48,6 +48,7 @@ class BatchNorm1dAsIs(_TorchMutant):
 class BatchNorm1dKerasMomentum(_TorchMutant):
     mistake = "nn.BatchNorm1d(momentum=0.01): Keras's momentum value copied into torch's sense"
     catches = ("FM-BN-UPDATE",)
+    names = r"keep 0\.99 of their old value"
     fm = _with_norm("BN1dMomentum", lambda n: _NoCounter(n, eps=EPSILON, momentum=0.01))
 
 
@@ -71,6 +72,7 @@ class _NoCounter(nn.BatchNorm1d):
 class LinearWeightNotTransposed(_TorchMutant):
     mistake = "nn.Linear.weight (out, in) mapped to the canonical (in, out) kernel as is"
     catches = ("FM-WEIGHTS", "FM-INFERENCE", "GFF-WEIGHTS", "GFF-FORWARD")
+    names = r"transposed"
     layers = ("FeatureMixing", "GatedFeatureFusion")
 
     def weight_rule(self, name):
@@ -92,6 +94,7 @@ class _DefaultInitGFF(ref.GatedFeatureFusion):
 class LinearDefaultInit(_TorchMutant):
     mistake = "nn.Linear left with PyTorch's initialisation instead of Glorot-uniform, bias 0"
     catches = ("FM-INIT", "GFF-INIT")
+    names = r"FeatureMixing and GatedFeatureFusion: .*PyTorch's default Linear initialisation"
     layers = ("FeatureMixing", "GatedFeatureFusion")
     fm = _DefaultInitFM
     gff = _DefaultInitGFF
@@ -125,6 +128,7 @@ class _EvalIgnoringDropout(ref.FeatureMixing):
 class FunctionalDropoutAlwaysOn(_TorchMutant):
     mistake = "F.dropout called without training=self.training: dropout in eval mode"
     catches = ("FM-DROPOUT-INFERENCE",)
+    names = r"dropout active in inference"
     fm = _EvalIgnoringDropout
 
 
