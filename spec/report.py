@@ -158,32 +158,28 @@ def _across_layers(causes):
     """Merge an implementation's root causes that differ in their layer (and the bracketed
     evidence) only, or in the bracketed evidence of one layer (one mistake shown by several
     clauses' evidence); the first one's place in the order is kept."""
-    merged: dict[tuple[str, str], list] = {}
-    out = []
+    groups: dict[tuple[str, str], tuple[str, str, list, list]] = {}  # in order of first cause
     for impl, cause, ids in causes:
         m = _LAYER_CAUSE.match(cause)
-        key = (impl, m["what"]) if m and m["layer"] in LAYERS else (impl, cause)
-        if key in merged and m:
-            merged[key][1].append((m["layer"], m["evidence"]))
-            merged[key][2].extend(ids)
+        if not (m and m["layer"] in LAYERS):
+            groups[(impl, cause)] = (impl, cause, [], list(ids))
             continue
-        entry = [impl, [(m["layer"], m["evidence"])] if m and m["layer"] in LAYERS else None,
-                 list(ids), cause]
-        merged[key] = entry
-        out.append((key, entry))
+        _, _, shown, clauses = groups.setdefault((impl, m["what"]), (impl, cause, [], []))
+        shown.append((m["layer"], m["evidence"]))
+        clauses.extend(ids)
     lines = []
-    for (_, what), (impl, layers, ids, cause) in out:
-        if not layers or len(layers) == 1:
+    for (_, what), (impl, cause, shown, ids) in groups.items():
+        if len(shown) <= 1:
             lines.append((impl, cause, ids))
             continue
-        names = " and ".join(dict.fromkeys(layer for layer, _ in layers))
-        evidence = list(dict.fromkeys(e for _, e in layers if e))
+        names = " and ".join(dict.fromkeys(layer for layer, _ in shown))
+        evidence = list(dict.fromkeys(e for _, e in shown if e))
         if len(evidence) == 1:
             tail = f" [{evidence[0]}]"
         elif evidence and " and " not in names:  # one layer's evidence, from several clauses
             tail = " [" + "; ".join(evidence) + "]"
         elif evidence:
-            tail = " [" + "; ".join(f"{layer}: {e}" for layer, e in layers if e) + "]"
+            tail = " [" + "; ".join(f"{layer}: {e}" for layer, e in shown if e) + "]"
         else:
             tail = ""
         lines.append((impl, f"{names}: {what}{tail}", ids))
