@@ -560,12 +560,18 @@ def _fit_eps(spec, space, records, choices):
     i = int(np.argmin(losses))
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     ratio = (np.sqrt(5) - 1) / 2
+    # golden section: each step keeps one inner point, with its loss, and computes one new
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    loss_a, loss_b = loss(a), loss(b)
     for _ in range(28):  # bracket 1 decade -> 1.4e-6 decades, then the roundest value
-        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-        if loss(a) < loss(b):
-            hi = b
+        if loss_a < loss_b:
+            hi, b, loss_b = b, a, loss_a
+            a = hi - ratio * (hi - lo)
+            loss_a = loss(a)
         else:
-            lo = a
+            lo, a, loss_a = a, b, loss_b
+            b = lo + ratio * (hi - lo)
+            loss_b = loss(b)
     best = float(10.0 ** ((lo + hi) / 2))
     candidates = [float(f"{best:.{d}g}") for d in (1, 2, 3)] + [best]  # roundest first
     losses = [loss(np.log10(v)) for v in candidates]

@@ -165,17 +165,20 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         k1, k2 = k1.T, k2.T
 
     def grid(v):
-        """A normalisation weight as (L, N): the canonical flat vector in the port's flatten
-        order, or a port's own (L, N), per-channel (N,), per-step (L,) or scalar one."""
+        """A normalisation weight as (L, N), or a shape that broadcasts to it: the canonical
+        flat vector in the port's flatten order, or a port's own (L, N), per-channel (N,),
+        per-step (L,) or scalar one."""
         v = np.asarray(v, np.float64)
         if v.size == length * n:
             return v.reshape(length, n) if c["flatten"] == "C" else v.reshape(n, length).T
+        # (1, N), (L, 1) and (1, 1) broadcast against (L, N) in the arithmetic (np.broadcast_to
+        # here cost a sixth of the root-cause search)
         if v.size == n:
-            return np.broadcast_to(v.reshape(1, n), (length, n))
+            return v.reshape(1, n)
         if v.size == length:
-            return np.broadcast_to(v.reshape(length, 1), (length, n))
+            return v.reshape(length, 1)
         if v.size == 1:
-            return np.broadcast_to(v.reshape(1, 1), (length, n))
+            return v.reshape(1, 1)
         raise ValueError(f"a normalisation weight of shape {v.shape} for (L, N) = {(length, n)}")
 
     def flat(g, like):
