@@ -9,6 +9,7 @@ exchange folder: the portability clause of every reader then sees every writer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import tempfile
@@ -45,16 +46,19 @@ def check_target(target: str) -> None:
     registry.check_file(target)
 
 
-def preload(targets, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Load every adapter file among ``targets`` in a worker that runs nothing, so that a port
-    which cannot be imported, or hangs or crashes while it is, stops the run with its one line
-    (registry.LoadError) before any export or clause of any target starts. Built-in names
-    were checked by check_target."""
-    for target in targets:
-        if registry.is_file(target):
-            for r in isolation.run(target, tasks=[], timeout=timeout, required=True):
-                if r.status == "failed":  # the worker hung or died while importing the port
-                    raise registry.LoadError(f"{target}: {r.message}")
+def preload(targets, timeout: float = DEFAULT_TIMEOUT, lanes: int = 1) -> None:
+    """Load every adapter file among ``targets`` in a worker that runs nothing (on ``lanes``
+    at once), so that a port which cannot be imported, or hangs or crashes while it is, stops
+    the run with its one line (registry.LoadError; the first such target in the order given)
+    before any export or clause of any target starts. Built-in names were checked by
+    check_target."""
+    files = [target for target in targets if registry.is_file(target)]
+    loads = [functools.partial(isolation.run, target, tasks=[], timeout=timeout, required=True)
+             for target in files]
+    for target, loaded in zip(files, schedule.parallel(loads, lanes), strict=True):
+        for r in loaded:
+            if r.status == "failed":  # the worker hung or died while importing the port
+                raise registry.LoadError(f"{target}: {r.message}")
 
 
 def check_exchange(directory: str) -> None:
@@ -93,27 +97,22 @@ def verify(
         loaded = {target: registry.load(target, required=True) for target in targets}
     env = {EXCHANGE: os.path.abspath(exchange)} if exchange else None
     results: list[Result] = []
-    # warm workers: the worker that preloaded a port runs its clauses
-    with isolation.warm_workers() if isolate else contextlib.nullcontext():
-        if isolate:
-            preload(targets, timeout)
+    if not isolate:
         for target in targets:
-            if isolate:
-                results += schedule.run_port(
-                    target,
-                    clauses=clauses,
-                    layers=layers,
-                    tasks=tasks,
-                    timeout=timeout,
-                    on_result=on_result,
-                    env=env,
-                    required=True,
-                    on_plan=on_plan,
-                )
-            else:
-                results += _in_process(
-                    loaded[target], clauses, layers, tasks, on_result, env, on_plan
-                )
+            results += _in_process(loaded[target], clauses, layers, tasks, on_result, env, on_plan)
+        return rootcause.attach(results)  # the root-cause stage, after every clause
+    # Several targets run side by side on schedule.jobs() lanes, each in its own worker; the
+    # callbacks are called from one lane at a time, and the results come in the targets' order.
+    kwargs = dict(clauses=clauses, layers=layers, tasks=tasks, timeout=timeout, env=env,
+                  required=True, on_result=schedule.serialised(on_result),
+                  on_plan=schedule.serialised(on_plan))
+    lanes = schedule.jobs() if len(targets) > 1 else 1
+    # warm workers: the worker that preloaded a port runs its clauses
+    with isolation.warm_workers():
+        preload(targets, timeout, lanes)
+        runs = [functools.partial(schedule.run_port, target, **kwargs) for target in targets]
+        for part in schedule.parallel(runs, lanes):
+            results += part
     return rootcause.attach(results)  # the root-cause stage, after every clause
 
 
