@@ -13,6 +13,9 @@ from portspec.suite import runner
 from portspec.suite.checks import work_items
 from portspec.suite.runner import run_clause
 
+# Keras's name scopes, on each backend (tests/conftest.py)
+pytestmark = pytest.mark.home("keras-tensorflow", "keras-jax", "keras-torch")
+
 ITEMS = {clause.id: (spec, clause, fn) for spec, clause, fn in work_items(None)}
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.home("bench")  # after `asv publish` (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / ".asv" / "html"  # asv.conf.json's html_dir
 BENCHMARKS = [

@@ -113,6 +113,7 @@ def test_one_scalar_statistic_is_held_as_shape_one():
     assert result.status == "skipped" and "one statistic for all" in result.message
 
 
+@pytest.mark.home("ports")  # tf_keras is one of the peers only that env installs
 def test_a_keras_2_block_with_a_list_axis_runs_on_tf_keras():
     pytest.importorskip("tf_keras")
     port = _ports("ports_tf_keras.py")["tf-keras-reference"]

@@ -7,6 +7,9 @@ variant fits"), never a wrong name.
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import os
 import re
 from pathlib import Path
 
@@ -124,6 +127,9 @@ def _measure(framework):
     return _MEASURES[framework]
 
 
+# Every test reading a measure is in this module, which tox runs with ``--dist loadscope``: one
+# xdist worker runs the module and computes each measure once (under ``--dist load``, each
+# worker would compute it again).
 @pytest.fixture(scope="module", params=list(MEASURED))
 def measured(request):
     return _measure(request.param)
@@ -135,9 +141,11 @@ def torch_measured():
 
 
 def _verify(framework):
+    """Every port of the fixture through verify: the ports split over one process per CPU (a
+    Keras port takes some 7 s on the TensorFlow backend, and this measure would otherwise hold
+    one xdist worker for minutes while the other ran out of tests)."""
     pytest.importorskip(MEASURED[framework])
     from portspec import registry
-    from portspec.verify import verify
 
     path = FIXTURES / f"single_mistakes_{framework}.py"
     adapters = registry.load_file(str(path))
@@ -145,10 +153,23 @@ def _verify(framework):
     if backend != "tensorflow":
         pytest.skip(f"the Keras ports' expectations are the TensorFlow backend's (Keras "
                     f"{backend!r} computes BatchNormalization's float64 moments in float32)")
-    ids = [c.id for s in LAYERS.values() for c in s.clauses if not c.id.endswith(SLOW)]
-    tasks = [(a.name, c) for a in adapters for c in ids]
-    results = verify([str(path)], tasks=tasks, isolate=False)
+    names = [a.name for a in adapters]
+    jobs = min(len(os.sched_getaffinity(0)), 4)
+    # spawn: the parent may hold TensorFlow's or JAX's threads, which fork would not copy
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        parts = pool.map(_verify_ports, [str(path)] * jobs, [names[i::jobs] for i in range(jobs)])
+        results = [r for part in parts for r in part]
     return {a.name: (a.expected, [r for r in results if r.impl == a.name]) for a in adapters}
+
+
+def _verify_ports(path: str, names: list[str]):
+    """verify in this process, of the named ports of the adapter file ``path``, every clause
+    but the slow ones."""
+    from portspec.verify import verify
+
+    ids = [c.id for s in LAYERS.values() for c in s.clauses if not c.id.endswith(SLOW)]
+    return verify([path], tasks=[(n, c) for n in names for c in ids], isolate=False)
 
 
 def _causes(results):
@@ -331,7 +352,12 @@ def test_a_large_error_is_not_put_down_to_float32_storage(evidence):
 ZOO = sorted((Path(__file__).parent / "mutants").glob("*_zoo.py"))
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in ZOO])
+# coverage_zoo's mutants are written with JAX: its home is the flax env (tests/conftest.py)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, id=p.stem, marks=[pytest.mark.home("flax")] if "coverage" in p.stem else [])
+     for p in ZOO],
+)
 def test_the_mutant_zoo_measure(path):
     """Each mutant's clauses and the probe, through the root-cause stage: every mutant killed;
     the root causes named and the share of failing clauses they explain are printed."""

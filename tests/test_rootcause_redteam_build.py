@@ -156,6 +156,7 @@ def test_the_message_says_what_get_config_returned():
         "{} (missing: activation)")
 
 
+@pytest.mark.home("keras-tensorflow")  # a Keras port (tests/conftest.py)
 def test_a_native_save_losing_what_get_config_leaves_out_is_that_root_cause():
     pytest.importorskip("keras")
     from portspec.report import root_causes
@@ -242,6 +243,7 @@ def test_one_layers_evidence_from_several_clauses_merges_into_one_root_cause():
     assert len(_across_layers(causes)) == 2
 
 
+@pytest.mark.home("flax")  # a Flax port (tests/conftest.py)
 def test_a_gate_without_bias_named_in_the_weight_map_has_one_root_cause():
     pytest.importorskip("flax")
     from portspec.report import root_causes

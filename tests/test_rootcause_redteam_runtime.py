@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.home("flax")  # Flax ports (tests/conftest.py)
 pytest.importorskip("flax")
 
 from portspec import isolation, registry, rootcause  # noqa: E402

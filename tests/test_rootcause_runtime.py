@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.home("keras-tensorflow")  # Keras ports (tests/conftest.py)
 pytest.importorskip("keras")
 
 from portspec import isolation, registry, rootcause  # noqa: E402
