@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 ENV = "PORTSPEC_TEST_ENV"
+TESTS = Path(__file__).resolve().parent
 KERAS_ENVS = ("keras-tensorflow", "keras-jax", "keras-torch")
 # what a skip says when the environment lacks what the test needs
 MISSING = re.compile(
@@ -73,14 +74,20 @@ def _module_home(path: Path) -> tuple[str, ...]:
     return _by_name(path.name)
 
 
+def _ours(node) -> bool:
+    """A node of these tests: pytest also loads this file for other runs from the project's
+    folder (``pytest --pyargs portspec.suite.areas`` in tox), whose items it leaves alone."""
+    return TESTS in Path(node.path).resolve().parents
+
+
 def pytest_collection_modifyitems(config, items):
     here = os.environ.get(ENV)
     if not here:
         return
-    kept = [item for item in items if here in home(item)]
-    if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[i for i in items if here not in home(i)])
-        items[:] = kept
+    elsewhere = [item for item in items if _ours(item) and here not in home(item)]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = [item for item in items if item not in set(elsewhere)]
 
 
 def _missing_at_home(report, homes) -> str | None:
@@ -101,7 +108,7 @@ def _missing_at_home(report, homes) -> str | None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
-    if item.get_closest_marker("skipif"):  # a condition of the machine, not of the env
+    if not _ours(item) or item.get_closest_marker("skipif"):  # skipif: the machine's condition
         return
     message = _missing_at_home(report, home(item))
     if message:
@@ -111,7 +118,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector):
     report = (yield).get_result()
-    if isinstance(collector, pytest.Module):
+    if isinstance(collector, pytest.Module) and _ours(collector):
         message = _missing_at_home(report, _module_home(collector.path))
         if message:
             report.outcome, report.longrepr = "failed", message

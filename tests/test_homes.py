@@ -79,3 +79,16 @@ def test_a_test_its_home_cannot_run_fails_there(tmp_path, module):
     assert code in (0, 5) and "failed" not in out and "error" not in out.lower(), out
     code, out = _run(tmp_path, None, module)
     assert code in (0, 5) and "skipped" in out, out
+
+
+def test_the_clause_suite_run_from_the_project_is_left_alone():
+    """tox runs ``pytest --pyargs portspec.suite.areas`` from the project's folder, where pytest
+    loads tests/conftest.py too: its items are the suite's, not these tests', and all run."""
+    env = {**os.environ, "PORTSPEC_TEST_ENV": "keras-jax"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "portspec.suite.areas", "--co", "-q",
+         "-p", "no:cacheprovider", "--impl", "tests/ports_fixtures/numpy_twin.py"],
+        capture_output=True, text=True, env=env, cwd=CONFTEST.parents[1], timeout=120,
+    )
+    assert out.returncode == 0 and "deselected" not in out.stdout, out.stdout + out.stderr
+    assert "44 tests collected" in out.stdout, out.stdout
