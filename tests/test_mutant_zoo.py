@@ -7,6 +7,7 @@ passes (the mutant survives), and when some clause of the spec is named by no mu
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,11 @@ def _load(path: Path):
 
 
 # Where each zoo runs under tox (tests/conftest.py): the Keras mutants on each backend, as the
-# clauses reach them through its adapter; coverage_zoo's, written with JAX, in the flax env.
+# clauses reach them through its adapter; coverage_zoo's, written with JAX, Keras and PyTorch
+# at once, in the ports env (extras "all").
 HOMES = {
     "keras_zoo": pytest.mark.home("keras-tensorflow", "keras-jax", "keras-torch"),
-    "coverage_zoo": pytest.mark.home("flax"),
+    "coverage_zoo": pytest.mark.home("ports"),
 }
 
 
@@ -57,3 +59,50 @@ def test_every_clause_has_a_mutant():
     text = "".join(path.read_text() for path in ZOO)
     uncovered = [c.id for spec in LAYERS.values() for c in spec.clauses if f'"{c.id}"' not in text]
     assert not uncovered, f"clauses no mutant is named for: {uncovered}"
+
+
+# -- the measure on the mutant zoo --------------------------------------------------------------
+
+# Here rather than in test_rootcause.py, whose root-cause measures hold one xdist worker under
+# --dist loadscope. The Keras mutants' root causes are measured on TensorFlow (tests/conftest.py).
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, id=p.stem, marks=[HOMES["coverage_zoo"]] if "coverage" in p.stem else [])
+     for p in ZOO],
+)
+def test_the_mutant_zoo_measure(path):
+    """Each mutant's clauses and the probe, through the root-cause stage: every mutant killed;
+    the root causes named and the share of failing clauses they explain are printed."""
+    from portspec import isolation, registry, rootcause
+
+    loaded = registry.load_file(str(path))
+    if any(isinstance(a, registry.Unavailable) for a in loaded):
+        pytest.skip(f"{path.name}: not available here")
+    results = []
+    for mutant in loaded:
+        tasks = [(mutant.name, c) for c in mutant.catches]
+        results += [run() for _, run in isolation.items_for(mutant, tasks=tasks)]
+    results = rootcause.attach(results)
+    failing = [r for r in results if r.status == "failed"]
+    explained = [r for r in failing if r.cause and not r.cause.startswith("unexplained")]
+    # the root causes as the verdict lists them (one mistake in both layers is one line)
+    from portspec.report import root_causes
+
+    lines = root_causes(results)
+    causes = {m.name: {c for i, c, _ in lines if i == m.name and not c.startswith("unexplained")}
+              for m in loaded}
+    survivors = [f"{r.impl} {r.clause}" for r in results if r.status != "failed"]
+    killed = len(loaded) - len({s.split()[0] for s in survivors})
+    # a mutant's ``names`` (a regex) is what its one root cause must say: the mistake made
+    judged = [m for m in loaded if getattr(m, "names", None)]
+    misnamed = [f"{m.name}: {sorted(causes[m.name]) or 'no root cause'} (wanted /{m.names}/)"
+                for m in judged if len(causes[m.name]) != 1
+                or not re.search(m.names, next(iter(causes[m.name])), re.I)]
+    print(f"\n{path.stem}: {len(loaded)} mutants, killed {killed}, "
+          f"failing clauses {len(failing)}, explained {len(explained)}, "
+          f"root causes per mutant {sum(map(len, causes.values())) / len(loaded):.2f}, "
+          f"one root cause naming the mistake {len(judged) - len(misnamed)} of {len(loaded)}")
+    for name, found in causes.items():
+        print(f"  {name}: {' | '.join(found) or 'none'}")
+    assert not survivors, survivors
+    assert not misnamed, "\n".join(misnamed)

@@ -347,55 +347,6 @@ def test_a_large_error_is_not_put_down_to_float32_storage(evidence):
     assert "float32 rounding" not in (result.diagnosis or ""), result.diagnosis
 
 
-# -- the measure on the mutant zoo --------------------------------------------------------------
-
-ZOO = sorted((Path(__file__).parent / "mutants").glob("*_zoo.py"))
-
-
-# coverage_zoo's mutants are written with JAX: its home is the flax env (tests/conftest.py)
-@pytest.mark.parametrize(
-    "path",
-    [pytest.param(p, id=p.stem, marks=[pytest.mark.home("flax")] if "coverage" in p.stem else [])
-     for p in ZOO],
-)
-def test_the_mutant_zoo_measure(path):
-    """Each mutant's clauses and the probe, through the root-cause stage: every mutant killed;
-    the root causes named and the share of failing clauses they explain are printed."""
-    from portspec import isolation, registry, rootcause
-
-    loaded = registry.load_file(str(path))
-    if any(isinstance(a, registry.Unavailable) for a in loaded):
-        pytest.skip(f"{path.name}: not available here")
-    results = []
-    for mutant in loaded:
-        tasks = [(mutant.name, c) for c in mutant.catches]
-        results += [run() for _, run in isolation.items_for(mutant, tasks=tasks)]
-    results = rootcause.attach(results)
-    failing = [r for r in results if r.status == "failed"]
-    explained = [r for r in failing if r.cause and not r.cause.startswith("unexplained")]
-    # the root causes as the verdict lists them (one mistake in both layers is one line)
-    from portspec.report import root_causes
-
-    lines = root_causes(results)
-    causes = {m.name: {c for i, c, _ in lines if i == m.name and not c.startswith("unexplained")}
-              for m in loaded}
-    survivors = [f"{r.impl} {r.clause}" for r in results if r.status != "failed"]
-    killed = len(loaded) - len({s.split()[0] for s in survivors})
-    # a mutant's ``names`` (a regex) is what its one root cause must say: the mistake made
-    judged = [m for m in loaded if getattr(m, "names", None)]
-    misnamed = [f"{m.name}: {sorted(causes[m.name]) or 'no root cause'} (wanted /{m.names}/)"
-                for m in judged if len(causes[m.name]) != 1
-                or not re.search(m.names, next(iter(causes[m.name])), re.I)]
-    print(f"\n{path.stem}: {len(loaded)} mutants, killed {killed}, "
-          f"failing clauses {len(failing)}, explained {len(explained)}, "
-          f"root causes per mutant {sum(map(len, causes.values())) / len(loaded):.2f}, "
-          f"one root cause naming the mistake {len(judged) - len(misnamed)} of {len(loaded)}")
-    for name, found in causes.items():
-        print(f"  {name}: {' | '.join(found) or 'none'}")
-    assert not survivors, survivors
-    assert not misnamed, "\n".join(misnamed)
-
-
 def test_a_checked_diagnosis_of_how_the_layer_is_built_is_its_root_cause():
     """FM-INIT judges the initial weights, which no variant of the computation explains; the
     clause's own diagnosis (the draws fit PyTorch's Linear default) is then the root cause, and
