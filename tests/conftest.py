@@ -1,7 +1,7 @@
 """Under tox, each test runs in one environment: its home.
 
 tox runs these tests in five environments (keras-jax, keras-torch, keras-tensorflow, torch,
-flax) and the ports environment. Run everywhere, most tests would run four or five times: a
+flax), the bench environment and the ports environment. Run everywhere, most tests would run four or five times: a
 framework-free test passes alike wherever it runs, and a PyTorch test in keras-torch repeats
 the torch environment. tox sets ``PORTSPEC_TEST_ENV`` to the environment's name; a test whose
 home is another environment is then deselected (not skipped: the count says where it runs).
@@ -14,6 +14,9 @@ The home of a test:
 - else keras-tensorflow if its node ID names Keras (the single-mistake Keras ports' expected
   root causes are the TensorFlow backend's), flax if it names Flax or JAX, torch otherwise:
   the framework-free tests run with the PyTorch ones.
+
+The envs no test gets by its name (keras-jax, keras-torch, bench, ports) import only the test
+modules that name them, quoted: a ``home`` marker names its envs literally.
 
 A home that cannot run the test would hide it: deselected everywhere else, skipped there. So
 under tox a test skipped at home for a missing module or backend fails instead, naming what
@@ -51,6 +54,9 @@ def home(item) -> tuple[str, ...]:
     return marker.args if marker else _by_name(item.nodeid)
 
 
+BY_NAME = ("torch", "flax", "keras-tensorflow")  # the homes _by_name gives
+
+
 def _by_name(node: str) -> tuple[str, ...]:
     node = node.lower()
     if "keras" in node:
@@ -78,6 +84,20 @@ def _ours(node) -> bool:
     """A node of these tests: pytest also loads this file for other runs from the project's
     folder (``pytest --pyargs portspec.suite.areas`` in tox), whose items it leaves alone."""
     return TESTS in Path(node.path).resolve().parents
+
+
+def pytest_ignore_collect(collection_path, config):
+    """In an env no test gets by its name (keras-jax, keras-torch, bench, ports), a test module
+    whose source does not name the env, quoted, holds none of its tests: it is not imported.
+    (Importing every module to run the few homed there cost 6-8 s of each of those envs.) So a
+    ``home`` marker names its envs literally."""
+    here = os.environ.get(ENV)
+    if not here or here in BY_NAME or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_"):
+        return None
+    ours = TESTS in collection_path.resolve().parents
+    return True if ours and f'"{here}"' not in collection_path.read_text() else None
 
 
 def pytest_collection_modifyitems(config, items):

@@ -26,6 +26,7 @@ MODULES = {
         "def test_needs_a_module():\n"
         "    pytest.importorskip('portspec_no_such_module')\n"
     ),
+    "test_broken_elsewhere.py": "raise RuntimeError('imported in an env it has no test for')\n",
     "test_module_skip.py": (
         "import pytest\n\n"
         "pytestmark = pytest.mark.home('flax')\n"
@@ -92,3 +93,11 @@ def test_the_clause_suite_run_from_the_project_is_left_alone():
     )
     assert out.returncode == 0 and "deselected" not in out.stdout, out.stdout + out.stderr
     assert "44 tests collected" in out.stdout, out.stdout
+
+
+def test_an_env_homed_by_marker_only_imports_the_modules_naming_it(tmp_path):
+    names = ("test_plain.py", "test_marked.py", "test_broken_elsewhere.py")
+    code, out = _run(tmp_path, "keras-jax", *names)
+    assert code == 5 and "RuntimeError" not in out, out  # nothing of keras-jax's, nothing imported
+    code, out = _run(tmp_path, "flax", *names)  # homes by name: every module is imported
+    assert code in (1, 2) and "RuntimeError" in out, out
