@@ -1,11 +1,12 @@
 """Under tox, each test runs in one environment: its home.
 
 tox runs these tests in five environments (keras-jax, keras-torch, keras-tensorflow, torch,
-flax), the bench environment and the ports environment. Run everywhere, most tests would run four or five times: a
-framework-free test passes alike wherever it runs, and a PyTorch test in keras-torch repeats
-the torch environment. tox sets ``PORTSPEC_TEST_ENV`` to the environment's name; a test whose
-home is another environment is then deselected (not skipped: the count says where it runs).
-Without that variable, outside tox, every test is collected, as always.
+flax), the bench environment and the ports environment. Run everywhere, most tests would run
+four or five times: a framework-free test passes alike wherever it runs, and a PyTorch test in
+keras-torch repeats the torch environment. tox sets ``PORTSPEC_TEST_ENV`` to the
+environment's name; a test whose home is another environment is then deselected (not skipped:
+the count says where it runs). Without that variable, outside tox, every test is collected, as
+always.
 
 The home of a test:
 
