@@ -141,9 +141,9 @@ def torch_measured():
 
 
 def _verify(framework):
-    """Every port of the fixture through verify: the ports split over one process per CPU (a
-    Keras port takes some 7 s on the TensorFlow backend, and this measure would otherwise hold
-    one xdist worker for minutes while the other ran out of tests)."""
+    """Every port of the fixture through verify, on one process per CPU (a Keras port takes
+    some 7 s on the TensorFlow backend, and this measure would otherwise hold one xdist worker
+    for minutes while the other ran out of tests)."""
     pytest.importorskip(MEASURED[framework])
     from portspec import registry
 
@@ -155,10 +155,11 @@ def _verify(framework):
                     f"{backend!r} computes BatchNormalization's float64 moments in float32)")
     names = [a.name for a in adapters]
     jobs = min(len(os.sched_getaffinity(0)), 4)
-    # spawn: the parent may hold TensorFlow's or JAX's threads, which fork would not copy
+    # spawn: the parent may hold TensorFlow's or JAX's threads, which fork would not copy. One
+    # port per task, so that a process that finishes early takes the next port.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        parts = pool.map(_verify_ports, [str(path)] * jobs, [names[i::jobs] for i in range(jobs)])
+        parts = pool.map(_verify_ports, [str(path)] * len(names), [[n] for n in names])
         results = [r for part in parts for r in part]
     return {a.name: (a.expected, [r for r in results if r.impl == a.name]) for a in adapters}
 
