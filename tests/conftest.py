@@ -49,6 +49,14 @@ def pytest_configure(config):
     )
 
 
+def pytest_report_header(config):
+    here = os.environ.get(ENV)
+    if here:
+        return (f"{ENV}={here}: tests/ runs the tests whose home is {here}; the others are "
+                "deselected here and run in their own tox env (tests/conftest.py)")
+    return None
+
+
 def home(item) -> tuple[str, ...]:
     """The tox environments that run ``item``."""
     marker = item.get_closest_marker("home")

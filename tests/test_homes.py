@@ -56,6 +56,7 @@ def test_each_test_runs_in_its_home_only(tmp_path):
     code, out = _run(tmp_path, "torch", *names)
     assert code == 0, out
     assert "2 passed, 1 deselected" in out, out
+    assert "PORTSPEC_TEST_ENV=torch: tests/ runs the tests whose home is torch" in out, out
     assert "PASSED test_plain.py::test_framework_free" in out
     assert "PASSED test_marked.py::test_in_two" in out
     code, out = _run(tmp_path, "keras-tensorflow", *names)
