@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from portspec.adapter import Adapter, Handle, set_held_weights  # noqa: F401 - for the areas
+from portspec.adapter import Adapter, Handle
 from portspec.clauses import Clause, ClauseFailure
 from portspec.layers import LAYERS, Case, LayerSpec
 from portspec.tolerances import max_violation

@@ -7,10 +7,11 @@ from functools import partial
 import numpy as np
 
 from portspec import diagnose, profiles
+from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure
 from portspec.layers import Case
 from portspec.suite.areas.numerics import float64_failure
-from portspec.suite.checks import check, set_held_weights
+from portspec.suite.checks import check
 from portspec.tolerances import FORWARD, close
 
 MEAN, VAR = "norm.moving_mean", "norm.moving_variance"

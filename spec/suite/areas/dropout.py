@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
-from portspec.suite.checks import check, set_held_weights
+from portspec.suite.checks import check
 from portspec.tolerances import FORWARD
 
 P = 0.3

@@ -12,9 +12,10 @@ from functools import partial
 
 import numpy as np
 
+from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure
 from portspec.suite.areas.numerics import float64_failure
-from portspec.suite.checks import check, set_held_weights
+from portspec.suite.checks import check
 from portspec.tolerances import FD_STEP, GRADIENT
 
 DIRECTIONS = 2

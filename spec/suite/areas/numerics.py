@@ -8,10 +8,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from portspec import diagnose
+from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
 from portspec.suite.areas import dropout
-from portspec.suite.checks import cast, check, numpy_dtype, set_held_weights
+from portspec.suite.checks import cast, check, numpy_dtype
 from portspec.tolerances import FORWARD, close
 
 

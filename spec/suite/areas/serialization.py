@@ -7,10 +7,11 @@ import tempfile
 
 import numpy as np
 
+from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
 from portspec.suite.areas.dropout import random_in_inference
-from portspec.suite.checks import cast, check, set_held_weights
+from portspec.suite.checks import cast, check
 
 
 def _primed(ctx, case, rng, **build):

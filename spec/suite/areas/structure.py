@@ -8,9 +8,10 @@ import re
 import numpy as np
 
 from portspec import diagnose
+from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure
 from portspec.layers import Case
-from portspec.suite.checks import check, set_held_weights
+from portspec.suite.checks import check
 
 
 @check("shape")
