@@ -67,15 +67,12 @@ def dropout_sites(ctx):
             diagnosis=FLAG_INVERTED if inverted else _scaling_diagnosis(branch),
             checked=inverted,
         )
-    n = branch.size
-    dropped2 = int((labels == "site 2 dropped").sum())
-    kept2 = n - dropped2
-    dropped1 = int((labels == "site 1 dropped").sum())
     problems = _rate_problems(labels)
     if problems:
         # A wrong rate at one position may be draws shared with the other site or broadcast
         # along an axis: the independence probe tells, before a rate is blamed.
         found, why = _independence(handle, config, x)
+        (dropped2, n), (dropped1, kept2) = _counts(labels)
         raise ClauseFailure(
             "; ".join(problems + found),
             diagnosis="; ".join(why) or _rate_diagnosis(dropped2 / n, dropped1 / kept2),
@@ -111,17 +108,23 @@ def _labels(branch):
     return labels
 
 
-def _rate_problems(labels) -> list[str]:
-    """The sites whose drop rate is not P (6 sd), from the probe's labels."""
+def _counts(labels) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(dropped, decided) at site 2, of every unit, and at site 1, of the units site 2 kept
+    (a unit site 2 dropped shows nothing of site 1)."""
     n = labels.size
     dropped2 = int((labels == "site 2 dropped").sum())
     dropped1 = int((labels == "site 1 dropped").sum())
+    return (dropped2, n), (dropped1, n - dropped2)
+
+
+def _rate_problems(labels) -> list[str]:
+    """The sites whose drop rate is not P (6 sd), from the probe's labels."""
+    (dropped2, n), (dropped1, kept2) = _counts(labels)
     problems = []
     if not _rate_ok(dropped2, n, P):
         problems.append(f"site 2 (after the second Dense) drops {dropped2 / n:.3f}, p = {P}")
-    if not _rate_ok(dropped1, n - dropped2, P):
-        problems.append(f"site 1 (after the ReLU) drops {dropped1 / (n - dropped2):.3f}, "
-                        f"p = {P}")
+    if not _rate_ok(dropped1, kept2, P):
+        problems.append(f"site 1 (after the ReLU) drops {dropped1 / kept2:.3f}, p = {P}")
     return problems
 
 
