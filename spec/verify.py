@@ -101,12 +101,13 @@ def verify(
         for target in targets:
             results += _in_process(loaded[target], clauses, layers, tasks, on_result, env, on_plan)
         return rootcause.attach(results)  # the root-cause stage, after every clause
-    # Several targets run side by side on schedule.jobs() lanes, each in its own worker; the
-    # callbacks are called from one lane at a time, and the results come in the targets' order.
+    # Several targets run side by side on schedule.jobs() lanes (one target: on this thread),
+    # each in its own worker; the callbacks are called from one lane at a time, and the
+    # results come in the targets' order.
     kwargs = dict(clauses=clauses, layers=layers, tasks=tasks, timeout=timeout, env=env,
                   required=True, on_result=schedule.serialised(on_result),
                   on_plan=schedule.serialised(on_plan))
-    lanes = schedule.jobs() if len(targets) > 1 else 1
+    lanes = schedule.jobs()
     # warm workers: the worker that preloaded a port runs its clauses
     with isolation.warm_workers():
         preload(targets, timeout, lanes)
