@@ -35,7 +35,6 @@ import pytest
 
 ENV = "PORTSPEC_TEST_ENV"
 TESTS = Path(__file__).resolve().parent
-KERAS_ENVS = ("keras-tensorflow", "keras-jax", "keras-torch")
 # what a skip says when the environment lacks what the test needs
 MISSING = re.compile(
     r"could not import|not installed|unavailable|not available here|backend", re.IGNORECASE
@@ -89,10 +88,11 @@ def _module_home(path: Path) -> tuple[str, ...]:
     return _by_name(path.name)
 
 
-def _ours(node) -> bool:
-    """A node of these tests: pytest also loads this file for other runs from the project's
-    folder (``pytest --pyargs portspec.suite.areas`` in tox), whose items it leaves alone."""
-    return TESTS in Path(node.path).resolve().parents
+def _ours(path) -> bool:
+    """A path inside these tests: pytest also loads this file for other runs from the
+    project's folder (``pytest --pyargs portspec.suite.areas`` in tox), whose items it leaves
+    alone."""
+    return TESTS in Path(path).resolve().parents
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -105,18 +105,21 @@ def pytest_ignore_collect(collection_path, config):
         return None
     if not collection_path.name.startswith("test_"):
         return None
-    ours = TESTS in collection_path.resolve().parents
-    return True if ours and f'"{here}"' not in collection_path.read_text() else None
+    if _ours(collection_path) and f'"{here}"' not in collection_path.read_text():
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
     here = os.environ.get(ENV)
     if not here:
         return
-    elsewhere = [item for item in items if _ours(item) and here not in home(item)]
+    kept, elsewhere = [], []
+    for item in items:
+        (elsewhere if _ours(item.path) and here not in home(item) else kept).append(item)
     if elsewhere:
         config.hook.pytest_deselected(items=elsewhere)
-        items[:] = [item for item in items if item not in set(elsewhere)]
+        items[:] = kept
 
 
 def _missing_at_home(report, homes) -> str | None:
@@ -137,7 +140,7 @@ def _missing_at_home(report, homes) -> str | None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
-    if not _ours(item) or item.get_closest_marker("skipif"):  # skipif: the machine's condition
+    if not _ours(item.path) or item.get_closest_marker("skipif"):  # skipif: the machine's condition
         return
     message = _missing_at_home(report, home(item))
     if message:
@@ -147,7 +150,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector):
     report = (yield).get_result()
-    if isinstance(collector, pytest.Module) and _ours(collector):
+    if isinstance(collector, pytest.Module) and _ours(collector.path):
         message = _missing_at_home(report, _module_home(collector.path))
         if message:
             report.outcome, report.longrepr = "failed", message
