@@ -132,6 +132,7 @@ def test_a_compiled_call_the_cpp_compiler_refuses_is_made_again_with_inductors_p
     the call is compiled again once, with the probe, and gives the eager result."""
     import torch
     import torch._inductor.config as inductor
+    from torch._inductor import cpu_vec_isa
     from torch._inductor.exc import CppCompileError
 
     from portspec.ports import torch as torch_ports
@@ -139,10 +140,12 @@ def test_a_compiled_call_the_cpp_compiler_refuses_is_made_again_with_inductors_p
     port = registry.load("torch")[0]
     handle = port.build("FeatureMixing", {**CONFIG, "dropout": 0.0}, input_shapes=SHAPES, seed=0)
     x = np.random.default_rng(0).standard_normal(SHAPES[0]).astype(np.float32)
-    made = []
+    made, probes = [], []
 
     def compile_(module, **kwargs):
         made.append(inductor.cpp.vec_isa_ok)
+        # the extensions' probe programs (AVX-512 BF16, VNNI, AMX) are skipped, then restored
+        probes.append({"check_build" in vars(isa) for isa in cpu_vec_isa.supported_vec_isa_list})
         if len(made) == 1:
             def refused(*args, **kw):
                 raise RuntimeError("backend failed") from CppCompileError(["g++"], "-mamx-tile")
@@ -156,6 +159,7 @@ def test_a_compiled_call_the_cpp_compiler_refuses_is_made_again_with_inductors_p
         got = handle.forward_compiled(x, training=False)
     np.testing.assert_array_equal(got, handle.forward(x, training=False))
     assert made == [True, None]  # assumed first, then Inductor's own probe
+    assert probes == [{True}, {False}]
 
 
 def test_a_compiled_call_failing_otherwise_is_not_retried(monkeypatch):
