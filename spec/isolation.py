@@ -81,12 +81,15 @@ def run(
     export_dir: str | None = None,
     required: bool = False,
     on_plan=None,
+    stop=None,
 ) -> list[Result]:
     """Run ``target`` (a built-in name or an adapter file) clause by clause in workers.
 
     Raises registry.LoadError, before any clause runs, when the worker cannot load ``target``
     (with ``required``, also when it is merely not available here). ``on_plan`` is called with
     the (impl, clause) pairs of the first worker's plan, ``on_result`` with each result.
+    ``stop``, a ``threading.Event``, set while the job runs kills its worker: the clause
+    running fails as "stopped" and none after it starts.
     """
     job = {"target": target, "clauses": clauses, "layers": layers, "export_dir": export_dir,
            "required": required}
@@ -104,7 +107,7 @@ def run(
         worker = _Worker({**job, "tasks": pending}, worker_env(target, env))
         planned = False
         try:
-            for event in worker.events(timeout):
+            for event in worker.events(timeout, stop):
                 if event["event"] == "error":
                     raise registry.LoadError(event["message"])
                 if event["event"] == "plan":
@@ -113,16 +116,16 @@ def run(
                     pending, planned = [tuple(t) for t in event["tasks"]], True
                 elif event["event"] == "result":
                     record(Result(**event["result"]))
-        except _Stopped as stop:
+        except _Stopped as stopped:
             if pending is None or not (planned or pending):  # died or hung while loading: no
                 # clause list to go on with (or none asked for: verify.preload's load-only run)
-                record(Result(LOAD, target, "failed", f"{stop.reason} while loading", None))
+                record(Result(LOAD, target, "failed", f"{stopped.reason} while loading", None))
                 return results
             culprits = [worker.current] if worker.current else list(pending)
-            reason = stop.reason if worker.current else f"{stop.reason} while loading"
+            reason = stopped.reason if worker.current else f"{stopped.reason} while loading"
             for impl, clause in culprits:
-                record(Result(clause, impl, "failed", reason, details=stop.details))
-            if worker.current and pending:
+                record(Result(clause, impl, "failed", reason, details=stopped.details))
+            if worker.current and pending and not (stop is not None and stop.is_set()):
                 continue  # a fresh worker for the clauses still pending
             return results
         finally:
@@ -174,17 +177,24 @@ class _Worker:
             self.lines.put(line)
         self.lines.put(None)
 
-    def events(self, timeout: float):
-        """Yield events; raise _Stopped when the worker dies or a clause runs past ``timeout``.
+    def events(self, timeout: float, stop=None):
+        """Yield events; raise _Stopped when the worker dies, a clause runs past ``timeout``
+        or ``stop`` (a ``threading.Event``) is set.
 
         ``self.current`` is the (impl, clause) started and not yet reported, if any.
         """
         self.current = None
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            if stop is not None and stop.is_set():
+                self.kill()
+                raise _Stopped("stopped", {})
+            left = max(0.0, deadline - time.monotonic())
+            try:  # with a stop event: looked at every 0.05 s
+                line = self.lines.get(timeout=left if stop is None else min(left, 0.05))
             except queue.Empty:
+                if time.monotonic() < deadline:
+                    continue
                 self.kill()
                 raise _Stopped(f"timed out after {timeout:g} s", self._details()) from None
             if line is None:

@@ -92,16 +92,67 @@ def matrix_runs(names, exchange: str, *, portability: bool, export_kwargs: dict,
     return failed + [r for name in names for r in ran[name]]
 
 
-def run_port(target: str, *, clauses=None, layers=None, tasks=None, env=None, **kwargs) -> list:
-    """``isolation.run`` for one ``verify`` target, with the built-ins' exports made on the
-    other lane or taken from the cache (module docstring). Falls back to one plain run when
-    the portability clauses are not wanted, an exchange folder is given, or ``tasks`` pins
-    the run to some clauses."""
+def _split(clauses, layers) -> tuple[list[str], list[str]]:
+    """The wanted clause IDs: those that are not portability clauses, and those that are."""
     ids = [clause.id for spec, clause, _ in work_items(None)
            if wanted(spec, clause, clauses, layers)]
     portable = {clause.id for spec, clause, _ in work_items(None) if clause.family == "portable"}
-    others, readers = [i for i in ids if i not in portable], [i for i in ids if i in portable]
-    if not readers or tasks is not None or (env or {}).get(EXCHANGE):
+    return [i for i in ids if i not in portable], [i for i in ids if i in portable]
+
+
+def needs_builtin_exports(clauses=None, layers=None, tasks=None, env=None) -> bool:
+    """Whether ``run_port`` reads the built-ins' exports: a portability clause is wanted, no
+    exchange folder is given and ``tasks`` does not pin the run to some clauses."""
+    return bool(_split(clauses, layers)[1]) and tasks is None and not (env or {}).get(EXCHANGE)
+
+
+class EarlyExports:
+    """``builtin_exports`` on a thread of its own, started before ``verify`` preloads its
+    ports: the built-ins do not depend on a port, and waiting for the preload (an import of
+    the port's framework, 2 s on 2 cores) put that much onto the critical path of a cold
+    ``verify``. The results are kept and reported by ``result``, so nothing of the exports is
+    printed when the preload stops the run; ``cancel`` then kills the export's worker."""
+
+    def __init__(self, timeout: float = isolation.DEFAULT_TIMEOUT):
+        self._timeout, self._stop = timeout, threading.Event()
+        self._results: list | None = []
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, name="builtin-exports", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            self._value = builtin_exports(timeout=self._timeout, on_result=self._results.append,
+                                          stop=self._stop)
+        except BaseException as exc:  # noqa: BLE001 - raised again by result()
+            self._error = exc
+
+    def result(self, on_result=None):
+        """``builtin_exports``'s (folder, failed exports), once the thread is done; the
+        export results go to ``on_result`` on the first call only (several targets share
+        one set of exports)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        results, self._results = self._results or [], None
+        for result in results if on_result else ():
+            on_result(result)
+        return self._value
+
+    def cancel(self) -> None:
+        """Stop the exports: the worker running one is killed, none is started after."""
+        self._stop.set()
+        self._thread.join()
+
+
+def run_port(target: str, *, clauses=None, layers=None, tasks=None, env=None, exports=None,
+             **kwargs) -> list:
+    """``isolation.run`` for one ``verify`` target, with the built-ins' exports made on the
+    other lane (or by ``exports``, an ``EarlyExports``) or taken from the cache (module
+    docstring). Falls back to one plain run when the portability clauses are not wanted, an
+    exchange folder is given, or ``tasks`` pins the run to some clauses."""
+    others, readers = _split(clauses, layers)
+    if not needs_builtin_exports(clauses, layers, tasks, env):
         return isolation.run(target, clauses=clauses, layers=layers, tasks=tasks, env=env,
                              **kwargs)
     timeout, on_result = kwargs.get("timeout", isolation.DEFAULT_TIMEOUT), kwargs.get("on_result")
@@ -119,6 +170,8 @@ def run_port(target: str, *, clauses=None, layers=None, tasks=None, env=None, **
             return failed + isolation.run(target, clauses=others, env=env, **kwargs)
 
         def builtin_lane():
+            if exports is not None:
+                return exports.result(on_export)
             return builtin_exports(timeout=timeout, on_result=on_export)
 
         (results, (folder, failed_builtins)) = parallel([port_lane, builtin_lane], jobs())
@@ -131,30 +184,36 @@ def run_port(target: str, *, clauses=None, layers=None, tasks=None, env=None, **
     return failed_builtins + results
 
 
-def builtin_exports(*, timeout=isolation.DEFAULT_TIMEOUT, on_result=None):
+def builtin_exports(*, timeout=isolation.DEFAULT_TIMEOUT, on_result=None, stop=None):
     """The folder holding every built-in's portable-weights exports (those importable here,
     Keras on this process's backend), and the failed exports. Made once per portspec source,
     framework versions and Keras backend, under the cache's ``exchange/``; a run with a failed
-    export keeps its folder out of the cache."""
+    export keeps its folder out of the cache. ``stop`` (a ``threading.Event``) set ends the
+    export running (its worker is killed) and starts no other."""
     env = export_env()
     final = _exports_entry(env)
     with _EXPORTING:  # verify's targets, side by side, make them once
         if (final / "COMPLETE").exists():
             return final, []
-        return _make_exports(final, env, timeout, on_result)
+        return _make_exports(final, env, timeout, on_result, stop)
 
 
 _EXPORTING = threading.Lock()
 
 
-def _make_exports(final: Path, env: dict, timeout, on_result):
+def _make_exports(final: Path, env: dict, timeout, on_result, stop=None):
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=final.parent))
     failed = []
     for name in registry.builtin_names():  # one environment: one warm worker for all
+        if stop is not None and stop.is_set():
+            break
         exported = isolation.run(name, export_dir=str(stage), timeout=timeout,
-                                 on_result=on_result, env=env)
+                                 on_result=on_result, env=env, stop=stop)
         failed += [r for r in exported if r.status != "passed"]
+    if stop is not None and stop.is_set():  # stopped: nothing of it is kept
+        shutil.rmtree(stage, ignore_errors=True)
+        return stage, failed
     if failed:
         return stage, failed
     _complete(stage, final)

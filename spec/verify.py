@@ -50,7 +50,8 @@ def preload(targets, timeout: float = DEFAULT_TIMEOUT, lanes: int = 1) -> None:
     """Load every adapter file among ``targets`` in a worker that runs nothing (on ``lanes``
     at once), so that a port which cannot be imported, or hangs or crashes while it is, stops
     the run with its one line (registry.LoadError; the first such target in the order given)
-    before any export or clause of any target starts. Built-in names were checked by
+    before any of its exports or clauses starts. (The built-ins' exports, which need no port,
+    start alongside: ``schedule.EarlyExports``, stopped then.) Built-in names were checked by
     check_target."""
     files = [target for target in targets if registry.is_file(target)]
     loads = [functools.partial(isolation.run, target, tasks=[], timeout=timeout, required=True)
@@ -110,8 +111,17 @@ def verify(
     lanes = schedule.jobs()
     # warm workers: the worker that preloaded a port runs its clauses
     with isolation.warm_workers():
-        preload(targets, timeout, lanes)
-        runs = [functools.partial(schedule.run_port, target, **kwargs) for target in targets]
+        early = None  # the built-ins' exports, alongside the preload where there are 2 lanes
+        if lanes > 1 and schedule.needs_builtin_exports(clauses, layers, tasks, env):
+            early = schedule.EarlyExports(timeout)
+        try:
+            preload(targets, timeout, lanes)
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
+        runs = [functools.partial(schedule.run_port, target, exports=early, **kwargs)
+                for target in targets]
         for part in schedule.parallel(runs, lanes):
             results += part
     return rootcause.attach(results)  # the root-cause stage, after every clause

@@ -49,3 +49,80 @@ def test_the_keras_backend_of_the_exports_is_the_users_where_set(monkeypatch):
     assert schedule.export_env() == {"KERAS_BACKEND": "jax"}
     monkeypatch.delenv("KERAS_BACKEND")
     assert schedule.export_env()["KERAS_BACKEND"] in ("tensorflow", "jax", "torch")
+
+
+def test_a_stopped_job_kills_its_worker_at_once():
+    """``isolation.run(stop=...)``: the clause running fails as "stopped", none starts after
+    it, and the worker is gone (here one that hangs in FM-CONFIG-ROUNDTRIP)."""
+    import threading
+    import time
+    from pathlib import Path
+
+    from portspec import isolation
+
+    port = str(Path(__file__).parent / "ports_fixtures" / "misbehaving.py")
+    stop, out = threading.Event(), {}
+    tasks = [("hang", "FM-CONFIG-ROUNDTRIP"), ("hang", "FM-INFERENCE")]
+    thread = threading.Thread(
+        target=lambda: out.update(r=isolation.run(port, tasks=tasks, timeout=60, stop=stop)))
+    thread.start()
+    time.sleep(3)  # the worker is loaded and hanging in get_config
+    begun = time.monotonic()
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - begun < 2
+    assert [(r.clause, r.status, r.message) for r in out["r"]] == [
+        ("FM-CONFIG-ROUNDTRIP", "failed", "stopped")]
+
+
+def test_verify_stops_the_early_exports_when_the_port_cannot_be_loaded(cache, monkeypatch):
+    """The built-ins' exports start alongside the preload (schedule.EarlyExports); a port
+    that cannot be imported stops them: the one load error, at once, and none of their
+    results reported."""
+    import threading
+    import time
+
+    from portspec.verify import verify
+
+    seen = {}
+
+    def slow_exports(*, timeout, on_result=None, stop=None):
+        seen["started"] = True
+        on_result(object())  # would be reported, were the run to go on
+        seen["stopped"] = stop.wait(30)
+        return cache, []
+
+    monkeypatch.setenv("PORTSPEC_JOBS", "2")
+    monkeypatch.setattr(schedule, "builtin_exports", slow_exports)
+    port = cache / "PORT.py"
+    port.write_text("import numpy\nimport not_a_module_anywhere\n")
+    reported = []
+    begun = time.monotonic()
+    with pytest.raises(registry.LoadError, match="not_a_module_anywhere"):
+        verify([str(port)], clauses=["FM-SHAPE", "FM-PORTABLE"], timeout=20,
+               on_result=reported.append)
+    assert seen == {"started": True, "stopped": True}
+    assert time.monotonic() - begun < 15 and not reported
+    assert not [t for t in threading.enumerate() if t.name == "builtin-exports"]
+
+
+def test_early_exports_report_their_results_to_the_first_reader_only(monkeypatch):
+    def exports(*, timeout, on_result=None, stop=None):
+        on_result("export:FeatureMixing")
+        return "folder", ["failed"]
+
+    monkeypatch.setattr(schedule, "builtin_exports", exports)
+    early = schedule.EarlyExports()
+    first, second = [], []
+    assert early.result(first.append) == ("folder", ["failed"])
+    assert early.result(second.append) == ("folder", ["failed"])
+    assert first == ["export:FeatureMixing"] and second == []
+
+
+def test_early_exports_raise_what_the_exports_raised(monkeypatch):
+    def exports(**kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(schedule, "builtin_exports", exports)
+    with pytest.raises(OSError, match="disk full"):
+        schedule.EarlyExports().result()
