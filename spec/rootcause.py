@@ -18,7 +18,9 @@ instead*, once for all the clauses that difference fails. Two stages:
    failing clause is then re-run against a NumPy implementation of the found variant: the
    root cause *explains* the clause when the variant fails it the same way (same message, the
    same numbers within 5 %; a half-precision finding in size only); otherwise the clause is
-   unexplained. Where no variant fits, no cause is named. A canonical weight the port does not
+   unexplained. A portability clause is re-run against the writers' exports the port read
+   (``attach(results, exchange=...)``), the variant's own written under the port's name.
+   Where no variant fits, no cause is named. A canonical weight the port does not
    hold is evidence too: the choice that leaves exactly that weight unused (no gate bias, no
    bias in the first Dense) is part of every candidate. A variant that changes independent
    parts of the layer (the normalisation and the MLP, say: ``variants.parts``) is one root
@@ -32,9 +34,13 @@ the MLP", followed by its evidence (max error against the spec oracle and agains
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -1016,10 +1022,10 @@ def _same_error(message: str, raised: str) -> bool:
     return f"({head}:" in raised and words in raised
 
 
-def explains(spec, finding: Finding, result) -> bool:
-    """Does the failing clause of ``result`` fail the same way on the found variant?"""
+def explains(spec, finding: Finding, result, exchange: str | None = None) -> bool:
+    """Does the failing clause of ``result`` fail the same way on the found variant?
+    ``exchange``: the folder of the writers' exports the port's portability clause read."""
     from portspec.suite.checks import work_items
-    from portspec.suite.runner import run_clause
 
     if finding.raised and "raised " in result.message:
         # the clause failed on the very refusal the probe met: same exception, same words
@@ -1037,7 +1043,7 @@ def explains(spec, finding: Finding, result) -> bool:
         return False
     # the half-precision dtypes the port's message speaks of, which the variant then claims
     low = tuple(d for d in LOW_PRECISION if re.search(rf"\b{d}\b", result.message))
-    again = run_clause(variant_adapter(spec, finding, low), *items[result.clause])
+    again = _rerun(variant_adapter(spec, finding, low), result, items[result.clause], exchange)
     if again.status != "failed":
         return False
     mine = result.message.replace(result.impl, again.impl)  # the pairs name the reader
@@ -1056,8 +1062,36 @@ def explains(spec, finding: Finding, result) -> bool:
 LOW_PRECISION = ("bfloat16", "float16")
 
 
-def attach(results):
-    """Results without the probe pseudo-results, each failing clause with its ``cause``."""
+def _rerun(adapter, result, item, exchange: str | None):
+    """``run_clause`` of the variant. A portability clause, where the writers' exports are at
+    hand (``exchange``), reads those and the variant's own export made under the port's name,
+    as the port read them: the same writers in the same order. Without them it exports every
+    built-in importable in this process (13.6 s of the first such re-run of a ports verify:
+    the frameworks' imports and the exports)."""
+    from portspec.suite.areas.portability import EXCHANGE, export
+    from portspec.suite.runner import run_clause
+
+    spec, clause, _ = item
+    if clause.family != "portable" or not exchange:
+        return run_clause(adapter, *item)
+    adapter.name = result.impl
+    with tempfile.TemporaryDirectory(prefix="portspec-variant-") as tmp:
+        for path in Path(exchange).glob("*.safetensors"):
+            if not path.name.startswith(f"{result.impl}."):
+                os.symlink(path, Path(tmp) / path.name)
+        try:
+            export(adapter, spec, Path(tmp))
+        except Exception:  # noqa: BLE001 - the port's pairs lack its own export alike
+            pass
+        with mock.patch.dict(os.environ, {EXCHANGE: tmp}):
+            return run_clause(adapter, *item)
+
+
+def attach(results, exchange: str | None = None):
+    """Results without the probe pseudo-results, each failing clause with its ``cause``.
+    ``exchange``: the folder of the writers' portable-weights exports the ports read (the
+    built-ins', as ``verify`` and ``matrix`` hand them out), for the portability clauses'
+    re-runs (``explains``)."""
     probes = {(r.impl, r.clause[len(PROBE):]): r for r in results if r.clause.startswith(PROBE)}
     out = [r for r in results if not r.clause.startswith(PROBE)]
     prefixes = {spec.prefix: spec for spec in LAYERS.values()}
@@ -1080,7 +1114,7 @@ def attach(results):
                 out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}")
             continue
         details = {**r.details, "variant": finding.summary()}
-        cause = _cause(prefixes[prefix], finding, r) if finding.fits and (
+        cause = _cause(prefixes[prefix], finding, r, exchange) if finding.fits and (
             finding.diff or finding.precision or finding.raised) else None
         if cause is not None:
             out[i] = replace(r, cause=cause.line(), details={**details,
@@ -1109,16 +1143,16 @@ def independent(finding: Finding) -> list[Finding]:
             for d in split]
 
 
-def _cause(spec, finding: Finding, result) -> Finding | None:
+def _cause(spec, finding: Finding, result, exchange=None) -> Finding | None:
     """The finding that explains the failing ``result``: of independent differences, the one
     that fails it alone the same way; the whole finding where it takes several; None where
     the finding does not explain it."""
     pieces = independent(finding)
     if len(pieces) > 1:
-        alone = [p for p in pieces if explains(spec, p, result)]
+        alone = [p for p in pieces if explains(spec, p, result, exchange)]
         if len(alone) == 1:
             return alone[0]
-    return finding if explains(spec, finding, result) else None
+    return finding if explains(spec, finding, result, exchange) else None
 
 
 # Clauses that judge what the layer holds or how it is built, not what it computes: the

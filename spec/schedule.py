@@ -201,6 +201,13 @@ def builtin_exports(*, timeout=isolation.DEFAULT_TIMEOUT, on_result=None, stop=N
 _EXPORTING = threading.Lock()
 
 
+def cached_exports() -> str | None:
+    """The cache's folder of the built-ins' exports for this environment (``export_env``),
+    where it is complete; else None."""
+    final = _exports_entry(export_env())
+    return str(final) if (final / "COMPLETE").exists() else None
+
+
 def _make_exports(final: Path, env: dict, timeout, on_result, stop=None):
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=final.parent))

@@ -124,7 +124,9 @@ def verify(
                 for target in targets]
         for part in schedule.parallel(runs, lanes):
             results += part
-    return rootcause.attach(results)  # the root-cause stage, after every clause
+    # the root-cause stage, after every clause; the portability clauses' re-runs read the
+    # built-ins' exports the ports read (a user's exchange folder: exported live, as before)
+    return rootcause.attach(results, exchange=None if exchange else schedule.cached_exports())
 
 
 def _in_process(adapters, clauses, layers, tasks, on_result, env, on_plan) -> list[Result]:
@@ -202,7 +204,8 @@ def matrix(
             clause_kwargs=dict(clauses=clauses, layers=layers, timeout=timeout,
                                on_result=on_result, required=required, on_plan=on_plan),
         )
-    return rootcause.attach(results)  # the root-cause stage, after every clause
+        # the root-cause stage, after every clause, with the writers every name read
+        return rootcause.attach(results, exchange=exchange)
 
 
 def _wants_portability(clauses, layers) -> bool:

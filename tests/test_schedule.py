@@ -126,3 +126,70 @@ def test_early_exports_raise_what_the_exports_raised(monkeypatch):
     monkeypatch.setattr(schedule, "builtin_exports", exports)
     with pytest.raises(OSError, match="disk full"):
         schedule.EarlyExports().result()
+
+
+FLIPPED = '''
+import numpy as np
+from numpy_port import NumpyAdapter, NumpyHandle
+
+
+class Flipped(NumpyHandle):
+    """The moving statistics keep 0.99 of their old value, not 0.01. In float64 throughout,
+    so that the central differences of its gradients hold."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.dtype = np.dtype("float64")
+        self.weights = {k: v.astype(self.dtype) for k, v in self.weights.items()}
+
+    def forward(self, inputs, *, training):
+        old = dict(self.weights)
+        out = super().forward(inputs, training=training)
+        for k in ("norm.moving_mean", "norm.moving_variance"):
+            self.weights[k] = old[k] + (self.weights[k] - old[k]) * (0.01 / 0.99)
+        return out
+
+
+class FlippedAdapter(NumpyAdapter):
+    name, layers, handle = "flipped-momentum", ("FeatureMixing",), Flipped
+
+
+ADAPTERS = [FlippedAdapter()]
+'''
+
+
+def test_a_portability_rerun_reads_the_exports_the_port_read(cache, monkeypatch):
+    """The root-cause stage re-runs a failing FM-PORTABLE on the found variant against the
+    built-ins' exports the port read (``attach(exchange=...)``), the variant's own written
+    under the port's name: no built-in is loaded in the parent, and the cause is the one the
+    live re-run (every built-in exported in this process) finds."""
+    import shutil
+    from pathlib import Path
+
+    from portspec import rootcause
+    from portspec import verify as verifying
+
+    shutil.copy(Path(__file__).parent / "ports_fixtures" / "numpy_port.py", cache)
+    (cache / "PORT.py").write_text(FLIPPED)
+    seen = {}
+    attach = rootcause.attach
+
+    def spy(results, exchange=None):
+        seen.update(results=results, exchange=exchange)
+        return attach(results, exchange=exchange)
+
+    monkeypatch.setattr(verifying.rootcause, "attach", spy)
+    results = verifying.verify([str(cache / "PORT.py")], clauses=["FM-PORTABLE"], timeout=120)
+    assert seen["exchange"] == schedule.cached_exports() is not None
+    [portable] = [r for r in results if r.clause == "FM-PORTABLE"]
+    assert portable.status == "failed" and "moving_mean after the step" in portable.message
+    assert "keep 0.99 of their old value" in portable.cause, portable.cause
+
+    def no_builtins():
+        raise AssertionError("a built-in loaded in the parent")
+
+    with monkeypatch.context() as m:
+        m.setattr(registry, "default", no_builtins)
+        again = attach(seen["results"], exchange=seen["exchange"])
+    live = attach(seen["results"])
+    assert [r.cause for r in again] == [r.cause for r in live] == [r.cause for r in results]
