@@ -1095,15 +1095,12 @@ def attach(results, exchange: str | None = None):
     probes = {(r.impl, r.clause[len(PROBE):]): r for r in results if r.clause.startswith(PROBE)}
     out = [r for r in results if not r.clause.startswith(PROBE)]
     prefixes = {spec.prefix: spec for spec in LAYERS.values()}
-    findings = {}
-    for (impl, layer), r in probes.items():
-        spec = LAYERS[layer]
-        records = _from_json(r.details.get("records", []))
-        try:
-            findings[(impl, spec.prefix)] = search(spec, records)
-        except Exception as exc:  # noqa: BLE001 - the verdicts stand without a root cause
-            findings[(impl, spec.prefix)] = Finding(
-                spec.name, fits=False, note=f"the search raised {_describe(exc)}")
+    # a root cause only for a layer with a failing clause: a conforming one needs no search
+    failing = {(r.impl, r.clause.split("-")[0]) for r in out if r.status == "failed"}
+    keys = [k for k in probes if (k[0], LAYERS[k[1]].prefix) in failing]
+    searches = [(layer, probes[impl, layer].details.get("records", [])) for impl, layer in keys]
+    findings = {(impl, LAYERS[layer].prefix): found for (impl, layer), found
+                in zip(keys, _search_all(searches), strict=True)}
     for i, r in enumerate(out):
         if r.status != "failed":
             continue
@@ -1126,6 +1123,44 @@ def attach(results, exchange: str | None = None):
             why = "" if finding.fits else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
     return out
+
+
+def _search_records(layer: str, records: list) -> Finding:
+    """``search`` of one probe's records (as JSON); a search that raises is a finding that
+    fits nothing, and the verdicts stand without a root cause."""
+    spec = LAYERS[layer]
+    try:
+        return search(spec, _from_json(records))
+    except Exception as exc:  # noqa: BLE001 - see above
+        return Finding(spec.name, fits=False, note=f"the search raised {_describe(exc)}")
+
+
+def _search_all(searches: list) -> list[Finding]:
+    """``_search_records`` of each (layer, records), in order. Several run on the CPUs at
+    once (``schedule.jobs()`` lanes), each in a process of its own, ``python -m
+    portspec.rootcause`` (the search is NumPy on small arrays, held by the GIL: 12 s for one
+    of the public ports, 25 s for the six). A process started by ``multiprocessing`` (the test
+    suite's measures, one port per CPU already) runs them in turn, and so does this process
+    for a search whose process fails."""
+    import multiprocessing
+    import pickle
+    import subprocess
+    import sys
+
+    from portspec.schedule import jobs, parallel
+
+    lanes = min(jobs(), len(searches))
+    if lanes < 2 or multiprocessing.parent_process() is not None:
+        return [_search_records(*s) for s in searches]
+
+    def apart(layer, records):
+        done = subprocess.run([sys.executable, "-m", "portspec.rootcause"], check=False,
+                              input=pickle.dumps((layer, records)), capture_output=True)
+        if done.returncode != 0:
+            return _search_records(layer, records)
+        return pickle.loads(done.stdout)  # noqa: S301 - written by our own child just now
+
+    return parallel([lambda s=s: apart(*s) for s in searches], lanes)
 
 
 def independent(finding: Finding) -> list[Finding]:
@@ -1189,3 +1224,13 @@ def probe_wanted(impl: str, task: str, wanted) -> bool:
         return False
     prefix = LAYERS[task[len(PROBE):]].prefix + "-"
     return any(i == impl and c.startswith(prefix) for i, c in wanted)
+
+
+if __name__ == "__main__":  # one search for _search_all: (layer, records) in, a Finding out
+    import pickle
+    import sys
+
+    from portspec.rootcause import _search_records as _search_here
+
+    _layer, _records = pickle.load(sys.stdin.buffer)  # noqa: S301 - from our own parent
+    sys.stdout.buffer.write(pickle.dumps(_search_here(_layer, _records)))

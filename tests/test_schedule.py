@@ -193,3 +193,32 @@ def test_a_portability_rerun_reads_the_exports_the_port_read(cache, monkeypatch)
         again = attach(seen["results"], exchange=seen["exchange"])
     live = attach(seen["results"])
     assert [r.cause for r in again] == [r.cause for r in live] == [r.cause for r in results]
+
+
+def test_searches_on_two_lanes_find_what_one_finds(cache, monkeypatch):
+    """``rootcause._search_all``: several searches run in processes of their own
+    (``python -m portspec.rootcause``), one per lane, and find what the same searches find in
+    this process, in the order given; a broken child's search is made here instead."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from portspec import rootcause
+    from portspec.layers import LAYERS
+
+    shutil.copy(Path(__file__).parent / "ports_fixtures" / "numpy_port.py", cache)
+    (cache / "PORT.py").write_text(FLIPPED)
+    [flipped] = registry.load(str(cache / "PORT.py"))
+    records = rootcause.probe_result(flipped, LAYERS["FeatureMixing"]).details["records"]
+    records = json.loads(json.dumps(records))  # as they come from a worker
+    searches = [("FeatureMixing", records), ("FeatureMixing", [])]
+    monkeypatch.setenv("PORTSPEC_JOBS", "1")
+    here = rootcause._search_all(searches)
+    monkeypatch.setenv("PORTSPEC_JOBS", "2")
+    with monkeypatch.context() as m:  # nothing of it searched in this process
+        m.setattr(rootcause, "_search_records", None)
+        apart = rootcause._search_all(searches)
+    assert apart == here and not here[1].fits
+    assert list(here[0].diff) == ["momentum"] and here[0].diff["momentum"] == pytest.approx(0.99)
+    monkeypatch.setattr("sys.executable", "/bin/false")  # every child fails
+    assert rootcause._search_all(searches) == here
