@@ -9,9 +9,10 @@ overlap:
   exported its weights (one framework import per implementation instead of two).
 - ``verify PORT.py``: the port exports its own weights and runs every clause but the
   portability ones on one lane, while the other lane exports the built-ins' weights into the
-  cache (``portspec.cache``; reused until portspec or a framework changes); then the
-  portability clauses read both, in the port's warm worker. Before, the port's worker
-  imported every built-in framework and exported them inside FM/GFF-PORTABLE, every run.
+  cache (``portspec.cache``; reused until portspec or a framework changes), from the start,
+  alongside the preload of the port (``EarlyExports``); then the portability clauses read
+  both, in the port's warm worker. Before, the port's worker imported every built-in
+  framework and exported them inside FM/GFF-PORTABLE, every run.
 
 ``$PORTSPEC_JOBS`` sets the number of lanes (default: the CPUs this process may use).
 """
