@@ -5,7 +5,8 @@ must still be written. ``run`` starts ``python -m portspec.isolation``, sends it
 stdin and reads one JSON event per line from its stdout:
 
     {"event": "error", "message": ...}                   the target cannot be loaded (one line)
-    {"event": "plan", "tasks": [[impl, clause], ...]}    what the worker will run, in order
+    {"event": "plan", "tasks": [[impl, clause], ...],    what the worker will run, in order,
+     "layers": [layer, ...]}                              and the layers its adapters have
     {"event": "start", "impl": ..., "clause": ...}        a clause begins (its timeout starts)
     {"event": "result", "result": {...}}                  Result.to_dict()
 
@@ -82,6 +83,7 @@ def run(
     required: bool = False,
     on_plan=None,
     stop=None,
+    on_layers=None,
 ) -> list[Result]:
     """Run ``target`` (a built-in name or an adapter file) clause by clause in workers.
 
@@ -89,7 +91,8 @@ def run(
     (with ``required``, also when it is merely not available here). ``on_plan`` is called with
     the (impl, clause) pairs of the first worker's plan, ``on_result`` with each result.
     ``stop``, a ``threading.Event``, set while the job runs kills its worker: the clause
-    running fails as "stopped" and none after it starts.
+    running fails as "stopped" and none after it starts. ``on_layers`` is called with the
+    layers the loaded adapters have (every plan's, so also a load-only job's: ``tasks=[]``).
     """
     job = {"target": target, "clauses": clauses, "layers": layers, "export_dir": export_dir,
            "required": required}
@@ -111,6 +114,8 @@ def run(
                 if event["event"] == "error":
                     raise registry.LoadError(event["message"])
                 if event["event"] == "plan":
+                    if on_layers:
+                        on_layers(event.get("layers", []))
                     if pending is None and on_plan:
                         on_plan(event["tasks"])
                     pending, planned = [tuple(t) for t in event["tasks"]], True
@@ -391,7 +396,7 @@ def _main() -> None:
         proto.write(json.dumps(event, default=_plain) + "\n")
 
     export_dir, tasks = job.get("export_dir"), job["tasks"]
-    plan, skips = [], []
+    plan, skips, layers = [], [], set()
     try:
         loaded = registry.load(job["target"], required=job.get("required", False))
     except registry.LoadError as exc:
@@ -407,9 +412,11 @@ def _main() -> None:
             continue
         items = items_for(adapter, job["clauses"], job["layers"], tasks, export_dir)
         plan += [(adapter.name, task, fn) for task, fn in items]
+        layers.update(adapter.layers)
     if tasks is not None:
         skips = [r for r in skips if (r.impl, r.clause) in {tuple(t) for t in tasks}]
-    send({"event": "plan", "tasks": [[r.impl, r.clause] for r in skips] + [p[:2] for p in plan]})
+    send({"event": "plan", "tasks": [[r.impl, r.clause] for r in skips] + [p[:2] for p in plan],
+          "layers": [name for name in LAYERS if name in layers]})
     for result in skips:
         send({"event": "result", "result": result.to_dict()})
     for impl, task, fn in plan:

@@ -1022,9 +1022,9 @@ def _same_error(message: str, raised: str) -> bool:
     return f"({head}:" in raised and words in raised
 
 
-def explains(spec, finding: Finding, result, exchange: str | None = None) -> bool:
+def explains(spec, finding: Finding, result, exchange: list | None = None) -> bool:
     """Does the failing clause of ``result`` fail the same way on the found variant?
-    ``exchange``: the folder of the writers' exports the port's portability clause read."""
+    ``exchange``: the folders of the writers' exports the port's portability clause read."""
     from portspec.suite.checks import work_items
 
     if finding.raised and "raised " in result.message:
@@ -1062,9 +1062,10 @@ def explains(spec, finding: Finding, result, exchange: str | None = None) -> boo
 LOW_PRECISION = ("bfloat16", "float16")
 
 
-def _rerun(adapter, result, item, exchange: str | None):
+def _rerun(adapter, result, item, exchange: list | None):
     """``run_clause`` of the variant. A portability clause, where the writers' exports are at
-    hand (``exchange``), reads those and the variant's own export made under the port's name,
+    hand (the folders ``exchange``), reads those and the variant's own export made under the
+    port's name,
     as the port read them: the same writers in the same order. Without them it exports every
     built-in importable in this process (13.6 s of the first such re-run of a ports verify:
     the frameworks' imports and the exports)."""
@@ -1076,7 +1077,7 @@ def _rerun(adapter, result, item, exchange: str | None):
         return run_clause(adapter, *item)
     adapter.name = result.impl
     with tempfile.TemporaryDirectory(prefix="portspec-variant-") as tmp:
-        for path in Path(exchange).glob("*.safetensors"):
+        for path in (p for folder in exchange for p in Path(folder).glob("*.safetensors")):
             if not path.name.startswith(f"{result.impl}."):
                 os.symlink(path, Path(tmp) / path.name)
         try:
@@ -1087,9 +1088,9 @@ def _rerun(adapter, result, item, exchange: str | None):
             return run_clause(adapter, *item)
 
 
-def attach(results, exchange: str | None = None):
+def attach(results, exchange: list | None = None):
     """Results without the probe pseudo-results, each failing clause with its ``cause``.
-    ``exchange``: the folder of the writers' portable-weights exports the ports read (the
+    ``exchange``: the folders of the writers' portable-weights exports the ports read (the
     built-ins', as ``verify`` and ``matrix`` hand them out), for the portability clauses'
     re-runs (``explains``)."""
     probes = {(r.impl, r.clause[len(PROBE):]): r for r in results if r.clause.startswith(PROBE)}

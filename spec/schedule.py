@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from portspec import cache, isolation, registry
+from portspec.layers import LAYERS
 from portspec.suite.areas.portability import EXCHANGE
 from portspec.suite.checks import work_items
 from portspec.suite.runner import wanted
@@ -118,15 +119,27 @@ class EarlyExports:
         self._timeout, self._stop = timeout, threading.Event()
         self._results: list | None = []
         self._value = self._error = None
+        self._layers, self._known = set(LAYERS), threading.Event()
         self._thread = threading.Thread(target=self._run, name="builtin-exports", daemon=True)
         self._thread.start()
 
     def _run(self):
         try:
             self._value = builtin_exports(timeout=self._timeout, on_result=self._results.append,
-                                          stop=self._stop)
+                                          stop=self._stop, layers=self._wanted)
         except BaseException as exc:  # noqa: BLE001 - raised again by result()
             self._error = exc
+
+    def want(self, layers) -> None:
+        """The layers the ports have (``verify.preload``): a layer none of them has is not
+        exported. Until this is called, each layer waits before it starts (the first, the
+        FeatureMixing exports, takes some 7 s from a cold cache; the preload about 2)."""
+        self._layers = set(layers)
+        self._known.set()
+
+    def _wanted(self, layer: str) -> bool:
+        self._known.wait()
+        return layer in self._layers
 
     def result(self, on_result=None):
         """``builtin_exports``'s (folder, failed exports), once the thread is done; the
@@ -143,15 +156,17 @@ class EarlyExports:
     def cancel(self) -> None:
         """Stop the exports: the worker running one is killed, none is started after."""
         self._stop.set()
+        self._known.set()
         self._thread.join()
 
 
 def run_port(target: str, *, clauses=None, layers=None, tasks=None, env=None, exports=None,
-             **kwargs) -> list:
-    """``isolation.run`` for one ``verify`` target, with the built-ins' exports made on the
-    other lane (or by ``exports``, an ``EarlyExports``) or taken from the cache (module
-    docstring). Falls back to one plain run when the portability clauses are not wanted, an
-    exchange folder is given, or ``tasks`` pins the run to some clauses."""
+             export_layers=None, **kwargs) -> list:
+    """``isolation.run`` for one ``verify`` target, with the built-ins' exports of
+    ``export_layers`` (default: every layer) made on the other lane (or by ``exports``, an
+    ``EarlyExports``) or taken from the cache (module docstring). Falls back to one plain run
+    when the portability clauses are not wanted, an exchange folder is given, or ``tasks``
+    pins the run to some clauses."""
     others, readers = _split(clauses, layers)
     if not needs_builtin_exports(clauses, layers, tasks, env):
         return isolation.run(target, clauses=clauses, layers=layers, tasks=tasks, env=env,
@@ -173,10 +188,12 @@ def run_port(target: str, *, clauses=None, layers=None, tasks=None, env=None, ex
         def builtin_lane():
             if exports is not None:
                 return exports.result(on_export)
-            return builtin_exports(timeout=timeout, on_result=on_export)
+            return builtin_exports(timeout=timeout, on_result=on_export,
+                                   layers=None if export_layers is None
+                                   else lambda layer: layer in export_layers)
 
-        (results, (folder, failed_builtins)) = parallel([port_lane, builtin_lane], jobs())
-        for path in Path(folder).glob("*.safetensors"):
+        (results, (folders, failed_builtins)) = parallel([port_lane, builtin_lane], jobs())
+        for path in (p for folder in folders for p in Path(folder).glob("*.safetensors")):
             link = Path(tmp) / path.name
             if not link.exists():  # a built-in verified as the port: its own export stands
                 os.symlink(path, link)
@@ -185,38 +202,50 @@ def run_port(target: str, *, clauses=None, layers=None, tasks=None, env=None, ex
     return failed_builtins + results
 
 
-def builtin_exports(*, timeout=isolation.DEFAULT_TIMEOUT, on_result=None, stop=None):
-    """The folder holding every built-in's portable-weights exports (those importable here,
-    Keras on this process's backend), and the failed exports. Made once per portspec source,
-    framework versions and Keras backend, under the cache's ``exchange/``; a run with a failed
-    export keeps its folder out of the cache. ``stop`` (a ``threading.Event``) set ends the
+def builtin_exports(*, timeout=isolation.DEFAULT_TIMEOUT, on_result=None, stop=None,
+                    layers=None):
+    """The folders holding every built-in's portable-weights exports (those importable here,
+    Keras on this process's backend), one per layer, and the failed exports. Made once per
+    layer, portspec source, framework versions and Keras backend, under the cache's
+    ``exchange/``; a layer with a failed export keeps its folder out of the cache.
+    ``layers(name)`` says whether a layer is wanted (default: every layer), asked in
+    ``LAYERS``' order just before that layer; ``stop`` (a ``threading.Event``) set ends the
     export running (its worker is killed) and starts no other."""
     env = export_env()
-    final = _exports_entry(env)
+    folders, failed = [], []
     with _EXPORTING:  # verify's targets, side by side, make them once
-        if (final / "COMPLETE").exists():
-            return final, []
-        return _make_exports(final, env, timeout, on_result, stop)
+        for layer in LAYERS:
+            if (stop is not None and stop.is_set()) or (layers and not layers(layer)):
+                continue
+            final = _exports_entry(env, layer)
+            if (final / "COMPLETE").exists():
+                folders.append(final)
+                continue
+            folder, bad = _make_exports(final, env, timeout, on_result, stop, layer)
+            folders.append(folder)
+            failed += bad
+    return folders, failed
 
 
 _EXPORTING = threading.Lock()
 
 
-def cached_exports() -> str | None:
-    """The cache's folder of the built-ins' exports for this environment (``export_env``),
-    where it is complete; else None."""
-    final = _exports_entry(export_env())
-    return str(final) if (final / "COMPLETE").exists() else None
+def cached_exports() -> list[str]:
+    """The cache's folders of the built-ins' exports for this environment (``export_env``),
+    one per layer whose folder is complete."""
+    env = export_env()
+    return [str(_exports_entry(env, layer)) for layer in LAYERS
+            if (_exports_entry(env, layer) / "COMPLETE").exists()]
 
 
-def _make_exports(final: Path, env: dict, timeout, on_result, stop=None):
+def _make_exports(final: Path, env: dict, timeout, on_result, stop, layer: str):
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=final.parent))
     failed = []
     for name in registry.builtin_names():  # one environment: one warm worker for all
         if stop is not None and stop.is_set():
             break
-        exported = isolation.run(name, export_dir=str(stage), timeout=timeout,
+        exported = isolation.run(name, export_dir=str(stage), timeout=timeout, layers=[layer],
                                  on_result=on_result, env=env, stop=stop)
         failed += [r for r in exported if r.status != "passed"]
     if stop is not None and stop.is_set():  # stopped: nothing of it is kept
@@ -251,25 +280,28 @@ def keep_exports(names, exchange: str) -> None:
     ``export`` of the same built-ins, seeds and environment: the same files). Does nothing
     where the matrix did not run each of those built-ins or the entry exists."""
     env = export_env()
-    final = _exports_entry(env)
     backend = env.get("KERAS_BACKEND")
     wanted = {f"keras-{backend}" if name == "keras" else name
               for name in registry.builtin_names() if name != "keras" or backend}
-    if (final / "COMPLETE").exists() or not wanted <= set(names):
+    if not wanted <= set(names):
         return
-    files = [p for p in Path(exchange).glob("*.safetensors") if p.name.split(".")[0] in wanted]
-    if {p.name.split(".")[0] for p in files} != wanted:
-        return
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=final.parent))
-    for path in files:
-        shutil.copyfile(path, stage / path.name)
-    _complete(stage, final)
+    for layer in LAYERS:
+        final = _exports_entry(env, layer)
+        files = [p for p in Path(exchange).glob(f"*.{layer}.*.safetensors")
+                 if p.name.split(".")[0] in wanted]
+        if (final / "COMPLETE").exists() or {p.name.split(".")[0] for p in files} != wanted:
+            continue
+        final.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=final.parent))
+        for path in files:
+            shutil.copyfile(path, stage / path.name)
+        _complete(stage, final)
 
 
-def _exports_entry(env: dict) -> Path:
+def _exports_entry(env: dict, layer: str) -> Path:
+    """``exchange/<key>/<layer>``: one layer's exports, complete or absent."""
     key = cache.source_key(f"KERAS_BACKEND={env.get('KERAS_BACKEND', '')}")
-    return cache.cache_dir() / "exchange" / key
+    return cache.cache_dir() / "exchange" / key / layer
 
 
 def _complete(stage: Path, final: Path) -> None:

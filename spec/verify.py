@@ -17,9 +17,10 @@ import tempfile
 from portspec import isolation, registry, rootcause, schedule
 from portspec.adapter import read_weights
 from portspec.isolation import DEFAULT_TIMEOUT
+from portspec.layers import LAYERS
 from portspec.suite.areas.portability import EXCHANGE
 from portspec.suite.checks import work_items
-from portspec.suite.runner import Result, wanted
+from portspec.suite.runner import Result, layer_matches, wanted
 
 KERAS_BACKENDS = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 
@@ -46,20 +47,24 @@ def check_target(target: str) -> None:
     registry.check_file(target)
 
 
-def preload(targets, timeout: float = DEFAULT_TIMEOUT, lanes: int = 1) -> None:
+def preload(targets, timeout: float = DEFAULT_TIMEOUT, lanes: int = 1) -> set[str]:
     """Load every adapter file among ``targets`` in a worker that runs nothing (on ``lanes``
     at once), so that a port which cannot be imported, or hangs or crashes while it is, stops
     the run with its one line (registry.LoadError; the first such target in the order given)
     before any of its exports or clauses starts. (The built-ins' exports, which need no port,
     start alongside: ``schedule.EarlyExports``, stopped then.) Built-in names were checked by
-    check_target."""
+    check_target. Returns the layers the targets' adapters have (a built-in name: every
+    layer)."""
     files = [target for target in targets if registry.is_file(target)]
-    loads = [functools.partial(isolation.run, target, tasks=[], timeout=timeout, required=True)
+    layers = set(LAYERS) if len(files) < len(targets) else set()
+    loads = [functools.partial(isolation.run, target, tasks=[], timeout=timeout, required=True,
+                               on_layers=layers.update)
              for target in files]
     for target, loaded in zip(files, schedule.parallel(loads, lanes), strict=True):
         for r in loaded:
             if r.status == "failed":  # the worker hung or died while importing the port
                 raise registry.LoadError(f"{target}: {r.message}")
+    return layers
 
 
 def check_exchange(directory: str) -> None:
@@ -115,12 +120,18 @@ def verify(
         if lanes > 1 and schedule.needs_builtin_exports(clauses, layers, tasks, env):
             early = schedule.EarlyExports(timeout)
         try:
-            preload(targets, timeout, lanes)
+            found = preload(targets, timeout, lanes)
         except BaseException:
             if early is not None:
                 early.cancel()
             raise
-        runs = [functools.partial(schedule.run_port, target, exports=early, **kwargs)
+        # the built-ins' exports of the layers some port has (and the selection asks for)
+        export_layers = {name for name, spec in LAYERS.items() if name in found and (
+            not layers or any(layer_matches(spec, n) for n in layers))}
+        if early is not None:
+            early.want(export_layers)
+        runs = [functools.partial(schedule.run_port, target, exports=early,
+                                  export_layers=export_layers, **kwargs)
                 for target in targets]
         for part in schedule.parallel(runs, lanes):
             results += part
@@ -205,7 +216,7 @@ def matrix(
                                on_result=on_result, required=required, on_plan=on_plan),
         )
         # the root-cause stage, after every clause, with the writers every name read
-        return rootcause.attach(results, exchange=exchange)
+        return rootcause.attach(results, exchange=[exchange])
 
 
 def _wants_portability(clauses, layers) -> bool:

@@ -31,17 +31,22 @@ def test_a_passing_matrix_fills_the_entry_verify_reads(cache):
     names = _verify_names() + ["keras-jax"]
     exchange = _exchange(cache / "x", names)
     schedule.keep_exports(names, str(exchange))
-    entry = schedule._exports_entry(schedule.export_env())
-    assert (entry / "COMPLETE").exists()
-    kept = {p.name.split(".")[0] for p in entry.glob("*.safetensors")}
-    assert kept == set(_verify_names())  # keras on the other backends stays out
-    assert len(list(entry.glob("*.safetensors"))) == 6 * len(kept)
+    for layer in ("FeatureMixing", "GatedFeatureFusion"):  # one entry per layer
+        entry = schedule._exports_entry(schedule.export_env(), layer)
+        assert (entry / "COMPLETE").exists()
+        kept = {p.name.split(".")[0] for p in entry.glob("*.safetensors")}
+        assert kept == set(_verify_names())  # keras on the other backends stays out
+        assert {p.name.split(".")[1] for p in entry.glob("*.safetensors")} == {layer}
+        assert len(list(entry.glob("*.safetensors"))) == 3 * len(kept)
+    assert schedule.cached_exports() == [str(schedule._exports_entry(schedule.export_env(), n))
+                                         for n in ("FeatureMixing", "GatedFeatureFusion")]
 
 
 def test_a_matrix_without_every_builtin_verify_needs_fills_nothing(cache):
     names = _verify_names()[:-1]
     schedule.keep_exports(names, str(_exchange(cache / "x", names)))
-    assert not schedule._exports_entry(schedule.export_env()).exists()
+    assert not schedule._exports_entry(schedule.export_env(), "FeatureMixing").exists()
+    assert schedule.cached_exports() == []
 
 
 def test_the_keras_backend_of_the_exports_is_the_users_where_set(monkeypatch):
@@ -86,11 +91,11 @@ def test_verify_stops_the_early_exports_when_the_port_cannot_be_loaded(cache, mo
 
     seen = {}
 
-    def slow_exports(*, timeout, on_result=None, stop=None):
+    def slow_exports(*, timeout, on_result=None, stop=None, layers=None):
         seen["started"] = True
         on_result(object())  # would be reported, were the run to go on
         seen["stopped"] = stop.wait(30)
-        return cache, []
+        return [cache], []
 
     monkeypatch.setenv("PORTSPEC_JOBS", "2")
     monkeypatch.setattr(schedule, "builtin_exports", slow_exports)
@@ -107,15 +112,15 @@ def test_verify_stops_the_early_exports_when_the_port_cannot_be_loaded(cache, mo
 
 
 def test_early_exports_report_their_results_to_the_first_reader_only(monkeypatch):
-    def exports(*, timeout, on_result=None, stop=None):
+    def exports(*, timeout, on_result=None, stop=None, layers=None):
         on_result("export:FeatureMixing")
-        return "folder", ["failed"]
+        return ["folder"], ["failed"]
 
     monkeypatch.setattr(schedule, "builtin_exports", exports)
     early = schedule.EarlyExports()
     first, second = [], []
-    assert early.result(first.append) == ("folder", ["failed"])
-    assert early.result(second.append) == ("folder", ["failed"])
+    assert early.result(first.append) == (["folder"], ["failed"])
+    assert early.result(second.append) == (["folder"], ["failed"])
     assert first == ["export:FeatureMixing"] and second == []
 
 
@@ -180,7 +185,9 @@ def test_a_portability_rerun_reads_the_exports_the_port_read(cache, monkeypatch)
 
     monkeypatch.setattr(verifying.rootcause, "attach", spy)
     results = verifying.verify([str(cache / "PORT.py")], clauses=["FM-PORTABLE"], timeout=120)
-    assert seen["exchange"] == schedule.cached_exports() is not None
+    # the FeatureMixing exports alone: the port has no other layer
+    assert seen["exchange"] == schedule.cached_exports() == [
+        str(schedule._exports_entry(schedule.export_env(), "FeatureMixing"))]
     [portable] = [r for r in results if r.clause == "FM-PORTABLE"]
     assert portable.status == "failed" and "moving_mean after the step" in portable.message
     assert "keep 0.99 of their old value" in portable.cause, portable.cause
@@ -222,3 +229,23 @@ def test_searches_on_two_lanes_find_what_one_finds(cache, monkeypatch):
     assert list(here[0].diff) == ["momentum"] and here[0].diff["momentum"] == pytest.approx(0.99)
     monkeypatch.setattr("sys.executable", "/bin/false")  # every child fails
     assert rootcause._search_all(searches) == here
+
+
+@pytest.mark.parametrize("lanes", ["1", "2"])
+def test_verify_exports_only_the_layers_a_port_has_and_the_run_asks_for(cache, monkeypatch,
+                                                                         lanes):
+    """The built-ins' exports are made per layer: those of a layer no port has, or the run
+    does not select, are not made (with 2 lanes the exports start before the port's layers are
+    known, and the second layer waits for them)."""
+    from pathlib import Path
+
+    from portspec.verify import verify
+
+    monkeypatch.setenv("PORTSPEC_JOBS", lanes)
+    port = str(Path(__file__).parent / "ports_fixtures" / "numpy_port.py")  # both layers
+    results = verify([port], clauses=["FM-SHAPE", "FM-PORTABLE", "GFF-PORTABLE"],
+                     layers=["FM"], timeout=120)
+    assert [r.clause for r in results] == ["FM-SHAPE", "FM-PORTABLE"]
+    entry = schedule._exports_entry(schedule.export_env(), "FeatureMixing")
+    assert schedule.cached_exports() == [str(entry)]
+    assert {p.name.split(".")[1] for p in entry.glob("*.safetensors")} == {"FeatureMixing"}
