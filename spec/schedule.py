@@ -132,17 +132,21 @@ class EarlyExports:
 
     def want(self, layers) -> None:
         """The layers the ports have (``verify.preload``): a layer none of them has is not
-        exported. Until this is called, each layer waits before it starts (the first, the
-        FeatureMixing exports, takes some 7 s from a cold cache; the preload about 2)."""
+        exported. The first layer (FeatureMixing, which the ports of a TSMixer block and of
+        KMR's layers all have) starts at once, its exports cached for later runs whatever the
+        answer; each later layer waits for it (the FeatureMixing exports take some 7 s from a
+        cold cache, the preload about 2)."""
         self._layers = set(layers)
         self._known.set()
 
     def _wanted(self, layer: str) -> bool:
+        if layer == next(iter(LAYERS)) and not self._known.is_set():
+            return True
         self._known.wait()
         return layer in self._layers
 
     def result(self, on_result=None):
-        """``builtin_exports``'s (folder, failed exports), once the thread is done; the
+        """``builtin_exports``'s (folders, failed exports), once the thread is done; the
         export results go to ``on_result`` on the first call only (several targets share
         one set of exports)."""
         self._thread.join()
