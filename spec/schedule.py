@@ -102,10 +102,15 @@ def _split(clauses, layers) -> tuple[list[str], list[str]]:
     return [i for i in ids if i not in portable], [i for i in ids if i in portable]
 
 
+def portable_wanted(clauses=None, layers=None) -> bool:
+    """Whether the selection asks for a portability clause."""
+    return bool(_split(clauses, layers)[1])
+
+
 def needs_builtin_exports(clauses=None, layers=None, tasks=None, env=None) -> bool:
     """Whether ``run_port`` reads the built-ins' exports: a portability clause is wanted, no
     exchange folder is given and ``tasks`` does not pin the run to some clauses."""
-    return bool(_split(clauses, layers)[1]) and tasks is None and not (env or {}).get(EXCHANGE)
+    return portable_wanted(clauses, layers) and tasks is None and not (env or {}).get(EXCHANGE)
 
 
 class EarlyExports:
@@ -119,7 +124,7 @@ class EarlyExports:
         self._timeout, self._stop = timeout, threading.Event()
         self._results: list | None = []
         self._value = self._error = None
-        self._layers, self._known = set(LAYERS), threading.Event()
+        self._layers, self._known = set(), threading.Event()  # set by want()
         self._thread = threading.Thread(target=self._run, name="builtin-exports", daemon=True)
         self._thread.start()
 
@@ -216,12 +221,13 @@ def builtin_exports(*, timeout=isolation.DEFAULT_TIMEOUT, on_result=None, stop=N
     ``LAYERS``' order just before that layer; ``stop`` (a ``threading.Event``) set ends the
     export running (its worker is killed) and starts no other."""
     env = export_env()
+    root = _exports_root(env)
     folders, failed = [], []
     with _EXPORTING:  # verify's targets, side by side, make them once
         for layer in LAYERS:
             if (stop is not None and stop.is_set()) or (layers and not layers(layer)):
                 continue
-            final = _exports_entry(env, layer)
+            final = root / layer
             if (final / "COMPLETE").exists():
                 folders.append(final)
                 continue
@@ -237,9 +243,8 @@ _EXPORTING = threading.Lock()
 def cached_exports() -> list[str]:
     """The cache's folders of the built-ins' exports for this environment (``export_env``),
     one per layer whose folder is complete."""
-    env = export_env()
-    return [str(_exports_entry(env, layer)) for layer in LAYERS
-            if (_exports_entry(env, layer) / "COMPLETE").exists()]
+    root = _exports_root(export_env())
+    return [str(root / layer) for layer in LAYERS if (root / layer / "COMPLETE").exists()]
 
 
 def _make_exports(final: Path, env: dict, timeout, on_result, stop, layer: str):
@@ -289,8 +294,9 @@ def keep_exports(names, exchange: str) -> None:
               for name in registry.builtin_names() if name != "keras" or backend}
     if not wanted <= set(names):
         return
+    root = _exports_root(env)
     for layer in LAYERS:
-        final = _exports_entry(env, layer)
+        final = root / layer
         files = [p for p in Path(exchange).glob(f"*.{layer}.*.safetensors")
                  if p.name.split(".")[0] in wanted]
         if (final / "COMPLETE").exists() or {p.name.split(".")[0] for p in files} != wanted:
@@ -302,10 +308,16 @@ def keep_exports(names, exchange: str) -> None:
         _complete(stage, final)
 
 
+def _exports_root(env: dict) -> Path:
+    """``exchange/<key>``, whose ``<layer>`` folders hold one layer's exports each, complete
+    or absent (the key hashes every portspec source: computed once per call site)."""
+    key = cache.source_key(f"KERAS_BACKEND={env.get('KERAS_BACKEND', '')}")
+    return cache.cache_dir() / "exchange" / key
+
+
 def _exports_entry(env: dict, layer: str) -> Path:
     """``exchange/<key>/<layer>``: one layer's exports, complete or absent."""
-    key = cache.source_key(f"KERAS_BACKEND={env.get('KERAS_BACKEND', '')}")
-    return cache.cache_dir() / "exchange" / key / layer
+    return _exports_root(env) / layer
 
 
 def _complete(stage: Path, final: Path) -> None:

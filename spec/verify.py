@@ -19,8 +19,7 @@ from portspec.adapter import read_weights
 from portspec.isolation import DEFAULT_TIMEOUT
 from portspec.layers import LAYERS
 from portspec.suite.areas.portability import EXCHANGE
-from portspec.suite.checks import work_items
-from portspec.suite.runner import Result, layer_matches, wanted
+from portspec.suite.runner import Result, layer_matches
 
 KERAS_BACKENDS = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 
@@ -209,7 +208,7 @@ def matrix(
         results += schedule.matrix_runs(
             names,
             exchange,
-            portability=_wants_portability(clauses, layers),
+            portability=schedule.portable_wanted(clauses, layers),
             export_kwargs=dict(layers=layers, timeout=timeout, on_result=on_export,
                                required=required),
             clause_kwargs=dict(clauses=clauses, layers=layers, timeout=timeout,
@@ -217,10 +216,3 @@ def matrix(
         )
         # the root-cause stage, after every clause, with the writers every name read
         return rootcause.attach(results, exchange=[exchange])
-
-
-def _wants_portability(clauses, layers) -> bool:
-    return any(
-        clause.family == "portable" and wanted(spec, clause, clauses, layers)
-        for spec, clause, _ in work_items(None)
-    )
