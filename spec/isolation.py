@@ -38,7 +38,7 @@ from portspec.diagnose import explain_result
 from portspec.layers import LAYERS
 from portspec.suite.areas import portability
 from portspec.suite.checks import work_items
-from portspec.suite.runner import Result, layer_matches, run_clause, select, wanted
+from portspec.suite.runner import Result, layer_selected, run_clause, select, wanted
 
 DEFAULT_TIMEOUT = 120.0
 LOAD = "LOAD"  # the pseudo-clause of a worker that died or hung before it had a plan
@@ -340,7 +340,7 @@ def items_for(adapter, clauses=None, layers=None, tasks=None, export_dir=None):
             (f"export:{name}", lambda s=spec: _export(adapter, s, Path(export_dir)))
             for name, spec in LAYERS.items()
             if name in adapter.layers
-            and (not layers or any(layer_matches(spec, n) for n in layers))
+            and layer_selected(spec, layers)
         ]
     else:
         items = select(work_items([adapter]), adapter, clauses, layers)

@@ -19,7 +19,7 @@ from portspec.adapter import read_weights
 from portspec.isolation import DEFAULT_TIMEOUT
 from portspec.layers import LAYERS
 from portspec.suite.areas.portability import EXCHANGE
-from portspec.suite.runner import Result, layer_matches
+from portspec.suite.runner import Result, layer_selected
 
 KERAS_BACKENDS = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 
@@ -125,8 +125,8 @@ def verify(
                 early.cancel()
             raise
         # the built-ins' exports of the layers some port has (and the selection asks for)
-        export_layers = {name for name, spec in LAYERS.items() if name in found and (
-            not layers or any(layer_matches(spec, n) for n in layers))}
+        export_layers = {name for name, spec in LAYERS.items()
+                         if name in found and layer_selected(spec, layers)}
         if early is not None:
             early.want(export_layers)
         runs = [functools.partial(schedule.run_port, target, exports=early,

@@ -57,9 +57,14 @@ def layer_matches(spec, name: str) -> bool:
     return name.strip().lower() in (spec.name.lower(), spec.prefix.lower())
 
 
+def layer_selected(spec, layers=None) -> bool:
+    """Is the layer among the ``--layer`` names given (every layer when none is)?"""
+    return not layers or any(layer_matches(spec, name) for name in layers)
+
+
 def wanted(spec, clause, clauses=None, layers=None) -> bool:
     """Does the clause match one of the ``--clause`` IDs or globs and ``--layer`` names given?"""
-    if layers and not any(layer_matches(spec, name) for name in layers):
+    if not layer_selected(spec, layers):
         return False
     return not clauses or any(clause_matches(clause.id, c) for c in clauses)
 
