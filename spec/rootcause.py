@@ -120,7 +120,7 @@ def _write_native(handle, weights) -> bool:
     (in, out)): the port then computes with the canonical values, and what its adapter reads
     back shows the layout by the computation. False where the handle is no port's or a value
     fits neither as it is nor transposed."""
-    held, write = getattr(handle, "held", None), getattr(handle, "_write", None)
+    held, write = getattr(handle, "held", None), getattr(handle, "_write_all", None)
     if held is None or write is None:
         return False
     native, staged = handle._native(), []
@@ -134,8 +134,7 @@ def _write_native(handle, weights) -> bool:
         if value.shape != own:
             return False
         staged.append((entry.path, value))
-    for path, value in staged:
-        write(path, value)
+    write(staged)
     return True
 
 

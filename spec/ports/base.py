@@ -183,12 +183,22 @@ class PortHandle(Handle):
         """(input gradients, {path: gradient}) of sum(output * cotangent) for ``paths``."""
         raise NotImplementedError
 
-    def _entry(self, canonical: str) -> Entry:
+    def _write_all(self, staged) -> None:
+        """``_write`` of each (path, value) pair; a handle whose lookup of a variable walks the
+        whole module (``nnx.state``, ``state_dict``, Keras's weight list) overrides it to walk
+        once."""
+        for path, value in staged:
+            self._write(path, value)
+
+    def _entry(self, canonical: str, native=None) -> Entry:
+        """The map's entry of ``canonical``, checked against ``native`` (``_native()``, which
+        a caller looking up several entries computes once: each call walks the module)."""
         entry = self.held[canonical]
-        if entry.path not in self._native():
+        native = self._native() if native is None else native
+        if entry.path not in native:
             raise ValueError(
                 f"the weight map names {entry.path!r} for {canonical!r}, but the port has only "
-                f"{sorted(self._native())}"
+                f"{sorted(native)}"
             )
         return entry
 
@@ -198,9 +208,9 @@ class PortHandle(Handle):
         return entry.transform.to_canonical(value, shape)
 
     def get_weights(self):
-        native = self._read()
+        values, native = self._read(), self._native()
         return Weights(
-            {n: self._to_canonical(n, native[self._entry(n).path]) for n in self.held},
+            {n: self._to_canonical(n, values[self._entry(n, native).path]) for n in self.held},
             self.absent,
         )
 
@@ -213,9 +223,10 @@ class PortHandle(Handle):
                 continue
             if name not in self.held:
                 raise ValueError(f"unknown weight {name!r}; weights are {sorted(self.held)}")
-            entry = self._entry(name)
+            entry = self._entry(name, native)
             value, own = np.asarray(value), native[entry.path][0]
-            want = self._own_shape(name) if entry.kind == "held_as" else self.shapes.get(name)
+            want = (self._own_shape(name, native) if entry.kind == "held_as"
+                    else self.shapes.get(name))
             if want is not None and value.shape != tuple(want):
                 if entry.kind == "held_as" and value.shape == self.shapes.get(name):
                     missing[name] = f"{entry.why}, shape {tuple(want)}"
@@ -227,13 +238,13 @@ class PortHandle(Handle):
             staged.append((entry.path, value))
         if missing:  # every weight the clause needs and the port lacks, named once
             raise MissingWeight(", ".join(missing), "; ".join(dict.fromkeys(missing.values())))
-        for path, value in staged:  # all checked first: a refused call changes nothing
-            self._write(path, value)
+        self._write_all(staged)  # all checked first: a refused call changes nothing
 
-    def _own_shape(self, name) -> tuple[int, ...]:
+    def _own_shape(self, name, native=None) -> tuple[int, ...]:
         """The shape the port holds a weight at, after its transform."""
-        entry = self._entry(name)
-        probe = self._to_canonical(name, np.zeros(self._native()[entry.path][0]))
+        native = self._native() if native is None else native
+        entry = self._entry(name, native)
+        probe = self._to_canonical(name, np.zeros(native[entry.path][0]))
         shape = tuple(np.shape(probe))
         declared = entry.shape(self.config) if callable(entry.shape) else entry.shape
         if entry.kind == "held_as" and declared is not None and tuple(declared) != shape:
@@ -242,7 +253,8 @@ class PortHandle(Handle):
 
     def weight_info(self):
         native = self._native()
-        info = {n: (self._own_shape(n), native[self._entry(n).path][1]) for n in self.held}
+        info = {n: (self._own_shape(n, native), native[self._entry(n, native).path][1])
+                for n in self.held}
         mapped = {e.path for e in self.held.values()}
         info.update({path: v for path, v in native.items() if path not in mapped})
         return info
@@ -250,14 +262,16 @@ class PortHandle(Handle):
     def weight_layout(self):
         layout = {n: WeightLayout("absent", None, self.shapes.get(n), why)
                   for n, why in self.absent.items()}
+        native = self._native()
         for name, entry in self.held.items():
-            layout[name] = WeightLayout(entry.kind, self._own_shape(name),
+            layout[name] = WeightLayout(entry.kind, self._own_shape(name, native),
                                         self.shapes.get(name), entry.why)
         return layout
 
     def grad(self, inputs, cotangent, *, training):
         native = self._native()
-        trainable = {n: self._entry(n).path for n in self.held if native[self._entry(n).path][1]}
+        trainable = {n: self._entry(n, native).path for n in self.held
+                     if native[self._entry(n, native).path][1]}
         gx, grads = self._native_grad(inputs, cotangent, training, list(trainable.values()))
         return gx, {n: self._to_canonical(n, np.asarray(grads[p])) for n, p in trainable.items()}
 

@@ -76,8 +76,7 @@ class FlaxPortAdapter(PortAdapter):
         handle = self.build(
             layer, meta["config"], input_shapes=meta["input_shapes"], seed=0, dtype=meta["dtype"]
         )
-        for name, value in meta["arrays"].items():
-            handle._write(name, value)
+        handle._write_all(meta["arrays"].items())
         return handle
 
     def describe(self):
@@ -117,9 +116,14 @@ class FlaxPortHandle(PortHandle):
         return {p: np.array(v[...]) for p, v in self._variables().items()}
 
     def _write(self, path, value):
-        var = self._variables()[path]
+        self._write_all([(path, value)])
+
+    def _write_all(self, staged):
+        variables = self._variables()  # one walk of the module graph for every write
         with self.adapter.placed():
-            var.set_value(self.adapter.jax.numpy.asarray(value, dtype=var.dtype))
+            for path, value in staged:
+                var = variables[path]
+                var.set_value(self.adapter.jax.numpy.asarray(value, dtype=var.dtype))
 
     def _mode(self, training):
         # train()/eval() walk the module graph: switch only when the mode changes

@@ -125,8 +125,13 @@ class KerasPortHandle(PortHandle):
         return {p: self._numpy(v.value) for p, v in self._variables().items()}
 
     def _write(self, path, value):
-        var = self._variables()[path]
-        var.assign(np.asarray(value, dtype=np.float64).astype(var.dtype))
+        self._write_all([(path, value)])
+
+    def _write_all(self, staged):
+        variables = self._variables()
+        for path, value in staged:
+            var = variables[path]
+            var.assign(np.asarray(value, dtype=np.float64).astype(var.dtype))
 
     def _tensor(self, x):
         return keras_tensor(self.adapter.keras, x)

@@ -47,9 +47,11 @@ class TfKerasPortHandle(KerasPortHandle):
     def _read(self):
         return {p: self._numpy(v) for p, v in self._variables().items()}
 
-    def _write(self, path, value):
-        var = self._variables()[path]
-        var.assign(np.asarray(value, dtype=np.float64).astype(var.dtype.as_numpy_dtype))
+    def _write_all(self, staged):
+        variables = self._variables()
+        for path, value in staged:
+            var = variables[path]
+            var.assign(np.asarray(value, dtype=np.float64).astype(var.dtype.as_numpy_dtype))
 
     def _tensor(self, x):
         tf = self.adapter.tf
