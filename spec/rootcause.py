@@ -544,43 +544,57 @@ def _dropout_fits(spec, space, r, choices, tol):
     return True
 
 
-def _fit_eps(spec, space, records, choices):
-    """Least-squares epsilon (log-spaced grid, golden section), then the roundest value
-    (1-3 significant digits) that fits as well: real ports write 1e-5, not 1.0000003e-5."""
+def _eps_losses(spec, space, records, choices, log_eps) -> np.ndarray:
+    """The least-squares loss of each epsilon ``10 ** log_eps``, all in one forward per record:
+    epsilon enters only ``sqrt(var + eps)``, after the statistics, so it is passed as a
+    (K, 1, 1, 1) array and the output gains a leading axis of K (the branch after a
+    normalisation before it runs K times over; one after it, once)."""
+    log_eps = np.asarray(log_eps, np.float64)
+    records = [r for r in records if r["out"] is not None and r["label"] != "dropout"]
+    try:
+        eps, total = 10.0 ** log_eps.reshape(-1, 1, 1, 1), np.zeros(len(log_eps))
+        for r in records:
+            out, _ = _predict(spec, space, r, {**choices, "eps": eps})
+            want = np.asarray(r["out"])
+            err = np.broadcast_to((np.asarray(out) - want) ** 2, (len(eps), *want.shape))
+            total += err.reshape(len(eps), -1).mean(axis=1)
+        return total
+    except (KeyError, ValueError, TypeError):  # each epsilon alone: the one that raises is inf
+        pass
 
-    def loss(log_eps):
+    def loss(value):
         total = 0.0
         for r in records:
-            if r["out"] is None or r["label"] == "dropout":
-                continue
             try:
-                out, _ = _predict(spec, space, r, {**choices, "eps": 10.0**log_eps})
+                out, _ = _predict(spec, space, r, {**choices, "eps": 10.0**value})
             except (KeyError, ValueError, TypeError):
                 return float("inf")
             total += float(np.mean((out - r["out"]) ** 2))
         return total
 
-    grid = np.linspace(-12, 0, 25)
-    losses = [loss(v) for v in grid]
-    i = int(np.argmin(losses))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    ratio = (np.sqrt(5) - 1) / 2
-    # golden section: each step keeps one inner point, with its loss, and computes one new
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    loss_a, loss_b = loss(a), loss(b)
-    for _ in range(28):  # bracket 1 decade -> 1.4e-6 decades, then the roundest value
-        if loss_a < loss_b:
-            hi, b, loss_b = b, a, loss_a
-            a = hi - ratio * (hi - lo)
-            loss_a = loss(a)
-        else:
-            lo, a, loss_a = a, b, loss_b
-            b = lo + ratio * (hi - lo)
-            loss_b = loss(b)
+    return np.array([loss(v) for v in log_eps])
+
+
+# the epsilon fit: a log-spaced grid over 1e-12..1, then rounds of POINTS points across the
+# two grid steps around the best; each round narrows the bracket 16-fold, 1 decade -> 1e-6
+EPS_GRID, POINTS, ROUNDS = np.linspace(-12, 0, 25), 33, 5
+
+
+def _fit_eps(spec, space, records, choices):
+    """Least-squares epsilon (a log-spaced grid, narrowed in rounds), then the roundest value
+    (1-3 significant digits) that fits as well: real ports write 1e-5, not 1.0000003e-5."""
+
+    def bracket(points):
+        i = int(np.argmin(_eps_losses(spec, space, records, choices, points)))
+        return points[max(i - 1, 0)], points[min(i + 1, len(points) - 1)]
+
+    lo, hi = bracket(EPS_GRID)
+    for _ in range(ROUNDS):
+        lo, hi = bracket(np.linspace(lo, hi, POINTS))
     best = float(10.0 ** ((lo + hi) / 2))
     candidates = [float(f"{best:.{d}g}") for d in (1, 2, 3)] + [best]  # roundest first
-    losses = [loss(np.log10(v)) for v in candidates]
-    floor = min(losses)
+    losses = _eps_losses(spec, space, records, choices, np.log10(candidates))
+    floor = min(losses.tolist())
     if not np.isfinite(floor):
         return best
     return next(v for v, value in zip(candidates, losses, strict=True)

@@ -442,6 +442,47 @@ def test_a_normalisation_written_from_another_framework_is_one_root_cause(design
     assert len(rootcause.independent(found)) == 1  # one part of the layer: one root cause
 
 
+@pytest.mark.parametrize("choices", [
+    {"eps": "fit"},  # normalisation before the branch: the branch runs once per epsilon
+    {"eps": "fit", "position": "after", "norm": "layer-N", "eps_where": "outside"},
+])
+def test_the_epsilon_losses_at_once_are_each_epsilons_loss_alone(choices):
+    """The epsilon fit evaluates its grid as one array of epsilons: each loss is the one a
+    forward with that epsilon alone gives (to rounding: a stacked matmul may sum in another
+    order), before and after the residual, and on the NaN an unbiased variance of one sample
+    gives."""
+    pytest.importorskip("torch")
+    import importlib.util
+
+    from portspec import rootcause
+
+    spec_file = importlib.util.spec_from_file_location("single_mistakes_eps", FIXTURE)
+    fixture = importlib.util.module_from_spec(spec_file)
+    spec_file.loader.exec_module(fixture)
+    spec = LAYERS["FeatureMixing"]
+    design = {"eps": 1e-5, "keep": 0.9, "update_ddof": 1}
+    records = [r for r in rootcause.probe(fixture.port("eps", None, fm=design)(), spec)
+               if r["out"] is not None]
+    for r in records:
+        r["weights"] = rootcause._fill(spec, r)
+    space = variants.SPACES["FeatureMixing"]
+    choices = {k: v for k, v in choices.items() if k != "eps"}
+    log_eps = np.linspace(-12, 0, 25)
+    together = rootcause._eps_losses(spec, space, records, choices, log_eps)
+    alone = []
+    for v in log_eps:
+        total = 0.0
+        for r in records:
+            if r["label"] == "dropout":
+                continue
+            out, _ = rootcause._predict(spec, space, r, {**choices, "eps": 10.0**v})
+            total += float(np.mean((out - r["out"]) ** 2))
+        alone.append(total)
+    assert together.shape == (25,)
+    np.testing.assert_allclose(together, alone, rtol=1e-9, atol=1e-300)
+    assert len(set(np.round(np.log10(np.asarray(alone) + 1e-300), 6))) > 1  # epsilon shows
+
+
 @pytest.mark.parametrize("name", ["FeatureMixing", "GatedFeatureFusion"])
 def test_float32_is_said_only_of_errors_float32_arithmetic_makes(name):
     """Outputs met at the float32 tolerance alone: rounded to float32, they are a float64
