@@ -76,6 +76,18 @@ def portability(results) -> dict[str, tuple[list, list, dict]]:
     return out
 
 
+def not_judged_line(results, prefix) -> list[str]:
+    """The sentence under a portability matrix whose rows include other ports of the run:
+    their cells are shown, and fail no reader (spec/suite/areas/portability.py)."""
+    writers = sorted({pair.split(" -> ")[0] for r in results
+                      if r.clause == f"{prefix}-PORTABLE"
+                      for pair in r.details.get("not_judged", ())})
+    if not writers:
+        return []
+    return [f"Rows {', '.join(writers)}: another port of this run wrote them; shown, not "
+            "judged (a reader fails only on the built-ins' exports and its own)."]
+
+
 def _pair_mark(verdict) -> tuple[str, str]:
     """(mark, status) of one writer -> reader cell of the portability matrix."""
     if verdict is None:
@@ -245,6 +257,7 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
     for prefix, (writers, readers, pcells) in portability(results).items():
         lines += ["", f"{prefix}-PORTABLE: rows write portable weights, columns read them"]
         lines += _matrix_lines(writers, readers, pcells)
+        lines += not_judged_line(results, prefix)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines += ["", "Failures:"]
@@ -335,6 +348,7 @@ def to_markdown(results, title: str | None = None, meta: dict | None = None) -> 
         for w in writers:
             marks = [_pair_mark(pcells.get((w, reader)))[0] for reader in readers]
             lines.append(f"| {w} | " + " | ".join(marks) + " |")
+        lines += ["", *not_judged_line(results, prefix)] if not_judged_line(results, prefix) else []
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines += ["", "**Failures**", ""]

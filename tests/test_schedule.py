@@ -202,6 +202,44 @@ def test_a_portability_rerun_reads_the_exports_the_port_read(cache, monkeypatch)
     assert [r.cause for r in again] == [r.cause for r in live] == [r.cause for r in results]
 
 
+def test_another_port_of_the_run_is_shown_as_a_writer_but_fails_no_reader(cache):
+    """Two ports in one file read each other's exports. The conforming one cannot reproduce
+    what the flipped one wrote; that pair is shown and does not fail it. The flipped one
+    fails on the built-ins' exports alone, the way its root cause fails, so the cause
+    explains it."""
+    import shutil
+    from pathlib import Path
+
+    from portspec import report
+    from portspec import verify as verifying
+
+    shutil.copy(Path(__file__).parent / "ports_fixtures" / "numpy_port.py", cache)
+    (cache / "PORT.py").write_text(FLIPPED.replace("ADAPTERS = [FlippedAdapter()]", """
+class Plain(Flipped):  # float64 too, the moving statistics as the spec moves them
+    def forward(self, inputs, *, training):
+        return NumpyHandle.forward(self, inputs, training=training)
+
+
+class PlainAdapter(NumpyAdapter):
+    name, layers, handle = "plain-float64", ("FeatureMixing",), Plain
+
+
+ADAPTERS = [PlainAdapter(), FlippedAdapter()]
+"""))
+    results = verifying.verify([str(cache / "PORT.py")], clauses=["FM-PORTABLE"], timeout=120)
+    by = {r.impl: r for r in results if r.clause == "FM-PORTABLE"}
+    good, flipped = by["plain-float64"], by["flipped-momentum"]
+    assert good.status == "passed", good.message
+    assert good.details["not_judged"] == ["flipped-momentum -> plain-float64"]
+    assert good.details["pairs"]["flipped-momentum -> plain-float64"] != "ok"  # shown
+    assert flipped.status == "failed" and "plain-float64 ->" not in flipped.message
+    assert "keep 0.99 of their old value" in flipped.cause, flipped.cause
+    said = ("Rows flipped-momentum, plain-float64: another port of this run wrote them; "
+            "shown, not judged")
+    assert said in report.terminal(results, color=False)
+    assert said in report.to_markdown(results)
+
+
 def test_searches_on_two_lanes_find_what_one_finds(cache, monkeypatch):
     """``rootcause._search_all``: several searches run in processes of their own
     (``python -m portspec.rootcause``), one per lane, and find what the same searches find in
