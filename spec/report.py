@@ -493,6 +493,7 @@ def to_html(results, title: str | None = None, meta: dict | None = None) -> str:
                 tds.append(f'<td class="{cls}" title="{esc(v or "", quote=True)}">{mark}</td>')
             parts.append(f"<tr><td>{esc(w)}</td>{''.join(tds)}</tr>")
         parts.append("</table>")
+        parts += [f"<p>{esc(line)}</p>" for line in not_judged_line(results, prefix)]
     failed = [r for r in results if r.status == "failed"]
     if failed:
         parts.append("<h2>Failures</h2><ul>")

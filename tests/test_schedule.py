@@ -238,6 +238,7 @@ ADAPTERS = [PlainAdapter(), FlippedAdapter()]
             "shown, not judged")
     assert said in report.terminal(results, color=False)
     assert said in report.to_markdown(results)
+    assert said in report.to_html(results)
 
 
 def test_searches_on_two_lanes_find_what_one_finds(cache, monkeypatch):
