@@ -348,7 +348,8 @@ def to_markdown(results, title: str | None = None, meta: dict | None = None) -> 
         for w in writers:
             marks = [_pair_mark(pcells.get((w, reader)))[0] for reader in readers]
             lines.append(f"| {w} | " + " | ".join(marks) + " |")
-        lines += ["", *not_judged_line(results, prefix)] if not_judged_line(results, prefix) else []
+        note = not_judged_line(results, prefix)
+        lines += ["", *note] if note else []
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines += ["", "**Failures**", ""]

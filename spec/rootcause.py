@@ -1079,9 +1079,8 @@ def _rerun(adapter, result, item, exchange: list | None):
     """``run_clause`` of the variant. A portability clause, where the writers' exports are at
     hand (the folders ``exchange``), reads those and the variant's own export made under the
     port's name, as the port read them: the same writers in the same order. Without them it
-    exports every
-    built-in importable in this process (13.6 s of the first such re-run of a ports verify:
-    the frameworks' imports and the exports)."""
+    exports every built-in importable in this process (13.6 s of the first such re-run of a
+    ports verify: the frameworks' imports and the exports)."""
     from portspec.suite.areas.portability import EXCHANGE, export
     from portspec.suite.runner import run_clause
 

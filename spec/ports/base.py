@@ -154,7 +154,8 @@ class PortAdapter(Adapter):
 
 class PortHandle(Handle):
     """Canonical weights over the framework's own: subclasses give ``_native``, ``_read``,
-    ``_write`` and ``_native_grad``, all keyed by the port's parameter paths."""
+    ``_write`` (or ``_write_all``) and ``_native_grad``, all keyed by the port's parameter
+    paths."""
 
     def __init__(self, adapter: PortAdapter, layer, obj, config, input_shapes, dtype):
         self.adapter, self.layer, self.obj = adapter, layer, obj
@@ -177,6 +178,7 @@ class PortHandle(Handle):
         raise NotImplementedError
 
     def _write(self, path: str, value: np.ndarray) -> None:
+        """One weight into the port; a handle may give ``_write_all`` instead (below)."""
         raise NotImplementedError
 
     def _native_grad(self, inputs, cotangent, training, paths):
@@ -184,9 +186,10 @@ class PortHandle(Handle):
         raise NotImplementedError
 
     def _write_all(self, staged) -> None:
-        """``_write`` of each (path, value) pair; a handle whose lookup of a variable walks the
-        whole module (``nnx.state``, ``state_dict``, Keras's weight list) overrides it to walk
-        once."""
+        """Write each (path, value) pair: ``_write`` of each by default. The framework handles
+        (PyTorch, Keras, tf_keras, Flax) give this instead of ``_write``: their lookup of a
+        variable walks the whole module (``state_dict``, Keras's weight list, ``nnx.state``),
+        once here for every pair."""
         for path, value in staged:
             self._write(path, value)
 

@@ -115,9 +115,6 @@ class FlaxPortHandle(PortHandle):
     def _read(self):
         return {p: np.array(v[...]) for p, v in self._variables().items()}
 
-    def _write(self, path, value):
-        self._write_all([(path, value)])
-
     def _write_all(self, staged):
         variables = self._variables()  # one walk of the module graph for every write
         with self.adapter.placed():

@@ -124,9 +124,6 @@ class KerasPortHandle(PortHandle):
     def _read(self):
         return {p: self._numpy(v.value) for p, v in self._variables().items()}
 
-    def _write(self, path, value):
-        self._write_all([(path, value)])
-
     def _write_all(self, staged):
         variables = self._variables()
         for path, value in staged:

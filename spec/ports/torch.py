@@ -200,9 +200,6 @@ class TorchPortHandle(PortHandle):
     def _read(self):
         return {path: self._numpy(t) for path, t in self._tensors().items()}
 
-    def _write(self, path, value):
-        self._write_all([(path, value)])
-
     def _write_all(self, staged):
         tensors = self._tensors()  # one state_dict for every write
         with self.adapter.torch.no_grad():
