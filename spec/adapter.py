@@ -97,6 +97,11 @@ class Handle:
         """
         raise NotImplementedError
 
+    def grad_compiled(self, inputs, cotangent, *, training: bool):
+        """``grad`` through the framework's compiler (one program for the forward and backward
+        pass, where ``grad`` runs each operation eagerly)."""
+        raise NotApplicable("this implementation has no compiled gradient")
+
     def get_weights(self) -> dict[str, np.ndarray]:
         """Canonical name -> array. A ``held_as`` weight comes at the port's own shape; an
         ``absent`` one is missing (reading it from a ``Weights`` raises ``MissingWeight``)."""
@@ -153,6 +158,11 @@ class Adapter:
     # The implementation's own names of config parameters: spec name -> its name. A config
     # error naming either is the spec's clear error (FM-CONFIG, GFF-CONFIG).
     config_names: dict[str, str] = {}
+    # Whether the portable-weights export (FM/GFF-PORTABLE's writer) calls the layer compiled
+    # (``forward_compiled``, ``grad_compiled``) instead of eagerly. Only the built-in Flax
+    # layers do: each eager JAX operation compiles an XLA program of its own (88 of them, 2.4 s
+    # of a cold cache's export), the compiled export two. A port's export stays eager.
+    export_compiled: bool = False
 
     def build(self, layer: str, config: dict, *, input_shapes, seed: int, dtype: str | None = None):
         """Build and initialise a layer with the framework's own initialisers, seeded.

@@ -185,6 +185,10 @@ class PortHandle(Handle):
         """(input gradients, {path: gradient}) of sum(output * cotangent) for ``paths``."""
         raise NotImplementedError
 
+    def _native_grad_compiled(self, inputs, cotangent, training, paths):
+        """``_native_grad`` through the framework's compiler; not every handle has one."""
+        raise NotApplicable("this implementation has no compiled gradient")
+
     def _write_all(self, staged) -> None:
         """Write each (path, value) pair: ``_write`` of each by default. The framework handles
         (PyTorch, Keras, tf_keras, Flax) give this instead of ``_write``: their lookup of a
@@ -272,10 +276,16 @@ class PortHandle(Handle):
         return layout
 
     def grad(self, inputs, cotangent, *, training):
+        return self._grad(self._native_grad, inputs, cotangent, training)
+
+    def grad_compiled(self, inputs, cotangent, *, training):
+        return self._grad(self._native_grad_compiled, inputs, cotangent, training)
+
+    def _grad(self, native_grad, inputs, cotangent, training):
         native = self._native()
         trainable = {n: self._entry(n, native).path for n in self.held
                      if native[self._entry(n, native).path][1]}
-        gx, grads = self._native_grad(inputs, cotangent, training, list(trainable.values()))
+        gx, grads = native_grad(inputs, cotangent, training, list(trainable.values()))
         return gx, {n: self._to_canonical(n, np.asarray(grads[p])) for n, p in trainable.items()}
 
     def get_config(self):

@@ -5,8 +5,8 @@ JAX sees (its ``name`` gains ``-gpu``; ``RuntimeError`` where there is none): ev
 computation of the adapter is placed there. ``construct`` also gets ``rngs`` (an ``nnx.Rngs``
 seeded from the suite's seed, with ``params`` and ``dropout`` streams). JAX runs with x64
 enabled, else float64 silently computes in float32. Compiled calls are ``nnx.jit``, made once
-per handle and training flag. The native format is the module's variables by attribute path as
-safetensors, with the build arguments in its metadata.
+per handle and training flag (a compiled gradient, once per call). The native format is the
+module's variables by attribute path as safetensors, with the build arguments in its metadata.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class FlaxPortHandle(PortHandle):
             self._mode(training)
             return self._numpy(fn(self.obj, self._jax(inputs)))
 
-    def _native_grad(self, inputs, cotangent, training, paths):
+    def _native_grad(self, inputs, cotangent, training, paths, *, jit=False):
         import jax.numpy as jnp
 
         nnx = self.adapter.nnx
@@ -169,13 +169,19 @@ class FlaxPortHandle(PortHandle):
                 out = self.adapter.call(module, x, training=training)
                 return jnp.sum(out * cot.astype(out.dtype))
 
-            # BatchStat and RNG updates of a training call propagate back to the module
-            grads, gx = nnx.grad(loss, argnums=(0, 1))(self.obj, self._jax(inputs))
+            # BatchStat and RNG updates of a training call propagate back to the module (under
+            # nnx.jit too)
+            grad = nnx.grad(loss, argnums=(0, 1))
+            grads, gx = (nnx.jit(grad) if jit else grad)(self.obj, self._jax(inputs))
         flat = {
             ".".join(str(p) for p in path): np.array(v[...])
             for path, v in nnx.to_flat_state(nnx.state(grads, nnx.Param))
         }
         return self._numpy(gx), {p: flat[p] for p in paths}
+
+    def _native_grad_compiled(self, inputs, cotangent, training, paths):
+        # one nnx.jit per call: the cotangent is a constant of the traced loss
+        return self._native_grad(inputs, cotangent, training, paths, jit=True)
 
     def param_counts(self):
         native = self._native()

@@ -38,8 +38,8 @@ LEARNING_RATE = 0.05
 EXCHANGE = "PORTSPEC_EXCHANGE"
 
 
-def training_step(handle, x, cot, lr=LEARNING_RATE):
-    _, grads = handle.grad(x, cot, training=True)
+def training_step(handle, x, cot, lr=LEARNING_RATE, *, compiled=False):
+    _, grads = (handle.grad_compiled if compiled else handle.grad)(x, cot, training=True)
     weights = handle.get_weights()
     handle.set_weights(
         {
@@ -56,7 +56,8 @@ def _case(spec):
 
 
 def export(adapter, spec, directory: Path) -> Path:
-    """Write this adapter's weights before and after one step, with the probe and its outputs."""
+    """Write this adapter's weights before and after one step, with the probe and its outputs;
+    through the framework's compiler where the adapter's ``export_compiled`` says so."""
     case, config = _case(spec)
     rng = np.random.default_rng(23)
     x = cast(spec.make_inputs(case, rng), "float32")
@@ -66,11 +67,13 @@ def export(adapter, spec, directory: Path) -> Path:
         spec.name, config, input_shapes=case.input_shapes, seed=21, dtype="float32"
     )
     stem = directory / f"{adapter.name}.{spec.name}"
+    compiled = getattr(adapter, "export_compiled", False)
+    forward = handle.forward_compiled if compiled else handle.forward
     handle.save_weights(f"{stem}.w0.safetensors")
-    y0 = handle.forward(probe, training=False)
-    training_step(handle, x, cot)
+    y0 = forward(probe, training=False)
+    training_step(handle, x, cot, compiled=compiled)
     handle.save_weights(f"{stem}.w1.safetensors")
-    y1 = handle.forward(probe, training=False)
+    y1 = forward(probe, training=False)
     arrays = (
         {"x": x, "probe": probe}
         if not spec.multi_input
