@@ -84,6 +84,7 @@ def run(
     on_plan=None,
     stop=None,
     on_layers=None,
+    probed=(),
 ) -> list[Result]:
     """Run ``target`` (a built-in name or an adapter file) clause by clause in workers.
 
@@ -93,9 +94,11 @@ def run(
     ``stop``, a ``threading.Event``, set while the job runs kills its worker: the clause
     running fails as "stopped" and none after it starts. ``on_layers`` is called with the
     layers the loaded adapters have (every plan's, so also a load-only job's: ``tasks=[]``).
+    ``probed`` names the layers whose root-cause probe an earlier job of the same target ran:
+    it is not run again.
     """
     job = {"target": target, "clauses": clauses, "layers": layers, "export_dir": export_dir,
-           "required": required}
+           "required": required, "probed": list(probed)}
     results: list[Result] = []
     pending = [tuple(t) for t in tasks] if tasks is not None else None
 
@@ -332,9 +335,10 @@ def _describe_exit(code: int) -> str:
 # -- the worker side -----------------------------------------------------------------------
 
 
-def items_for(adapter, clauses=None, layers=None, tasks=None, export_dir=None):
+def items_for(adapter, clauses=None, layers=None, tasks=None, export_dir=None, probed=()):
     """(task id, thunk) pairs for ``adapter``: its clauses, or with ``export_dir`` its
-    portable-weights exports (task ids ``export:<Layer>``), restricted to ``tasks``."""
+    portable-weights exports (task ids ``export:<Layer>``), restricted to ``tasks``; each
+    layer's probe after its clauses, but for the layers ``probed`` names."""
     if export_dir:
         out = [
             (f"export:{name}", lambda s=spec: _export(adapter, s, Path(export_dir)))
@@ -352,6 +356,7 @@ def items_for(adapter, clauses=None, layers=None, tasks=None, export_dir=None):
         out += [
             (f"{rootcause.PROBE}{spec.name}", lambda s=spec: rootcause.probe_result(adapter, s))
             for spec in dict.fromkeys(spec for spec, _, _ in items)
+            if spec.name not in probed
         ]
     if tasks is not None:
         wanted_tasks = {tuple(t) for t in tasks}
@@ -410,7 +415,8 @@ def _main() -> None:
                     adapter.name, adapter.reason, job["clauses"], job["layers"]
                 )
             continue
-        items = items_for(adapter, job["clauses"], job["layers"], tasks, export_dir)
+        items = items_for(adapter, job["clauses"], job["layers"], tasks, export_dir,
+                          job.get("probed", ()))
         plan += [(adapter.name, task, fn) for task, fn in items]
         layers.update(adapter.layers)
     if tasks is not None:

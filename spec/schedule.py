@@ -29,6 +29,7 @@ from pathlib import Path
 
 from portspec import cache, isolation, registry
 from portspec.layers import LAYERS
+from portspec.rootcause import PROBE
 from portspec.suite.areas.portability import EXCHANGE
 from portspec.suite.checks import work_items
 from portspec.suite.runner import wanted
@@ -206,8 +207,10 @@ def run_port(target: str, *, clauses=None, layers=None, tasks=None, env=None, ex
             link = Path(tmp) / path.name
             if not link.exists():  # a built-in verified as the port: its own export stands
                 os.symlink(path, link)
+        # the port's other clauses' job ran the probes of their layers already
+        probed = {r.clause[len(PROBE):] for r in results if r.clause.startswith(PROBE)}
         results += isolation.run(target, clauses=readers, env={**(env or {}), EXCHANGE: tmp},
-                                 **kwargs)
+                                 probed=sorted(probed), **kwargs)
     return failed_builtins + results
 
 

@@ -288,3 +288,21 @@ def test_verify_exports_only_the_layers_a_port_has_and_the_run_asks_for(cache, m
     entry = schedule._exports_entry(schedule.export_env(), "FeatureMixing")
     assert schedule.cached_exports() == [str(entry)]
     assert {p.name.split(".")[1] for p in entry.glob("*.safetensors")} == {"FeatureMixing"}
+
+
+def test_verify_runs_each_layers_probe_once(cache):
+    """The portability clauses run in a job of their own, after the port's other clauses;
+    the probe those ran for a layer is not run (nor reported) again. Selected alone, they run
+    it themselves."""
+    from pathlib import Path
+
+    from portspec.verify import verify
+
+    port = str(Path(__file__).parent / "ports_fixtures" / "numpy_port.py")
+    for clauses, want in ((["FM-SHAPE", "FM-PORTABLE"], ["FM-SHAPE", "FM-PORTABLE"]),
+                          (["FM-PORTABLE"], ["FM-PORTABLE"])):
+        seen = []
+        results = verify([port], clauses=clauses, layers=["FM"], timeout=120,
+                         on_result=lambda r, seen=seen: seen.append(r.clause))
+        assert [r.clause for r in results] == want
+        assert seen.count("probe:FeatureMixing") == 1, seen
