@@ -342,10 +342,13 @@ def convex(ctx):
         slack = FORWARD["float64"] * (1 + np.abs(hi - lo) + np.abs(a) + np.abs(b))
         bad = (out < lo - slack) | (out > hi + slack)
         if bad.any():
-            i = tuple(np.argwhere(bad)[0])
+            i = tuple(int(v) for v in np.argwhere(bad)[0])
+            by = max(lo[i] - out[i], out[i] - hi[i])
+            # all 17 digits only where the excess is at rounding size, where they show it
+            digits = 17 if by < 1e-6 * (1 + abs(hi[i])) else 6
             raise ClauseFailure(
-                f"output {out[i]:.17g} outside [{lo[i]:.17g}, {hi[i]:.17g}] (by "
-                f"{max(lo[i] - out[i], out[i] - hi[i]):.3g}) at {i} "
+                f"output {out[i]:.{digits}g} outside [{lo[i]:.{digits}g}, {hi[i]:.{digits}g}] "
+                f"(by {by:.3g}) at {i} "
                 f"(F={f}, a={a[i]:.6g}, b={b[i]:.6g})",
                 diagnosis="the gate leaves [0, 1] or does not form a convex combination",
             )
