@@ -207,8 +207,12 @@ def explain_refusal(result, clause, adapter, spec):
     case = spec.cases()[0]
     config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
     if clause.family == "bn-batch1":
-        two = Case(config, ((2, *case.input_shapes[0][1:]),), "batch 2")
-        if _runs(adapter, spec, two, "float64", True):
+        # the refusal is the call's: a batch of one fails on its own, a batch of two runs (a
+        # clause that raised setting weights, say, would fail both or neither)
+        one, two = (Case(config, ((n, *case.input_shapes[0][1:]),), f"batch {n}")
+                    for n in (1, 2))
+        if _runs(adapter, spec, two, "float64", True) and not _runs(
+                adapter, spec, one, "float64", True):
             return replace(result, details={**result.details, "checked": True}, diagnosis=(
                 "the port refuses a training batch of one while a batch of two runs (as "
                 "torch.nn.BatchNorm does); the spec requires it: the batch variance is 0 and "

@@ -54,6 +54,7 @@ MEAN, VAR = "norm.moving_mean", "norm.moving_variance"
 DROP_P = 0.3
 DROP_CASE = Case({"n_series": 16, "input_size": 4, "dropout": DROP_P, "ff_dim": 16},
                  ((64, 4, 16),), "dropout probe")
+DROP_X = 0.375  # the dropout probe's input, every element (nonzero: the residual shows)
 
 
 # -- 1. the probe (worker side) -------------------------------------------------------------
@@ -203,7 +204,7 @@ def _probe_fm(adapter, spec):
             _restore(handle, w)
             out, error = _call(handle, x, training)
             state = None
-            if training and error is None:
+            if error is None:  # an inference call's too: the spec leaves them unchanged
                 now = handle.get_weights()
                 state = {k: _arr(now[k]) for k in (MEAN, VAR) if k in now}
             records.append(_record(case.label, config, x, w, training, out, error, dtype, state))
@@ -219,12 +220,13 @@ def _probe_fm(adapter, spec):
             records.append(_record("moving variance 0", config, x, zero, False, out, error,
                                    dtype))
     # the dropout probe: BatchNorm outputs beta = 1, every hidden unit is 1, the second Dense
-    # copies hidden unit c to channel c plus 1; x = 0
+    # copies hidden unit c to channel c plus 1; x = 3/8 everywhere, so that the residual's
+    # share shows (a dropout after the residual add drops it)
     config = DROP_CASE.config
     try:
         handle, dtype, _ = _build(adapter, spec, DROP_CASE, config)
         w = _set(handle, _dropout_weights(config))
-        x = np.zeros(DROP_CASE.input_shapes[0])
+        x = np.full(DROP_CASE.input_shapes[0], DROP_X)
         for training in (True, False):
             out, error = _call(handle, x, training)
             records.append(_record("dropout", config, x, w, training, out, error, dtype))
@@ -361,6 +363,12 @@ class Finding:
                 "the spec oracle cannot take the weights as the port reads them back")
         evidence = (f" [{spec}, vs this variant {_g(self.variant_error)}]"
                     if (self.diff or self.precision) else "")
+        dropout = variants.AREAS[self.layer]
+        if self.diff and all(dropout.get(k) == "dropout" for k in self.diff) and (
+                self.spec_error <= CLOSE):  # the calls without dropout say nothing of it
+            evidence = (f" [the calls without dropout match the spec oracle (max error "
+                        f"{_g(self.spec_error)}); the dropout probe's outputs take this "
+                        "variant's values, not the spec's]")
         if self.evidence:
             evidence = f" [{self.evidence}]"
         return f"{self.layer}: " + "; ".join(parts) + evidence
@@ -759,10 +767,27 @@ def _raised(records) -> str | None:
             return f"a training batch of one is refused ({r['error'][:120]})"
         if r["error"] and r["label"].endswith("float64 build"):
             return f"a float64 layer cannot be built ({r['error'][:120]})"
-    for r in records:
-        if r["error"] and r.get("dtype") == "float64":
-            return f"a float64 call raises ({r['error'][:120]})"
-    return None
+    raised = [r for r in records if r["error"] and r.get("dtype") == "float64"]
+    if not raised:
+        return None
+    r, said = raised[0], f"({raised[0]['error'][:120]})"
+    ran = [o for o in records if o["out"] is not None and o.get("dtype") == "float64"]
+    if r["x"] is None or not ran:  # every float64 call the probe made raises
+        return f"a float64 call raises {said}"
+    # some float64 calls run: what tells the refused one apart is its inputs or its config
+    shapes = sorted({_shapes(o["x"]) for o in ran})
+    if _shapes(r["x"]) not in shapes:
+        return f"a call on inputs {_shapes(r['x'])} raises {said}, where {', '.join(shapes)} run"
+    config = {k: v for k, v in r["config"].items()
+              if all(o["config"].get(k) != v for o in ran)}
+    what = ", ".join(f"{k}={v!r}" for k, v in config.items()) or f"the {r['label']} case"
+    return f"a call with {what} raises {said}, where others run"
+
+
+def _shapes(x) -> str:
+    """The shape of a call's inputs as words: ``(3, 5, 6)``, or ``(3, 5, 6) and (3, 5, 6)``."""
+    shapes = [tuple(np.shape(v)) for v in (x if isinstance(x, (list, tuple)) else [x])]
+    return " and ".join(str(s) for s in shapes)
 
 
 def distinguishable(spec, records, choices) -> bool:
@@ -1025,7 +1050,7 @@ def same_failure(a: str, b: str, loose: bool = False) -> bool:
 
 _ITEMS: dict = {}
 # choices whose clause evidence is drawn at random: the variant fails alike, not identically
-RANDOM = {"dropout_inference", "mask_axis", "shared_mask"}
+RANDOM = {"dropout_inference", "mask_axis", "shared_mask", "residual_dropout"}
 
 
 def _same_error(message: str, raised: str) -> bool:
@@ -1135,6 +1160,25 @@ def attach(results, exchange: list | None = None):
         else:
             why = "" if finding.fits else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
+    return _bigger_module(out, findings)
+
+
+def _bigger_module(results, findings):
+    """Where no variant of a layer reproduces a port whose module holds weights outside the
+    layer's table (FM-WEIGHTS' checked finding, ``structure.BIGGER``), that module is the
+    likelier cause of the failures nothing else explains: they point to it."""
+    from portspec.suite.areas.structure import BIGGER
+
+    bigger = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+              if r.status == "failed" and BIGGER in (r.cause or "")}
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        if key in bigger and (r.cause or "").startswith(UNEXPLAINED) and found is not None \
+                and not found.fits:
+            r = replace(r, cause=bigger[key])
+        out.append(r)
     return out
 
 

@@ -69,7 +69,7 @@ class NumpyOps(ExactOps):
 
     def activate(self, name, z, axis=-1):
         if name == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-z))
+            return _overflow_ok(lambda: 1.0 / (1.0 + np.exp(-z)))
         if name == "tanh":
             return np.tanh(z)
         if name == "relu":
@@ -97,15 +97,22 @@ NORM_AXES = {
 }
 
 _ERF = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _overflow_ok(compute):
+    """``compute()`` where exp(-v) may overflow to inf for a very negative v: 1 / (1 + inf) is
+    the logistic's limit 0, so NumPy's overflow warning says nothing to a user."""
+    with np.errstate(over="ignore"):
+        return compute()
 _ACT = {
     "relu": lambda v, ops: np.maximum(v, 0.0),
     "gelu": lambda v, ops: 0.5 * v * (1.0 + _ERF(v / math.sqrt(2.0))),
     "gelu-tanh": lambda v, ops: 0.5 * v * (
         1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3))
     ),
-    "silu": lambda v, ops: v / (1.0 + ops.exp(-v)),
+    "silu": lambda v, ops: _overflow_ok(lambda: v / (1.0 + ops.exp(-v))),
     "tanh": lambda v, ops: ops.tanh(v),
-    "sigmoid": lambda v, ops: 1.0 / (1.0 + ops.exp(-v)),
+    "sigmoid": lambda v, ops: _overflow_ok(lambda: 1.0 / (1.0 + ops.exp(-v))),
     "elu": lambda v, ops: np.where(v > 0, v, ops.exp(np.minimum(v, 0.0)) - 1.0),
     "identity": lambda v, ops: v,
 }
@@ -138,6 +145,8 @@ FM_DEFAULTS = {
     # drawn without that axis and broadcast along it (the masks are the caller's; the
     # root-cause stage checks the probe's decisions against this)
     "residual": "input",  # what the residual adds: "input", "normalised", "none"
+    # the second dropout on the residual sum (input included): drop(x + dense2(...))
+    "residual_dropout": False,
     "transpose": False,  # Dense kernels read (out, in)
 }
 
@@ -244,15 +253,19 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         b1, b2 = (w[f"{d}.bias"] if d in c["biases"] else 0.0 for d in ("dense1", "dense2"))
         h = _ACT[c["activation"]](ops.matmul(v, k1) + b1, ops)
         h = drop(h, "dropout1")
-        return drop(ops.matmul(h, k2) + b2, "dropout2")
+        y = ops.matmul(h, k2) + b2
+        return y if c["residual_dropout"] else drop(y, "dropout2")
+
+    def after(v):  # the residual sum, dropped where the second dropout comes after it
+        return drop(v, "dropout2") if c["residual_dropout"] else v
 
     if c["position"] == "before":
         z = normalise(x)
         y = branch(z)
-        out = {"input": x + y, "normalised": z + y, "none": y}[c["residual"]]
+        out = after({"input": x + y, "normalised": z + y, "none": y}[c["residual"]])
     else:
         y = branch(x)
-        out = normalise({"input": x + y, "normalised": x + y, "none": y}[c["residual"]])
+        out = normalise(after({"input": x + y, "normalised": x + y, "none": y}[c["residual"]]))
     return out, new
 
 
@@ -260,11 +273,14 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
 
 GFF_DEFAULTS = {
     "concat": "ab",  # the gate sees concat([a, b]); "ba": concat([b, a])
-    "roles": "a-gated",  # g*a + (1-g)*b; "b-gated": g*b + (1-g)*a; "both": g*a + g*b
+    # g*a + (1-g)*b; "b-gated": g*b + (1-g)*a; "both": g*a + g*b; "residual": a + g*b;
+    # "precedence": g*a + 1 - g*b; "logits": g*a + (1-z)*b, z the gate's pre-activation
+    "roles": "a-gated",
     "bias": True,
     "activation": None,  # None: the config's; else this one whatever the config says
     "axis": -1,  # softmax axis
-    "sees": "both",  # what the gate sees: "both" (the concatenation), "a", "b"
+    # what the gate sees: "both" (concat([a, b])), "a", "b"; "aa", "bb": concat([a, a]), ...
+    "sees": "both",
     # the function a "sigmoid" gate computes: "logistic" 1/(1+e^-z); "hard" clip(z/6 + 1/2,
     # 0, 1) (Keras 3's hard_sigmoid, jax.nn.hard_sigmoid, torch's Hardsigmoid); "hard-keras2"
     # clip(0.2 z + 1/2, 0, 1) (Keras 2's hard_sigmoid)
@@ -291,6 +307,9 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
     first, second = (a, b) if c["concat"] == "ab" else (b, a)
     if c["sees"] == "both":
         z = ops.matmul(np.concatenate([first, second], axis=-1), k)
+    elif c["sees"] in ("aa", "bb"):
+        v = a if c["sees"] == "aa" else b
+        z = ops.matmul(np.concatenate([v, v], axis=-1), k)
     elif c["sees"] == "a":
         z = ops.matmul(a, k[:f])
     else:
@@ -305,6 +324,12 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
         g = ops.activate(name, z, axis=c["axis"])
     if c["roles"] == "both":
         return g * a + g * b, dict(weights)
+    if c["roles"] == "residual":
+        return a + g * b, dict(weights)
+    if c["roles"] == "precedence":
+        return g * a + 1.0 - g * b, dict(weights)
+    if c["roles"] == "logits":
+        return g * a + (1.0 - z) * b, dict(weights)
     if c["roles"] == "b-gated":
         a, b = b, a
     return g * a + (1.0 - g) * b, dict(weights)
@@ -372,6 +397,7 @@ FM_SPACE = Space(
         "shared_mask": [True],
         "mask_axis": ["batch", "time", "channel"],
         "residual": ["normalised", "none"],
+        "residual_dropout": [True],
         "transpose": [True],
     },
     {
@@ -431,6 +457,10 @@ FM_SPACE = Space(
         "residual": {"input": "the residual adding the input",
                      "normalised": "the residual adding the normalised input",
                      "none": "no residual connection"},
+        "residual_dropout": {False: "the second dropout on the MLP's output, before the "
+                             "residual add",
+                             True: "the second dropout on the residual sum (dropping the "
+                             "input's share too)"},
         "transpose": TRANSPOSE,
     },
 )
@@ -440,11 +470,11 @@ GFF_SPACE = Space(
     GFF_DEFAULTS,
     {
         "concat": ["ba"],
-        "roles": ["b-gated", "both"],
+        "roles": ["b-gated", "both", "residual", "precedence", "logits"],
         "bias": [False],
         "activation": list(gff.ACTIVATIONS),
         "axis": [0, 1],
-        "sees": ["a", "b"],
+        "sees": ["a", "b", "aa", "bb"],
         "sigmoid": ["hard", "hard-keras2"],
         "transpose": [True],
     },
@@ -452,7 +482,12 @@ GFF_SPACE = Space(
         "concat": {"ab": "the gate seeing concat([a, b])", "ba": "the gate seeing concat([b, a])"},
         "roles": {"a-gated": "gate * a + (1 - gate) * b",
                   "b-gated": "gate roles swapped (gate * b + (1 - gate) * a)",
-                  "both": "the gate multiplying both inputs (gate * a + gate * b)"},
+                  "both": "the gate multiplying both inputs (gate * a + gate * b)",
+                  "residual": "a gated residual (a + gate * b)",
+                  "precedence": "gate * a + 1 - gate * b (the complement's parentheses "
+                  "missing)",
+                  "logits": "gate * a + (1 - z) * b (the complement taken of the gate's "
+                  "pre-activation z, not of the gate)"},
         "bias": {True: "a gate bias", False: "no gate bias"},
         "activation": {None: "the configured activation",
                        **{a: f"a {a} gate whatever the activation parameter says"
@@ -460,7 +495,9 @@ GFF_SPACE = Space(
         "axis": {-1: "softmax over the last axis", 0: "softmax over the first (batch) axis",
                  1: "softmax over axis 1"},
         "sees": {"both": "the gate seeing both inputs", "a": "the gate seeing only a",
-                 "b": "the gate seeing only b"},
+                 "b": "the gate seeing only b", "aa": "the gate seeing concat([a, a]) (b "
+                 "never reaches it)", "bb": "the gate seeing concat([b, b]) (a never reaches "
+                 "it)"},
         "sigmoid": {"logistic": "the logistic sigmoid 1/(1+exp(-z))",
                     "hard": "a hard sigmoid clip(z/6 + 0.5, 0, 1) (Keras 3's hard_sigmoid, "
                     "jax.nn.hard_sigmoid, torch's Hardsigmoid)",
@@ -499,7 +536,7 @@ AREAS = {
                          "norm_training", "flatten"), "normalisation"),
         **dict.fromkeys(("activation", "biases", "transpose"), "MLP"),
         **dict.fromkeys(("dropout_scale", "dropout_rate", "sites", "dropout_inference",
-                         "shared_mask", "mask_axis"), "dropout"),
+                         "shared_mask", "mask_axis", "residual_dropout"), "dropout"),
         "residual": "residual",
     },
     gff.SPEC.name: {

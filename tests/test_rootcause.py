@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from portspec import variants
+from portspec import rootcause, variants
 from portspec.layers import LAYERS
 
 
@@ -507,3 +507,24 @@ def test_float32_is_said_only_of_errors_float32_arithmetic_makes(name):
     nudged = rootcause.search(spec, with_outputs(lambda o: o * (1 + 5e-9)))
     assert nudged.precision == "float32" and nudged.close
     assert "so not float32" in nudged.line() and "computed partly" not in nudged.line()
+
+
+def test_a_refused_call_is_told_apart_by_what_differs_from_the_calls_that_ran():
+    """The probe calls in float64. Where some of its calls run, the refused one differs from
+    them by its inputs' shape or its config, not by its dtype, and the finding says which."""
+    ok = np.zeros(1)
+
+    def rec(label, config, shapes, error=None):
+        x = [np.zeros(s) for s in shapes]
+        return rootcause._record(label, config, x, {}, False, None if error else ok, error,
+                                 "float64")
+
+    rank2 = rec("rank2", {"activation": "sigmoid"}, [(16, 6), (16, 6)])
+    rank3 = rec("sigmoid", {"activation": "sigmoid"}, [(3, 5, 6)] * 2, "RuntimeError: shapes")
+    said = rootcause._raised([rank2, rank3])
+    assert said == ("a call on inputs (3, 5, 6) and (3, 5, 6) raises (RuntimeError: shapes), "
+                    "where (16, 6) and (16, 6) run"), said
+    softmax = rec("softmax", {"activation": "softmax"}, [(16, 6)] * 2, "ValueError: axis")
+    said = rootcause._raised([rank2, softmax])
+    assert said == "a call with activation='softmax' raises (ValueError: axis), where others run"
+    assert rootcause._raised([rank3]) == "a float64 call raises (RuntimeError: shapes)"

@@ -248,13 +248,15 @@ class GatedFeatureFusionSpec(LayerSpec):
                 "the gate multiplying both inputs (gate * a + gate * b, the seed's diagram)",
                 option(both=True),
             ),
+            ("a gated residual (a + gate * b)", option(residual=True)),
             ("softmax over the first axis instead of the last", option(softmax_axis=0)),
             ("the activation parameter ignored (a sigmoid gate always)", sigmoid_always),
         ]
 
 
 def _forward(
-    config, weights, inputs, *, swap_roles=False, swap_concat=False, both=False, softmax_axis=-1
+    config, weights, inputs, *, swap_roles=False, swap_concat=False, both=False, residual=False,
+    softmax_axis=-1,
 ):
     a, b = (np.asarray(v, dtype=np.float64) for v in inputs)
     k = np.asarray(weights["gate.kernel"], dtype=np.float64)
@@ -266,6 +268,8 @@ def _forward(
     )
     if both:
         return gate * a + gate * b
+    if residual:
+        return a + gate * b
     if swap_roles:
         a, b = b, a
     return gate * a + (1.0 - gate) * b

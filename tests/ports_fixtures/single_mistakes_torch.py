@@ -34,6 +34,7 @@ class FM(nn.Module):
     drop_scale, rate_as_keep, sites, in_inference, shared = "inverted", False, (1, 2), False, False
     mask_axis = None  # 0, 1, 2: one mask broadcast along batch, time or channels
     residual = "input"
+    drop_after_residual = False  # the second dropout on x + dense2(...)
     float32_inside = bias1_ignored = relu_after_dense2 = mean_only = False
     residual_scale = 1.0
 
@@ -128,7 +129,8 @@ class FM(nn.Module):
             m1[..., :k] = m2[..., :k]
         y = self.lin2(self.drop(h, 1, m1))
         y = F.relu(y) if self.relu_after_dense2 else y
-        return self.drop(y, 2, m2)
+        self._m2 = m2
+        return y if self.drop_after_residual else self.drop(y, 2, m2)
 
     def forward(self, x):
         FM_SPEC.check_call(
@@ -141,8 +143,9 @@ class FM(nn.Module):
         if self.float32_inside:  # a sublayer that rounds to float32 whatever it is given
             z = z.float().to(x.dtype)
         y = self.branch(z)
-        return {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
+        out = {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
             self.residual]
+        return self.drop(out, 2, self._m2) if self.drop_after_residual else out
 
 
 class GFF(nn.Module):
@@ -161,6 +164,9 @@ class GFF(nn.Module):
         first, second = (a, b) if self.concat == "ab" else (b, a)
         if self.sees == "both":
             z = torch.cat([first, second], -1) @ w.T
+        elif self.sees in ("aa", "bb"):  # a typo: one input twice
+            v = a if self.sees == "aa" else b
+            z = torch.cat([v, v], -1) @ w.T
         else:
             z = (a @ w[:, :f].T) if self.sees == "a" else (b @ w[:, f:].T)
         z = z + self.gate.bias if self.bias else z
@@ -171,6 +177,12 @@ class GFF(nn.Module):
             g = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[name](z)
         if self.roles == "both":
             return g * a + g * b
+        if self.roles == "residual":
+            return a + g * b
+        if self.roles == "precedence":
+            return g * a + 1 - g * b
+        if self.roles == "logits":  # the complement of the pre-activation
+            return g * a + (1 - z) * b
         return g * b + (1 - g) * a if self.roles == "b-gated" else g * a + (1 - g) * b
 
 
@@ -279,6 +291,9 @@ PORTS = [
     # the residual
     port("no-residual", {"residual": "none"}, fm={"residual": "none"}),
     port("residual-of-normalised", {"residual": "normalised"}, fm={"residual": "normalised"}),
+    port("dropout-after-residual", {"residual_dropout": True}, fm={"drop_after_residual": True}),
+    # the moving statistics
+    port("moving-stats-updated-in-inference", {"update": "always"}, fm={"update": "always"}),
     # precision
     port("float32-inside", {"precision": "float32"}, fm={"float32_inside": True}),
     # GatedFeatureFusion
@@ -289,6 +304,10 @@ PORTS = [
     port("gff-softmax-axis-0", {"axis": 0}, gff={"axis": 0}),
     port("gff-always-sigmoid", {"activation": "sigmoid"}, gff={"fixed": "sigmoid"}),
     port("gff-gate-sees-a", {"sees": "a"}, gff={"sees": "a"}),
+    port("gff-gate-sees-a-twice", {"sees": "aa"}, gff={"sees": "aa"}),
+    port("gff-gated-residual", {"roles": "residual"}, gff={"roles": "residual"}),
+    port("gff-complement-parentheses", {"roles": "precedence"}, gff={"roles": "precedence"}),
+    port("gff-complement-of-logits", {"roles": "logits"}, gff={"roles": "logits"}),
     port("dense1-bias-ignored", {"biases": ("dense2",)}, fm={"bias1_ignored": True}),
     # outside the variant space: must come out "no variant fits"
     port("relu-after-second-dense", None, fm={"relu_after_dense2": True}),
@@ -298,4 +317,27 @@ PORTS = [
          fm={"activation": staticmethod(lambda v: F.leaky_relu(v, 0.2))}),
 ]
 
-ADAPTERS = [Conforming(), *(cls() for cls in PORTS)]
+
+
+class Block(nn.Module):
+    """A whole mixer block, time mixing then the layer (``fm``), where the layer was meant."""
+
+    def __init__(self, n_series, input_size, dropout, ff_dim):
+        super().__init__()
+        self.time = nn.Linear(input_size, input_size)
+        self.fm = FM(n_series, input_size, dropout, ff_dim)
+
+    def forward(self, x):
+        FM_SPEC.check_call({"input_size": self.fm.input_size, "n_series": self.fm.n_series},
+                           tuple(x.shape), str(x.dtype).removeprefix("torch."))
+        return self.fm(x + F.relu(self.time(x.transpose(1, 2))).transpose(1, 2))
+
+
+class WholeBlock(Conforming):
+    name, layers, fm = "whole-block", ("FeatureMixing",), Block
+    expected = "holds weights outside the layer's table"  # a pattern: no variant is the block
+    weights = {"FeatureMixing": {k: (f"fm.{path}", t) for k, (path, t)
+                                 in _weights(FM)["FeatureMixing"].items()}}
+
+
+ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock()]

@@ -87,14 +87,19 @@ def residual(ctx):
             raise ClauseFailure(
                 f"training={training}: with the second Dense zeroed the output differs from the "
                 f"input by up to {err:.3g}",
-                diagnosis=_residual_diagnosis(out, x),
+                diagnosis=_residual_diagnosis(out, x, training),
             )
 
 
-def _residual_diagnosis(out, x):
+def _residual_diagnosis(out, x, training):
+    """What the output shows (the inference call passed where ``training``): no guess at
+    what the residual adds instead; the root-cause stage names that."""
     if np.allclose(out, 0):
         return "the output is zero when the branch is: no residual connection"
-    return "the residual adds something other than the raw input (the normalised input?)"
+    if training:
+        return ("the residual sum changes in training only (an inference call returns the "
+                "input)")
+    return "the residual adds something other than the raw input"
 
 
 @check("weight-table")
@@ -133,9 +138,32 @@ def weight_table(ctx):
                     diagnosis=f"{', '.join(transposed)} in (out, in) layout: the adapter must "
                     "transpose to the canonical (in, out)",
                 )
-            holding = _holding(ctx, case, handle, info)
+            holding = _bigger(table, info) or _holding(ctx, case, handle, info)
             raise ClauseFailure(f"{case.label}: " + "; ".join(problems), diagnosis=holding,
                                 checked=holding is not None)
+
+
+BIGGER = "the port's module holds weights outside the layer's table"
+
+
+def _bigger(table, info, counts=None, spec_counts=None) -> str | None:
+    """``BIGGER``, where the port holds every weight of the table as the spec has it and
+    others besides (a whole block's sublayers, say), and, given ``counts``, where those
+    others account exactly for the (trainable, non-trainable) counts over ``spec_counts``.
+    FM-WEIGHTS and FM-PARAMS word it identically: one root cause."""
+    want = {w.name: (tuple(w.shape), w.trainable) for w in table}
+    got = {k: (tuple(s), bool(t)) for k, (s, t) in (info or {}).items()}
+    extra = [k for k in got if k not in want]
+    if not extra or any(got.get(n) != w for n, w in want.items()):
+        return None
+    sizes = [sum(int(np.prod(got[k][0])) for k in extra if got[k][1] == t) for t in (True, False)]
+    if counts is not None and tuple(counts) != (spec_counts[0] + sizes[0],
+                                                spec_counts[1] + sizes[1]):
+        return None
+    names = ", ".join(extra[:4]) + (f" and {len(extra) - 4} more" if len(extra) > 4 else "")
+    return (f"{BIGGER} ({names}: {sizes[0]} trainable and {sizes[1]} non-trainable values): "
+            "the adapter builds more than the layer, a whole block, say; build the sublayer "
+            "that is the layer")
 
 
 @check("param-counts")
@@ -218,10 +246,24 @@ def _holding(ctx, case, handle, info) -> str | None:
         if len(fits) != 1:
             return None
         return lead + no_weight(", ".join(fits[0]), evidence)
+    bigger = _bigger(table, info, counts, spec_counts)
+    if bigger:
+        return bigger
     got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
-    if any(k not in size for k in got) or any(got[w.name][0] != tuple(w.shape)
-                                               for w in table if w.name in got):
-        return None  # other names or shapes: not a matter of trainability alone
+    reshaped = [f"{w.name} {got[w.name][0]} for the spec's {tuple(w.shape)}" for w in table
+                if w.name in got and got[w.name][0] != tuple(w.shape)]
+    if reshaped:  # the counts of the weights as the port holds them, plus a counter or not
+        own = [sum(int(np.prod(s)) for s, t in got.values() if t == trainable)
+               for trainable in (True, False)]
+        extra = counts[1] - own[1]
+        if counts[0] != own[0] or extra not in (0, 1):
+            return None
+        counter = (", and one non-trainable scalar more: a bookkeeping counter held as state "
+                   "(torch BatchNorm's num_batches_tracked)") if extra else ""
+        return (f"the counts of the weights at the port's own shapes ({'; '.join(reshaped)})"
+                f"{counter}: {evidence}")
+    if any(k not in size for k in got):
+        return None  # other names: not a matter of trainability alone
     flipped = [w for w in table if w.name in got and got[w.name][1] != w.trainable]
     missing = [w.name for w in table if w.name not in got]
     if not flipped or missing or moved({w.name for w in flipped}, flip=True) != counts:
