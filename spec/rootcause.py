@@ -339,14 +339,14 @@ class Finding:
             why = self.note or f"max error vs the spec oracle {_g(self.spec_error)}"
             return f"{self.layer}: no variant of the oracle reproduces the port ({why})"
         parts = []
-        if self.raised:
-            parts.append(self.raised)
-        if self.diff:
+        if self.diff:  # what the layer computes leads; a refused call of the same design after
             text = variants.describe(space, self.diff)
             if self.also:
                 text += " (the evidence cannot tell this from: " + "; ".join(
                     variants.describe(space, d) for d in self.also) + ")"
             parts.append(text)
+        if self.raised:
+            parts.append(self.raised)
         if self.precision and self.stored:
             parts.append(f"moving statistics stored in {self.precision} (a float64 layer "
                          f"rounds the statistics it is given and those it updates to "
