@@ -241,7 +241,11 @@ class PortHandle(Handle):
                 raise ValueError(f"weight {name!r} has shape {tuple(want)}, got {value.shape}")
             value = entry.transform.to_native(value, own)
             if tuple(value.shape) != tuple(own):
-                raise ValueError(f"{name!r} maps to {entry.path} of shape {own}")
+                hint = ("; the spec's shape transposed: map it with portspec.ports.transpose"
+                        if tuple(value.shape[::-1]) == tuple(own) else
+                        "; as many values as the spec's shape: map it with "
+                        "portspec.ports.reshape()" if value.size == int(np.prod(own)) else "")
+                raise ValueError(f"{name!r} maps to {entry.path} of shape {own}{hint}")
             staged.append((entry.path, value))
         if missing:  # every weight the clause needs and the port lacks, named once
             raise MissingWeight(", ".join(missing), "; ".join(dict.fromkeys(missing.values())))

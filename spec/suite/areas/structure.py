@@ -252,6 +252,13 @@ def _holding(ctx, case, handle, info) -> str | None:
     got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
     reshaped = [f"{w.name} {got[w.name][0]} for the spec's {tuple(w.shape)}" for w in table
                 if w.name in got and got[w.name][0] != tuple(w.shape)]
+    if reshaped and counts == spec_counts:  # the counts need no reading; the shapes may
+        same = all(int(np.prod(got[w.name][0])) == size[w.name] for w in table
+                   if w.name in got and got[w.name][0] != tuple(w.shape))
+        if not same or any(k not in size for k in got):
+            return None
+        return (f"{'; '.join(reshaped)}: the same number of values in another shape, which "
+                "the weight map must reshape (portspec.ports.reshape())")
     if reshaped:  # the counts of the weights as the port holds them, plus a counter or not
         own = [sum(int(np.prod(s)) for s, t in got.values() if t == trainable)
                for trainable in (True, False)]
