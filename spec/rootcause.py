@@ -830,8 +830,11 @@ class VariantHandle:
         keep = {t.name for t in table}
         if norm.startswith("layer") or norm == "none":
             keep -= {MEAN, VAR}
-        if norm == "none" or self.choices.get("affine") is False:
+        affine = self.choices.get("affine", True)
+        if norm == "none" or affine is False:
             keep -= {"norm.gamma", "norm.beta"}
+        elif affine in ("scale", "offset"):
+            keep -= {"norm.beta" if affine == "scale" else "norm.gamma"}
         keep -= set(absent)  # the weights the port does not hold, as it
         self.weights = {t.name: t.initial_value(self.rng).astype(self.dtype)
                         for t in table if t.name in keep}
@@ -1264,13 +1267,18 @@ def _checked(spec, result) -> bool:
 
 
 def root_causes(results) -> list[tuple[str, str, list[str]]]:
-    """(implementation, root-cause line, clauses it explains), in order of first appearance;
-    the unexplained failures of each implementation last."""
+    """(implementation, root-cause line, clauses it explains): implementations in order of
+    first appearance, each one's causes the one explaining most clauses first (ties in order
+    of first appearance); the unexplained failures of each implementation last."""
     groups: dict[tuple[str, str], list[str]] = {}
     for r in results:
         if r.status == "failed" and getattr(r, "cause", None):
             groups.setdefault((r.impl, r.cause), []).append(r.clause)
     named = [(i, c, ids) for (i, c), ids in groups.items() if not c.startswith(UNEXPLAINED)]
+    first = {}
+    for i, _, _ in named:
+        first.setdefault(i, len(first))
+    named.sort(key=lambda cause: (first[cause[0]], -len(cause[2])))  # stable: ties keep order
     rest = [(i, c, ids) for (i, c), ids in groups.items() if c.startswith(UNEXPLAINED)]
     return named + rest
 

@@ -110,6 +110,7 @@ _ACT = {
     "gelu-tanh": lambda v, ops: 0.5 * v * (
         1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3))
     ),
+    "relu6": lambda v, ops: np.clip(v, 0.0, 6.0),
     "silu": lambda v, ops: _overflow_ok(lambda: v / (1.0 + ops.exp(-v))),
     "tanh": lambda v, ops: ops.tanh(v),
     "sigmoid": lambda v, ops: _overflow_ok(lambda: 1.0 / (1.0 + ops.exp(-v))),
@@ -227,9 +228,12 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             denom = np.sqrt(var + c["eps"])
         else:
             denom = np.sqrt(var) + c["eps"]
-        if c["affine"]:  # the spec's order of operations, so that defaults agree to the bit
+        if c["affine"] is True:  # the spec's order of operations: defaults agree to the bit
             return grid(w["norm.gamma"]) * (v - mean) / denom + grid(w["norm.beta"])
-        return (v - mean) / denom
+        z = (v - mean) / denom
+        if c["affine"] == "scale":
+            return grid(w["norm.gamma"]) * z
+        return z + grid(w["norm.beta"]) if c["affine"] == "offset" else z
 
     p = config["dropout"]
     rate = p if c["dropout_rate"] == "rate" else 1.0 - p
@@ -285,6 +289,11 @@ GFF_DEFAULTS = {
     # 0, 1) (Keras 3's hard_sigmoid, jax.nn.hard_sigmoid, torch's Hardsigmoid); "hard-keras2"
     # clip(0.2 z + 1/2, 0, 1) (Keras 2's hard_sigmoid)
     "sigmoid": "logistic",
+    # a "tanh" gate: "plain" tanh(z); "rescaled" (tanh(z) + 1) / 2, a port's "fix" into [0, 1]
+    "tanh": "plain",
+    # where the activation is: "gate" act(concat @ kernel + bias); "input" act(concat) @
+    # kernel + bias, the Dense after it (the gate unbounded)
+    "activation_site": "gate",
     "transpose": False,
 }
 
@@ -305,6 +314,12 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
     if c["transpose"]:  # the kernel as read back is (F, 2F): the layer computes with k.T
         k = k.T
     first, second = (a, b) if c["concat"] == "ab" else (b, a)
+    name = c["activation"] or config["activation"]
+    if c["activation_site"] == "input":
+        g = ops.matmul(ops.activate(name, np.concatenate([first, second], axis=-1),
+                                    axis=c["axis"]), k)
+        g = g + np.asarray(weights["gate.bias"], dtype=np.float64) if c["bias"] else g
+        return _fuse(c, g, a, b, g), dict(weights)
     if c["sees"] == "both":
         z = ops.matmul(np.concatenate([first, second], axis=-1), k)
     elif c["sees"] in ("aa", "bb"):
@@ -316,23 +331,29 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
         z = ops.matmul(b, k[f:])
     if c["bias"]:
         z = z + np.asarray(weights["gate.bias"], dtype=np.float64)
-    name = c["activation"] or config["activation"]
     if name == "sigmoid" and c["sigmoid"] != "logistic":
         slope = {"hard": 1.0 / 6.0, "hard-keras2": 0.2}[c["sigmoid"]]
         g = np.clip(slope * z + 0.5, 0.0, 1.0)
+    elif name == "tanh" and c["tanh"] == "rescaled":
+        g = (ops.tanh(z) + 1.0) / 2.0
     else:
         g = ops.activate(name, z, axis=c["axis"])
+    return _fuse(c, g, a, b, z), dict(weights)
+
+
+def _fuse(c, g, a, b, z):
+    """The output from the gate ``g`` (and its pre-activation ``z``) by ``c["roles"]``."""
     if c["roles"] == "both":
-        return g * a + g * b, dict(weights)
+        return g * a + g * b
     if c["roles"] == "residual":
-        return a + g * b, dict(weights)
+        return a + g * b
     if c["roles"] == "precedence":
-        return g * a + 1.0 - g * b, dict(weights)
+        return g * a + 1.0 - g * b
     if c["roles"] == "logits":
-        return g * a + (1.0 - z) * b, dict(weights)
+        return g * a + (1.0 - z) * b
     if c["roles"] == "b-gated":
         a, b = b, a
-    return g * a + (1.0 - g) * b, dict(weights)
+    return g * a + (1.0 - g) * b
 
 
 # -- the search space and its words ---------------------------------------------------------
@@ -377,7 +398,7 @@ FM_SPACE = Space(
     FM_DEFAULTS,
     {
         "norm": [k for k in NORM_AXES if k != "batch-feature"] + ["none"],
-        "affine": [False],
+        "affine": [False, "scale", "offset"],
         "position": ["after"],
         "eps": ["fit"],
         "eps_where": ["outside"],
@@ -410,7 +431,9 @@ FM_SPACE = Space(
             "layer-N": "LayerNorm over the channels N",
             "none": "no normalisation",
         },
-        "affine": {True: "a learned scale and offset", False: "no scale and offset"},
+        "affine": {True: "a learned scale and offset", False: "no scale and offset",
+                   "scale": "a learned scale but no offset (Keras's center=False)",
+                   "offset": "a learned offset but no scale (Keras's scale=False)"},
         "position": {"before": "normalising before the MLP", "after": "normalising after the "
                      "residual add"},
         "eps": _eps_words,
@@ -476,6 +499,8 @@ GFF_SPACE = Space(
         "axis": [0, 1],
         "sees": ["a", "b", "aa", "bb"],
         "sigmoid": ["hard", "hard-keras2"],
+        "tanh": ["rescaled"],
+        "activation_site": ["input"],
         "transpose": [True],
     },
     {
@@ -502,6 +527,11 @@ GFF_SPACE = Space(
                     "hard": "a hard sigmoid clip(z/6 + 0.5, 0, 1) (Keras 3's hard_sigmoid, "
                     "jax.nn.hard_sigmoid, torch's Hardsigmoid)",
                     "hard-keras2": "Keras 2's hard sigmoid clip(0.2*z + 0.5, 0, 1)"},
+        "tanh": {"plain": "a tanh gate tanh(z)",
+                 "rescaled": "a tanh gate rescaled to (tanh(z) + 1) / 2 (sigmoid(2z))"},
+        "activation_site": {"gate": "the activation on the gate's Dense output",
+                            "input": "the activation on concat([a, b]) before the gate's "
+                            "Dense (the gate unbounded)"},
         "transpose": TRANSPOSE,
     },
 )
@@ -514,7 +544,9 @@ UNUSED = {
     fm.SPEC.name: [({"biases": ("dense2",)}, {"dense1.bias"}),
                    ({"biases": ("dense1",)}, {"dense2.bias"}),
                    ({"biases": ()}, {"dense1.bias", "dense2.bias"}),
-                   ({"affine": False}, {"norm.gamma", "norm.beta"})],
+                   ({"affine": False}, {"norm.gamma", "norm.beta"}),
+                   ({"affine": "scale"}, {"norm.beta"}),
+                   ({"affine": "offset"}, {"norm.gamma"})],
     gff.SPEC.name: [({"bias": False}, {"gate.bias"})],
 }
 
@@ -541,7 +573,8 @@ AREAS = {
     },
     gff.SPEC.name: {
         **dict.fromkeys(("concat", "sees", "transpose"), "gate input"),
-        **dict.fromkeys(("bias", "activation", "axis", "sigmoid"), "gate function"),
+        **dict.fromkeys(("bias", "activation", "axis", "sigmoid", "tanh", "activation_site"),
+                        "gate function"),
         "roles": "fusion",
     },
 }

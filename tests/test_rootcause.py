@@ -87,6 +87,20 @@ def test_every_report_opens_with_the_root_causes():
     assert '"root_causes"' in report.to_json(results)
 
 
+def test_the_root_cause_explaining_most_clauses_comes_first():
+    from portspec.suite.runner import Result
+
+    calls = "FeatureMixing: calls not validated"
+    block = "FeatureMixing: the port's module holds weights outside the layer's table"
+    results = [Result("FM-CALL", "port", "failed", "accepted", cause=calls),
+               Result("FM-SHAPE", "other", "failed", "shape", cause=calls),
+               Result("FM-INFERENCE", "port", "failed", "max |error| 7", cause=block),
+               Result("FM-TRAINING", "port", "failed", "max |error| 3", cause=block),
+               Result("FM-INIT", "port", "failed", "not Glorot", cause="unexplained")]
+    assert [(i, c) for i, c, _ in rootcause.root_causes(results)] == [
+        ("port", block), ("port", calls), ("other", calls), ("port", "unexplained")]
+
+
 # -- the measure: single-mistake ports ---------------------------------------------------------
 
 FIXTURES = Path(__file__).parent / "ports_fixtures"

@@ -37,6 +37,7 @@ class FM(nn.Module):
     drop_after_residual = False  # the second dropout on x + dense2(...)
     float32_inside = bias1_ignored = relu_after_dense2 = mean_only = False
     residual_scale = 1.0
+    affine = "both"  # "scale": no offset (beta absent), "offset": no scale (gamma absent)
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
         super().__init__()
@@ -46,6 +47,8 @@ class FM(nn.Module):
                  "time": (input_size,), "scalar": (1,), "layer-LN": (input_size * n_series,),
                  "layer-N": (n_series,), "none": (1,)}[self.norm]
         self.gamma, self.beta = nn.Parameter(torch.ones(shape)), nn.Parameter(torch.zeros(shape))
+        if self.affine != "both":  # the one the layer does without is not held either
+            self.register_parameter("beta" if self.affine == "scale" else "gamma", None)
         if self.norm in ("feature", "channel", "time", "scalar"):
             self.register_buffer("moving_mean", torch.zeros(shape))
             self.register_buffer("moving_var", torch.ones(shape))
@@ -98,6 +101,10 @@ class FM(nn.Module):
             z = (v - mean) / (var.sqrt() + self.eps)
         else:
             z = (v - mean) / torch.sqrt(var + self.eps)
+        if self.affine == "scale":  # Keras's center=False: no offset, beta not held
+            return self._as_grid(self.gamma) * z
+        if self.affine == "offset":  # scale=False
+            return z + self._as_grid(self.beta)
         return self._as_grid(self.gamma) * z + self._as_grid(self.beta)
 
     def _rate(self):
@@ -150,6 +157,7 @@ class FM(nn.Module):
 
 class GFF(nn.Module):
     concat, roles, bias, fixed, axis, sees = "ab", "a-gated", True, None, -1, "both"
+    tanh_rescaled = act_first = False
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
@@ -158,10 +166,21 @@ class GFF(nn.Module):
         nn.init.xavier_uniform_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
 
+    def _act(self, z):
+        name = self.fixed or self.activation
+        if name == "softmax":
+            return torch.softmax(z, dim=self.axis)
+        if name == "tanh" and self.tanh_rescaled:  # a "fix" into [0, 1]
+            return (torch.tanh(z) + 1) / 2
+        return {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[name](z)
+
     def forward(self, a, b):
         f = self.features
         w = self.gate.weight  # (F, 2F)
         first, second = (a, b) if self.concat == "ab" else (b, a)
+        if self.act_first:  # the activation on the concatenation, the Dense after it
+            g = self.gate(self._act(torch.cat([first, second], -1)))
+            return g * a + (1 - g) * b
         if self.sees == "both":
             z = torch.cat([first, second], -1) @ w.T
         elif self.sees in ("aa", "bb"):  # a typo: one input twice
@@ -170,11 +189,7 @@ class GFF(nn.Module):
         else:
             z = (a @ w[:, :f].T) if self.sees == "a" else (b @ w[:, f:].T)
         z = z + self.gate.bias if self.bias else z
-        name = self.fixed or self.activation
-        if name == "softmax":
-            g = torch.softmax(z, dim=self.axis)
-        else:
-            g = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[name](z)
+        g = self._act(z)
         if self.roles == "both":
             return g * a + g * b
         if self.roles == "residual":
@@ -201,8 +216,11 @@ def _norm_map(norm):
 
 
 def _weights(fm_class, kernel=transpose):
+    dropped = {"scale": {"norm.beta": absent("center=False")},
+               "offset": {"norm.gamma": absent("scale=False")}}.get(fm_class.affine, {})
     fm_map = {
         **_norm_map(fm_class.norm),
+        **dropped,
         "dense1.kernel": ("lin1.weight", kernel),
         "dense1.bias": ("lin1.bias", identity),
         "dense2.kernel": ("lin2.weight", kernel),
@@ -274,9 +292,12 @@ PORTS = [
     port("batch-stats-in-inference", {"infer_stats": "batch"}, fm={"batch_in_inference": True}),
     port("moving-stats-never-updated", {"update": "never"}, fm={"update": "never"}),
     port("flatten-channel-major", {"flatten": "F"}, fm={"flatten": "F"}),
+    port("batchnorm-without-offset", {"affine": "scale"}, fm={"affine": "scale"}),
+    port("batchnorm-without-scale", {"affine": "offset"}, fm={"affine": "offset"}),
     # the MLP
     port("gelu-activation", {"activation": "gelu"}, fm={"activation": staticmethod(F.gelu)}),
     port("silu-activation", {"activation": "silu"}, fm={"activation": staticmethod(F.silu)}),
+    port("relu6-activation", {"activation": "relu6"}, fm={"activation": staticmethod(F.relu6)}),
     port("kernels-not-transposed", {"transpose": True}, kernel=identity),
     # dropout
     port("dropout-not-inverted", {"dropout_scale": "none"}, fm={"drop_scale": "none"}),
@@ -308,6 +329,8 @@ PORTS = [
     port("gff-gated-residual", {"roles": "residual"}, gff={"roles": "residual"}),
     port("gff-complement-parentheses", {"roles": "precedence"}, gff={"roles": "precedence"}),
     port("gff-complement-of-logits", {"roles": "logits"}, gff={"roles": "logits"}),
+    port("gff-tanh-rescaled", {"tanh": "rescaled"}, gff={"tanh_rescaled": True}),
+    port("gff-activation-before-dense", {"activation_site": "input"}, gff={"act_first": True}),
     port("dense1-bias-ignored", {"biases": ("dense2",)}, fm={"bias1_ignored": True}),
     # outside the variant space: must come out "no variant fits"
     port("relu-after-second-dense", None, fm={"relu_after_dense2": True}),
