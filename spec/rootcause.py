@@ -412,8 +412,9 @@ def _predict(spec, space, record, choices, masks=None):
                          masks=masks, ops=variants.FAST, **choices)
 
 
-def _momentum(spec, space, records, choices):
-    """Least-squares share of the old moving statistic kept, or None when nothing moved."""
+def _momentum(spec, space, records, choices, keys=(MEAN, VAR)):
+    """Least-squares share of the old moving statistics ``keys`` kept, or None when nothing
+    moved."""
     num = den = 0.0
     for r in records:
         if not r["state"] or r["out"] is None or r["label"] == "dropout":
@@ -423,7 +424,7 @@ def _momentum(spec, space, records, choices):
         except (KeyError, ValueError):
             return None
         for k, got in r["state"].items():
-            if k not in stat:
+            if k not in stat or k not in keys:
                 continue
             d_old = np.ravel(r["weights"][k]) - np.ravel(stat[k])
             d_new = np.ravel(got) - np.ravel(stat[k])
@@ -613,7 +614,15 @@ def _evaluate(spec, space, records, choices, tol):
     """(diff from the spec with fitted constants, ratio, error) of one candidate."""
     choices = dict(choices)
     if space is variants.FM_SPACE and choices.get("update") != "never":
-        a = _momentum(spec, space, records, {k: v for k, v in choices.items() if k != "eps"})
+        base = {k: v for k, v in choices.items() if k not in ("eps", "var_momentum")}
+        if choices.get("var_momentum") == "fit":  # the mean's and the variance's apart
+            a, b = (_momentum(spec, space, records, {**base, "var_momentum": 0.0}, keys=(k,))
+                    for k in (MEAN, VAR))
+            if a is None or b is None or abs(b - a) < 1e-6:
+                return None  # one momentum for both: the candidate without this choice
+            choices["var_momentum"] = b
+        else:
+            a = _momentum(spec, space, records, base)
         if a is not None and abs(a - 1.0) < 1e-9:
             return None  # nothing moves: the "never updated" candidate says it
         if a is not None and abs(a - LAYERS[spec.name].momentum) > 1e-6:
@@ -697,6 +706,8 @@ def search(spec, records):
                 # anew with another change of the normalisation (where epsilon is added, the
                 # variance it is added to)
                 cand = {**{k: v for k, v in base.items() if k != "momentum"}, **extra}
+                if "var_momentum" in cand:
+                    cand["var_momentum"] = "fit"
                 if "eps" in base and variants.AREAS[spec.name].get(
                         next(iter(extra))) == "normalisation":
                     cand["eps"] = "fit"

@@ -125,6 +125,8 @@ FM_DEFAULTS = {
     "eps": fm.EPSILON,
     "eps_where": "inside",  # sqrt(var + eps); "outside": sqrt(var) + eps
     "momentum": None,  # share of the old moving statistic kept (Keras sense); None: the profile's
+    # the moving variance's own share kept, where it is not the mean's (None: the mean's)
+    "var_momentum": None,
     "var_ddof": 0,  # variance in the normalisation: 0 biased, 1 unbiased
     "update_ddof": 0,  # variance in the moving update
     "train_stats": "batch",  # statistics training normalises with: "batch" or "moving"
@@ -219,9 +221,10 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 # an unbiased variance of one sample is undefined (NaN, as torch gives)
                 uvar = ops.var(v, axes, ddof) if count > ddof else np.full_like(mean, np.nan)
                 a = c["momentum"]
+                av = a if c["var_momentum"] is None else c["var_momentum"]
                 old_m, old_v = grid(w[MEAN]), grid(w[VAR])
                 new[MEAN] = flat(a * old_m + (1 - a) * mean[0], w[MEAN])
-                new[VAR] = flat(a * old_v + (1 - a) * uvar[0], w[VAR])
+                new[VAR] = flat(av * old_v + (1 - av) * uvar[0], w[VAR])
             if not use_batch:
                 mean, var = grid(w[MEAN]), grid(w[VAR])
         if c["eps_where"] == "inside":
@@ -388,6 +391,12 @@ def _momentum_words(a):
     return f"moving statistics keep {a:.4g} of their old value"
 
 
+def _var_momentum_words(a):
+    if a is None:
+        return "the moving variance updated with the mean's momentum"
+    return f"the moving variance keeping {a:.4g} of its old value, unlike the moving mean"
+
+
 # One wording in both layers, so that one adapter mistake in both is one root cause.
 TRANSPOSE = {False: "Dense kernels (in, out)",
              True: "Dense kernels transposed ((out, in), torch.nn.Linear's layout, read as "
@@ -404,6 +413,7 @@ FM_SPACE = Space(
         "eps_where": ["outside"],
         "var_ddof": [1],
         "update_ddof": [1],
+        "var_momentum": ["fit"],
         "train_stats": ["moving"],
         "infer_stats": ["batch"],
         "update": ["never", "always"],
@@ -440,6 +450,7 @@ FM_SPACE = Space(
         "eps_where": {"inside": "epsilon inside the square root",
                       "outside": "epsilon added outside the square root"},
         "momentum": _momentum_words,
+        "var_momentum": _var_momentum_words,
         "var_ddof": {0: "biased batch variance", 1: "unbiased batch variance in the normalisation"},
         "update_ddof": {0: "biased variance in the moving update",
                         1: "unbiased batch variance in the moving update"},
@@ -564,6 +575,7 @@ def required(layer: str, absent: set) -> dict:
 AREAS = {
     fm.SPEC.name: {
         **dict.fromkeys(("norm", "affine", "position", "eps", "eps_where", "momentum",
+                         "var_momentum",
                          "var_ddof", "update_ddof", "train_stats", "infer_stats", "update",
                          "norm_training", "flatten"), "normalisation"),
         **dict.fromkeys(("activation", "biases", "transpose"), "MLP"),

@@ -26,6 +26,7 @@ class FM(nn.Module):
     norm = "feature"  # feature, channel, time, scalar, layer-LN, layer-N, none
     position = "before"
     eps, eps_outside, keep = 1e-3, False, 0.01
+    var_keep = None  # the moving variance's own share kept (None: keep's)
     ddof = update_ddof = 0
     moving_in_training = batch_in_inference = False
     update = "training"
@@ -87,7 +88,8 @@ class FM(nn.Module):
                 with torch.no_grad():
                     stat_var = v.var(axes, keepdim=True, correction=self.update_ddof)
                     m = self.keep * self._as_grid(self.moving_mean) + (1 - self.keep) * mean[0]
-                    s = self.keep * self._as_grid(self.moving_var) + (1 - self.keep) * stat_var[0]
+                    kv = self.keep if self.var_keep is None else self.var_keep
+                    s = kv * self._as_grid(self.moving_var) + (1 - kv) * stat_var[0]
                     new_m, new_s = self._store(m, self.moving_mean), self._store(s, self.moving_var)
             if not use_batch:
                 mean, var = self._as_grid(self.moving_mean), self._as_grid(self.moving_var)
@@ -285,6 +287,7 @@ PORTS = [
     port("epsilon-outside-sqrt", {"eps_where": "outside"}, fm={"eps_outside": True}),
     port("momentum-torch-sense", {"momentum": 0.99}, fm={"keep": 0.99}),
     port("momentum-0.1", {"momentum": 0.1}, fm={"keep": 0.1}),
+    port("momentum-flipped-for-the-variance", {"var_momentum": 0.99}, fm={"var_keep": 0.99}),
     port("unbiased-normalisation", {"var_ddof": 1}, fm={"ddof": 1}),
     port("unbiased-moving-update", {"update_ddof": 1}, fm={"update_ddof": 1}),
     port("moving-stats-in-training", {"train_stats": "moving"},
