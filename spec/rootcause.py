@@ -363,8 +363,8 @@ class Finding:
                 "the spec oracle cannot take the weights as the port reads them back")
         evidence = (f" [{spec}, vs this variant {_g(self.variant_error)}]"
                     if (self.diff or self.precision) else "")
-        dropout = variants.AREAS[self.layer]
-        if self.diff and all(dropout.get(k) == "dropout" for k in self.diff) and (
+        areas = variants.AREAS[self.layer]
+        if self.diff and all(areas.get(k) == "dropout" for k in self.diff) and (
                 self.spec_error <= CLOSE):  # the calls without dropout say nothing of it
             evidence = (f" [the calls without dropout match the spec oracle (max error "
                         f"{_g(self.spec_error)}); the dropout probe's outputs take this "

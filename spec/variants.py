@@ -104,6 +104,8 @@ def _overflow_ok(compute):
     the logistic's limit 0, so NumPy's overflow warning says nothing to a user."""
     with np.errstate(over="ignore"):
         return compute()
+
+
 _ACT = {
     "relu": lambda v, ops: np.maximum(v, 0.0),
     "gelu": lambda v, ops: 0.5 * v * (1.0 + _ERF(v / math.sqrt(2.0))),
@@ -322,7 +324,7 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
         g = ops.matmul(ops.activate(name, np.concatenate([first, second], axis=-1),
                                     axis=c["axis"]), k)
         g = g + np.asarray(weights["gate.bias"], dtype=np.float64) if c["bias"] else g
-        return _fuse(c, g, a, b, g), dict(weights)
+        return _fuse(c, g, a, b, z=g), dict(weights)  # no activation after the Dense: z is g
     if c["sees"] == "both":
         z = ops.matmul(np.concatenate([first, second], axis=-1), k)
     elif c["sees"] in ("aa", "bb"):

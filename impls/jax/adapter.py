@@ -23,7 +23,7 @@ class FlaxAdapter(FlaxPortAdapter):
     classes = {n: getattr(flax_layers, n) for n in LAYERS if hasattr(flax_layers, n)}
     layers = tuple(classes)
     low_precision = ("bfloat16", "float16")
-    export_compiled = True  # portspec.adapter.Adapter.export_compiled: 2 XLA programs, not 88
+    export_compiled = True  # portspec.adapter.Adapter.export_compiled: 23 XLA programs, not 88
 
     def weight_rule(self, name):
         return flax_names(name)

@@ -250,11 +250,11 @@ def _holding(ctx, case, handle, info) -> str | None:
     if bigger:
         return bigger
     got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
-    reshaped = [f"{w.name} {got[w.name][0]} for the spec's {tuple(w.shape)}" for w in table
-                if w.name in got and got[w.name][0] != tuple(w.shape)]
+    other_shape = [w for w in table if w.name in got and got[w.name][0] != tuple(w.shape)]
+    reshaped = [f"{w.name} {got[w.name][0]} for the spec's {tuple(w.shape)}"
+                for w in other_shape]
     if reshaped and counts == spec_counts:  # the counts need no reading; the shapes may
-        same = all(int(np.prod(got[w.name][0])) == size[w.name] for w in table
-                   if w.name in got and got[w.name][0] != tuple(w.shape))
+        same = all(int(np.prod(got[w.name][0])) == size[w.name] for w in other_shape)
         if not same or any(k not in size for k in got):
             return None
         return (f"{'; '.join(reshaped)}: the same number of values in another shape, which "
