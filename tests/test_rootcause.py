@@ -542,3 +542,17 @@ def test_a_refused_call_is_told_apart_by_what_differs_from_the_calls_that_ran():
     said = rootcause._raised([rank2, softmax])
     assert said == "a call with activation='softmax' raises (ValueError: axis), where others run"
     assert rootcause._raised([rank3]) == "a float64 call raises (RuntimeError: shapes)"
+
+
+def test_a_refusal_elsewhere_is_not_put_down_to_a_batch_of_one():
+    """FM-BN-BATCH1 raised, but a batch of one runs (here the port is the oracle): the
+    refusal came from elsewhere (setting weights, say), so no batch-of-one diagnosis."""
+    from portspec import diagnose, registry
+    from portspec.suite.runner import Result
+
+    adapter = registry.load_file(str(FIXTURES / "numpy_port.py"))[0]
+    spec = LAYERS["FeatureMixing"]
+    clause = spec.clause("BN-BATCH1")
+    raised = Result(clause.id, adapter.name, "failed", "raised ValueError: 'dense1.kernel' maps "
+                    "to dense1.weight of shape (16, 5)")
+    assert diagnose.explain_refusal(raised, clause, adapter, spec).diagnosis is None
