@@ -129,6 +129,12 @@ def _write_native(handle, weights) -> bool:
         entry = held.get(name)
         if entry is None or entry.path not in native:
             continue
+        if entry.parts:  # held as several weights: their split is the adapter's
+            try:
+                staged.extend(handle._to_native(name, np.asarray(value), native))
+            except (ValueError, KeyError):
+                return False
+            continue
         value, own = np.asarray(value), tuple(native[entry.path][0])
         if value.shape != own and value.ndim == 2 and value.T.shape == own:
             value = value.T
@@ -650,9 +656,10 @@ def search(spec, records):
     if not usable:
         first = next((r["error"] for r in records if r["error"]), None)
         if first and not raised:  # every build or weight setting refused, the same way
-            from portspec.suite.areas.structure import unheld  # worded as FM/GFF-WEIGHTS word it
+            from portspec.suite.areas.structure import split_refusal, unheld  # worded as
+            # FM/GFF-WEIGHTS word it
 
-            raised = (unheld(spec, first)
+            raised = (unheld(spec, first) or split_refusal(first)
                       or f"the spec's canonical weights are refused ({first[:160]})")
         return Finding(spec.name, raised=raised, fits=bool(raised),
                        note=f"no call of the probe ran ({(first or 'no records')[:160]})")

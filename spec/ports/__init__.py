@@ -22,10 +22,10 @@ canonical name to the port's own parameter path and a transform::
 Everything else (forward, gradients, canonical get/set_weights, the weight table and parameter
 counts as the framework reports them, dtype policies, devices, compiled execution, native
 save/load) is generic: see :mod:`portspec.ports.base` for weights a port lacks or holds at
-another shape (``absent``, ``held_as``), renamed config parameters (``config_names``) and fixed
-constructor arguments (``extra_args``). One module per framework: ``torch``, ``keras`` (Keras 3,
-any backend), ``tf_keras`` (Keras 2), ``flax`` (Flax NNX). None imports its framework before an
-adapter is instantiated.
+another shape (``absent``, ``held_as``) or as several weights (``concat``), renamed config
+parameters (``config_names``) and fixed constructor arguments (``extra_args``). One module per
+framework: ``torch``, ``keras`` (Keras 3, any backend), ``tf_keras`` (Keras 2), ``flax`` (Flax
+NNX). None imports its framework before an adapter is instantiated.
 """
 
 from portspec.adapter import MissingWeight, WeightLayout, Weights
@@ -34,6 +34,7 @@ from portspec.ports.base import (
     PortHandle,
     Transform,
     absent,
+    concat,
     held_as,
     identity,
     reshape,
@@ -61,6 +62,7 @@ __all__ = [
     "Weights",
     "absent",
     "flax_names",
+    "concat",
     "held_as",
     "identity",
     "keras_numpy",

@@ -15,6 +15,9 @@ the port's) and ``extra_args`` (layer -> fixed constructor arguments, an activat
 say). A weight of the port that the map does not name shows under its own path, so the
 weight-table clause reports it; nothing is hidden or corrected on the port's behalf.
 
+A weight the port holds as several, a (2F, F) kernel as two (F, F) Dense kernels say, is
+``concat`` of them: read, written and differentiated as the spec's one weight.
+
 Weights the port does not hold as the spec has them (``Handle.weight_layout``):
 
 - ``absent``: missing from ``get_weights`` and ``weight_info``; reading it from the returned
@@ -72,13 +75,22 @@ def reshape(order: str = "C") -> Transform:
 
 @dataclass(frozen=True)
 class Entry:
-    """Where one canonical weight lives: ``kind`` is canonical, held_as or absent."""
+    """Where one canonical weight lives: ``kind`` is canonical, held_as or absent. ``parts``
+    (``concat``) holds it as several of the port's weights, each a (path, Transform) whose
+    canonical-layout values concatenate along ``axis``; ``path`` is then the first part's."""
 
     kind: str
     path: str | None = None
     transform: Transform = identity
     shape: tuple | Callable | None = None  # held_as: the declared own shape, or of config
     why: str = ""
+    parts: tuple = ()
+    axis: int = 0
+
+    @property
+    def pieces(self) -> tuple[tuple[str, Transform], ...]:
+        """Each of the port's weights that holds this one, with its transform."""
+        return self.parts or ((self.path, self.transform),)
 
 
 def absent(why: str) -> Entry:
@@ -97,6 +109,29 @@ def held_as(path: str, shape=None, *, why: str = "", transform: Transform = iden
     return Entry("held_as", path, transform, shape, why or f"held as {path}")
 
 
+def concat(*parts, axis: int = 0) -> Entry:
+    """A canonical weight the port holds as several weights: the spec's value is theirs, each
+    in canonical layout after its transform, concatenated along ``axis``. Each part is a path
+    (held as is) or a (path, Transform) pair. GatedFeatureFusion's gate written as two Dense
+    layers, ``gate_a(a) + gate_b(b)``, holds the (2F, F) kernel as two (F, F) halves, the rows
+    that see ``a`` first (the spec concatenates ``[a, b]``)::
+
+        "gate.kernel": concat("gate_a.kernel", "gate_b.kernel", axis=0)          # Keras, Flax
+        "gate.kernel": concat(("gate_a.weight", transpose),
+                              ("gate_b.weight", transpose), axis=0)               # torch Linear
+
+    Raises ``ValueError`` for fewer than two parts; ``set_weights`` raises it where the parts'
+    shapes do not add up to the spec's.
+    """
+    pieces = tuple((p, identity) if isinstance(p, str) else tuple(p) for p in parts)
+    if len(pieces) < 2:
+        raise ValueError(f"concat needs two or more parts, got {len(pieces)}")
+    for piece in pieces:
+        if len(piece) != 2 or not isinstance(piece[0], str) or not isinstance(piece[1], Transform):
+            raise TypeError(f"a concat part is a path or a (path, Transform) pair, got {piece!r}")
+    return Entry("canonical", pieces[0][0], pieces[0][1], parts=pieces, axis=axis)
+
+
 def _entry(value) -> Entry:
     if isinstance(value, Entry):
         return value
@@ -105,6 +140,11 @@ def _entry(value) -> Entry:
 
 
 # -- the generic adapter and handle ---------------------------------------------------------
+
+# What a refusal adds where the spec's weight is several of the port's (``split_guess``);
+# portspec.suite.areas.structure reads it back.
+SPLIT_HINT = ("the spec's is several of the port's weights: map it with {call}, in the order "
+              "the layer uses them")
 
 
 class PortAdapter(Adapter):
@@ -202,24 +242,98 @@ class PortHandle(Handle):
         a caller looking up several entries computes once: each call walks the module)."""
         entry = self.held[canonical]
         native = self._native() if native is None else native
-        if entry.path not in native:
-            raise ValueError(
-                f"the weight map names {entry.path!r} for {canonical!r}, but the port has only "
-                f"{sorted(native)}"
-            )
+        for path, _ in entry.pieces:
+            if path not in native:
+                raise ValueError(
+                    f"the weight map names {path!r} for {canonical!r}, but the port has only "
+                    f"{sorted(native)}"
+                )
         return entry
 
-    def _to_canonical(self, name, value):
+    def _to_canonical(self, name, values):
+        """The canonical value of ``name`` from the port's values, by path."""
         entry = self.held[name]
+        if entry.parts:
+            return np.concatenate([np.asarray(t.to_canonical(np.asarray(values[p]), None))
+                                   for p, t in entry.parts], axis=entry.axis)
         shape = self.shapes.get(name) if entry.kind == "canonical" else None
-        return entry.transform.to_canonical(value, shape)
+        return entry.transform.to_canonical(np.asarray(values[entry.path]), shape)
+
+    def _to_native(self, name, value, native) -> list[tuple[str, np.ndarray]]:
+        """(path, value) pairs that write canonical ``value`` of ``name`` at the port's shapes;
+        ``ValueError`` naming the shapes where it does not fit."""
+        entry = self.held[name]
+        staged = []
+        if entry.parts:
+            sizes = [np.shape(t.to_canonical(np.zeros(native[p][0]), None)) for p, t in entry.parts]
+            axis = entry.axis % value.ndim if value.ndim else 0
+            rest = {tuple(np.delete(s, axis)) for s in sizes if len(s) == value.ndim}
+            if (any(len(s) != value.ndim for s in sizes) or rest != {tuple(np.delete(value.shape,
+                                                                                    axis))}
+                    or sum(s[axis] for s in sizes) != value.shape[axis]):
+                said = " + ".join(f"{p} {s}" for (p, _), s in zip(entry.parts, sizes, strict=True))
+                raise ValueError(f"{name!r} of shape {value.shape} is mapped to {said} along axis "
+                                 f"{entry.axis}, which do not add up to it")
+            cuts = np.cumsum([s[axis] for s in sizes])[:-1]
+            for (path, t), part in zip(entry.parts, np.split(value, cuts, axis=axis), strict=True):
+                staged.append((path, t.to_native(part, native[path][0])))
+        else:
+            staged.append((entry.path, entry.transform.to_native(value, native[entry.path][0])))
+        for path, part in staged:
+            own = tuple(native[path][0])
+            if tuple(np.shape(part)) != own:
+                hint = "" if entry.parts else self._hint(name, entry, value, native)
+                raise ValueError(f"{name!r} maps to {path} of shape {own}{hint}")
+        return staged
+
+    def _hint(self, name, entry, value, native) -> str:
+        """What the map may have meant where canonical ``value`` does not fit the one weight
+        ``entry`` names: its shape transposed, reshaped, or the weight one of several parts."""
+        own = tuple(native[entry.path][0])
+        held = tuple(np.shape(entry.transform.to_native(value, own)))
+        if held[::-1] == own:
+            return "; the spec's shape transposed: map it with portspec.ports.transpose"
+        if value.size == int(np.prod(own)):
+            return "; as many values as the spec's shape: map it with portspec.ports.reshape()"
+        call = self.split_guess(name, native)
+        return f"; {SPLIT_HINT.format(call=call)}" if call else ""
+
+    def split_guess(self, name, native=None) -> str | None:
+        """The ``concat`` call that maps canonical ``name`` where the map names one weight
+        and the spec's shape is whole copies of it along one axis, as many as that weight and
+        the port's unmapped weights of its shape make (a gate kernel written as two Dense
+        layers): ``"portspec.ports.concat('gate_a.kernel', 'gate_b.kernel', axis=0)"``, the
+        parts sorted by path, which the author checks against the layer's order. None
+        otherwise."""
+        native = self._native() if native is None else native
+        entry, spec = self.held.get(name), self.shapes.get(name)
+        if entry is None or entry.parts or spec is None or entry.path not in native:
+            return None
+        own = tuple(native[entry.path][0])
+        try:
+            part = tuple(np.shape(entry.transform.to_canonical(np.zeros(own), None)))
+        except Exception:  # noqa: BLE001 - a transform that needs the canonical shape
+            return None
+        if len(part) != len(spec):
+            return None
+        differ = [i for i, (a, b) in enumerate(zip(spec, part, strict=True)) if a != b]
+        if len(differ) != 1 or spec[differ[0]] % part[differ[0]]:
+            return None
+        axis, count = differ[0], spec[differ[0]] // part[differ[0]]
+        mapped = {p for e in self.held.values() for p, _ in e.pieces}
+        others = [p for p, (shape, _) in native.items() if p not in mapped and tuple(shape) == own]
+        if count < 2 or len(others) != count - 1:
+            return None
+        said = {identity: None, transpose: "transpose"}.get(entry.transform, entry.transform.name)
+        parts = ", ".join(repr(p) if said is None else f"({p!r}, {said})"
+                          for p in sorted([entry.path, *others]))
+        return f"portspec.ports.concat({parts}, axis={axis})"
 
     def get_weights(self):
         values, native = self._read(), self._native()
-        return Weights(
-            {n: self._to_canonical(n, values[self._entry(n, native).path]) for n in self.held},
-            self.absent,
-        )
+        for n in self.held:
+            self._entry(n, native)
+        return Weights({n: self._to_canonical(n, values) for n in self.held}, self.absent)
 
     def set_weights(self, weights):
         native = self._native()
@@ -231,7 +345,7 @@ class PortHandle(Handle):
             if name not in self.held:
                 raise ValueError(f"unknown weight {name!r}; weights are {sorted(self.held)}")
             entry = self._entry(name, native)
-            value, own = np.asarray(value), native[entry.path][0]
+            value = np.asarray(value)
             want = (self._own_shape(name, native) if entry.kind == "held_as"
                     else self.shapes.get(name))
             if want is not None and value.shape != tuple(want):
@@ -239,14 +353,7 @@ class PortHandle(Handle):
                     missing[name] = f"{entry.why}, shape {tuple(want)}"
                     continue
                 raise ValueError(f"weight {name!r} has shape {tuple(want)}, got {value.shape}")
-            value = entry.transform.to_native(value, own)
-            if tuple(value.shape) != tuple(own):
-                hint = ("; the spec's shape transposed: map it with portspec.ports.transpose"
-                        if tuple(value.shape[::-1]) == tuple(own) else
-                        "; as many values as the spec's shape: map it with "
-                        "portspec.ports.reshape()" if value.size == int(np.prod(own)) else "")
-                raise ValueError(f"{name!r} maps to {entry.path} of shape {own}{hint}")
-            staged.append((entry.path, value))
+            staged.extend(self._to_native(name, value, native))
         if missing:  # every weight the clause needs and the port lacks, named once
             raise MissingWeight(", ".join(missing), "; ".join(dict.fromkeys(missing.values())))
         self._write_all(staged)  # all checked first: a refused call changes nothing
@@ -255,18 +362,31 @@ class PortHandle(Handle):
         """The shape the port holds a weight at, after its transform."""
         native = self._native() if native is None else native
         entry = self._entry(name, native)
-        probe = self._to_canonical(name, np.zeros(native[entry.path][0]))
-        shape = tuple(np.shape(probe))
+        zeros = {p: np.zeros(native[p][0]) for p, _ in entry.pieces}
+        shape = tuple(np.shape(self._to_canonical(name, zeros)))
         declared = entry.shape(self.config) if callable(entry.shape) else entry.shape
         if entry.kind == "held_as" and declared is not None and tuple(declared) != shape:
             raise ValueError(f"{name!r} is declared held as shape {declared}, the port has {shape}")
         return shape
 
+    def part_shapes(self, name) -> tuple[int, list[tuple[int, ...]]] | None:
+        """(axis, canonical-layout shape of each part) of a weight mapped with ``concat``;
+        None for one held as one weight."""
+        entry = self.held.get(name)
+        if entry is None or not entry.parts:
+            return None
+        native = self._native()
+        return entry.axis, [tuple(np.shape(t.to_canonical(np.zeros(native[p][0]), None)))
+                            for p, t in entry.parts]
+
+    def _trainable(self, name, native) -> bool:
+        """Whether the port trains ``name``: all of its parts where it holds several."""
+        return all(native[p][1] for p, _ in self._entry(name, native).pieces)
+
     def weight_info(self):
         native = self._native()
-        info = {n: (self._own_shape(n, native), native[self._entry(n, native).path][1])
-                for n in self.held}
-        mapped = {e.path for e in self.held.values()}
+        info = {n: (self._own_shape(n, native), self._trainable(n, native)) for n in self.held}
+        mapped = {p for e in self.held.values() for p, _ in e.pieces}
         info.update({path: v for path, v in native.items() if path not in mapped})
         return info
 
@@ -287,10 +407,10 @@ class PortHandle(Handle):
 
     def _grad(self, native_grad, inputs, cotangent, training):
         native = self._native()
-        trainable = {n: self._entry(n, native).path for n in self.held
-                     if native[self._entry(n, native).path][1]}
-        gx, grads = native_grad(inputs, cotangent, training, list(trainable.values()))
-        return gx, {n: self._to_canonical(n, np.asarray(grads[p])) for n, p in trainable.items()}
+        trainable = [n for n in self.held if self._trainable(n, native)]
+        paths = [p for n in trainable for p, _ in self.held[n].pieces]
+        gx, grads = native_grad(inputs, cotangent, training, paths)
+        return gx, {n: self._to_canonical(n, grads) for n in trainable}
 
     def get_config(self):
         config = self.adapter.config_of(self.layer, self.obj)

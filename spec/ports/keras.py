@@ -79,7 +79,7 @@ class KerasPortAdapter(PortAdapter):
         if not obj.built:
             obj.build([tuple(s) for s in input_shapes] if multi else tuple(input_shapes[0]))
         handle = self._handle(layer, obj, config, input_shapes, dtype)
-        paths = {e.path for e in handle.held.values()}
+        paths = {p for e in handle.held.values() for p, _ in e.pieces}
         if not paths <= set(handle._native()):
             # Sublayers made in build() create their weights on their first call: one
             # inference call on float32 zeros (Keras casts them to the layer's dtype), which

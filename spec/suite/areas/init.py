@@ -220,12 +220,32 @@ def _fans(spec_w, table) -> tuple:
     return (shapes[kernel][0], None) if kernel in shapes else (None, None)
 
 
+def _per_part(handle, name, w) -> str | None:
+    """The diagnosis of a Glorot-uniform weight the port holds as several (``concat``) whose
+    every part is Glorot-uniform over its own shape: smaller fans, a wider limit."""
+    parts = getattr(handle, "part_shapes", lambda n: None)(name)
+    if parts is None or w.ndim != 2:
+        return None
+    axis, shapes = parts
+    cuts = np.cumsum([s[axis] for s in shapes])[:-1]
+    pieces = np.split(w, cuts, axis=axis)
+    if any(p.shape != s or glorot_uniform_problems(p) for p, s in zip(pieces, shapes,
+                                                                       strict=True)):
+        return None
+    limits = ", ".join(f"{s} {np.sqrt(6.0 / sum(s)):.4g}" for s in shapes)
+    return (f"{name} drawn Glorot-uniform over each of the port's weights that make it up, "
+            f"instead of over the whole {w.shape} [limits {limits}, the spec's "
+            f"{np.sqrt(6.0 / sum(w.shape)):.4g}]: draw each part from U(±sqrt(6/(fan_in + "
+            "fan_out))) of the whole kernel")
+
+
 @check("init")
 def init(ctx):
     case = ctx.spec.init_case()
-    weights = ctx.build(case, seed=11).get_weights()
+    handle = ctx.build(case, seed=11)
+    weights = handle.get_weights()
     table = ctx.spec.weight_table(case.config, case.input_shapes)
-    problems, failed = [], []
+    problems, failed, parted = [], [], []
     for spec_w in table:
         if spec_w.name in getattr(weights, "absent", {}):
             continue  # declared absent by the port: the weight table reports it, once
@@ -239,10 +259,15 @@ def init(ctx):
                 f"{spec_w.name} is not all {want:g} (range {w.min():.3g}..{w.max():.3g})"]
         else:
             found = [f"{spec_w.name}: {p}" for p in glorot_uniform_problems(w)]
+            split = found and _per_part(handle, spec_w.name, w)
+            if split:
+                problems, parted = problems + found, [*parted, split]
+                continue
         if found:
             problems += found
             failed.append((spec_w.name, spec_w.init, fitting(w, *_fans(spec_w, table))))
     if problems:
         diagnosis, tails = identify(failed)
+        diagnosis = "; ".join(parted + ([diagnosis] if diagnosis else [])) or None
         raise ClauseFailure("; ".join(problems + tails), diagnosis=diagnosis,
                             checked=diagnosis is not None)

@@ -138,12 +138,56 @@ def weight_table(ctx):
                     diagnosis=f"{', '.join(transposed)} in (out, in) layout: the adapter must "
                     "transpose to the canonical (in, out)",
                 )
-            holding = _bigger(table, info) or _holding(ctx, case, handle, info)
+            holding = (_split(handle, want, got, problems) or _bigger(table, info)
+                       or _holding(ctx, case, handle, info))
             raise ClauseFailure(f"{case.label}: " + "; ".join(problems), diagnosis=holding,
                                 checked=holding is not None)
 
 
 BIGGER = "the port's module holds weights outside the layer's table"
+
+
+def joined(name: str, call: str, evidence: str) -> str:
+    """The one wording of a canonical weight the port holds as several, which the weight map
+    names one of (a gate kernel written as two Dense layers), whatever shows it (the weight
+    table here; the map refusing the spec's weight in the root-cause probe, ``split_refusal``):
+    one root cause, the evidence in brackets, which the report merges."""
+    evidence = evidence.replace("[", "(").replace("]", ")")
+    return (f"the port holds {name} as several weights and the weight map names one of them: "
+            f"join them with {call}, in the order the layer uses them [{evidence}]")
+
+
+def _split(handle, want, got, problems) -> str | None:
+    """``joined`` for each canonical weight whose map names one of several port weights that
+    make it up (``PortHandle.split_guess``), where that accounts for every problem."""
+    guess = getattr(handle, "split_guess", None)
+    if guess is None:
+        return None
+    calls = {n: guess(n) for n in want if n in got and got[n][0] != want[n][0]}
+    if not calls or None in calls.values():
+        return None
+    parts = {p for call in calls.values() for p in re.findall(r"'([^']+)'", call)}
+    unexplained = [p for p in problems if not (
+        any(p.startswith(f"{n}: shape ") for n in calls)
+        or (p.startswith("unexpected ") and p[len("unexpected "):] in parts))]
+    if unexplained:
+        return None
+    return "; ".join(joined(n, call, "; ".join(problems)) for n, call in calls.items())
+
+
+_SPLIT_REFUSAL = re.compile(r"'(?P<name>[^']+)' maps to \S+ of shape \([^)]*\); "
+                            r"the spec's is several of the port's weights: map it with "
+                            r"(?P<call>portspec\.ports\.concat\(.*?\)), in the order")
+
+
+def split_refusal(error: str) -> str | None:
+    """``joined`` for a port whose adapter refuses the spec's weight because the map names
+    one of several port weights that make it up (portspec.ports.base's ``SPLIT_HINT``)."""
+    m = _SPLIT_REFUSAL.search(error or "")
+    if not m:
+        return None
+    said = error[:m.start()] + error[m.start():m.end()].split(";")[0]
+    return joined(m["name"], m["call"], f"the spec's weights refused ({said.strip()})")
 
 
 def _bigger(table, info, counts=None, spec_counts=None) -> str | None:
