@@ -55,6 +55,8 @@ DROP_P = 0.3
 DROP_CASE = Case({"n_series": 16, "input_size": 4, "dropout": DROP_P, "ff_dim": 16},
                  ((64, 4, 16),), "dropout probe")
 DROP_X = 0.375  # the dropout probe's input, every element (nonzero: the residual shows)
+# a second dropout rate, training only: a rate fixed in the port drops alike at both
+DROP_P2 = 0.6
 
 
 # -- 1. the probe (worker side) -------------------------------------------------------------
@@ -162,9 +164,57 @@ def _record(label, config, x, weights, training, out, error, dtype, state=None):
 
 
 def probe(adapter, spec) -> list[dict]:
-    """The records of one port's layer (see the module docstring); arrays as NumPy float64."""
-    records = (_probe_fm if spec.prefix == "FM" else _probe_gff)(adapter, spec)
+    """The records of one port's layer (see the module docstring); arrays as NumPy float64.
+    Where a call is refused, the probe is made again with each pair of the layer's integer
+    config parameters swapped before the adapter sees them: the first swap under which every
+    call runs (an adapter passing each to the other's parameter; the calls whose config has
+    the two equal run either way) gives the records, and a "config swap" record names it."""
+    run = _probe_fm if spec.prefix == "FM" else _probe_gff
+    records = run(adapter, spec)
+    if any(r["error"] for r in records):
+        for pair in _swappable(spec):
+            swapped = _Swapped(adapter, pair)
+            again = run(swapped, spec)
+            if not any(r["error"] for r in again):
+                refused = next(r["error"] for r in records if r["error"])
+                return again + _layout(swapped, spec) + [_record(
+                    "config swap", None, None, None, False, None, refused, None,
+                    state={"swap": list(pair)})]
     return records + _layout(adapter, spec)
+
+
+def _swappable(spec) -> list[tuple[str, str]]:
+    """Pairs of the layer's integer config parameters whose values differ in its first case."""
+    config = spec.cases()[0].config
+    ints = [n for n, _ in spec.config_params if type(config.get(n)) is int]
+    return [(a, b) for a, b in itertools.combinations(ints, 2) if config[a] != config[b]]
+
+
+def swap_config(config: dict, pair) -> dict:
+    """``config`` with the values of the two parameters ``pair`` exchanged."""
+    a, b = pair
+    if a not in config or b not in config:
+        return dict(config)
+    return {**config, a: config[b], b: config[a]}
+
+
+class _Swapped:
+    """An adapter that builds with two config parameters swapped; the rest is the port's."""
+
+    def __init__(self, adapter, pair):
+        self._adapter, self._pair = adapter, tuple(pair)
+
+    def __getattr__(self, name):
+        return getattr(self._adapter, name)
+
+    def build(self, layer, config, **kwargs):
+        handle = self._adapter.build(layer, swap_config(config, self._pair), **kwargs)
+        if isinstance(getattr(handle, "shapes", None), dict):  # a port's handle (ports.base):
+            # its canonical shapes are those of the config the port then computes, the spec's
+            table = LAYERS[layer].weight_table(config, kwargs["input_shapes"])
+            handle.shapes = {w.name: tuple(w.shape) for w in table}
+            handle.config = dict(config)
+        return handle
 
 
 def _layout(adapter, spec) -> list[dict]:
@@ -236,6 +286,11 @@ def _probe_fm(adapter, spec):
         for training in (True, False):
             out, error = _call(handle, x, training)
             records.append(_record("dropout", config, x, w, training, out, error, dtype))
+        config = {**config, "dropout": DROP_P2}
+        handle, dtype, _ = _build(adapter, spec, DROP_CASE, config)
+        w = _set(handle, _dropout_weights(config))
+        out, error = _call(handle, x, True)
+        records.append(_record("dropout", config, x, w, True, out, error, dtype))
     except Exception as exc:  # noqa: BLE001
         records.append(_record("dropout", config, None, None, True, None, _describe(exc), None))
     return records
@@ -331,12 +386,14 @@ class Finding:
     stored: bool = False  # the precision is the moving statistics' storage alone
     # met at the float32 tolerance, yet by a float64 variant to within CLOSE: not float32
     close: bool = False
+    swap: tuple = ()  # two config parameters the port is built with exchanged
+    swap_refusal: str = ""  # the probe's first refused call, which the swap made run
 
     def summary(self) -> dict:
         """The finding as plain data (the JSON report's ``details.variant`` of a failure)."""
         return {"layer": self.layer, "fits": self.fits, "diff": {
             k: list(v) if isinstance(v, tuple) else v for k, v in self.diff.items()},
-            "precision": self.precision, "raised": self.raised,
+            "precision": self.precision, "raised": self.raised, "swap": list(self.swap),
             "spec_error": self.spec_error, "variant_error": self.variant_error}
 
     def line(self) -> str:
@@ -345,6 +402,10 @@ class Finding:
             why = self.note or f"max error vs the spec oracle {_g(self.spec_error)}"
             return f"{self.layer}: no variant of the oracle reproduces the port ({why})"
         parts = []
+        if self.swap:  # worded as FM-CONFIG words it (one root cause)
+            from portspec.suite.areas.errors import config_swap
+
+            parts.append(config_swap(*self.swap, "").removesuffix(" []"))
         if self.diff:  # what the layer computes leads; a refused call of the same design after
             text = variants.describe(space, self.diff)
             if self.also:
@@ -375,6 +436,20 @@ class Finding:
             evidence = (f" [the calls without dropout match the spec oracle (max error "
                         f"{_g(self.spec_error)}); the dropout probe's outputs take this "
                         "variant's values, not the spec's]")
+        fixed = (self.diff or {}).get("dropout_rate", "rate")
+        if not isinstance(fixed, str):
+            evidence = (f" [the dropout probe's training calls configured with dropout "
+                        f"{DROP_P:g} and {DROP_P2:g} both drop {fixed:g} of the units; the "
+                        "calls configured without dropout drop too (max error vs the spec "
+                        f"oracle {_g(self.spec_error)})]")
+        if self.swap:
+            a, b = self.swap
+            evidence = (f" [calls of the probe are refused as the spec's config is given "
+                        f"({self.swap_refusal[:120]}); with {a} and {b} exchanged before the "
+                        "adapter builds, every call runs"
+                        + (f", and max error vs the spec oracle {_g(self.spec_error)}, vs this "
+                           f"variant {_g(self.variant_error)}]" if self.diff else
+                           f" and matches the spec oracle (max error {_g(self.spec_error)})]"))
         if self.evidence:
             evidence = f" [{self.evidence}]"
         return f"{self.layer}: " + "; ".join(parts) + evidence
@@ -426,7 +501,8 @@ def _momentum(spec, space, records, choices, keys=(MEAN, VAR)):
         if not r["state"] or r["out"] is None or r["label"] == "dropout":
             continue
         try:
-            _, stat = _predict(spec, space, r, {**choices, "momentum": 0.0})
+            # the probe's calls with statistics configure no dropout: none is drawn
+            _, stat = _predict(spec, space, r, {**choices, "momentum": 0.0, "dropout_rate": 0.0})
         except (KeyError, ValueError):
             return None
         for k, got in r["state"].items():
@@ -468,11 +544,15 @@ def _errors(spec, space, records, choices, tol, stop=True, states=True):
             continue
         if r["config"].get("dropout", 0.0) and choices.get("dropout_inference"):
             continue
+        # a rate fixed in the port drops in training whatever the config says: the output of
+        # such a call is drawn at random (the dropout probe judges it), its statistics are not
+        dropped = r["training"] and not isinstance(choices.get("dropout_rate", "rate"), str)
         try:
-            out, state = _predict(spec, space, r, choices)
+            out, state = _predict(spec, space, r, {**choices, "dropout_rate": 0.0}
+                                  if dropped else choices)
         except (KeyError, ValueError, TypeError):
             return float("inf"), float("inf")
-        pairs = [(r["out"], out)]
+        pairs = [] if dropped else [(r["out"], out)]
         for k, got in (r["state"] or {}).items() if states else ():
             pairs.append((got, state.get(k, r["weights"].get(k))))
         for got, want in pairs:
@@ -519,8 +599,7 @@ def _dropout_fits(spec, space, r, choices, tol):
     if not np.logical_or.reduce(list(match.values())).all():
         return False
     c = {**variants.FM_DEFAULTS, **choices}
-    p = r["config"]["dropout"]
-    rate = p if c["dropout_rate"] == "rate" else 1 - p
+    rate = variants.drop_rate(c, r["config"]["dropout"])
     active = r["training"] or c["dropout_inference"]
     m2_dropped = match[(0, 0)] | match[(1, 0)]
     m2_kept = match[(0, 1)] | match[(1, 1)]
@@ -619,6 +698,10 @@ def _fit_eps(spec, space, records, choices):
 def _evaluate(spec, space, records, choices, tol):
     """(diff from the spec with fitted constants, ratio, error) of one candidate."""
     choices = dict(choices)
+    if choices.get("dropout_rate") == "fixed":
+        choices["dropout_rate"] = _fit_rate(spec, space, records, choices, tol)
+        if choices["dropout_rate"] is None:
+            return None
     if space is variants.FM_SPACE and choices.get("update") != "never":
         base = {k: v for k, v in choices.items() if k not in ("eps", "var_momentum")}
         if choices.get("var_momentum") == "fit":  # the mean's and the variance's apart
@@ -641,12 +724,43 @@ def _evaluate(spec, space, records, choices, tol):
     return choices, ratio, err
 
 
+def _fit_rate(spec, space, records, choices, tol) -> float | None:
+    """The one dropout rate, whatever the config's, that every training call of the dropout
+    probe takes, levels and frequencies (``_dropout_fits``); None where none does. The
+    candidates, roundest first, are read from the first such call: its share of outputs equal
+    to the input (the branch dropped) and its smallest rise over the input (one kept unit's
+    scale 1/(1-q), the first site's unit dropped). Needs calls at two configured rates: at one,
+    a rate fixed in the port cannot be told from the config's read otherwise."""
+    drops = [r for r in records if r["label"] == "dropout" and r["training"]]
+    if len({r["config"]["dropout"] for r in drops}) < 2:
+        return None
+    rise = np.ravel(drops[0]["out"] - drops[0]["x"])
+    share = float(np.mean(np.abs(rise) <= 1e-9))
+    up = rise[rise > 1e-9]
+    raw = [share] + ([1.0 - 1.0 / float(up.min())] if up.size else [])
+    candidates = [round(q, d) for d in (1, 2) for q in raw] + [round(q, 3) for q in raw[1:]]
+    for q in dict.fromkeys(candidates):
+        if 0.0 < q < 1.0 and all(_dropout_fits(spec, space, r, {**choices, "dropout_rate": q},
+                                               tol) for r in drops):
+            return q
+    return None
+
+
 def _singles(space):
     return [{k: v} for k, values in space.alternatives.items() for v in values]
 
 
 def search(spec, records):
-    """The Finding for a port's records: spec, single deviations, then pairs."""
+    """The Finding for a port's records: spec, single deviations, then pairs; with the config
+    swap the probe found the port built with (``probe``), if any."""
+    swapped = next((r for r in records if r["label"] == "config swap"), None)
+    found = _search(spec, [r for r in records if r["label"] != "config swap"])
+    if swapped is None or not found.fits:
+        return found
+    return replace(found, swap=tuple(swapped["state"]["swap"]), swap_refusal=swapped["error"])
+
+
+def _search(spec, records):
     space = variants.SPACES[spec.name]
     usable = [r for r in records if r["out"] is not None]
     raised = _raised(records)
@@ -835,8 +949,9 @@ class VariantHandle:
     """A layer that computes a variant in NumPy; the Handle protocol of portspec.adapter."""
 
     def __init__(self, spec, config, input_shapes, seed, dtype, choices, precision=None,
-                 absent=()):
+                 absent=(), validate=False):
         self.spec, self.choices, self.precision = spec, dict(choices), precision
+        self.validate = validate  # calls checked as the spec's layer checks them
         self.config = spec.validate_config(config)
         self.input_shapes = input_shapes
         from portspec.suite.checks import numpy_dtype
@@ -873,8 +988,7 @@ class VariantHandle:
         c = {**variants.FM_DEFAULTS, **self.choices}
         if self.spec.multi_input or not (training or c["dropout_inference"]):
             return None
-        p = self.config["dropout"]
-        rate = p if c["dropout_rate"] == "rate" else 1 - p
+        rate = variants.drop_rate(c, self.config["dropout"])
         shape = np.shape(x)
         axis = {"batch": 0, "time": 1, "channel": 2}.get(c["mask_axis"])
 
@@ -903,15 +1017,23 @@ class VariantHandle:
         return out, new
 
     def forward(self, inputs, *, training):
+        if self.validate and not self.spec.multi_input:
+            x = np.asarray(inputs)
+            self.spec.check_call(self.config, x.shape, x.dtype.name)
         out, new = self._compute(inputs, training)
         for k in self.weights:
             self.weights[k] = np.asarray(new[k], self.dtype)
         return np.asarray(out, self.dtype)
 
     def forward_compiled(self, inputs, *, training):
+        """A variant drawn at random where the spec is not (``drawn``) has the same
+        computation for its compiled call, so compiled and eager differ as the port's do; any
+        other has no compiler."""
         from portspec.clauses import NotApplicable
 
-        raise NotApplicable("a NumPy variant has no compiler")
+        if not drawn(self.choices):
+            raise NotApplicable("a NumPy variant has no compiler")
+        return self.forward(inputs, training=training)
 
     def save_native(self, directory):
         """The weights as safetensors, the build arguments in a JSON file beside them."""
@@ -1025,8 +1147,10 @@ def variant_adapter(spec, finding: Finding, low_precision=()):
         name, framework, layers = "variant", "numpy", (spec.name,)
 
         def build(self, layer, config, *, input_shapes, seed, dtype=None):
+            if finding.swap:  # built as the port is: the two parameters exchanged
+                config = swap_config(config, finding.swap)
             return VariantHandle(spec, config, input_shapes, seed, dtype, finding.diff,
-                                 finding.precision, finding.absent)
+                                 finding.precision, finding.absent, validate=bool(finding.swap))
 
         def load_native(self, layer, path):
             import json
@@ -1046,12 +1170,14 @@ def variant_adapter(spec, finding: Finding, low_precision=()):
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
 
 
-def same_failure(a: str, b: str, loose: bool = False) -> bool:
+def same_failure(a: str, b: str, loose: bool = False, words: bool = False) -> bool:
     """Do two failure messages say the same thing: equal words, numbers within 5 % (or both
     rounding-sized)? ``loose`` (outcomes drawn at random, or rounding): numbers within 10x,
-    and every finding of ``a`` ("; "-separated) among those of ``b``."""
+    and every finding of ``a`` ("; "-separated) among those of ``b``. ``words``: the numbers
+    are not compared (draws of a random call, a central difference through them)."""
     if loose and "; " in a + b:
-        return all(any(same_failure(x, y, loose) for y in b.split("; ")) for x in a.split("; "))
+        return all(any(same_failure(x, y, loose, words) for y in b.split("; "))
+                   for x in a.split("; "))
     if "raised " in a or "raised " in b:  # the same exception type, whatever its words
         def kind(m):
             return m.rsplit("raised ", 1)[-1].split(":")[0] if "raised " in m else None
@@ -1059,6 +1185,8 @@ def same_failure(a: str, b: str, loose: bool = False) -> bool:
         return kind(a) == kind(b)
     if _NUMBER.sub("#", a) != _NUMBER.sub("#", b):
         return False
+    if words:
+        return True
     for x, y in zip(_NUMBER.findall(a), _NUMBER.findall(b), strict=True):
         x, y = abs(float(x)), abs(float(y))
         if x == y or (x < 1e-4 and y < 1e-4):
@@ -1071,7 +1199,14 @@ def same_failure(a: str, b: str, loose: bool = False) -> bool:
 
 _ITEMS: dict = {}
 # choices whose clause evidence is drawn at random: the variant fails alike, not identically
+# (so does a rate fixed in the port, a float dropout_rate: it drops where the config has none)
 RANDOM = {"dropout_inference", "mask_axis", "shared_mask", "residual_dropout"}
+
+
+def drawn(choices: dict) -> bool:
+    """Does a variant draw at random where the spec does not (``RANDOM``, a fixed rate)?"""
+    return bool(RANDOM & set(choices)) or not isinstance(choices.get("dropout_rate", "rate"),
+                                                          str)
 
 
 def _same_error(message: str, raised: str) -> bool:
@@ -1086,12 +1221,16 @@ def explains(spec, finding: Finding, result, exchange: list | None = None) -> bo
     ``exchange``: the folders of the writers' exports the port's portability clause read."""
     from portspec.suite.checks import work_items
 
+    if finding.swap and "raised " in result.message and _same_error(
+            _NUMBER.sub("#", result.message.rsplit("raised ", 1)[1]),
+            f"({_NUMBER.sub('#', finding.swap_refusal)})"):
+        return True  # refused as the probe's call was, which the config swap made run
     if finding.raised and "raised " in result.message:
         # the clause failed on the very refusal the probe met: same exception, same words
         said = result.message.rsplit("raised ", 1)[1]
         if _same_error(said, finding.raised):
             return True
-        if not (finding.diff or finding.precision):
+        if not (finding.diff or finding.precision or finding.swap):
             return False
     if finding.precision and result.diagnosis and "not computed in float64" in result.diagnosis:
         return True  # FM-GRAD's own check of step sizes showed the forward's precision
@@ -1107,8 +1246,8 @@ def explains(spec, finding: Finding, result, exchange: list | None = None) -> bo
         return False
     mine = result.message.replace(result.impl, again.impl)  # the pairs name the reader
     # outputs drawn at random (dropout in inference) agree in size only, like rounding
-    loose = bool(finding.precision) or bool(RANDOM & set(finding.diff))
-    if same_failure(mine, again.message, loose=loose):
+    loose = bool(finding.precision) or drawn(finding.diff)
+    if same_failure(mine, again.message, loose=loose, words=drawn(finding.diff)):
         return True
     # A finding about a half-precision call agrees in size only: the variant rounds a float64
     # result where the port computes in that dtype. The others must agree as they are.
@@ -1171,7 +1310,7 @@ def attach(results, exchange: list | None = None):
             continue
         details = {**r.details, "variant": finding.summary()}
         cause = _cause(prefixes[prefix], finding, r, exchange) if finding.fits and (
-            finding.diff or finding.precision or finding.raised) else None
+            finding.diff or finding.precision or finding.raised or finding.swap) else None
         if cause is not None:
             out[i] = replace(r, cause=cause.line(), details={**details,
                                                              "variant": cause.summary()})
@@ -1245,7 +1384,7 @@ def independent(finding: Finding) -> list[Finding]:
     """The finding as one finding per part of the layer it changes (``variants.parts``):
     independent mistakes, each its own root cause. One part: the finding itself."""
     split = variants.parts(finding.layer, finding.diff)
-    if len(split) < 2 or finding.precision or finding.raised:
+    if len(split) < 2 or finding.precision or finding.raised or finding.swap:
         return [finding]
     evidence = (f"max error vs the spec oracle {_g(finding.spec_error)}, vs the variant with "
                 f"all {len(split)} independent differences {_g(finding.variant_error)}")

@@ -142,7 +142,7 @@ FM_DEFAULTS = {
     "activation": "relu",
     "biases": ("dense1", "dense2"),  # the Dense layers that add their bias
     "dropout_scale": "inverted",  # kept units * 1/(1-p); "none": * 1; "rate": * 1/p
-    "dropout_rate": "rate",  # drop probability p; "keep": drops 1-p
+    "dropout_rate": "rate",  # drop probability p; "keep": drops 1-p; a float q: drops q, any p
     "sites": ("dropout1", "dropout2"),
     "dropout_inference": False,
     "shared_mask": False,  # both sites draw one mask
@@ -154,6 +154,15 @@ FM_DEFAULTS = {
     "residual_dropout": False,
     "transpose": False,  # Dense kernels read (out, in)
 }
+
+
+def drop_rate(choices: dict, p: float) -> float:
+    """The probability a variant drops a unit with, for the config's dropout ``p``: p, 1 - p
+    (the rate read as the keep probability), or a rate fixed in the port whatever p is."""
+    how = choices.get("dropout_rate", "rate")
+    if how == "rate":
+        return p
+    return 1.0 - p if how == "keep" else float(how)
 
 
 def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **choices):
@@ -240,8 +249,7 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             return grid(w["norm.gamma"]) * z
         return z + grid(w["norm.beta"]) if c["affine"] == "offset" else z
 
-    p = config["dropout"]
-    rate = p if c["dropout_rate"] == "rate" else 1.0 - p
+    rate = drop_rate(c, config["dropout"])
     active = training or c["dropout_inference"]
 
     def drop(v, site):
@@ -393,6 +401,15 @@ def _momentum_words(a):
     return f"moving statistics keep {a:.4g} of their old value"
 
 
+def _dropout_rate_words(how):
+    if how == "rate":
+        return "dropping with probability p"
+    if how == "keep":
+        return "dropping with probability 1-p (the rate used as the keep probability)"
+    return (f"dropping with probability {float(how):g} whatever the config's dropout (a rate "
+            "fixed in the port: the dropout parameter never reaches its dropout)")
+
+
 def _var_momentum_words(a):
     if a is None:
         return "the moving variance updated with the mean's momentum"
@@ -424,7 +441,7 @@ FM_SPACE = Space(
         "activation": [a for a in _ACT if a != "relu"],
         "biases": [("dense2",), ("dense1",), ()],
         "dropout_scale": ["none", "rate"],
-        "dropout_rate": ["keep"],
+        "dropout_rate": ["keep", "fixed"],  # "fixed": the rate fitted (rootcause)
         "sites": [("dropout1",), ("dropout2",), ()],
         "dropout_inference": [True],
         "shared_mask": [True],
@@ -476,9 +493,7 @@ FM_SPACE = Space(
         "dropout_scale": {"inverted": "kept units scaled by 1/(1-p)",
                           "none": "kept units not scaled (dropout not inverted)",
                           "rate": "kept units scaled by 1/p"},
-        "dropout_rate": {"rate": "dropping with probability p",
-                         "keep": "dropping with probability 1-p (the rate used as the keep "
-                         "probability)"},
+        "dropout_rate": _dropout_rate_words,
         "sites": {("dropout1", "dropout2"): "dropout after the activation and the second Dense",
                   ("dropout1",): "dropout only after the activation",
                   ("dropout2",): "dropout only after the second Dense",

@@ -109,7 +109,11 @@ class FM(nn.Module):
             return z + self._as_grid(self.beta)
         return self._as_grid(self.gamma) * z + self._as_grid(self.beta)
 
+    fixed_rate = None  # a rate written into the layer, whatever the config's dropout
+
     def _rate(self):
+        if self.fixed_rate is not None:
+            return self.fixed_rate
         return 1 - self.dropout if self.rate_as_keep else self.dropout
 
     def drop(self, v, site, mask):
@@ -306,6 +310,7 @@ PORTS = [
     port("dropout-not-inverted", {"dropout_scale": "none"}, fm={"drop_scale": "none"}),
     port("dropout-scaled-by-1-over-p", {"dropout_scale": "rate"}, fm={"drop_scale": "rate"}),
     port("dropout-rate-as-keep", {"dropout_rate": "keep"}, fm={"rate_as_keep": True}),
+    port("dropout-rate-hard-coded", {"dropout_rate": 0.2}, fm={"fixed_rate": 0.2}),
     port("dropout-first-site-only", {"sites": ("dropout1",)}, fm={"sites": (1,)}),
     port("dropout-second-site-only", {"sites": ("dropout2",)}, fm={"sites": (2,)}),
     port("dropout-in-inference", {"dropout_inference": True}, fm={"in_inference": True}),
@@ -366,4 +371,12 @@ class WholeBlock(Conforming):
                                  in _weights(FM)["FeatureMixing"].items()}}
 
 
-ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock()]
+class ConfigNamesSwapped(Conforming):
+    """The layer to the spec; its adapter's renaming passes n_series as ff_dim and back."""
+
+    name, layers = "config-names-swapped", ("FeatureMixing",)
+    expected = "built with n_series and ff_dim swapped"  # a pattern: no variant is the map
+    config_names = {"n_series": "ff_dim", "ff_dim": "n_series"}
+
+
+ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped()]

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from portspec.clauses import ClauseFailure
 from portspec.suite.checks import check
 
 
-def _verdict(what: str, call, names, shown=()) -> tuple[str, str] | None:
+def _verdict(what: str, call, names, shown=(), said=None) -> tuple[str, str] | None:
     """None when ``call`` raises ValueError/TypeError naming one of ``names`` (and showing one
     of ``shown``, the offending shapes, when given), else (how it got through, the problem):
     how is "accepted", the name of another exception type, or "unnamed" (a ValueError or
-    TypeError whose message does not name the culprit)."""
+    TypeError whose message does not name the culprit). ``said``: a list the message of an
+    unnamed one is appended to."""
     try:
         call()
     except (ValueError, TypeError) as exc:
         if not any(n in str(exc) for n in names):
+            if said is not None:
+                said.append(str(exc))
             return "unnamed", (f"{what}: {type(exc).__name__} does not name "
                                f"{' or '.join(names)}: {exc}")
         if shown and not any(s in str(exc) for s in shown):
@@ -84,21 +89,66 @@ def _some(labels, shown=6) -> str:
     return ", ".join(labels[:shown]) + more
 
 
+def config_swap(a: str, b: str, evidence: str) -> str:
+    """The one wording of a port built with config parameters ``a`` and ``b`` exchanged,
+    whatever shows it (the errors here, the root-cause probe's calls): one root cause, the
+    evidence in brackets, which the report merges."""
+    return (f"the port built with {a} and {b} swapped (the adapter's config_names or "
+            f"construct passes each to the other's parameter) [{evidence}]")
+
+
+def _swapped(ctx, unnamed) -> tuple[str, str] | None:
+    """The pair of config parameters whose errors name each other, (param, message) of each
+    unnamed error: every such error of a names b alone of the other parameters (by the spec's
+    name or the port's, ``config_names``), and one of b's names a. None otherwise."""
+    names = {n: {n, ctx.adapter.config_names.get(n, n)} for n, _ in ctx.spec.config_params}
+    named: dict = {}
+    for param, message in unnamed:
+        if param not in names:  # an unknown key the port happens to take: not the pair's
+            continue
+        others = {q for q, words in names.items() if q != param and any(
+            re.search(rf"(?<![A-Za-z0-9_]){re.escape(w)}(?![A-Za-z0-9_])", message)
+            for w in words)}
+        if len(others) != 1:
+            return None
+        named.setdefault(param, set()).update(others)
+    order = [n for n, _ in ctx.spec.config_params]  # the pair in the spec's order
+    pairs = {tuple(sorted((p, *q), key=order.index)) for p, q in named.items() if len(q) == 1}
+    if len(pairs) != 1 or any(len(q) != 1 for q in named.values()):
+        return None
+    a, b = pairs.pop()
+    return (a, b) if named.get(a) == {b} and named.get(b) == {a} else None
+
+
 @check("config-errors")
 def config_errors(ctx):
     case = ctx.spec.cases()[0]
     bad = ctx.spec.invalid_configs()
-    failed = []
+    failed, unnamed = [], []
     for config, param in bad:
         shown = {k: v for k, v in config.items() if k == param} or f"without {param}"
         label = f"{param}={config[param]!r}" if param in config else f"without {param}"
-        built = []
+        built, said = [], []
         # the port's own name for the parameter (Adapter.config_names) names it too
         got = _verdict(f"config {shown}",
                        lambda c=config, b=built: b.append(ctx.build(case, config=c)),
-                       (param, ctx.adapter.config_names.get(param, param)))
+                       (param, ctx.adapter.config_names.get(param, param)), said=said)
         if got:
             failed.append((label + _built_as(built, config, param), *got))
+            unnamed += [(param, m) for m in said]
+    pair = _swapped(ctx, unnamed) if unnamed else None
+    spec_params = {n for n, _ in ctx.spec.config_params}
+    if pair and all(how == "unnamed" for label, how, _ in failed
+                    if label.split("=")[0] in spec_params):
+        a, b = pair
+        said = "; ".join(f"{p}'s: {m}" for p, m in unnamed[:1] + [
+            u for u in unnamed if u[0] != unnamed[0][0]][:1])
+        raise ClauseFailure(
+            f"{len(failed)} of {len(bad)} bad inputs not rejected as the spec requires: "
+            + " | ".join(problem for _, _, problem in failed[:4]),
+            diagnosis=config_swap(a, b, f"the errors for bad {a} name {b} and those for bad "
+                                        f"{b} name {a}: {said}"),
+            details={"problems": [problem for _, _, problem in failed]}, checked=True)
     _fail(failed, len(bad), "config", "the parameter")
 
 
