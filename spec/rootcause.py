@@ -973,7 +973,7 @@ class VariantHandle:
                         for t in table if t.name in keep}
         length, n = self.config.get("input_size"), self.config.get("n_series")
         natural = {"batch-channel": (n,), "batch-time": (length,), "batch-scalar": (1,),
-                   "layer-N": (n,)}.get(norm)
+                   "layer-N": (n,), "layer-L": (n,)}.get(norm)
         for name in [k for k in (MEAN, VAR, "norm.gamma", "norm.beta") if k in self.weights]:
             if natural:  # the statistics and affine weights such a layer holds
                 one = name in (VAR, "norm.gamma")
@@ -1320,7 +1320,31 @@ def attach(results, exchange: list | None = None):
         else:
             why = "" if finding.fits else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
-    return _bigger_module(out, findings)
+    return _step_after_gradient(_bigger_module(out, findings), findings)
+
+
+def _step_after_gradient(results, findings):
+    """Where a layer's gradient clause has a cause and the probe finds the layer's forward the
+    spec's (no variant, no refusal), its portability failures in which every failing pair read
+    the writer's inference output right and differs only after the training step come from
+    that gradient: they point to its cause."""
+    grads = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+             if r.status == "failed" and r.clause.endswith("-GRAD") and r.cause
+             and not r.cause.startswith(UNEXPLAINED)}
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        pairs = r.details.get("pairs", {}) if r.clause.endswith("-PORTABLE") else {}
+        failed = [v for k, v in pairs.items() if v != "ok"
+                  and k not in r.details.get("not_judged", ())]
+        if (key in grads and failed and (r.cause or "").startswith(UNEXPLAINED)
+                and found is not None and found.fits
+                and not (found.diff or found.precision or found.raised or found.swap)
+                and all(" after the step differs by " in v for v in failed)):
+            r = replace(r, cause=grads[key])
+        out.append(r)
+    return out
 
 
 def _bigger_module(results, findings):

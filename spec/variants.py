@@ -94,6 +94,7 @@ NORM_AXES = {
     "batch-scalar": (0, 1, 2),  # one statistic for everything (darts' TimeBatchNorm2d reading)
     "layer-LN": (1, 2),  # LayerNorm over (L, N) per sample (darts, neuralforecast tsmixerx)
     "layer-N": (2,),  # LayerNorm over N per sample and time step
+    "layer-L": (1,),  # over time per sample and channel: instance norm (RevIN's statistics)
 }
 
 _ERF = np.vectorize(math.erf, otypes=[np.float64])
@@ -238,10 +239,11 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 new[VAR] = flat(av * old_v + (1 - av) * uvar[0], w[VAR])
             if not use_batch:
                 mean, var = grid(w[MEAN]), grid(w[VAR])
-        if c["eps_where"] == "inside":
-            denom = np.sqrt(var + c["eps"])
-        else:
-            denom = np.sqrt(var) + c["eps"]
+        with np.errstate(invalid="ignore"):  # a negative variance a port holds: NaN, quietly
+            if c["eps_where"] == "inside":
+                denom = np.sqrt(var + c["eps"])
+            else:
+                denom = np.sqrt(var) + c["eps"]
         if c["affine"] is True:  # the spec's order of operations: defaults agree to the bit
             return grid(w["norm.gamma"]) * (v - mean) / denom + grid(w["norm.beta"])
         z = (v - mean) / denom
@@ -458,6 +460,8 @@ FM_SPACE = Space(
             "batch-scalar": "BatchNorm with one scalar statistic",
             "layer-LN": "LayerNorm over (L, N)",
             "layer-N": "LayerNorm over the channels N",
+            "layer-L": "instance normalisation over time L (per sample and channel, RevIN's "
+                       "statistics)",
             "none": "no normalisation",
         },
         "affine": {True: "a learned scale and offset", False: "no scale and offset",

@@ -91,3 +91,35 @@ def test_config_errors_naming_each_other_are_the_swap_and_worded_as_the_probe_wo
 ])
 def test_config_errors_that_do_not_name_each_other_are_no_swap(unnamed):
     assert errors._swapped(_ctx(), unnamed) is None
+
+
+# -- a training step that differs because the gradient does ----------------------------------
+
+GRAD_CAUSE = "GatedFeatureFusion: the gate is treated as a constant in backprop (...)"
+
+
+def _portable(*verdicts):
+    from portspec.suite.runner import Result
+
+    pairs = {f"writer{i} -> p": v for i, v in enumerate(verdicts)}
+    return Result("GFF-PORTABLE", "p", "failed", "; ".join(pairs), details={"pairs": pairs},
+                  cause=rootcause.UNEXPLAINED)
+
+
+@pytest.mark.parametrize("verdicts, finding, points", [
+    (("gate.bias after the step differs by 0.08", "ok"), rootcause.Finding("GatedFeatureFusion"),
+     True),
+    # the writer's inference output read wrong: the forward, not the step
+    (("gate.bias after the step differs by 0.08", "inference output differs by 2"),
+     rootcause.Finding("GatedFeatureFusion"), False),
+    # a forward that is some variant's: the step may differ by that alone
+    (("gate.bias after the step differs by 0.08",),
+     rootcause.Finding("GatedFeatureFusion", diff={"bias": False}), False),
+])
+def test_a_step_that_differs_points_to_the_gradient_only_where_the_forward_is_the_spec_s(
+        verdicts, finding, points):
+    from portspec.suite.runner import Result
+
+    grad = Result("GFF-GRAD", "p", "failed", "x", cause=GRAD_CAUSE)
+    out = rootcause._step_after_gradient([grad, _portable(*verdicts)], {("p", "GFF"): finding})
+    assert (out[1].cause == GRAD_CAUSE) is points

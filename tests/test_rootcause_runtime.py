@@ -99,7 +99,27 @@ def test_one_input_held_in_the_gate_is_not_named_as_the_gate_input_held(zoo):
 
     found = _results(_mutant(module, "HalfHeld", gff=HalfHeld), "GFF-GRAD")["GFF-GRAD"]
     assert found.status == "failed"
-    assert found.diagnosis != gradients.GATE_INPUT_HELD and not found.details.get("checked")
+    assert found.diagnosis not in (gradients.GATE_INPUT_HELD, gradients.GATE_HELD)
+    assert not found.details.get("checked")
+
+
+def test_a_gate_held_in_backprop_is_named_and_is_the_root_cause(zoo):
+    """stop_gradient on the gate: the forward is the spec's, the gate's weights get no
+    gradient, and a and b get gate and 1 - gate only: the spec with the gate held fixed."""
+    module, _ = zoo
+    ref, ops = module.ref, module.ops
+
+    class GateHeld(ref.GatedFeatureFusion):
+        def call(self, inputs):
+            a, b = inputs
+            z = self.gate(ops.concatenate([a, b], axis=-1))
+            gate = ops.stop_gradient(ref._activation(self.activation, z))
+            return gate * a + (1.0 - gate) * b
+
+    found = _results(_mutant(module, "GateHeld", gff=GateHeld), "GFF-GRAD")["GFF-GRAD"]
+    assert found.status == "failed" and found.details.get("checked")
+    assert found.diagnosis == gradients.GATE_HELD
+    assert found.cause == f"GatedFeatureFusion: {gradients.GATE_HELD}"
 
 
 def test_a_compiled_function_that_is_merely_wrong_gets_no_name(zoo):

@@ -23,7 +23,7 @@ FM_SPEC, GFF_SPEC = LAYERS["FeatureMixing"], LAYERS["GatedFeatureFusion"]
 class FM(nn.Module):
     """FeatureMixing to the spec; class attributes select one mistake."""
 
-    norm = "feature"  # feature, channel, time, scalar, layer-LN, layer-N, none
+    norm = "feature"  # feature, channel, time, scalar, layer-LN, layer-N, layer-L, none
     position = "before"
     eps, eps_outside, keep = 1e-3, False, 0.01
     var_keep = None  # the moving variance's own share kept (None: keep's)
@@ -46,7 +46,7 @@ class FM(nn.Module):
             n_series, input_size, dropout, ff_dim)
         shape = {"feature": (input_size * n_series,), "channel": (n_series,),
                  "time": (input_size,), "scalar": (1,), "layer-LN": (input_size * n_series,),
-                 "layer-N": (n_series,), "none": (1,)}[self.norm]
+                 "layer-N": (n_series,), "layer-L": (n_series,), "none": (1,)}[self.norm]
         self.gamma, self.beta = nn.Parameter(torch.ones(shape)), nn.Parameter(torch.zeros(shape))
         if self.affine != "both":  # the one the layer does without is not held either
             self.register_parameter("beta" if self.affine == "scale" else "gamma", None)
@@ -60,7 +60,7 @@ class FM(nn.Module):
 
     def _axes(self):
         return {"feature": (0,), "channel": (0, 1), "time": (0, 2), "scalar": (0, 1, 2),
-                "layer-LN": (1, 2), "layer-N": (2,)}[self.norm]
+                "layer-LN": (1, 2), "layer-N": (2,), "layer-L": (1,)}[self.norm]
 
     def _as_grid(self, v):
         length, n = self.input_size, self.n_series
@@ -232,11 +232,11 @@ def _weights(fm_class, kernel=transpose):
         "dense2.kernel": ("lin2.weight", kernel),
         "dense2.bias": ("lin2.bias", identity),
     }
-    if fm_class.norm in ("channel", "time", "scalar", "layer-N"):
+    if fm_class.norm in ("channel", "time", "scalar", "layer-N", "layer-L"):
         for k, path in (("norm.gamma", "gamma"), ("norm.beta", "beta"),
                         ("norm.moving_mean", "moving_mean"), ("norm.moving_variance",
                                                               "moving_var")):
-            if fm_class.norm != "layer-N" or k in ("norm.gamma", "norm.beta"):
+            if not fm_class.norm.startswith("layer") or k in ("norm.gamma", "norm.beta"):
                 fm_map[k] = held_as(path, why=f"{fm_class.norm} statistics")
     return {
         "FeatureMixing": fm_map,
@@ -286,6 +286,7 @@ PORTS = [
     port("layernorm-LN-after-residual", {"norm": "layer-LN", "position": "after"},
          fm={"norm": "layer-LN", "position": "after"}),
     port("layernorm-over-channels", {"norm": "layer-N"}, fm={"norm": "layer-N"}),
+    port("instance-norm-over-time", {"norm": "layer-L"}, fm={"norm": "layer-L"}),
     port("post-norm", {"position": "after"}, fm={"position": "after"}),
     port("epsilon-1e-5", {"eps": 1e-5}, fm={"eps": 1e-5}),
     port("epsilon-outside-sqrt", {"eps_where": "outside"}, fm={"eps_outside": True}),

@@ -84,13 +84,13 @@ def gradients(ctx):
                     raise float64_failure(ctx, failure, handle, config, weights, x,
                                           training=training)
                 # a hypothesis of the spec's function: none with weights the port keeps
-                held = None if weights.own else _held_fixed(ctx.spec, config, weights, x, cot,
-                                                            training)
-                if held and all(not _agrees(held[1], point, grads,
-                                            _directions(rng, point, point))
-                                for _ in range(DIRECTIONS)):
-                    raise ClauseFailure(str(failure), diagnosis=held[0],
-                                        details=failure.details, checked=True)
+                hypotheses = [] if weights.own else _held_fixed(ctx.spec, config, weights, x,
+                                                                cot, training)
+                for said, held in hypotheses:
+                    if all(not _agrees(held, point, grads, _directions(rng, point, point))
+                           for _ in range(DIRECTIONS)):
+                        raise ClauseFailure(str(failure), diagnosis=said,
+                                            details=failure.details, checked=True)
                 raise failure
 
 
@@ -147,11 +147,15 @@ GATE_INPUT_HELD = (
     "the gate's input is treated as a constant in backprop (stop_gradient/detach on concat([a, "
     "b])): the port's gradients are those of the spec with the inputs held fixed inside the gate"
 )
+GATE_HELD = (
+    "the gate is treated as a constant in backprop (stop_gradient/detach on the gate): no "
+    "gradient reaches the gate's kernel and bias, and a and b get only gate and 1 - gate"
+)
 
 
 def _held_fixed(spec, config, weights, x, cot, training):
-    """(diagnosis, objective of the point) for the layer's function with an intermediate held
-    at its value at ``x``, or None where the layer has no such hypothesis."""
+    """[(diagnosis, objective of the point)] for the layer's function with an intermediate
+    held at its value at ``x``, each a hypothesis; [] where the layer has none."""
     if spec.name == "FeatureMixing" and training:
         flat = np.asarray(x, np.float64).reshape(np.shape(x)[0], -1)
         # inference with the batch's own statistics as moving ones: the training output at x,
@@ -164,21 +168,28 @@ def _held_fixed(spec, config, weights, x, cot, training):
             out = spec.forward(config, w, point["input 0"], training=False)[0]
             return float(np.sum(out * cot))
 
-        return STATS_HELD, held
+        return [(STATS_HELD, held)]
     if spec.name == "GatedFeatureFusion":
         from portspec.layers.gated_feature_fusion import activate
 
         gate_input = np.concatenate([np.asarray(v, np.float64) for v in x], axis=-1)
 
-        def held(point):
+        def gate_of(w, inputs):
+            return activate(config["activation"], inputs @ w["gate.kernel"] + w["gate.bias"])
+
+        fixed_gate = gate_of(weights, gate_input)
+
+        def input_held(point):
             w = {**weights, **point}
-            z = gate_input @ w["gate.kernel"] + w["gate.bias"]
-            gate = activate(config["activation"], z)
-            a, b = w["input 0"], w["input 1"]
+            gate, a, b = gate_of(w, gate_input), w["input 0"], w["input 1"]
             return float(np.sum((gate * a + (1.0 - gate) * b) * cot))
 
-        return GATE_INPUT_HELD, held
-    return None
+        def gate_held(point):
+            a, b = point["input 0"], point["input 1"]
+            return float(np.sum((fixed_gate * a + (1.0 - fixed_gate) * b) * cot))
+
+        return [(GATE_INPUT_HELD, input_held), (GATE_HELD, gate_held)]
+    return []
 
 
 def _diagnosis(problems, training):
