@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from measure_layers import mistaken
 
 from portspec.layers import LAYERS
 from portspec.ports import FlaxPortAdapter, absent, flax_names, held_as, transpose
@@ -192,7 +193,7 @@ def port(name, expected, fm=None, gff=None, weights=None):
     body = {"name": name, "expected": expected,
             "fm": type(f"FM{title}", (FeatureMixing,), fm or {}),
             "gff": type(f"GFF{title}", (GatedFeatureFusion,), gff or {}),
-            "weights": weights or _weights()}
+            "weights": weights or _weights(), "layers": mistaken(fm, gff, weights)}
     return type(title, (Conforming,), body)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import keras
 from keras import layers, ops
+from measure_layers import mistaken
 
 from portspec.layers import LAYERS
 from portspec.ports import KerasPortAdapter, absent, held_as, identity, reshape, transpose
@@ -176,7 +177,7 @@ def port(name, expected, fm=None, gff=None, weights=None):
     gff_class = keras.saving.register_keras_serializable(PACKAGE, f"GFF{title}")(
         type(f"GFF{title}", (GatedFeatureFusion,), gff or {}))
     body = {"name": name, "expected": expected, "fm": fm_class, "gff": gff_class,
-            "weights": weights or _weights()}
+            "weights": weights or _weights(), "layers": mistaken(fm, gff, weights)}
     return type(title, (Conforming,), body)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from measure_layers import mistaken
 from torch import nn
 
 from portspec.layers import LAYERS
@@ -274,7 +275,8 @@ def port(name, expected, fm=None, gff=None, kernel=transpose):
     fm_class = type(f"FM_{name}", (FM,), fm or {})
     gff_class = type(f"GFF_{name}", (GFF,), gff or {})
     body = {"name": name, "expected": expected, "fm": fm_class, "gff": gff_class,
-            "weights": _weights(fm_class, kernel)}
+            "weights": _weights(fm_class, kernel),
+            "layers": mistaken(fm, gff, kernel is not transpose)}
     return type(name.title().replace("-", ""), (Conforming,), body)
 
 
