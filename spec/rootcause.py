@@ -399,7 +399,11 @@ class Finding:
     def line(self) -> str:
         space = variants.SPACES[self.layer]
         if not self.fits:
-            why = self.note or f"max error vs the spec oracle {_g(self.spec_error)}"
+            why = self.note or (
+                f"the calls without dropout match the spec oracle (max error "
+                f"{_g(self.spec_error)}); the dropout probe's outputs take neither its values "
+                "nor a variant's" if self.spec_error <= CLOSE else
+                f"max error vs the spec oracle {_g(self.spec_error)}")
             return f"{self.layer}: no variant of the oracle reproduces the port ({why})"
         parts = []
         if self.swap:  # worded as FM-CONFIG words it (one root cause)
@@ -971,6 +975,9 @@ class VariantHandle:
         keep -= set(absent)  # the weights the port does not hold, as it
         self.weights = {t.name: t.initial_value(self.rng).astype(self.dtype)
                         for t in table if t.name in keep}
+        if self.choices.get("width") == "one":  # the gate a Dense of one unit, as it is held
+            for name in [k for k in ("gate.kernel", "gate.bias") if k in self.weights]:
+                self.weights[name] = np.ascontiguousarray(self.weights[name][..., :1])
         length, n = self.config.get("input_size"), self.config.get("n_series")
         natural = {"batch-channel": (n,), "batch-time": (length,), "batch-scalar": (1,),
                    "layer-N": (n,), "layer-L": (n,)}.get(norm)

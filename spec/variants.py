@@ -142,7 +142,8 @@ FM_DEFAULTS = {
     "flatten": "C",  # feature index t*N + c; "F": c*L + t
     "activation": "relu",
     "biases": ("dense1", "dense2"),  # the Dense layers that add their bias
-    "dropout_scale": "inverted",  # kept units * 1/(1-p); "none": * 1; "rate": * 1/p
+    "dropout_scale": "inverted",  # kept units * 1/(1-p); "none": * 1; "rate": * 1/p;
+    # "classic": * 1 in training, every unit * (1-p) in inference
     "dropout_rate": "rate",  # drop probability p; "keep": drops 1-p; a float q: drops q, any p
     "sites": ("dropout1", "dropout2"),
     "dropout_inference": False,
@@ -255,8 +256,10 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
     active = training or c["dropout_inference"]
 
     def drop(v, site):
-        if not active or site not in c["sites"] or rate == 0.0:
+        if site not in c["sites"] or rate == 0.0:
             return v
+        if not active:  # classic dropout scales by the keep probability here instead
+            return v * (1.0 - rate) if c["dropout_scale"] == "classic" else v
         if rate == 1.0:
             return np.zeros_like(v)
         if masks is None:
@@ -265,7 +268,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         if c["shared_mask"] and site == "dropout1":  # unit c of both sites, one decision
             m = min(v.shape[-1], n)
             mask = np.concatenate([masks["dropout2"][..., :m], mask[..., m:]], axis=-1)
-        kept = {"inverted": 1.0 - rate, "none": 1.0, "rate": rate}[c["dropout_scale"]]
+        kept = {"inverted": 1.0 - rate, "none": 1.0, "rate": rate, "classic": 1.0}[
+            c["dropout_scale"]]
         return np.where(mask, v / kept, 0.0)
 
     def branch(v):
@@ -309,6 +313,9 @@ GFF_DEFAULTS = {
     # where the activation is: "gate" act(concat @ kernel + bias); "input" act(concat) @
     # kernel + bias, the Dense after it (the gate unbounded)
     "activation_site": "gate",
+    # the gate's width: "features", one gate per feature (the kernel (2F, F)); "one", one
+    # scalar gate per sample broadcast over the features (a Dense of one unit, kernel (2F, 1))
+    "width": "features",
     "transpose": False,
 }
 
@@ -328,6 +335,9 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
     f = a.shape[-1]
     if c["transpose"]:  # the kernel as read back is (F, 2F): the layer computes with k.T
         k = k.T
+    width = f if c["width"] == "features" else 1
+    if k.shape[-1] != width:  # a kernel of another width is another layer, not broadcast
+        raise ValueError(f"a gate kernel of {k.shape[-1]} columns for a gate of width {width}")
     first, second = (a, b) if c["concat"] == "ab" else (b, a)
     name = c["activation"] or config["activation"]
     if c["activation_site"] == "input":
@@ -442,7 +452,7 @@ FM_SPACE = Space(
         "flatten": ["F"],
         "activation": [a for a in _ACT if a != "relu"],
         "biases": [("dense2",), ("dense1",), ()],
-        "dropout_scale": ["none", "rate"],
+        "dropout_scale": ["none", "rate", "classic"],
         "dropout_rate": ["keep", "fixed"],  # "fixed": the rate fitted (rootcause)
         "sites": [("dropout1",), ("dropout2",), ()],
         "dropout_inference": [True],
@@ -488,7 +498,8 @@ FM_SPACE = Space(
                           "inverted": "BatchNorm's training flag inverted (moving statistics "
                           "in training, batch statistics and their update in inference)"},
         "flatten": {"C": "row-major flatten (t*N + c)",
-                    "F": "channel-major flatten (c*L + t)"},
+                    "F": "channel-major flatten (c*L + t), in the layer or in the weight "
+                    "map (a reshape in Fortran order)"},
         "activation": {a: f"{a} activation" for a in _ACT},
         "biases": {("dense1", "dense2"): "a bias in both Dense layers",
                    ("dense2",): "no bias in the first Dense",
@@ -496,7 +507,10 @@ FM_SPACE = Space(
                    (): "no bias in either Dense"},
         "dropout_scale": {"inverted": "kept units scaled by 1/(1-p)",
                           "none": "kept units not scaled (dropout not inverted)",
-                          "rate": "kept units scaled by 1/p"},
+                          "rate": "kept units scaled by 1/p",
+                          "classic": "classic (non-inverted) dropout: kept units not scaled in "
+                          "training, every unit scaled by 1-p in inference (Srivastava et al. "
+                          "2014)"},
         "dropout_rate": _dropout_rate_words,
         "sites": {("dropout1", "dropout2"): "dropout after the activation and the second Dense",
                   ("dropout1",): "dropout only after the activation",
@@ -533,10 +547,13 @@ GFF_SPACE = Space(
         "sigmoid": ["hard", "hard-keras2"],
         "tanh": ["rescaled"],
         "activation_site": ["input"],
+        "width": ["one"],
         "transpose": [True],
     },
     {
-        "concat": {"ab": "the gate seeing concat([a, b])", "ba": "the gate seeing concat([b, a])"},
+        "concat": {"ab": "the gate seeing concat([a, b])",
+                   "ba": "the gate seeing concat([b, a]), in the layer or in the weight map (a "
+                   "kernel joined from its halves in the other order)"},
         "roles": {"a-gated": "gate * a + (1 - gate) * b",
                   "b-gated": "gate roles swapped (gate * b + (1 - gate) * a)",
                   "both": "the gate multiplying both inputs (gate * a + gate * b)",
@@ -561,6 +578,9 @@ GFF_SPACE = Space(
                     "hard-keras2": "Keras 2's hard sigmoid clip(0.2*z + 0.5, 0, 1)"},
         "tanh": {"plain": "a tanh gate tanh(z)",
                  "rescaled": "a tanh gate rescaled to (tanh(z) + 1) / 2 (sigmoid(2z))"},
+        "width": {"features": "a gate per feature (a Dense of F units)",
+                  "one": "one scalar gate per sample broadcast over the features (a Dense of "
+                  "one unit)"},
         "activation_site": {"gate": "the activation on the gate's Dense output",
                             "input": "the activation on concat([a, b]) before the gate's "
                             "Dense (the gate unbounded)"},
@@ -606,7 +626,8 @@ AREAS = {
     },
     gff.SPEC.name: {
         **dict.fromkeys(("concat", "sees", "transpose"), "gate input"),
-        **dict.fromkeys(("bias", "activation", "axis", "sigmoid", "tanh", "activation_site"),
+        **dict.fromkeys(("bias", "activation", "axis", "sigmoid", "tanh", "activation_site",
+                         "width"),
                         "gate function"),
         "roles": "fusion",
     },

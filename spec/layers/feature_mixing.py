@@ -230,7 +230,8 @@ class FeatureMixingSpec(LayerSpec):
         for value in (-0.1, 1.5, float("nan"), True, "0.1", None):
             bad.append(({**ok, "dropout": value}, "dropout"))
         bad.append(({k: v for k, v in ok.items() if k != "ff_dim"}, "ff_dim"))
-        bad.append(({**ok, "hidden": 3}, "hidden"))
+        # an unknown parameter: a name no port renames a parameter to (config_names)
+        bad.append(({**ok, "no_such_parameter": 3}, "no_such_parameter"))
         return bad
 
     # -- weights -------------------------------------------------------------------------

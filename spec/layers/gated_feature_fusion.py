@@ -152,7 +152,8 @@ class GatedFeatureFusionSpec(LayerSpec):
             ({"activation": "Sigmoid"}, "activation"),
             ({"activation": None}, "activation"),
             ({"activation": 1}, "activation"),
-            ({"activation": "sigmoid", "units": 4}, "units"),
+            # an unknown parameter: a name no port renames a parameter to (config_names)
+            ({"activation": "sigmoid", "no_such_parameter": 4}, "no_such_parameter"),
         ]
 
     def weight_table(self, config, input_shapes):

@@ -119,11 +119,13 @@ class FM(nn.Module):
 
     def drop(self, v, site, mask):
         p = self._rate()
-        if not (self.training or self.in_inference) or site not in self.sites or p == 0:
+        if site not in self.sites or p == 0:
             return v
+        if not (self.training or self.in_inference):  # classic dropout: * (1 - p) here
+            return v * (1 - p) if self.drop_scale == "classic" else v
         if p == 1:
             return torch.zeros_like(v)
-        kept = {"inverted": 1 - p, "none": 1.0, "rate": p}[self.drop_scale]
+        kept = {"inverted": 1 - p, "none": 1.0, "rate": p, "classic": 1.0}[self.drop_scale]
         return torch.where(mask, v / kept, torch.zeros_like(v))
 
     def _mask(self, shape, dtype, p):
@@ -165,11 +167,12 @@ class FM(nn.Module):
 class GFF(nn.Module):
     concat, roles, bias, fixed, axis, sees = "ab", "a-gated", True, None, -1, "both"
     tanh_rescaled = act_first = False
+    width = None  # the gate's units: None, one per feature; 1, one gate broadcast
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
         self.features, self.activation = features, activation
-        self.gate = nn.Linear(2 * features, features)
+        self.gate = nn.Linear(2 * features, self.width or features)
         nn.init.xavier_uniform_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
 
@@ -312,6 +315,7 @@ PORTS = [
     # dropout
     port("dropout-not-inverted", {"dropout_scale": "none"}, fm={"drop_scale": "none"}),
     port("dropout-scaled-by-1-over-p", {"dropout_scale": "rate"}, fm={"drop_scale": "rate"}),
+    port("dropout-classic", {"dropout_scale": "classic"}, fm={"drop_scale": "classic"}),
     port("dropout-rate-as-keep", {"dropout_rate": "keep"}, fm={"rate_as_keep": True}),
     port("dropout-rate-hard-coded", {"dropout_rate": 0.2}, fm={"fixed_rate": 0.2}),
     port("dropout-first-site-only", {"sites": ("dropout1",)}, fm={"sites": (1,)}),
@@ -382,4 +386,17 @@ class ConfigNamesSwapped(Conforming):
     config_names = {"n_series": "ff_dim", "ff_dim": "n_series"}
 
 
-ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped()]
+class ScalarGate(Conforming):
+    """One scalar gate per sample, a Linear of one unit broadcast over the features; the
+    adapter declares the gate's weights held at that width."""
+
+    name, layers = "gff-scalar-gate", ("GatedFeatureFusion",)
+    expected = {"width": "one"}
+    gff = type("GFF_scalar_gate", (GFF,), {"width": 1})
+    weights = {**_weights(FM), "GatedFeatureFusion": {
+        "gate.kernel": held_as("gate.weight", transform=transpose, why="a gate of one unit"),
+        "gate.bias": held_as("gate.bias", why="a gate of one unit")}}
+
+
+ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
+            ScalarGate()]
