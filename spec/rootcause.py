@@ -778,7 +778,7 @@ def _search(spec, records):
             # FM/GFF-WEIGHTS word it
 
             raised = (unheld(spec, first) or split_refusal(first)
-                      or f"the spec's canonical weights are refused ({first[:160]})")
+                      or f"the spec's canonical weights are refused ({first[:320]})")
         return Finding(spec.name, raised=raised, fits=bool(raised),
                        note=f"no call of the probe ran ({(first or 'no records')[:160]})")
     # the canonical weights the port does not hold: a choice that leaves exactly those unused

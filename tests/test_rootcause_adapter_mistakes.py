@@ -123,3 +123,11 @@ def test_a_step_that_differs_points_to_the_gradient_only_where_the_forward_is_th
     grad = Result("GFF-GRAD", "p", "failed", "x", cause=GRAD_CAUSE)
     out = rootcause._step_after_gradient([grad, _portable(*verdicts)], {("p", "GFF"): finding})
     assert (out[1].cause == GRAD_CAUSE) is points
+
+
+def test_a_port_whose_map_lacks_a_weight_is_told_what_it_holds(ports):
+    no_map = type("NoMap", (type(ports["conforming"]),), {"name": "no-map", "weights": {}})()
+    case = FM.cases()[0]
+    with pytest.raises(ValueError, match=r"maps no 'norm.gamma'; the port holds \['beta', "
+                                         r"'gamma', 'lin1.bias', 'lin1.weight'"):
+        no_map.build("FeatureMixing", case.config, input_shapes=case.input_shapes, seed=0)

@@ -206,7 +206,16 @@ class PortHandle(Handle):
         except Exception:  # a malformed config the port accepted: the clause reports that
             table = []
         self.shapes = {w.name: tuple(w.shape) for w in table}
-        self.map = adapter.weight_map(layer, config, tuple(self.shapes))
+        try:
+            self.map = adapter.weight_map(layer, config, tuple(self.shapes))
+        except ValueError as exc:  # no entry for a weight: say what the port holds to map
+            try:
+                held = sorted(self._native())
+            except Exception:  # noqa: BLE001 - the map's own words are then all there is
+                raise exc from None
+            raise ValueError(f"{exc}; the port holds {held}: map each of the spec's weights "
+                             f"{sorted(self.shapes)} to one of them in the adapter's "
+                             "weights (portspec.ports)") from None
         self.absent = {n: e.why for n, e in self.map.items() if e.kind == "absent"}
         self.held = {n: e for n, e in self.map.items() if e.kind != "absent"}
 
