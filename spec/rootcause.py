@@ -1356,12 +1356,14 @@ def _step_after_gradient(results, findings):
 
 def _bigger_module(results, findings):
     """Where no variant of a layer reproduces a port whose module holds weights outside the
-    layer's table (FM-WEIGHTS' checked finding, ``structure.BIGGER``), that module is the
-    likelier cause of the failures nothing else explains: they point to it."""
-    from portspec.suite.areas.structure import BIGGER
+    layer's table (FM-WEIGHTS' checked finding, ``structure.BIGGER``), or one canonical weight
+    as several of which the map names one (``structure.JOINED``: the others are neither set
+    nor saved), that is the likelier cause of the failures nothing else explains: they point
+    to it."""
+    from portspec.suite.areas.structure import BIGGER, JOINED
 
     bigger = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
-              if r.status == "failed" and BIGGER in (r.cause or "")}
+              if r.status == "failed" and (BIGGER in (r.cause or "") or JOINED in (r.cause or ""))}
     out = []
     for r in results:
         key = (r.impl, r.clause.split("-")[0])

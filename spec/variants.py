@@ -154,6 +154,8 @@ FM_DEFAULTS = {
     "residual": "input",  # what the residual adds: "input", "normalised", "none"
     # the second dropout on the residual sum (input included): drop(x + dense2(...))
     "residual_dropout": False,
+    # None; "stats", "affine": the weight map exchanging those two weights (MAP_SWAPS)
+    "map_swap": None,
     "transpose": False,  # Dense kernels read (out, in)
 }
 
@@ -165,6 +167,11 @@ def drop_rate(choices: dict, p: float) -> float:
     if how == "rate":
         return p
     return 1.0 - p if how == "keep" else float(how)
+
+
+# map_swap: the pairs of canonical weights of one shape a weight map can exchange
+MAP_SWAPS = {"stats": ("norm.moving_mean", "norm.moving_variance"),
+             "affine": ("norm.gamma", "norm.beta")}
 
 
 def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **choices):
@@ -183,6 +190,13 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         c["momentum"] = fm.SPEC.momentum
     x = np.asarray(inputs, dtype=np.float64)
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    # two canonical weights exchanged by the port's weight map: the layer holds each under the
+    # other's name, so it computes with them exchanged and the read-back exchanges them again
+    pair = MAP_SWAPS.get(c["map_swap"])
+    if pair:
+        if not set(pair) <= set(w):
+            raise KeyError(f"{pair} to exchange")
+        w[pair[0]], w[pair[1]] = w[pair[1]], w[pair[0]]
     batch, length, n = x.shape
     new = dict(w)
     k1, k2 = w["dense1.kernel"], w["dense2.kernel"]
@@ -289,6 +303,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
     else:
         y = branch(x)
         out = normalise(after({"input": x + y, "normalised": x + y, "none": y}[c["residual"]]))
+    if pair:
+        new[pair[0]], new[pair[1]] = new[pair[1]], new[pair[0]]
     return out, new
 
 
@@ -460,6 +476,7 @@ FM_SPACE = Space(
         "mask_axis": ["batch", "time", "channel"],
         "residual": ["normalised", "none"],
         "residual_dropout": [True],
+        "map_swap": ["stats", "affine"],
         "transpose": [True],
     },
     {
@@ -530,6 +547,11 @@ FM_SPACE = Space(
                              "residual add",
                              True: "the second dropout on the residual sum (dropping the "
                              "input's share too)"},
+        "map_swap": {None: "each canonical weight mapped to its own",
+                     "stats": "the moving mean and the moving variance exchanged in the "
+                     "weight map (each mapped to the other's weight)",
+                     "affine": "gamma and beta exchanged in the weight map (each mapped to the "
+                     "other's weight)"},
         "transpose": TRANSPOSE,
     },
 )
@@ -623,6 +645,7 @@ AREAS = {
         **dict.fromkeys(("dropout_scale", "dropout_rate", "sites", "dropout_inference",
                          "shared_mask", "mask_axis", "residual_dropout"), "dropout"),
         "residual": "residual",
+        "map_swap": "weight map",
     },
     gff.SPEC.name: {
         **dict.fromkeys(("concat", "sees", "transpose"), "gate input"),

@@ -100,6 +100,10 @@ def test_a_whole_kernel_drawn_otherwise_is_not_put_down_to_its_parts():
      "names one of them: join them with portspec.ports.concat(('gate_a.weight', transpose), "
      "('gate_b.weight', transpose), axis=0)"),
     ("split-gate-b-unseen", ("GFF-FORWARD", "GFF-ACTIVATIONS"), "concat([a, a])"),
+    # declared held_as: the other half is neither set nor saved, so a round trip loses it
+    ("split-gate-held-as", ("GFF-WEIGHTS", "GFF-WEIGHTS-ROUNDTRIP"),
+     "GatedFeatureFusion: the port holds gate.kernel as several weights and the weight map "
+     "names one of them"),
 ])
 def test_a_split_gate_s_mistake_is_one_root_cause(port, clauses, words):
     from portspec.report import root_causes

@@ -398,5 +398,15 @@ class ScalarGate(Conforming):
         "gate.bias": held_as("gate.bias", why="a gate of one unit")}}
 
 
+class StatsSwappedInMap(Conforming):
+    """The layer to the spec; its weight map gives each moving statistic the other's buffer."""
+
+    name, layers = "moving-stats-swapped-in-map", ("FeatureMixing",)
+    expected = {"map_swap": "stats"}
+    weights = {**_weights(FM), "FeatureMixing": {
+        **_weights(FM)["FeatureMixing"], "norm.moving_mean": ("moving_var", identity),
+        "norm.moving_variance": ("moving_mean", identity)}}
+
+
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
-            ScalarGate()]
+            ScalarGate(), StatsSwappedInMap()]

@@ -6,6 +6,7 @@ that see ``a`` first. ``gate_b`` has no bias: the two would add up to the one bi
 - ``split-gate-own-init``: each half Glorot-uniform over its own (F, F) shape.
 - ``split-gate-b-unseen``: ``gate_b(a)``, a typo, so ``b`` never reaches the gate.
 - ``split-gate-one-mapped``: the layer is right, its weight map names ``gate_a`` alone.
+- ``split-gate-held-as``: the same, the half declared ``held_as`` the kernel.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from portspec.layers import LAYERS
-from portspec.ports import TorchPortAdapter, concat, identity, transpose
+from portspec.ports import TorchPortAdapter, concat, held_as, identity, transpose
 
 GFF_SPEC = LAYERS["GatedFeatureFusion"]
 
@@ -83,3 +84,10 @@ class SplitOneMapped(Split):
     name = "split-gate-one-mapped"
     weights = {"GatedFeatureFusion": {"gate.kernel": ("gate_a.weight", transpose),
                                       "gate.bias": ("gate_a.bias", identity)}}
+
+
+class SplitHeldAs(Split):
+    name = "split-gate-held-as"
+    weights = {"GatedFeatureFusion": {
+        "gate.kernel": held_as("gate_a.weight", transform=transpose, why="the half that sees a"),
+        "gate.bias": ("gate_a.bias", identity)}}

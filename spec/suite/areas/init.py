@@ -239,6 +239,27 @@ def _per_part(handle, name, w) -> str | None:
             "fan_out))) of the whole kernel")
 
 
+def _exchanged(spec, table, weights, failed) -> dict[str, str]:
+    """{weight: diagnosis} of two failed constant-initialised weights each holding exactly the
+    other's initial constant: the weight map exchanging them (``variants.MAP_SWAPS``), worded
+    as the root-cause search words that variant (one root cause)."""
+    from portspec import variants
+
+    inits = {w.name: w.init for w in table}
+    for choice, (one, other) in variants.MAP_SWAPS.items():
+        if spec.name != "FeatureMixing" or not {one, other} <= set(failed):
+            continue
+        want = {"zeros": 0.0, "ones": 1.0}
+        if inits[one] not in want or inits[other] not in want or inits[one] == inits[other]:
+            continue
+        if all(np.all(np.asarray(weights[a]) == want[inits[b]]) for a, b in ((one, other),
+                                                                              (other, one))):
+            said = (f"{variants.describe(variants.FM_SPACE, {'map_swap': choice})} [{one} "
+                    f"holds {inits[other]}, {other}'s initial value, and {other} {inits[one]}]")
+            return {one: said, other: said}
+    return {}
+
+
 @check("init")
 def init(ctx):
     case = ctx.spec.init_case()
@@ -266,6 +287,9 @@ def init(ctx):
         if found:
             problems += found
             failed.append((spec_w.name, spec_w.init, fitting(w, *_fans(spec_w, table))))
+    swapped = _exchanged(ctx.spec, table, weights, [f[0] for f in failed])
+    failed = [f for f in failed if f[0] not in swapped]
+    parted += list(swapped.values())[:1]
     if problems:
         diagnosis, tails = identify(failed)
         diagnosis = "; ".join(parted + ([diagnosis] if diagnosis else [])) or None

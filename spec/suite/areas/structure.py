@@ -147,14 +147,17 @@ def weight_table(ctx):
 BIGGER = "the port's module holds weights outside the layer's table"
 
 
+JOINED = "as several weights and the weight map names one of them"
+
+
 def joined(name: str, call: str, evidence: str) -> str:
     """The one wording of a canonical weight the port holds as several, which the weight map
     names one of (a gate kernel written as two Dense layers), whatever shows it (the weight
     table here; the map refusing the spec's weight in the root-cause probe, ``split_refusal``):
     one root cause, the evidence in brackets, which the report merges."""
     evidence = evidence.replace("[", "(").replace("]", ")")
-    return (f"the port holds {name} as several weights and the weight map names one of them: "
-            f"join them with {call}, in the order the layer uses them [{evidence}]")
+    return (f"the port holds {name} {JOINED}: join them with {call}, in the order the layer "
+            f"uses them [{evidence}]")
 
 
 def _split(handle, want, got, problems) -> str | None:
