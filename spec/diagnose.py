@@ -183,6 +183,13 @@ def fit_candidates(candidates, actual, tol) -> str | None:
     return " / ".join(hits) if hits else None
 
 
+# One wording, whatever shows it (FM-BN-BATCH1's re-run here, the root-cause probe's refused
+# call of one where its larger training calls run): one root cause.
+BATCH_OF_ONE = ("the port refuses a training batch of one while larger batches run (as "
+                "torch.nn.BatchNorm does); the spec requires it: the batch variance is 0 and the "
+                "output is beta")
+
+
 def _runs(adapter, spec, case, dtype, training) -> bool:
     """Does a layer of ``case`` build and run one call in ``dtype``?"""
     try:
@@ -213,10 +220,8 @@ def explain_refusal(result, clause, adapter, spec):
                     for n in (1, 2))
         if _runs(adapter, spec, two, "float64", True) and not _runs(
                 adapter, spec, one, "float64", True):
-            return replace(result, details={**result.details, "checked": True}, diagnosis=(
-                "the port refuses a training batch of one while a batch of two runs (as "
-                "torch.nn.BatchNorm does); the spec requires it: the batch variance is 0 and "
-                "the output is beta"))
+            return replace(result, details={**result.details, "checked": True},
+                           diagnosis=BATCH_OF_ONE)
     elif clause.family in FLOAT64_FAMILIES:
         base = Case(config, case.input_shapes, case.label)
         if _runs(adapter, spec, base, "float32", False) and not _runs(

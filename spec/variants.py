@@ -139,6 +139,12 @@ FM_DEFAULTS = {
     # ``training=not training``, Flax's ``use_running_average`` negated: moving statistics in
     # training, batch statistics and their update in inference)
     "norm_training": "called",
+    # the layer's training flag: "honoured"; "ignored": every call computes inference (an
+    # adapter or layer that never passes it on: moving statistics used, not updated, no dropout)
+    "training_flag": "honoured",
+    # what updates the moving variance: "variance" (the batch's); "std" (its square root, a
+    # std() where var() was meant)
+    "var_update": "variance",
     "flatten": "C",  # feature index t*N + c; "F": c*L + t
     "activation": "relu",
     "biases": ("dense1", "dense2"),  # the Dense layers that add their bias
@@ -188,6 +194,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         raise TypeError(f"unknown FeatureMixing choices {sorted(unknown)}")
     if c["momentum"] is None:
         c["momentum"] = fm.SPEC.momentum
+    if c["training_flag"] == "ignored":
+        training = False
     x = np.asarray(inputs, dtype=np.float64)
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     # two canonical weights exchanged by the port's weight map: the layer holds each under the
@@ -247,6 +255,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 ddof = c["update_ddof"]
                 # an unbiased variance of one sample is undefined (NaN, as torch gives)
                 uvar = ops.var(v, axes, ddof) if count > ddof else np.full_like(mean, np.nan)
+                if c["var_update"] == "std":
+                    uvar = np.sqrt(uvar)
                 a = c["momentum"]
                 av = a if c["var_momentum"] is None else c["var_momentum"]
                 old_m, old_v = grid(w[MEAN]), grid(w[VAR])
@@ -357,8 +367,8 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
     first, second = (a, b) if c["concat"] == "ab" else (b, a)
     name = c["activation"] or config["activation"]
     if c["activation_site"] == "input":
-        g = ops.matmul(ops.activate(name, np.concatenate([first, second], axis=-1),
-                                    axis=c["axis"]), k)
+        v = np.concatenate([first, second], axis=-1)
+        g = ops.matmul(ops.activate(name, v, axis=_softmax_axis(c["axis"], v.ndim)), k)
         g = g + np.asarray(weights["gate.bias"], dtype=np.float64) if c["bias"] else g
         return _fuse(c, g, a, b, z=g), dict(weights)  # no activation after the Dense: z is g
     if c["sees"] == "both":
@@ -378,8 +388,16 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
     elif name == "tanh" and c["tanh"] == "rescaled":
         g = (ops.tanh(z) + 1.0) / 2.0
     else:
-        g = ops.activate(name, z, axis=c["axis"])
+        g = ops.activate(name, z, axis=_softmax_axis(c["axis"], np.ndim(z)))
     return _fuse(c, g, a, b, z), dict(weights)
+
+
+def _softmax_axis(axis, ndim: int) -> int:
+    """The softmax axis of a choice: an axis, or "implicit", torch's F.softmax without dim
+    (torch.nn.functional._get_softmax_dim: 0 at rank 0, 1 and 3, else 1)."""
+    if axis != "implicit":
+        return axis
+    return 0 if ndim in (0, 1, 3) else 1
 
 
 def _fuse(c, g, a, b, z):
@@ -465,6 +483,8 @@ FM_SPACE = Space(
         "infer_stats": ["batch"],
         "update": ["never", "always"],
         "norm_training": ["inverted"],
+        "training_flag": ["ignored"],
+        "var_update": ["std"],
         "flatten": ["F"],
         "activation": [a for a in _ACT if a != "relu"],
         "biases": [("dense2",), ("dense1",), ()],
@@ -514,6 +534,13 @@ FM_SPACE = Space(
         "norm_training": {"called": "BatchNorm in the layer's own mode",
                           "inverted": "BatchNorm's training flag inverted (moving statistics "
                           "in training, batch statistics and their update in inference)"},
+        "training_flag": {"honoured": "the training flag honoured",
+                          "ignored": "the training flag never reaching the layer: every call "
+                          "computes inference (moving statistics used and left unchanged, no "
+                          "dropout)"},
+        "var_update": {"variance": "the moving variance updated with the batch variance",
+                       "std": "the moving variance updated with the batch standard deviation "
+                       "(std where var was meant)"},
         "flatten": {"C": "row-major flatten (t*N + c)",
                     "F": "channel-major flatten (c*L + t), in the layer or in the weight "
                     "map (a reshape in Fortran order)"},
@@ -564,7 +591,7 @@ GFF_SPACE = Space(
         "roles": ["b-gated", "both", "residual", "precedence", "logits"],
         "bias": [False],
         "activation": list(gff.ACTIVATIONS),
-        "axis": [0, 1],
+        "axis": [0, 1, "implicit"],
         "sees": ["a", "b", "aa", "bb"],
         "sigmoid": ["hard", "hard-keras2"],
         "tanh": ["rescaled"],
@@ -589,7 +616,9 @@ GFF_SPACE = Space(
                        **{a: f"a {a} gate whatever the activation parameter says"
                           for a in gff.ACTIVATIONS}},
         "axis": {-1: "softmax over the last axis", 0: "softmax over the first (batch) axis",
-                 1: "softmax over axis 1"},
+                 1: "softmax over axis 1",
+                 "implicit": "torch's implicit softmax axis (F.softmax without dim: axis 0 at "
+                 "rank 3, axis 1 at rank 2 and 4)"},
         "sees": {"both": "the gate seeing both inputs", "a": "the gate seeing only a",
                  "b": "the gate seeing only b", "aa": "the gate seeing concat([a, a]) (b "
                  "never reaches it)", "bb": "the gate seeing concat([b, b]) (a never reaches "
@@ -640,7 +669,8 @@ AREAS = {
         **dict.fromkeys(("norm", "affine", "position", "eps", "eps_where", "momentum",
                          "var_momentum",
                          "var_ddof", "update_ddof", "train_stats", "infer_stats", "update",
-                         "norm_training", "flatten"), "normalisation"),
+                         "norm_training", "flatten", "var_update"), "normalisation"),
+        "training_flag": "training flag",
         **dict.fromkeys(("activation", "biases", "transpose"), "MLP"),
         **dict.fromkeys(("dropout_scale", "dropout_rate", "sites", "dropout_inference",
                          "shared_mask", "mask_axis", "residual_dropout"), "dropout"),

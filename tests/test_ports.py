@@ -186,3 +186,4 @@ def test_a_compiled_call_failing_otherwise_is_not_retried(monkeypatch):
             pytest.raises(RuntimeError, match="graph break"):
         handle.forward_compiled(np.zeros(SHAPES[0], np.float32), training=False)
     assert len(calls) == 1
+

@@ -100,9 +100,18 @@ class FlaxPortHandle(PortHandle):
             node = self.obj
             for part in path:
                 node = node[part] if isinstance(part, int) else getattr(node, part)
-            if not isinstance(node, nnx.RngState):  # RNG keys and counters are no weights
-                out[".".join(str(p) for p in path)] = node
+            if isinstance(node, nnx.RngState) or self._is_key(node):  # RNG keys and
+                continue  # counters are no weights, whatever holds them
+            out[".".join(str(p) for p in path)] = node
         return out
+
+    def _is_key(self, variable) -> bool:
+        """A typed PRNG key (``jax.random.key``) held in a plain Variable."""
+        jax = self.adapter.jax
+        try:
+            return bool(jax.dtypes.issubdtype(variable.dtype, jax.dtypes.prng_key))
+        except (AttributeError, TypeError):
+            return False
 
     def _native(self):
         nnx = self.adapter.nnx

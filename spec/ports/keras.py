@@ -98,7 +98,14 @@ class KerasPortAdapter(PortAdapter):
     def load_native(self, layer, path):
         with open(path + ".json") as f:
             meta = json.load(f)
-        obj = self.keras.saving.load_model(path).layers[-1]
+        try:
+            obj = self.keras.saving.load_model(path).layers[-1]
+        except TypeError as exc:
+            if "deserialized" not in str(exc) and "locate" not in str(exc):
+                raise
+            raise TypeError(f"{exc} (Keras loads a custom layer class back only where it is "
+                            "registered: @keras.saving.register_keras_serializable(package="
+                            "...) on the port's layer class)") from exc
         shapes = [tuple(s) for s in meta["input_shapes"]]
         return self._handle(layer, obj, meta["config"], shapes, meta["dtype"])
 

@@ -163,7 +163,7 @@ class FMUpdatesInInference(_KerasMutant):
 class FMBatchOfOneRejected(_KerasMutant):
     mistake = "a training batch of one raises, as torch.nn.BatchNorm1d does"
     catches = ("FM-BN-BATCH1",)
-    names = r"refuses a training batch of one while a batch of two runs"
+    names = r"refuses a training batch of one while larger batches run"
 
     class fm(ref.FeatureMixing):  # noqa: N801
         def call(self, inputs, training=None):

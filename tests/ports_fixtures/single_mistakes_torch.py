@@ -39,6 +39,7 @@ class FM(nn.Module):
     drop_after_residual = False  # the second dropout on x + dense2(...)
     float32_inside = bias1_ignored = relu_after_dense2 = mean_only = False
     residual_scale = 1.0
+    update_std = flag_ignored = False  # the moving variance updated with the std; eval always
     affine = "both"  # "scale": no offset (beta absent), "offset": no scale (gamma absent)
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
@@ -88,6 +89,7 @@ class FM(nn.Module):
             if moves:
                 with torch.no_grad():
                     stat_var = v.var(axes, keepdim=True, correction=self.update_ddof)
+                    stat_var = stat_var.sqrt() if self.update_std else stat_var
                     m = self.keep * self._as_grid(self.moving_mean) + (1 - self.keep) * mean[0]
                     kv = self.keep if self.var_keep is None else self.var_keep
                     s = kv * self._as_grid(self.moving_var) + (1 - kv) * stat_var[0]
@@ -152,6 +154,8 @@ class FM(nn.Module):
         FM_SPEC.check_call(
             {"input_size": self.input_size, "n_series": self.n_series},
             tuple(x.shape), str(x.dtype).removeprefix("torch."))
+        if self.flag_ignored:  # the mode the adapter set never reaches the computation
+            self.training = False
         if self.position == "after":
             y = self.branch(x)
             return self.normalise(x + y)
@@ -179,6 +183,8 @@ class GFF(nn.Module):
     def _act(self, z):
         name = self.fixed or self.activation
         if name == "softmax":
+            if self.axis == "implicit":  # F.softmax without dim (torch's legacy choice)
+                return torch.softmax(z, dim=0 if z.dim() in (0, 1, 3) else 1)
             return torch.softmax(z, dim=self.axis)
         if name == "tanh" and self.tanh_rescaled:  # a "fix" into [0, 1]
             return (torch.tanh(z) + 1) / 2
@@ -330,6 +336,8 @@ PORTS = [
     port("dropout-after-residual", {"residual_dropout": True}, fm={"drop_after_residual": True}),
     # the moving statistics
     port("moving-stats-updated-in-inference", {"update": "always"}, fm={"update": "always"}),
+    port("moving-variance-updated-with-std", {"var_update": "std"}, fm={"update_std": True}),
+    port("training-flag-ignored", {"training_flag": "ignored"}, fm={"flag_ignored": True}),
     # precision
     port("float32-inside", {"precision": "float32"}, fm={"float32_inside": True}),
     # GatedFeatureFusion
@@ -338,6 +346,7 @@ PORTS = [
     port("gff-gate-on-both", {"roles": "both"}, gff={"roles": "both"}),
     port("gff-no-bias", {"bias": False}, gff={"bias": False}),
     port("gff-softmax-axis-0", {"axis": 0}, gff={"axis": 0}),
+    port("gff-softmax-implicit-dim", {"axis": "implicit"}, gff={"axis": "implicit"}),
     port("gff-always-sigmoid", {"activation": "sigmoid"}, gff={"fixed": "sigmoid"}),
     port("gff-gate-sees-a", {"sees": "a"}, gff={"sees": "a"}),
     port("gff-gate-sees-a-twice", {"sees": "aa"}, gff={"sees": "aa"}),
