@@ -446,8 +446,8 @@ class Finding:
             evidence = (f" [the calls without dropout match the spec oracle (max error "
                         f"{_g(self.spec_error)}); the dropout probe's outputs take this "
                         "variant's values, not the spec's]")
-        fixed = (self.diff or {}).get("dropout_rate", "rate")
-        if not isinstance(fixed, str):
+        fixed = variants.fixed_rate(self.diff or {})
+        if fixed is not None:
             evidence = (f" [the dropout probe's training calls configured with dropout "
                         f"{DROP_P:g} and {DROP_P2:g} both drop {fixed:g} of the units; the "
                         "calls configured without dropout drop too (max error vs the spec "
@@ -556,7 +556,7 @@ def _errors(spec, space, records, choices, tol, stop=True, states=True):
             continue
         # a rate fixed in the port drops in training whatever the config says: the output of
         # such a call is drawn at random (the dropout probe judges it), its statistics are not
-        dropped = r["training"] and not isinstance(choices.get("dropout_rate", "rate"), str)
+        dropped = r["training"] and variants.fixed_rate(choices) is not None
         try:
             out, state = _predict(spec, space, r, {**choices, "dropout_rate": 0.0}
                                   if dropped else choices)
@@ -1221,8 +1221,7 @@ RANDOM = {"dropout_inference", "mask_axis", "shared_mask", "residual_dropout"}
 
 def drawn(choices: dict) -> bool:
     """Does a variant draw at random where the spec does not (``RANDOM``, a fixed rate)?"""
-    return bool(RANDOM & set(choices)) or not isinstance(choices.get("dropout_rate", "rate"),
-                                                          str)
+    return bool(RANDOM & set(choices)) or variants.fixed_rate(choices) is not None
 
 
 def _same_error(message: str, raised: str) -> bool:
@@ -1262,8 +1261,9 @@ def explains(spec, finding: Finding, result, exchange: list | None = None) -> bo
         return False
     mine = result.message.replace(result.impl, again.impl)  # the pairs name the reader
     # outputs drawn at random (dropout in inference) agree in size only, like rounding
-    loose = bool(finding.precision) or drawn(finding.diff)
-    if same_failure(mine, again.message, loose=loose, words=drawn(finding.diff)):
+    random = drawn(finding.diff)
+    loose = bool(finding.precision) or random
+    if same_failure(mine, again.message, loose=loose, words=random):
         return True
     # A finding about a half-precision call agrees in size only: the variant rounds a float64
     # result where the port computes in that dtype. The others must agree as they are.

@@ -166,13 +166,22 @@ FM_DEFAULTS = {
 }
 
 
+def fixed_rate(choices: dict) -> float | None:
+    """The dropout rate fixed in the port whatever the config's (a float ``dropout_rate``),
+    or None where the variant's rate follows the config."""
+    how = choices.get("dropout_rate", "rate")
+    return None if isinstance(how, str) else float(how)
+
+
 def drop_rate(choices: dict, p: float) -> float:
     """The probability a variant drops a unit with, for the config's dropout ``p``: p, 1 - p
     (the rate read as the keep probability), or a rate fixed in the port whatever p is."""
-    how = choices.get("dropout_rate", "rate")
-    if how == "rate":
-        return p
-    return 1.0 - p if how == "keep" else float(how)
+    how, fixed = choices.get("dropout_rate", "rate"), fixed_rate(choices)
+    if fixed is not None:
+        return fixed
+    if how not in ("rate", "keep"):  # "fixed" before rootcause fits it: no rate yet
+        raise ValueError(f"dropout_rate {how!r} has no rate")
+    return p if how == "rate" else 1.0 - p
 
 
 # map_swap: the pairs of canonical weights of one shape a weight map can exchange
