@@ -132,6 +132,13 @@ def concat(*parts, axis: int = 0) -> Entry:
     return Entry("canonical", pieces[0][0], pieces[0][1], parts=pieces, axis=axis)
 
 
+def split_parts(value, axis: int, shapes) -> list[np.ndarray]:
+    """``value`` cut along ``axis`` into the parts of ``shapes`` (each's size on that axis):
+    what ``concat`` joined, back apart."""
+    cuts = np.cumsum([s[axis] for s in shapes])[:-1]
+    return np.split(value, cuts, axis=axis)
+
+
 def _entry(value) -> Entry:
     if isinstance(value, Entry):
         return value
@@ -274,7 +281,7 @@ class PortHandle(Handle):
         entry = self.held[name]
         staged = []
         if entry.parts:
-            sizes = [np.shape(t.to_canonical(np.zeros(native[p][0]), None)) for p, t in entry.parts]
+            sizes = self.part_shapes(name, native)[1]
             axis = entry.axis % value.ndim if value.ndim else 0
             rest = {tuple(np.delete(s, axis)) for s in sizes if len(s) == value.ndim}
             if (any(len(s) != value.ndim for s in sizes) or rest != {tuple(np.delete(value.shape,
@@ -283,8 +290,7 @@ class PortHandle(Handle):
                 said = " + ".join(f"{p} {s}" for (p, _), s in zip(entry.parts, sizes, strict=True))
                 raise ValueError(f"{name!r} of shape {value.shape} is mapped to {said} along axis "
                                  f"{entry.axis}, which do not add up to it")
-            cuts = np.cumsum([s[axis] for s in sizes])[:-1]
-            for (path, t), part in zip(entry.parts, np.split(value, cuts, axis=axis), strict=True):
+            for (path, t), part in zip(entry.parts, split_parts(value, axis, sizes), strict=True):
                 staged.append((path, t.to_native(part, native[path][0])))
         else:
             staged.append((entry.path, entry.transform.to_native(value, native[entry.path][0])))
@@ -378,13 +384,13 @@ class PortHandle(Handle):
             raise ValueError(f"{name!r} is declared held as shape {declared}, the port has {shape}")
         return shape
 
-    def part_shapes(self, name) -> tuple[int, list[tuple[int, ...]]] | None:
+    def part_shapes(self, name, native=None) -> tuple[int, list[tuple[int, ...]]] | None:
         """(axis, canonical-layout shape of each part) of a weight mapped with ``concat``;
         None for one held as one weight."""
         entry = self.held.get(name)
         if entry is None or not entry.parts:
             return None
-        native = self._native()
+        native = self._native() if native is None else native
         return entry.axis, [tuple(np.shape(t.to_canonical(np.zeros(native[p][0]), None)))
                             for p, t in entry.parts]
 

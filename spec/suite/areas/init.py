@@ -226,9 +226,10 @@ def _per_part(handle, name, w) -> str | None:
     parts = getattr(handle, "part_shapes", lambda n: None)(name)
     if parts is None or w.ndim != 2:
         return None
+    from portspec.ports.base import split_parts
+
     axis, shapes = parts
-    cuts = np.cumsum([s[axis] for s in shapes])[:-1]
-    pieces = np.split(w, cuts, axis=axis)
+    pieces = split_parts(w, axis, shapes)
     if any(p.shape != s or glorot_uniform_problems(p) for p, s in zip(pieces, shapes,
                                                                        strict=True)):
         return None
@@ -245,11 +246,13 @@ def _exchanged(spec, table, weights, failed) -> dict[str, str]:
     as the root-cause search words that variant (one root cause)."""
     from portspec import variants
 
+    if spec.name != "FeatureMixing":  # the layer whose map swaps variants knows of
+        return {}
     inits = {w.name: w.init for w in table}
+    want = {"zeros": 0.0, "ones": 1.0}
     for choice, (one, other) in variants.MAP_SWAPS.items():
-        if spec.name != "FeatureMixing" or not {one, other} <= set(failed):
+        if not {one, other} <= set(failed):
             continue
-        want = {"zeros": 0.0, "ones": 1.0}
         if inits[one] not in want or inits[other] not in want or inits[one] == inits[other]:
             continue
         if all(np.all(np.asarray(weights[a]) == want[inits[b]]) for a, b in ((one, other),
