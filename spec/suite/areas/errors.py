@@ -34,17 +34,17 @@ def _verdict(what: str, call, names, shown=(), said=None) -> tuple[str, str] | N
     return "accepted", f"{what}: accepted"
 
 
-def _fail(failed, tried, what, culprit):
+def _fail(failed, tried, what, culprit, diagnosis=None):
     """``failed``: (label, how, problem) of each bad input that got through. The diagnosis is
     the evidence itself, grouped by how each got through, so it is checked: the port does not
-    validate its {what}s as the spec requires."""
+    validate its {what}s as the spec requires; or ``diagnosis``, one its caller checked."""
     if not failed:
         return
     problems = [problem for _, _, problem in failed]
     raise ClauseFailure(
         f"{len(problems)} of {tried} bad inputs not rejected as the spec requires: "
         + " | ".join(problems[:4]),
-        diagnosis=_not_validated(failed, tried, what, culprit),
+        diagnosis=diagnosis or _not_validated(failed, tried, what, culprit),
         details={"problems": problems},
         checked=True,
     )
@@ -138,18 +138,15 @@ def config_errors(ctx):
             unnamed += [(param, m) for m in said]
     pair = _swapped(ctx, unnamed) if unnamed else None
     spec_params = {n for n, _ in ctx.spec.config_params}
+    swap = None
     if pair and all(how == "unnamed" for label, how, _ in failed
                     if label.split("=")[0] in spec_params):
         a, b = pair
         said = "; ".join(f"{p}'s: {m}" for p, m in unnamed[:1] + [
             u for u in unnamed if u[0] != unnamed[0][0]][:1])
-        raise ClauseFailure(
-            f"{len(failed)} of {len(bad)} bad inputs not rejected as the spec requires: "
-            + " | ".join(problem for _, _, problem in failed[:4]),
-            diagnosis=config_swap(a, b, f"the errors for bad {a} name {b} and those for bad "
-                                        f"{b} name {a}: {said}"),
-            details={"problems": [problem for _, _, problem in failed]}, checked=True)
-    _fail(failed, len(bad), "config", "the parameter")
+        swap = config_swap(a, b, f"the errors for bad {a} name {b} and those for bad {b} name "
+                                 f"{a}: {said}")
+    _fail(failed, len(bad), "config", "the parameter", diagnosis=swap)
 
 
 @check("call-errors")

@@ -11,6 +11,7 @@ from portspec import diagnose
 from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure
 from portspec.layers import Case
+from portspec.ports.base import SPLIT_HINT
 from portspec.suite.checks import check
 
 
@@ -178,9 +179,11 @@ def _split(handle, want, got, problems) -> str | None:
     return "; ".join(joined(n, call, "; ".join(problems)) for n, call in calls.items())
 
 
-_SPLIT_REFUSAL = re.compile(r"'(?P<name>[^']+)' maps to \S+ of shape \([^)]*\); "
-                            r"the spec's is several of the port's weights: map it with "
-                            r"(?P<call>portspec\.ports\.concat\(.*?\)), in the order")
+# PortHandle's refusal with SPLIT_HINT, read back: the one wording in ports.base
+_SPLIT_REFUSAL = re.compile(
+    r"'(?P<name>[^']+)' maps to \S+ of shape \([^)]*\); "
+    + re.escape(SPLIT_HINT).replace(re.escape("{call}"),
+                                    r"(?P<call>portspec\.ports\.concat\(.*?\))"))
 
 
 def split_refusal(error: str) -> str | None:
