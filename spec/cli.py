@@ -24,6 +24,7 @@ import contextlib
 import difflib
 import json
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -59,6 +60,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``portspec verify: error: ...``), exit 2."""
 
     def error(self, message):
+        # Python 3.11's argparse lists the choices but does not pick the nearest one
+        wrong = re.match(
+            r"(argument [^:]+: invalid choice: '([^']*)') \(choose from (.*)\)$", message
+        )
+        if wrong:
+            choices = re.findall(r"'([^']*)'", wrong.group(3))
+            near = difflib.get_close_matches(wrong.group(2), choices, n=1, cutoff=0.6)
+            if near:
+                message = f"{wrong.group(1)} (did you mean {near[0]!r}?)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

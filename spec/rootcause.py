@@ -1093,14 +1093,17 @@ class VariantHandle:
 
     def weight_layout(self):
         """As a port of this variant declares its weights: a statistic or scale held per
-        channel, step or as a scalar is ``held_as``, one it does not hold ``absent``."""
+        channel, step or as a scalar, or a gate of one unit, is ``held_as``, one it does not
+        hold ``absent``. A kernel held transposed is mapped as the spec's, as a port that
+        holds its kernels (out, in) and forgets the transform maps it."""
         from portspec.adapter import WeightLayout
 
         out = {}
         for name, shape in self.table.items():
             if name not in self.weights:
                 out[name] = WeightLayout("absent", None, shape, "the variant holds none")
-            elif self.weights[name].shape != shape and not name.endswith(".kernel"):
+            elif self.weights[name].shape != shape and not (
+                    name.endswith(".kernel") and self.choices.get("transpose")):
                 out[name] = WeightLayout("held_as", self.weights[name].shape, shape,
                                          "held at the variant's own shape")
             else:
@@ -1116,7 +1119,7 @@ class VariantHandle:
     def set_weights(self, weights):
         from portspec.adapter import MissingWeight
 
-        missing = {}
+        missing, layout = {}, self.weight_layout()
         for name, value in weights.items():
             if name not in self.weights:
                 if name not in self.table:
@@ -1124,8 +1127,9 @@ class VariantHandle:
                 missing[name] = "the variant holds none"
             elif np.shape(value) != self.weights[name].shape:
                 # a kernel held transposed is refused, as the port whose adapter maps it as
-                # the spec's refuses it; a statistic held per channel is held_as
-                if np.shape(value) != self.table[name] or name.endswith(".kernel"):
+                # the spec's refuses it; a weight held_as its own shape is missing
+                held = layout[name].kind == "held_as"
+                if np.shape(value) != self.table[name] or not held:
                     raise ValueError(f"weight {name!r} has shape {self.weights[name].shape}")
                 missing[name] = f"held at shape {self.weights[name].shape}"
         if missing:  # as a port's adapter says it: the clause does not apply

@@ -21,7 +21,13 @@ from portspec.suite.runner import run_clause
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from portspec.ports import TorchPortAdapter, absent, held_as, torch_names  # noqa: E402
+from portspec.ports import (  # noqa: E402
+    TorchPortAdapter,
+    absent,
+    held_as,
+    torch_names,
+    transpose,
+)
 
 ITEMS = {clause.id: (spec, clause, fn) for spec, clause, fn in work_items(None)}
 CONFIG = {"n_series": 3, "input_size": 4, "dropout": 0.1, "ff_dim": 5}
@@ -254,3 +260,48 @@ def test_a_port_holding_every_weight_is_set_as_before():
     assert set(held) == set(weights) == set(got)
     for name, value in weights.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-6)  # float32 storage
+
+
+class _OneUnitGate(nn.Module):
+    """g * a + (1 - g) * b with g = act(Linear(2F, 1)(concat(a, b))): one gate per sample,
+    broadcast over the features; ``act`` sigmoid (a convex combination) or tanh (not one)."""
+
+    def __init__(self, features, activation="sigmoid", act=torch.sigmoid):
+        super().__init__()
+        self.gate, self.act = nn.Linear(2 * features, 1), act
+
+    def forward(self, a, b):
+        g = self.act(self.gate(torch.cat([a, b], -1)))
+        return g * a + (1 - g) * b
+
+
+def _one_unit_port(act):
+    class Port(TorchPortAdapter):
+        name = f"one-unit-gate-{act.__name__}"
+        layers = ("GatedFeatureFusion",)
+        weights = {"GatedFeatureFusion": {
+            "gate.kernel": held_as("gate.weight", transform=transpose, why="a gate of one unit"),
+            "gate.bias": held_as("gate.bias", why="a gate of one unit")}}
+
+        def construct(self, layer, config, *, input_shapes, dtype):
+            return _OneUnitGate(input_shapes[0][-1], config.get("activation", "sigmoid"), act)
+
+    return Port()
+
+
+def test_gff_convex_draws_a_gate_held_at_another_shape_at_its_own_shape():
+    """The property holds for any gate weights, so a gate held (2F, 1) is drawn at (2F, 1):
+    sigmoid keeps every output between the inputs, tanh does not; the root-cause stage, whose
+    variant holds the gate as the port does, attributes the failure to the tanh."""
+    from portspec import rootcause
+    from portspec.layers import LAYERS
+
+    right = _run(_one_unit_port(torch.sigmoid), "GFF-CONVEX")["GFF-CONVEX"]
+    assert right.status == "passed", right
+    wrong = _run(_one_unit_port(torch.tanh), "GFF-CONVEX")["GFF-CONVEX"]
+    assert wrong.status == "failed" and "outside [" in wrong.message, wrong
+    spec = LAYERS["GatedFeatureFusion"]
+    found = rootcause.search(spec, rootcause.probe(_one_unit_port(torch.tanh), spec))
+    assert found.diff.get("width") == "one" and found.diff.get("activation") == "tanh", (
+        found.line())
+    assert rootcause.explains(spec, found, wrong), (found.line(), wrong.message)
