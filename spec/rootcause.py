@@ -165,6 +165,13 @@ def _record(label, config, x, weights, training, out, error, dtype, state=None):
             "out": out, "error": error, "dtype": dtype, "state": state}
 
 
+def _refused(label, config, exc, handle) -> dict:
+    """The record of a case the port refused before any call: at the build (``handle`` None)
+    or at setting the spec's weights, the stage in its state."""
+    return _record(label, config, None, None, False, None, _describe(exc), None,
+                   state={"stage": "build" if handle is None else "weights"})
+
+
 def probe(adapter, spec) -> list[dict]:
     """The records of one port's layer (see the module docstring); arrays as NumPy float64.
     Where a call is refused, the probe is made again with each pair of the layer's integer
@@ -182,7 +189,31 @@ def probe(adapter, spec) -> list[dict]:
                 return again + _layout(swapped, spec) + [_record(
                     "config swap", None, None, None, False, None, refused, None,
                     state={"swap": list(pair)})]
-    return records + _layout(adapter, spec)
+    return records + _layout(adapter, spec) + _float32_call(adapter, spec, records)
+
+
+def _float32_call(adapter, spec, records) -> list[dict]:
+    """Where every call the probe made raised in float64, one float32 call of the first case
+    tells a port that refuses float64 from one whose every call raises: a record of what it
+    did (``state["float32"]``: "ran" or "raised"), its output not kept (a float32 output is
+    no evidence for the float64 search)."""
+    calls = [r for r in records if r["x"] is not None]
+    if not calls or any(r["out"] is not None for r in calls) or any(
+            r["dtype"] != "float64" for r in calls):
+        return []
+    case = spec.cases()[0]
+    config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
+    try:
+        handle = adapter.build(spec.name, dict(config), input_shapes=case.input_shapes, seed=0,
+                               dtype="float32")
+        x = spec.make_inputs(case, np.random.default_rng(0))
+        x = [np.asarray(v, np.float32) for v in x] if isinstance(x, list) else np.asarray(
+            x, np.float32)
+        _, error = _call(handle, x, False)
+    except Exception:  # noqa: BLE001 - refused before the call: no evidence either way
+        return []
+    return [_record("float32 call", config, None, None, False, None, error, "float32",
+                    state={"float32": "raised" if error else "ran"})]
 
 
 def _swappable(spec) -> list[tuple[str, str]]:
@@ -246,6 +277,7 @@ def _probe_fm(adapter, spec):
     one = Case(base.config, ((1, *base.input_shapes[0][1:]),), "batch 1")
     for case in (base, cases["square"], one):
         config = {**case.config, "dropout": 0.0}
+        handle = None
         try:
             handle, dtype, refused = _build(adapter, spec, case, config)
             if refused:
@@ -253,8 +285,7 @@ def _probe_fm(adapter, spec):
                                        None, refused, "float64"))
             w = _set(handle, spec.random_weights(config, case.input_shapes, rng))
         except Exception as exc:  # noqa: BLE001
-            records.append(_record(case.label, config, None, None, False, None, _describe(exc),
-                                   None))
+            records.append(_refused(case.label, config, exc, handle))
             continue
         x = spec.make_inputs(case, rng)
         modes = (True,) if case.label == "batch 1" else (False, True)
@@ -318,6 +349,7 @@ def _probe_gff(adapter, spec):
     first = spec.cases()[0]
     rank2 = [Case({**first.config, "activation": "softmax"}, first.input_shapes, "softmax rank2")]
     for case in spec.cases()[:1] + spec.config_cases() + rank2:
+        handle = None
         try:
             handle, dtype, refused = _build(adapter, spec, case, case.config)
             if refused:
@@ -325,8 +357,7 @@ def _probe_gff(adapter, spec):
                                        False, None, refused, "float64"))
             w = _set(handle, spec.random_weights(case.config, case.input_shapes, rng))
         except Exception as exc:  # noqa: BLE001
-            records.append(_record(case.label, case.config, None, None, False, None,
-                                   _describe(exc), None))
+            records.append(_refused(case.label, case.config, exc, handle))
             continue
         x = spec.make_inputs(case, rng)
         out, error = _call(handle, x, False)
@@ -778,13 +809,14 @@ def _search(spec, records):
     if not usable and layout:  # no call could run: the layout read back is the evidence
         return Finding(spec.name, {"transpose": True}, evidence=f"the port holds {layout}")
     if not usable:
-        first = next((r["error"] for r in records if r["error"]), None)
+        first = next((r for r in records if r["error"]), None)
         if first and not raised:  # every build or weight setting refused, the same way
             from portspec.suite.areas.structure import split_refusal, unheld  # worded as
             # FM/GFF-WEIGHTS word it
 
-            raised = (unheld(spec, first) or split_refusal(first)
-                      or f"the spec's canonical weights are refused ({first[:320]})")
+            raised = (unheld(spec, first["error"]) or split_refusal(first["error"])
+                      or _refusal(spec, first))
+        first = first and first["error"]
         return Finding(spec.name, raised=raised, fits=bool(raised),
                        note=f"no call of the probe ran ({(first or 'no records')[:160]})")
     # the canonical weights the port does not hold: a choice that leaves exactly those unused
@@ -917,6 +949,10 @@ def _raised(records) -> str | None:
         return None
     r, said = raised[0], f"({raised[0]['error'][:120]})"
     ran = [o for o in records if o["out"] is not None and o.get("dtype") == "float64"]
+    float32 = next(((o["state"] or {}).get("float32") for o in records
+                    if o["label"] == "float32 call"), None)
+    if float32 == "raised":  # float32 as well: not a matter of the dtype
+        return f"every call of the layer raises, in float32 as in float64 {said}"
     if r["x"] is None or not ran:  # every float64 call the probe made raises
         return f"a float64 call raises {said}"
     # some float64 calls run: what tells the refused one apart is its inputs or its config
@@ -927,6 +963,28 @@ def _raised(records) -> str | None:
               if all(o["config"].get(k) != v for o in ran)}
     what = ", ".join(f"{k}={v!r}" for k, v in config.items()) or f"the {r['label']} case"
     return f"a call with {what} raises {said}, where others run"
+
+
+def _refusal(spec, record) -> str:
+    """A refusal before any call, as words: the build, where the error names a parameter of
+    the spec's config the constructor does not take, with what maps it; or the weights."""
+    error = record["error"]
+    if re.search(r"weight map|\.weights maps no", error):  # the adapter's map (ports.base)
+        return f"the adapter's weight map does not fit the port's weights ({error[:320]})"
+    if (record["state"] or {}).get("stage") != "build":
+        return f"the spec's canonical weights are refused ({error[:320]})"
+    said = f"the adapter cannot build the layer ({error[:320]})"
+    names = [n for n, _ in spec.config_params]
+    named = re.search(r"unexpected keyword argument '(\w+)'|required (?:keyword-only |"
+                      r"positional )?arguments?: '(\w+)'", error)
+    if named and named.group(1) in names:
+        said += (f"; the constructor takes no parameter {named.group(1)!r}: the adapter's "
+                 "config_names maps each of the spec's config names to the port's")
+    elif named and named.group(2):
+        said += (f"; the constructor requires {named.group(2)!r}, which the spec's config "
+                 f"({', '.join(names)}) does not give under that name: config_names maps "
+                 "them, extra_args gives a fixed one")
+    return said
 
 
 def _shapes(x) -> str:

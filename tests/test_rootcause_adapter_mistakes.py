@@ -151,3 +151,57 @@ def test_a_nan_output_fails_fm_compile_on_the_variant_as_on_the_port(ports):
     finite = rootcause.Finding(layer="FeatureMixing", diff={"eps_where": "outside"})
     again = run_clause(rootcause.variant_adapter(FM, finite), *item)
     assert again.status == "passed", again
+
+
+def _adapter_mistake(ports, mistake):
+    """The conforming port with one adapter mistake: ``names`` (no config_names for a
+    constructor of other names), ``map`` (a typo in a weight map path), ``call`` (a call that
+    raises whatever the inputs)."""
+    base = type(ports["conforming"])
+    fm_class = base.fm
+    body = {"name": f"adapter-{mistake}", "layers": ("FeatureMixing",)}
+    if mistake == "names":
+        def construct(self, layer, config, *, input_shapes, dtype):
+            def renamed(channels, length, p, hidden):
+                return fm_class(channels, length, p, hidden)
+            return renamed(**config)
+        body["construct"] = construct
+    elif mistake == "map":
+        fm_map = dict(base.weights["FeatureMixing"])
+        fm_map["dense1.kernel"] = ("lin1.weigth", fm_map["dense1.kernel"][1])
+        body["weights"] = {**base.weights, "FeatureMixing": fm_map}
+    else:
+        def call(self, module, inputs, *, training):
+            return module(inputs, training)  # the module's forward takes one argument
+        body["call"] = call
+    return type(f"Adapter{mistake.title()}", (base,), body)()
+
+
+@pytest.mark.parametrize("mistake, says, clauses", [
+    ("names", "the adapter cannot build the layer (TypeError: ", ("FM-CONFIG", "FM-CALL")),
+    ("map", "the adapter's weight map does not fit the port's weights (ValueError: the weight "
+            "map names 'lin1.weigth'", ("FM-INFERENCE",)),
+    ("call", "every call of the layer raises, in float32 as in float64 (TypeError: ",
+     ("FM-CALL", "FM-INFERENCE")),
+])
+def test_an_adapter_that_cannot_build_set_or_call_is_one_cause_that_says_which(
+        ports, mistake, says, clauses):
+    """Where no call of the probe runs, the cause says at which step the port refused: the
+    build (with what maps the spec's config names where the constructor names one), the weight
+    map, or every call whatever its dtype; FM-CONFIG and FM-CALL, whose bad inputs meet the
+    same refusal, say that the valid input is refused too, and are the same cause."""
+    from portspec.suite.checks import work_items
+    from portspec.suite.runner import run_clause
+
+    port = _adapter_mistake(ports, mistake)
+    found = rootcause.search(FM, rootcause.probe(port, FM))
+    assert found.raised and found.raised.startswith(says), found.line()
+    if mistake == "names":
+        assert "config_names maps each of the spec's config names" in found.raised
+    items = {i[1].id: i for i in work_items(None)}
+    for clause in clauses:
+        result = run_clause(port, *items[clause])
+        assert result.status == "failed", result
+        if clause == {"names": "FM-CONFIG", "call": "FM-CALL"}.get(mistake):  # bad inputs'
+            assert "is refused as well" in result.message, result.message  # own errors
+        assert rootcause.explains(FM, found, result), (clause, result.message, found.line())

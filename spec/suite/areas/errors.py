@@ -50,6 +50,26 @@ def _fail(failed, tried, what, culprit, diagnosis=None):
     )
 
 
+def _valid_too(failed, what: str, valid: str, call) -> None:
+    """Where bad inputs got through, whether the valid one does: a port that refuses every
+    {what}, the valid one as well, meets one error, which no clause of validation can judge.
+    The failure then quotes that error (``raised ...``), the cause to fix first."""
+    if not failed:
+        return
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the port's refusal is the evidence
+        from portspec.suite.runner import _describe
+
+        raise ClauseFailure(
+            f"the valid {what} ({valid}) is refused as well, so the {len(failed)} bad ones' "
+            f"errors say nothing of validation: raised {_describe(exc, 300)}",
+            diagnosis=f"every {what} is refused, the spec's valid one too: fix that refusal "
+            "first",
+            checked=True,
+        ) from None
+
+
 def _not_validated(failed, tried, what, culprit) -> str:
     """One line: how many invalid ``what``s were not rejected as the spec requires, and which,
     grouped by what happened: accepted (no error raised), another exception type raised instead, or
@@ -146,6 +166,8 @@ def config_errors(ctx):
             u for u in unnamed if u[0] != unnamed[0][0]][:1])
         swap = config_swap(a, b, f"the errors for bad {a} name {b} and those for bad {b} name "
                                  f"{a}: {said}")
+    if swap is None:
+        _valid_too(failed, "config", repr(case.config), lambda: ctx.build(case))
     _fail(failed, len(bad), "config", "the parameter", diagnosis=swap)
 
 
@@ -168,4 +190,11 @@ def call_errors(ctx):
                        bad.names, shown)
         if got:
             failed.append((bad.description, *got))
+    valid = ctx.inputs(case, np.random.default_rng(0))
+    _valid_too(failed, "call", f"on inputs of shape {_shapes(case.input_shapes)}",
+               lambda: handle.forward(valid, training=False))
     _fail(failed, len(bad_calls), "call", "the shape, dtype or inputs at fault")
+
+
+def _shapes(shapes) -> str:
+    return " and ".join(str(tuple(s)) for s in shapes)
