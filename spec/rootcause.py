@@ -425,12 +425,15 @@ class Finding:
     close: bool = False
     swap: tuple = ()  # two config parameters the port is built with exchanged
     swap_refusal: str = ""  # the probe's first refused call, which the swap made run
+    misshaped: str = ""  # what the port does to the output's shape, where it is not the spec's
+    wrong_shapes: tuple = ()  # the output shapes of the probe's calls that were wrong
 
     def summary(self) -> dict:
         """The finding as plain data (the JSON report's ``details.variant`` of a failure)."""
         return {"layer": self.layer, "fits": self.fits, "diff": {
             k: list(v) if isinstance(v, tuple) else v for k, v in self.diff.items()},
             "precision": self.precision, "raised": self.raised, "swap": list(self.swap),
+            "misshaped": self.misshaped,
             "spec_error": self.spec_error, "variant_error": self.variant_error}
 
     def line(self) -> str:
@@ -442,7 +445,7 @@ class Finding:
                 "nor a variant's" if self.spec_error <= CLOSE else
                 f"max error vs the spec oracle {_g(self.spec_error)}")
             return f"{self.layer}: no variant of the oracle reproduces the port ({why})"
-        parts = []
+        parts = [self.misshaped] if self.misshaped else []
         if self.swap:  # worded as FM-CONFIG words it (one root cause)
             from portspec.suite.areas.errors import config_swap
 
@@ -804,6 +807,14 @@ def search(spec, records):
 def _search(spec, records):
     space = variants.SPACES[spec.name]
     usable = [r for r in records if r["out"] is not None]
+    seen = [(tuple(np.shape(_as_list(r["x"])[0])), tuple(np.shape(r["out"])), r["label"])
+            for r in usable]
+    from portspec.suite.areas.structure import misshaped  # worded as FM/GFF-SHAPE words it
+
+    said = misshaped(seen)
+    if said:  # no variant computes another shape: the shape is the cause to fix first
+        wrong = tuple(sorted({str(got) for want, got, _ in seen if got != want}))
+        return Finding(spec.name, misshaped=said, wrong_shapes=wrong)
     raised = _raised(records)
     layout = next((r["state"]["transposed"] for r in records if r["label"] == "layout"), None)
     if not usable and layout:  # no call could run: the layout read back is the evidence
@@ -1295,6 +1306,9 @@ def explains(spec, finding: Finding, result, exchange: list | None = None) -> bo
     ``exchange``: the folders of the writers' exports the port's portability clause read."""
     from portspec.suite.checks import work_items
 
+    if finding.misshaped:  # any output of a wrong shape, or an error quoting one
+        return bool(re.search(r"shape (\([\d, ]*\)), expected (?!\1)\(", result.message)) or any(
+            shape in result.message for shape in finding.wrong_shapes)
     if finding.swap and "raised " in result.message and _same_error(
             _NUMBER.sub("#", result.message.rsplit("raised ", 1)[1]),
             f"({_NUMBER.sub('#', finding.swap_refusal)})"):
@@ -1385,17 +1399,36 @@ def attach(results, exchange: list | None = None):
             continue
         details = {**r.details, "variant": finding.summary()}
         cause = _cause(prefixes[prefix], finding, r, exchange) if finding.fits and (
-            finding.diff or finding.precision or finding.raised or finding.swap) else None
+            finding.diff or finding.precision or finding.raised or finding.swap
+            or finding.misshaped) else None
         if cause is not None:
             out[i] = replace(r, cause=cause.line(), details={**details,
                                                              "variant": cause.summary()})
         elif r.diagnosis and _checked(prefixes[prefix], r):
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
+        elif _compiled_only(finding, r):
+            out[i] = replace(r, cause=f"{finding.layer}: {COMPILED_ONLY} [every eager call of "
+                             f"the probe matches the spec oracle (max error "
+                             f"{_g(finding.spec_error)}); {r.message[:160]}]", details=details)
         else:
             why = "" if finding.fits else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
     return _step_after_gradient(_bigger_module(out, findings), findings)
+
+
+COMPILED_ONLY = ("the compiled call computes otherwise than the eager one, which is the spec's: "
+                 "a path the port takes only under the compiler (a branch on tracing or "
+                 "compiling, a compiled-only kernel or option)")
+
+
+def _compiled_only(finding: Finding, result) -> bool:
+    """Compiled and eager differ (FM/GFF-COMPILE's comparison) where the probe found the eager
+    computation the spec's: no variant, no refusal, no precision or shape of its own."""
+    spec_like = finding.fits and not (finding.diff or finding.precision or finding.raised
+                                      or finding.swap or finding.misshaped)
+    return (spec_like and result.clause.endswith("-COMPILE")
+            and result.message.startswith("compiled vs eager"))
 
 
 def _step_after_gradient(results, findings):

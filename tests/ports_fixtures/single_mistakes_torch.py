@@ -417,5 +417,19 @@ class StatsSwappedInMap(Conforming):
         "norm.moving_variance": ("moving_mean", identity)}}
 
 
+class _GFFFlat(GFF):
+    def forward(self, a, b):
+        return super().forward(a, b).reshape(a.shape[0], -1)  # "back to (batch, features)"
+
+
+class OutputFlattened(Conforming):
+    """The fusion to the spec, its output reshaped to (batch, -1): right at rank 2, every
+    axis after the batch axis flattened above it. No variant computes another shape."""
+
+    name, layers = "gff-output-flattened", ("GatedFeatureFusion",)
+    expected = r"^GatedFeatureFusion: inputs of rank > 2 come out flattened to \(batch, -1\)"
+    gff = _GFFFlat
+
+
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
-            ScalarGate(), StatsSwappedInMap()]
+            ScalarGate(), StatsSwappedInMap(), OutputFlattened()]

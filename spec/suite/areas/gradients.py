@@ -39,6 +39,20 @@ def _unit(rng, shape):
     return v / np.linalg.norm(v)
 
 
+def _shape_first(handle, x, cot, training) -> None:
+    """Where the gradient raised, an output of another shape than the cotangent's is what
+    made it fail (sum(output * cotangent) does not broadcast): say that, not the framework's
+    broadcasting error."""
+    try:
+        got = tuple(np.shape(handle.forward(x, training=training)))
+    except Exception:  # noqa: BLE001 - the forward raises too: the gradient's error stands
+        return
+    if got != tuple(np.shape(cot)):
+        raise ClauseFailure(f"training={training}: output shape {got}, expected "
+                            f"{tuple(np.shape(cot))} (the gradient of sum(output * cotangent) "
+                            "takes the input's shape)")
+
+
 @check("gradients")
 def gradients(ctx):
     rng = np.random.default_rng(14)
@@ -55,7 +69,11 @@ def gradients(ctx):
             cot = rng.standard_normal(case.input_shapes[0])
             # against the port's own central differences: weights it lacks keep its values
             weights = set_held_weights(handle, weights)
-            gx, gw = handle.grad(x, cot, training=training)
+            try:
+                gx, gw = handle.grad(x, cot, training=training)
+            except Exception:
+                _shape_first(handle, x, cot, training)
+                raise
             missing = sorted(set(trainable) - set(gw))
             if missing:
                 raise ClauseFailure(f"no gradient returned for trainable {missing}")

@@ -48,7 +48,7 @@ def _shape_variants(spec, case):
     else:
         shapes = [(1, *features), (3, *features)]
     n = len(case.input_shapes)
-    return [Case(case.config, (s,) * n, f"{case.label} shape {s}") for s in shapes]
+    return [Case(case.config, (s,) * n, f"inputs {s} (case {case.label})") for s in shapes]
 
 
 # What a port does to the output's shape, each as the shape it gives for the expected one.
@@ -57,6 +57,8 @@ _RESHAPES = {
     "batch axis": lambda want: tuple(d for d in want if d != 1),
     "inputs of rank > 2 come out flattened to (-1, features): the leading axes are not "
     "restored": lambda want: (int(np.prod(want[:-1])), want[-1]),
+    "inputs of rank > 2 come out flattened to (batch, -1): the axes after the batch axis are "
+    "not restored": lambda want: (want[0], int(np.prod(want[1:]))),
 }
 
 
@@ -67,8 +69,24 @@ def _shape_diagnosis(seen) -> str | None:
             if all(reshape(want) == got for want, got, _ in seen)]
     if len(fits) != 1:
         return None
+    return f"{fits[0]} ({reshaped(seen)})"
+
+
+def reshaped(seen) -> str:
+    """The wrong shapes of ``seen`` ((expected, got, call) triples) as ``want -> got``, and
+    whether the other calls' were right."""
     wrong = sorted({f"{want} -> {got}" for want, got, _ in seen if want != got})
-    return f"{fits[0]} ({', '.join(wrong)}; the other shapes right)"
+    rest = "; the other shapes right" if len(wrong) < len({w for w, _, _ in seen}) else ""
+    return ", ".join(wrong) + rest
+
+
+def misshaped(seen) -> str | None:
+    """What the port does to the output's shape, where some call's is not the spec's:
+    the one reshape of ``_RESHAPES`` that predicts them all, else the shapes themselves."""
+    if all(want == got for want, got, _ in seen):
+        return None
+    return _shape_diagnosis(seen) or (
+        f"the output's shape is not the input's, as the spec's is ({reshaped(seen)})")
 
 
 @check("residual")
