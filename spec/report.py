@@ -258,6 +258,11 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
         lines += ["", f"{prefix}-PORTABLE: rows write portable weights, columns read them"]
         lines += _matrix_lines(writers, readers, pcells)
         lines += not_judged_line(results, prefix)
+    # each root cause written once, numbered; a failure it explains refers to its number (its
+    # diagnosis is that cause's evidence seen from one clause), an unexplained one says all
+    causes = root_causes(results)
+    number = {(impl, clause): n for n, (impl, cause, ids) in enumerate(causes, 1)
+              for clause in ids if not cause.startswith("unexplained")}
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines += ["", "Failures:"]
@@ -265,6 +270,9 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
             more = _not_shown(r)
             more = f" ({more} more, see the report: {where})" if more else ""
             lines.append(f"✗ {r.clause} [{r.impl}]: {one_line(r.message)}{more}")
+            if (r.impl, r.clause) in number:
+                lines.append(f"    root cause: ({number[r.impl, r.clause]}) above")
+                continue
             if r.diagnosis:
                 lines.append(f"    diagnosis: {r.diagnosis}")
             if _cause_of(r):
@@ -275,9 +283,9 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
         for (impl, reason), ids in skips.items():
             lines.append(f"skip [{impl}] {', '.join(ids)}: {reason}")
     lines += ["", summary_line(results)]
-    causes = root_cause_lines(results)
-    head = ["Root causes:", *causes, ""] if causes else []
-    return "\n".join(head + lines)
+    head = ["Root causes:", *(f"({n}) [{impl}] {cause}: {', '.join(ids)}"
+                              for n, (impl, cause, ids) in enumerate(causes, 1)), ""]
+    return "\n".join((head if causes else []) + lines)
 
 
 def _matrix_lines(writers, readers, cells) -> list[str]:

@@ -742,6 +742,12 @@ def _fit_eps(spec, space, records, choices):
 def _evaluate(spec, space, records, choices, tol):
     """(diff from the spec with fitted constants, ratio, error) of one candidate."""
     choices = dict(choices)
+    for key, bounds in FITTED_CLIPS.items():  # first: the momentum's fit computes with it
+        if choices.get(key) == "fit":
+            choices[key] = next((v for v in bounds if _errors(
+                spec, space, records, {**choices, key: v}, tol, states=False)[0] <= 1.0), None)
+            if choices[key] is None:
+                return None
     if choices.get("dropout_rate") == "fixed":
         choices["dropout_rate"] = _fit_rate(spec, space, records, choices, tol)
         if choices["dropout_rate"] is None:
@@ -766,6 +772,11 @@ def _evaluate(spec, space, records, choices, tol):
             return None
     ratio, err = _errors(spec, space, records, choices, tol)
     return choices, ratio, err
+
+
+# a clip fitted among the round bounds ports write, the tightest first that reproduces every
+# output (a clip that never bites is the spec: the candidate without it fits first)
+FITTED_CLIPS = {"clip": variants.CLIPS, "gate_clip": variants.GATE_CLIPS[::-1]}
 
 
 def _fit_rate(spec, space, records, choices, tol) -> float | None:

@@ -158,6 +158,13 @@ FM_DEFAULTS = {
     # drawn without that axis and broadcast along it (the masks are the caller's; the
     # root-cause stage checks the probe's decisions against this)
     "residual": "input",  # what the residual adds: "input", "normalised", "none"
+    # the standardised features (x - mean) / sqrt(var + eps) clipped to [-c, c] before the
+    # scale and offset ("to guard outliers"); None: not clipped. Fitted among CLIPS.
+    "clip": None,
+    # a training batch of one: "batch" (its own statistics, as any batch); "moving": the
+    # BatchNorm run as in inference for it (moving statistics used, not updated), a port's
+    # guard against the variance of one sample
+    "batch_one": "batch",
     # the second dropout on the residual sum (input included): drop(x + dense2(...))
     "residual_dropout": False,
     # None; "stats", "affine": the weight map exchanging those two weights (MAP_SWAPS)
@@ -258,6 +265,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             var = np.zeros_like(mean) if c["var_ddof"] == 0 else np.full_like(mean, np.nan)
         if batch_norm:
             bn_training = training != (c["norm_training"] == "inverted")
+            if c["batch_one"] == "moving" and v.shape[0] == 1:
+                bn_training = False  # a batch of one normalised as in inference, not updated
             use_batch = (c["train_stats"] == "batch" if bn_training
                          else c["infer_stats"] == "batch")
             if c["update"] == "always" or (c["update"] == "training" and bn_training):
@@ -278,9 +287,13 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 denom = np.sqrt(var + c["eps"])
             else:
                 denom = np.sqrt(var) + c["eps"]
-        if c["affine"] is True:  # the spec's order of operations: defaults agree to the bit
+        if c["affine"] is True and c["clip"] is None:  # the spec's order: defaults agree
             return grid(w["norm.gamma"]) * (v - mean) / denom + grid(w["norm.beta"])
         z = (v - mean) / denom
+        if c["clip"] is not None:
+            z = np.clip(z, -c["clip"], c["clip"])
+        if c["affine"] is True:
+            return grid(w["norm.gamma"]) * z + grid(w["norm.beta"])
         if c["affine"] == "scale":
             return grid(w["norm.gamma"]) * z
         return z + grid(w["norm.beta"]) if c["affine"] == "offset" else z
@@ -351,8 +364,15 @@ GFF_DEFAULTS = {
     # the gate's width: "features", one gate per feature (the kernel (2F, F)); "one", one
     # scalar gate per sample broadcast over the features (a Dense of one unit, kernel (2F, 1))
     "width": "features",
+    # the gate clamped to [e, 1 - e] ("to keep both inputs alive"); None: not clamped. Fitted
+    # among GATE_CLIPS.
+    "gate_clip": None,
     "transpose": False,
 }
+
+# The bounds a fitted clip is tried at (rootcause): the round values ports write.
+CLIPS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 50.0, 100.0)
+GATE_CLIPS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXACT, **choices):
@@ -398,6 +418,8 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
         g = (ops.tanh(z) + 1.0) / 2.0
     else:
         g = ops.activate(name, z, axis=_softmax_axis(c["axis"], np.ndim(z)))
+    if c["gate_clip"] is not None:
+        g = np.clip(g, c["gate_clip"], 1.0 - c["gate_clip"])
     return _fuse(c, g, a, b, z), dict(weights)
 
 
@@ -453,6 +475,14 @@ def _momentum_words(a):
     if abs(a - (1 - fm.SPEC.momentum)) < 1e-6:
         return (f"moving statistics keep {a:.4g} of their old value (momentum "
                 f"{fm.SPEC.momentum:g} read in the other sense)")
+    # a power of the spec's share: its update applied that many times in one training call
+    # (both moving statistics moved twice, by a second update left in the port)
+    times = next((k for k in (2, 3, 4) if 0 < a and abs(fm.SPEC.momentum ** k / a - 1) < 0.02),
+                 None)
+    if times is not None and fm.SPEC.momentum not in (0.0, 1.0):
+        return (f"moving statistics keep {a:.4g} of their old value ({fm.SPEC.momentum:g} to "
+                f"the power {times}: the spec's update applied {times} times in one training "
+                "call, or that share)")
     return f"moving statistics keep {a:.4g} of their old value"
 
 
@@ -467,8 +497,9 @@ def _dropout_rate_words(how):
 
 def _var_momentum_words(a):
     if a is None:
-        return "the moving variance updated with the mean's momentum"
-    return f"the moving variance keeping {a:.4g} of its old value, unlike the moving mean"
+        return "the moving variance keeping the moving mean's share of its old value"
+    return (f"the moving variance keeping {a:.4g} of its old value (the moving mean another "
+            "share)")
 
 
 # One wording in both layers, so that one adapter mistake in both is one root cause.
@@ -506,6 +537,8 @@ FM_SPACE = Space(
         "residual": ["normalised", "none"],
         "residual_dropout": [True],
         "map_swap": ["stats", "affine"],
+        "clip": ["fit"],
+        "batch_one": ["moving"],
         "transpose": [True],
     },
     {
@@ -588,6 +621,12 @@ FM_SPACE = Space(
                      "weight map (each mapped to the other's weight)",
                      "affine": "gamma and beta exchanged in the weight map (each mapped to the "
                      "other's weight)"},
+        "clip": lambda c: ("the standardised features used as they are" if c is None else
+                           f"the standardised features (x - mean) / sqrt(var + eps) clipped to "
+                           f"[-{c:g}, {c:g}] before the scale and offset"),
+        "batch_one": {"batch": "a training batch of one normalised with its own statistics",
+                      "moving": "a training batch of one normalised as in inference (moving "
+                      "statistics used and left unchanged)"},
         "transpose": TRANSPOSE,
     },
 )
@@ -606,6 +645,7 @@ GFF_SPACE = Space(
         "tanh": ["rescaled"],
         "activation_site": ["input"],
         "width": ["one"],
+        "gate_clip": ["fit"],
         "transpose": [True],
     },
     {
@@ -644,6 +684,8 @@ GFF_SPACE = Space(
         "activation_site": {"gate": "the activation on the gate's Dense output",
                             "input": "the activation on concat([a, b]) before the gate's "
                             "Dense (the gate unbounded)"},
+        "gate_clip": lambda e: ("the gate as the activation gives it" if e is None else
+                                f"the gate clamped to [{e:g}, {1 - e:g}]"),
         "transpose": TRANSPOSE,
     },
 )
@@ -678,7 +720,8 @@ AREAS = {
         **dict.fromkeys(("norm", "affine", "position", "eps", "eps_where", "momentum",
                          "var_momentum",
                          "var_ddof", "update_ddof", "train_stats", "infer_stats", "update",
-                         "norm_training", "flatten", "var_update"), "normalisation"),
+                         "norm_training", "flatten", "var_update", "clip", "batch_one"),
+                        "normalisation"),
         "training_flag": "training flag",
         **dict.fromkeys(("activation", "biases", "transpose"), "MLP"),
         **dict.fromkeys(("dropout_scale", "dropout_rate", "sites", "dropout_inference",
@@ -689,7 +732,7 @@ AREAS = {
     gff.SPEC.name: {
         **dict.fromkeys(("concat", "sees", "transpose"), "gate input"),
         **dict.fromkeys(("bias", "activation", "axis", "sigmoid", "tanh", "activation_site",
-                         "width"),
+                         "width", "gate_clip"),
                         "gate function"),
         "roles": "fusion",
     },

@@ -77,9 +77,10 @@ def test_every_report_opens_with_the_root_causes():
         Result("FM-SHAPE", "port", "passed"),
     ]
     text = report.terminal(results, color=False)
-    assert text.startswith("Root causes:\n[port] " + cause + ": FM-INFERENCE, FM-BN-EPSILON")
-    assert "[port] unexplained: FM-INIT" in text
-    assert text.count(cause) == 1 + 2  # once as a finding, once per clause it explains
+    assert text.startswith("Root causes:\n(1) [port] " + cause + ": FM-INFERENCE, FM-BN-EPSILON")
+    assert "(2) [port] unexplained: FM-INIT" in text
+    assert text.count(cause) == 1  # once as a finding; each clause it explains refers to it
+    assert text.count("    root cause: (1) above") == 2
     for fmt in ("markdown", "html", "junit", "json"):
         out = report.WRITERS[fmt](results)
         first = out.find("epsilon 1e-05")

@@ -41,6 +41,8 @@ class FM(nn.Module):
     residual_scale = 1.0
     update_std = flag_ignored = False  # the moving variance updated with the std; eval always
     affine = "both"  # "scale": no offset (beta absent), "offset": no scale (gamma absent)
+    clip = None  # the standardised features clamped to [-clip, clip]
+    batch_one_moving = False  # a training batch of one normalised as in inference
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
         super().__init__()
@@ -84,8 +86,9 @@ class FM(nn.Module):
         mean = v.mean(axes, keepdim=True)
         var = v.var(axes, keepdim=True, correction=self.ddof)
         if not self.norm.startswith("layer"):
-            use_batch = (not self.moving_in_training) if self.training else self.batch_in_inference
-            moves = self.update == "always" or (self.update == "training" and self.training)
+            training = self.training and not (self.batch_one_moving and v.shape[0] == 1)
+            use_batch = (not self.moving_in_training) if training else self.batch_in_inference
+            moves = self.update == "always" or (self.update == "training" and training)
             if moves:
                 with torch.no_grad():
                     stat_var = v.var(axes, keepdim=True, correction=self.update_ddof)
@@ -106,6 +109,8 @@ class FM(nn.Module):
             z = (v - mean) / (var.sqrt() + self.eps)
         else:
             z = (v - mean) / torch.sqrt(var + self.eps)
+        if self.clip is not None:  # "to guard outliers"
+            z = z.clamp(-self.clip, self.clip)
         if self.affine == "scale":  # Keras's center=False: no offset, beta not held
             return self._as_grid(self.gamma) * z
         if self.affine == "offset":  # scale=False
@@ -172,6 +177,7 @@ class GFF(nn.Module):
     concat, roles, bias, fixed, axis, sees = "ab", "a-gated", True, None, -1, "both"
     tanh_rescaled = act_first = False
     width = None  # the gate's units: None, one per feature; 1, one gate broadcast
+    gate_clip = None  # the gate clamped to [gate_clip, 1 - gate_clip]
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
@@ -206,6 +212,8 @@ class GFF(nn.Module):
             z = (a @ w[:, :f].T) if self.sees == "a" else (b @ w[:, f:].T)
         z = z + self.gate.bias if self.bias else z
         g = self._act(z)
+        if self.gate_clip is not None:  # "to keep both inputs alive"
+            g = g.clamp(self.gate_clip, 1 - self.gate_clip)
         if self.roles == "both":
             return g * a + g * b
         if self.roles == "residual":
@@ -294,6 +302,8 @@ PORTS = [
     port("bn-per-channel", {"norm": "batch-channel"}, fm={"norm": "channel"}),
     port("bn-per-time-step", {"norm": "batch-time"}, fm={"norm": "time"}),
     port("bn-one-scalar", {"norm": "batch-scalar"}, fm={"norm": "scalar"}),
+    port("standardised-clipped", {"clip": 5.0}, fm={"clip": 5.0}),
+    port("batch-of-one-as-inference", {"batch_one": "moving"}, fm={"batch_one_moving": True}),
     port("layernorm-LN-after-residual", {"norm": "layer-LN", "position": "after"},
          fm={"norm": "layer-LN", "position": "after"}),
     port("layernorm-over-channels", {"norm": "layer-N"}, fm={"norm": "layer-N"}),
@@ -342,6 +352,7 @@ PORTS = [
     port("float32-inside", {"precision": "float32"}, fm={"float32_inside": True}),
     # GatedFeatureFusion
     port("gff-concat-swapped", {"concat": "ba"}, gff={"concat": "ba"}),
+    port("gff-gate-clamped", {"gate_clip": 0.01}, gff={"gate_clip": 0.01}),
     port("gff-roles-swapped", {"roles": "b-gated"}, gff={"roles": "b-gated"}),
     port("gff-gate-on-both", {"roles": "both"}, gff={"roles": "both"}),
     port("gff-no-bias", {"bias": False}, gff={"bias": False}),
