@@ -95,6 +95,36 @@ def test_a_config_value_swapped_for_another_parameters_is_named_as_such():
         "leaves out activation (built with 'tanh')")
 
 
+
+def test_a_parameter_written_under_another_key_is_named_with_that_key():
+    """get_config writing 'gate_activation' where the constructor takes 'activation': the
+    port's own config holds the value under a key that names no parameter."""
+    own = {"name": "gff", "trainable": True, "gate_activation": "tanh"}
+    said = serialization._config_lost({}, {"activation": "tanh"}, own=own)
+    assert said == ("writes activation under another key, 'gate_activation' (built with "
+                    "'tanh'), which a layer rebuilt from it does not read as activation")
+    # two keys holding the value, or none: which one is meant cannot be told
+    two = {**own, "act": "tanh"}
+    assert serialization._config_lost({}, {"activation": "tanh"}, own=two).startswith("leaves")
+    other = {**own, "gate_activation": "relu"}
+    assert serialization._config_lost({}, {"activation": "tanh"}, own=other).startswith("leaves")
+
+
+def test_a_native_load_refused_after_a_lost_parameter_is_the_round_trip_s_cause():
+    """FM/GFF-SAVE-NATIVE's diagnosis where the load raises is worded as CONFIG-ROUNDTRIP's,
+    its own evidence in brackets: the report gives the two clauses one root cause."""
+    from portspec import report
+    from portspec.suite.runner import Result
+
+    lost = "GatedFeatureFusion: get_config leaves out activation (built with 'tanh')"
+    results = [Result("GFF-CONFIG-ROUNDTRIP", "p", "failed", "x", cause=lost),
+               Result("GFF-SAVE-NATIVE", "p", "failed", "y",
+                      cause=lost + " [the native load rebuilds the layer from it: TypeError: "
+                                   "could not be deserialized]")]
+    [(impl, cause, ids)] = report.root_causes(results)
+    assert ids == ["GFF-CONFIG-ROUNDTRIP", "GFF-SAVE-NATIVE"] and cause.startswith(lost), cause
+
+
 def test_half_storage_is_named_only_when_every_difference_is_that_rounding():
     rng = np.random.default_rng(0)
     want = {"a": rng.normal(size=8).astype(np.float32), "b": rng.normal(size=3).astype(np.float32)}

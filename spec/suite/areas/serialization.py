@@ -31,7 +31,7 @@ def config_roundtrip(ctx):
         handle = ctx.build(case, config=config)
         got = handle.get_config()
         if got != want:
-            lost = _config_lost(got, want, _reports(ctx))
+            lost = _config_lost(got, want, _reports(ctx), _own_config(handle))
             raise ClauseFailure(f"get_config() returned {_returned(handle, got, want)}, built "
                                 f"from {want}",
                                 diagnosis=lost and f"get_config {lost}", checked=bool(lost))
@@ -40,6 +40,16 @@ def config_roundtrip(ctx):
             raise ClauseFailure(f"a layer built from {got} reports {again.get_config()}")
         if again.weight_info() != ctx.build(case, config=config).weight_info():
             raise ClauseFailure(f"a layer rebuilt from {got} has another weight table")
+
+
+def _own_config(handle) -> dict | None:
+    """The port's own config, as its adapter reads it (``config_of``: every key, its own
+    names); None for a built-in handle or one that cannot say."""
+    try:
+        own = handle.adapter.config_of(handle.layer, handle.obj)
+    except Exception:  # noqa: BLE001 - a built-in handle, or none to ask
+        return None
+    return own if isinstance(own, dict) else None
 
 
 def _returned(handle, got: dict, want: dict) -> str:
@@ -70,14 +80,25 @@ def _reports(ctx) -> list[tuple[dict, dict]]:
     return out
 
 
-def _config_lost(got: dict, want: dict, reports=()) -> str | None:
+def _config_lost(got: dict, want: dict, reports=(), own: dict | None = None) -> str | None:
     """What a reported config ``got`` leaves out or changes of the one the layer was built
-    with: each parameter left out, each value changed (and whose value it is, where it is
-    another parameter's in every one of ``reports`` whose value differs), each one added."""
+    with: each parameter left out (or written under a key of the port's own, ``own``, that
+    holds its value and names no parameter), each value changed (and whose value it is, where
+    it is another parameter's in every one of ``reports`` whose value differs), each one
+    added."""
     if not isinstance(got, dict):
         return None
     reports = [(g, w) for g, w in reports if isinstance(g, dict)] or [(got, want)]
-    said = [f"leaves out {k} (built with {want[k]!r})" for k in want if k not in got]
+
+    def left_out(k):
+        renamed = [o for o, v in (own or {}).items()
+                   if o not in want and o not in got and type(v) is type(want[k]) and v == want[k]]
+        if len(renamed) == 1:
+            return (f"writes {k} under another key, {renamed[0]!r} (built with {want[k]!r}), "
+                    "which a layer rebuilt from it does not read as " + k)
+        return f"leaves out {k} (built with {want[k]!r})"
+
+    said = [left_out(k) for k in want if k not in got]
     for k in want:
         if k in got and got[k] != want[k]:
             whose = [o for o in want if o != k and all(
@@ -110,9 +131,16 @@ def save_native(ctx):
             except Exception as exc:  # noqa: BLE001 - saved, and the framework cannot load it
                 first = " ".join(str(exc).split()).split(". ")[0][:160]
                 said = f"{type(exc).__name__}: {first}"
+                # a native format rebuilds the layer from its get_config: one that loses a
+                # parameter is the cause, worded as FM/GFF-CONFIG-ROUNDTRIP words it
+                want = ctx.spec.validate_config(case.config)
+                got = handle.get_config()
+                lost = got != want and _config_lost(got, want, own=_own_config(handle))
                 raise ClauseFailure(
                     f"{what}: the save ran, loading raised {said}",
-                    diagnosis=f"a natively saved layer does not load back ({said})",
+                    diagnosis=(f"get_config {lost} [the native load rebuilds the layer from "
+                               f"it: {said}]" if lost else
+                               f"a natively saved layer does not load back ({said})"),
                     checked=True) from exc
         _same_weights(handle.get_weights(), loaded.get_weights(), what,
                       initial=lambda c=case: _initial(ctx, c))
