@@ -1306,10 +1306,15 @@ def drawn(choices: dict) -> bool:
 
 
 def _same_error(message: str, raised: str) -> bool:
-    """Is ``message`` (``Type: text``) the error quoted in the finding ``raised``?"""
+    """Is ``message`` (``Type: text``) the error quoted in the finding ``raised``? The names
+    it quotes may differ: a clause that sets the weights in another order meets the same
+    refusal at another weight."""
     head = message.split(":")[0]
-    words = " ".join(message.split(":", 1)[-1].split()[:6])
-    return (f"({head}:" in raised or f"[{head}:" in raised) and words in raised
+    words = _QUOTED.sub("'#'", " ".join(message.split(":", 1)[-1].split()[:6]))
+    return (f"({head}:" in raised or f"[{head}:" in raised) and words in _QUOTED.sub("'#'", raised)
+
+
+_QUOTED = re.compile(r"'[^']*'")
 
 
 def explains(spec, finding: Finding, result, exchange: list | None = None) -> bool:

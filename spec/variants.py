@@ -157,7 +157,7 @@ FM_DEFAULTS = {
     "mask_axis": None,  # None: a decision per element; "batch"/"time"/"channel": one mask
     # drawn without that axis and broadcast along it (the masks are the caller's; the
     # root-cause stage checks the probe's decisions against this)
-    "residual": "input",  # what the residual adds: "input", "normalised", "none"
+    "residual": "input",  # what the residual adds: "input", "normalised", "none", "twice"
     # the standardised features (x - mean) / sqrt(var + eps) clipped to [-c, c] before the
     # scale and offset ("to guard outliers"); None: not clipped. Fitted among CLIPS.
     "clip": None,
@@ -331,10 +331,12 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
     if c["position"] == "before":
         z = normalise(x)
         y = branch(z)
-        out = after({"input": x + y, "normalised": z + y, "none": y}[c["residual"]])
+        out = after({"input": x + y, "normalised": z + y, "none": y,
+                     "twice": x + x + y}[c["residual"]])
     else:
         y = branch(x)
-        out = normalise(after({"input": x + y, "normalised": x + y, "none": y}[c["residual"]]))
+        out = normalise(after({"input": x + y, "normalised": x + y, "none": y,
+                               "twice": x + x + y}[c["residual"]]))
     if pair:
         new[pair[0]], new[pair[1]] = new[pair[1]], new[pair[0]]
     return out, new
@@ -367,8 +369,21 @@ GFF_DEFAULTS = {
     # the gate clamped to [e, 1 - e] ("to keep both inputs alive"); None: not clamped. Fitted
     # among GATE_CLIPS.
     "gate_clip": None,
+    # a "softmax" gate: "plain"; "log", log_softmax (a log-probability gate, not in [0, 1])
+    "softmax": "plain",
+    # the gate's pre-activation multiplied by a scale (a temperature): None, or a key of
+    # GATE_SCALES
+    "gate_scale": None,
+    # a kernel the port holds as two (F, F) halves, each transposed (a concat() of two (in,
+    # out) weights mapped with transpose, or a layer that reads each half (out, in))
+    "halves_transposed": False,
     "transpose": False,
 }
+
+# A temperature on the gate: the scales ports write, as functions of the features F.
+GATE_SCALES = {"1/sqrt(F)": lambda f: 1.0 / np.sqrt(f), "sqrt(F)": lambda f: np.sqrt(f),
+               "1/F": lambda f: 1.0 / f, "2": lambda f: 2.0, "1/2": lambda f: 0.5,
+               "10": lambda f: 10.0, "1/10": lambda f: 0.1}
 
 # The bounds a fitted clip is tried at (rootcause): the round values ports write.
 CLIPS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 50.0, 100.0)
@@ -390,6 +405,10 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
     f = a.shape[-1]
     if c["transpose"]:  # the kernel as read back is (F, 2F): the layer computes with k.T
         k = k.T
+    if c["halves_transposed"]:  # each (F, F) half of a kernel held as two, transposed
+        if k.shape != (2 * f, f):
+            raise ValueError(f"halves of a gate kernel of shape {k.shape} for F={f}")
+        k = np.concatenate([k[:f].T, k[f:].T], axis=0)
     width = f if c["width"] == "features" else 1
     if k.shape[-1] != width:  # a kernel of another width is another layer, not broadcast
         raise ValueError(f"a gate kernel of {k.shape[-1]} columns for a gate of width {width}")
@@ -411,7 +430,12 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
         z = ops.matmul(b, k[f:])
     if c["bias"]:
         z = z + np.asarray(weights["gate.bias"], dtype=np.float64)
-    if name == "sigmoid" and c["sigmoid"] != "logistic":
+    if c["gate_scale"] is not None:  # a temperature on the gate's pre-activation
+        z = z * GATE_SCALES[c["gate_scale"]](f)
+    if name == "softmax" and c["softmax"] == "log":
+        z = z - np.max(z, axis=-1, keepdims=True)
+        g = z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+    elif name == "sigmoid" and c["sigmoid"] != "logistic":
         slope = {"hard": 1.0 / 6.0, "hard-keras2": 0.2}[c["sigmoid"]]
         g = np.clip(slope * z + 0.5, 0.0, 1.0)
     elif name == "tanh" and c["tanh"] == "rescaled":
@@ -534,7 +558,7 @@ FM_SPACE = Space(
         "dropout_inference": [True],
         "shared_mask": [True],
         "mask_axis": ["batch", "time", "channel"],
-        "residual": ["normalised", "none"],
+        "residual": ["normalised", "none", "twice"],
         "residual_dropout": [True],
         "map_swap": ["stats", "affine"],
         "clip": ["fit"],
@@ -611,7 +635,9 @@ FM_SPACE = Space(
                          for a in ("batch", "time", "channel")}},
         "residual": {"input": "the residual adding the input",
                      "normalised": "the residual adding the normalised input",
-                     "none": "no residual connection"},
+                     "none": "no residual connection",
+                     "twice": "the input added twice (x + x + branch: a residual added in the "
+                     "block and again around it)"},
         "residual_dropout": {False: "the second dropout on the MLP's output, before the "
                              "residual add",
                              True: "the second dropout on the residual sum (dropping the "
@@ -646,6 +672,9 @@ GFF_SPACE = Space(
         "activation_site": ["input"],
         "width": ["one"],
         "gate_clip": ["fit"],
+        "softmax": ["log"],
+        "gate_scale": list(GATE_SCALES),
+        "halves_transposed": [True],
         "transpose": [True],
     },
     {
@@ -686,6 +715,15 @@ GFF_SPACE = Space(
                             "Dense (the gate unbounded)"},
         "gate_clip": lambda e: ("the gate as the activation gives it" if e is None else
                                 f"the gate clamped to [{e:g}, {1 - e:g}]"),
+        "softmax": {"plain": "a softmax gate", "log": "log_softmax for the softmax gate (log-"
+                    "probabilities, not in [0, 1])"},
+        "gate_scale": lambda k: ("the gate's pre-activation as the Dense gives it" if k is None
+                                 else f"the gate's pre-activation multiplied by {k} (a "
+                                 "temperature)"),
+        "halves_transposed": {False: "the gate kernel's two halves (F, F) as (in, out)",
+                              True: "each (F, F) half of the gate kernel transposed, in the "
+                              "layer or in the weight map (a concat() of (in, out) halves "
+                              "mapped with transpose)"},
         "transpose": TRANSPOSE,
     },
 )
@@ -730,9 +768,9 @@ AREAS = {
         "map_swap": "weight map",
     },
     gff.SPEC.name: {
-        **dict.fromkeys(("concat", "sees", "transpose"), "gate input"),
+        **dict.fromkeys(("concat", "sees", "transpose", "halves_transposed"), "gate input"),
         **dict.fromkeys(("bias", "activation", "axis", "sigmoid", "tanh", "activation_site",
-                         "width", "gate_clip"),
+                         "width", "gate_clip", "softmax", "gate_scale"),
                         "gate function"),
         "roles": "fusion",
     },

@@ -205,3 +205,14 @@ def test_an_adapter_that_cannot_build_set_or_call_is_one_cause_that_says_which(
         if clause == {"names": "FM-CONFIG", "call": "FM-CALL"}.get(mistake):  # bad inputs'
             assert "is refused as well" in result.message, result.message  # own errors
         assert rootcause.explains(FM, found, result), (clause, result.message, found.line())
+
+
+def test_a_refusal_met_at_another_weight_is_the_same_refusal():
+    """FM-VECTORS sets the weights in the file's order and meets the map's refusal at another
+    weight than the probe did: the same error, another quoted name."""
+    raised = ("the adapter's weight map does not fit the port's weights (ValueError: the weight "
+              "map names 'norm.gamma' for 'norm.gamma', but the port has only ['a', 'b'])")
+    assert rootcause._same_error("ValueError: the weight map names 'dense1.bias' for "
+                                 "'dense1.bias', but the port has only ['a', 'b']", raised)
+    assert not rootcause._same_error("ValueError: weight 'x' has shape (3,), got (4,)", raised)
+    assert not rootcause._same_error("TypeError: the weight map names 'x' for 'x'", raised)

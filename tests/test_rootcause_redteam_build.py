@@ -67,6 +67,22 @@ def test_each_default_initialiser_is_the_one_its_draws_fit(name, draw, seed):
     assert "instead of Glorot-uniform [gate.kernel: " in said
 
 
+@pytest.mark.parametrize("gain, said", [(np.sqrt(2), "sqrt(2), torch's calculate_gain('relu')"),
+                                        (5 / 3, "5/3, torch's calculate_gain('tanh')")])
+@pytest.mark.parametrize("shape", ["uniform", "normal"])
+def test_glorot_times_a_gain_of_torch_s_is_named_with_its_gain(gain, said, shape):
+    """torch's xavier_uniform_/xavier_normal_ with gain=calculate_gain(...): the shape's
+    moments at gain^2 times Glorot's variance."""
+    rng, sd = np.random.default_rng(3), gain * np.sqrt(2 / (FAN_IN + FAN_OUT))
+    w = (rng.uniform(-np.sqrt(3) * sd, np.sqrt(3) * sd, (FAN_IN, FAN_OUT)) if shape == "uniform"
+         else rng.normal(0, sd, (FAN_IN, FAN_OUT)))
+    [(name, _)] = init_area.fitting(w, FAN_IN, FAN_OUT)
+    glorot = "Glorot-uniform" if shape == "uniform" else "Glorot-normal, untruncated"
+    assert name == f"{glorot} with gain {said}", name
+    # at a gain torch does not name, nothing is
+    assert init_area.fitting(w * 1.2, FAN_IN, FAN_OUT) == []
+
+
 @pytest.mark.parametrize("draw", [
     lambda r, s: r.laplace(0, 0.05, s),  # no framework's default
     lambda r, s: 1.3 * _truncated(r, 1 / FAN_IN, s),  # LeCun's shape, not its variance

@@ -178,6 +178,8 @@ class GFF(nn.Module):
     tanh_rescaled = act_first = False
     width = None  # the gate's units: None, one per feature; 1, one gate broadcast
     gate_clip = None  # the gate clamped to [gate_clip, 1 - gate_clip]
+    temperature = False  # the pre-activation divided by sqrt(F)
+    log_softmax = halves_transposed = False  # log_softmax for softmax; each kernel half .T
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
@@ -188,6 +190,8 @@ class GFF(nn.Module):
 
     def _act(self, z):
         name = self.fixed or self.activation
+        if name == "softmax" and self.log_softmax:
+            return torch.log_softmax(z, dim=-1)
         if name == "softmax":
             if self.axis == "implicit":  # F.softmax without dim (torch's legacy choice)
                 return torch.softmax(z, dim=0 if z.dim() in (0, 1, 3) else 1)
@@ -199,6 +203,8 @@ class GFF(nn.Module):
     def forward(self, a, b):
         f = self.features
         w = self.gate.weight  # (F, 2F)
+        if self.halves_transposed:  # each (F, F) half read (in, out)
+            w = torch.cat([w[:, :f].T, w[:, f:].T], dim=1)
         first, second = (a, b) if self.concat == "ab" else (b, a)
         if self.act_first:  # the activation on the concatenation, the Dense after it
             g = self.gate(self._act(torch.cat([first, second], -1)))
@@ -211,6 +217,7 @@ class GFF(nn.Module):
         else:
             z = (a @ w[:, :f].T) if self.sees == "a" else (b @ w[:, f:].T)
         z = z + self.gate.bias if self.bias else z
+        z = z / f**0.5 if self.temperature else z
         g = self._act(z)
         if self.gate_clip is not None:  # "to keep both inputs alive"
             g = g.clamp(self.gate_clip, 1 - self.gate_clip)
@@ -342,6 +349,7 @@ PORTS = [
     port("dropout-mask-over-channels", {"mask_axis": "channel"}, fm={"mask_axis": 2}),
     # the residual
     port("no-residual", {"residual": "none"}, fm={"residual": "none"}),
+    port("residual-twice", {"residual": "twice"}, fm={"residual_scale": 2.0}),
     port("residual-of-normalised", {"residual": "normalised"}, fm={"residual": "normalised"}),
     port("dropout-after-residual", {"residual_dropout": True}, fm={"drop_after_residual": True}),
     # the moving statistics
@@ -353,6 +361,10 @@ PORTS = [
     # GatedFeatureFusion
     port("gff-concat-swapped", {"concat": "ba"}, gff={"concat": "ba"}),
     port("gff-gate-clamped", {"gate_clip": 0.01}, gff={"gate_clip": 0.01}),
+    port("gff-gate-temperature", {"gate_scale": "1/sqrt(F)"}, gff={"temperature": True}),
+    port("gff-log-softmax", {"softmax": "log"}, gff={"log_softmax": True}),
+    port("gff-kernel-halves-transposed", {"halves_transposed": True},
+         gff={"halves_transposed": True}),
     port("gff-roles-swapped", {"roles": "b-gated"}, gff={"roles": "b-gated"}),
     port("gff-gate-on-both", {"roles": "both"}, gff={"roles": "both"}),
     port("gff-no-bias", {"bias": False}, gff={"bias": False}),
