@@ -1314,7 +1314,7 @@ def _same_error(message: str, raised: str) -> bool:
     return (f"({head}:" in raised or f"[{head}:" in raised) and words in _QUOTED.sub("'#'", raised)
 
 
-_QUOTED = re.compile(r"'[^']*'")
+_QUOTED = re.compile(r"'[\w.\-/]*'")  # a quoted name, not an apostrophe's span
 
 
 def explains(spec, finding: Finding, result, exchange: list | None = None) -> bool:

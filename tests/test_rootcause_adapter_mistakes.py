@@ -216,3 +216,8 @@ def test_a_refusal_met_at_another_weight_is_the_same_refusal():
                                  "'dense1.bias', but the port has only ['a', 'b']", raised)
     assert not rootcause._same_error("ValueError: weight 'x' has shape (3,), got (4,)", raised)
     assert not rootcause._same_error("TypeError: the weight map names 'x' for 'x'", raised)
+    # an apostrophe is no quote: the split refusal, quoted after "the spec's", still matches
+    split = ("the spec's weights refused (ValueError: 'gate.kernel' maps to gate_a.weight of "
+             "shape (6, 6); ...)")
+    assert rootcause._same_error("ValueError: 'gate.kernel' maps to gate_a.weight of shape (6, "
+                                 "6)", split)

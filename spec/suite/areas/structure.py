@@ -230,8 +230,8 @@ def _bigger(table, info, counts=None, spec_counts=None) -> str | None:
         return None
     names = ", ".join(extra[:4]) + (f" and {len(extra) - 4} more" if len(extra) > 4 else "")
     return (f"{BIGGER} ({names}: {sizes[0]} trainable and {sizes[1]} non-trainable values): "
-            "the adapter builds more than the layer, a whole block, say; build the sublayer "
-            "that is the layer")
+            "the adapter builds more than the layer (a whole block: build the sublayer that "
+            "is the layer), or the layer has a parameter the spec's has not (a second bias)")
 
 
 @check("param-counts")
