@@ -201,7 +201,11 @@ def _across_layers(causes):
 def root_cause_lines(results) -> list[str]:
     """'[impl] root cause: clauses' for each root cause, the unexplained failures last: the
     Root causes that open the terminal verdict of ``verify`` and close a failing pytest run."""
-    return [f"[{impl}] {cause}: {', '.join(ids)}" for impl, cause, ids in root_causes(results)]
+    return [_cause_line(*c) for c in root_causes(results)]
+
+
+def _cause_line(impl, cause, ids) -> str:
+    return f"[{impl}] {cause}: {', '.join(ids)}"
 
 
 def _cause_of(r) -> str:
@@ -283,8 +287,7 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
         for (impl, reason), ids in skips.items():
             lines.append(f"skip [{impl}] {', '.join(ids)}: {reason}")
     lines += ["", summary_line(results)]
-    head = ["Root causes:", *(f"({n}) [{impl}] {cause}: {', '.join(ids)}"
-                              for n, (impl, cause, ids) in enumerate(causes, 1)), ""]
+    head = ["Root causes:", *(f"({n}) {_cause_line(*c)}" for n, c in enumerate(causes, 1)), ""]
     return "\n".join((head if causes else []) + lines)
 
 

@@ -428,6 +428,13 @@ class Finding:
     misshaped: str = ""  # what the port does to the output's shape, where it is not the spec's
     wrong_shapes: tuple = ()  # the output shapes of the probe's calls that were wrong
 
+    @property
+    def says(self) -> bool:
+        """Whether it says what the port's layer does otherwise than the spec: a variant, a
+        precision, a refusal, a config swap or an output shape (else the layer computes as the
+        spec, or nothing fits)."""
+        return bool(self.diff or self.precision or self.raised or self.swap or self.misshaped)
+
     def summary(self) -> dict:
         """The finding as plain data (the JSON report's ``details.variant`` of a failure)."""
         return {"layer": self.layer, "fits": self.fits, "diff": {
@@ -831,14 +838,13 @@ def _search(spec, records):
     if not usable and layout:  # no call could run: the layout read back is the evidence
         return Finding(spec.name, {"transpose": True}, evidence=f"the port holds {layout}")
     if not usable:
-        first = next((r for r in records if r["error"]), None)
-        if first and not raised:  # every build or weight setting refused, the same way
+        refused = next((r for r in records if r["error"]), None)
+        first = refused and refused["error"]
+        if refused and not raised:  # every build or weight setting refused, the same way
             from portspec.suite.areas.structure import split_refusal, unheld  # worded as
             # FM/GFF-WEIGHTS word it
 
-            raised = (unheld(spec, first["error"]) or split_refusal(first["error"])
-                      or _refusal(spec, first))
-        first = first and first["error"]
+            raised = unheld(spec, first) or split_refusal(first) or _refusal(spec, refused)
         return Finding(spec.name, raised=raised, fits=bool(raised),
                        note=f"no call of the probe ran ({(first or 'no records')[:160]})")
     # the canonical weights the port does not hold: a choice that leaves exactly those unused
@@ -1414,9 +1420,8 @@ def attach(results, exchange: list | None = None):
                 out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}")
             continue
         details = {**r.details, "variant": finding.summary()}
-        cause = _cause(prefixes[prefix], finding, r, exchange) if finding.fits and (
-            finding.diff or finding.precision or finding.raised or finding.swap
-            or finding.misshaped) else None
+        cause = (_cause(prefixes[prefix], finding, r, exchange)
+                 if finding.fits and finding.says else None)
         if cause is not None:
             out[i] = replace(r, cause=cause.line(), details={**details,
                                                              "variant": cause.summary()})
@@ -1441,9 +1446,7 @@ COMPILED_ONLY = ("the compiled call computes otherwise than the eager one, which
 def _compiled_only(finding: Finding, result) -> bool:
     """Compiled and eager differ (FM/GFF-COMPILE's comparison) where the probe found the eager
     computation the spec's: no variant, no refusal, no precision or shape of its own."""
-    spec_like = finding.fits and not (finding.diff or finding.precision or finding.raised
-                                      or finding.swap or finding.misshaped)
-    return (spec_like and result.clause.endswith("-COMPILE")
+    return (finding.fits and not finding.says and result.clause.endswith("-COMPILE")
             and result.message.startswith("compiled vs eager"))
 
 
@@ -1463,8 +1466,7 @@ def _step_after_gradient(results, findings):
         failed = [v for k, v in pairs.items() if v != "ok"
                   and k not in r.details.get("not_judged", ())]
         if (key in grads and failed and (r.cause or "").startswith(UNEXPLAINED)
-                and found is not None and found.fits
-                and not (found.diff or found.precision or found.raised or found.swap)
+                and found is not None and found.fits and not found.says
                 and all(" after the step differs by " in v for v in failed)):
             r = replace(r, cause=grads[key])
         out.append(r)

@@ -191,12 +191,12 @@ def _with_gain(v, fan_in, fan_out, kurt) -> list[tuple[str, str]]:
         return []
     glorot = 2.0 / (fan_in + fan_out)
     gain = math.sqrt(v.var() / glorot)
-    known = next((said for g, said in GAINS.items() if abs(gain / g - 1) < 0.02), None)
+    known = next(((g, said) for g, said in GAINS.items() if abs(gain / g - 1) < 0.02), None)
     if known is None:
         return []
+    g, known = known
     out = []
     for shape, name in ((UNIFORM, "Glorot-uniform"), (NORMAL, "Glorot-normal, untruncated")):
-        g = next(g for g, said in GAINS.items() if said == known)
         scaled = Initialiser(f"{name} with gain {known}", shape,
                              lambda fi, fo, g=g: g * g * 2.0 / (fi + fo), "")
         if scaled.problems(v, fan_in, fan_out) == []:

@@ -56,10 +56,8 @@ def _returned(handle, got: dict, want: dict) -> str:
     """What get_config() returned, as a reader would check it: the spec's parameters in it
     (``got``), the keys of the port's own config where the handle kept only the spec's (a
     Keras layer's name, trainable, dtype), and the spec's parameters missing from it."""
-    try:
-        own = list(handle.adapter.config_of(handle.layer, handle.obj))
-    except Exception:  # noqa: BLE001 - a built-in handle, or none to ask: the spec's part only
-        own = list(got) if isinstance(got, dict) else []
+    own = _own_config(handle)  # a built-in handle, or none to ask: the spec's part only
+    own = list(own) if own is not None else list(got) if isinstance(got, dict) else []
     said = repr(got)
     if isinstance(got, dict) and own != list(got):
         said = f"the keys {', '.join(map(str, own)) or 'none'}: " + (
