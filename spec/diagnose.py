@@ -203,12 +203,26 @@ def _runs(adapter, spec, case, dtype, training) -> bool:
     return True
 
 
+# PyTorch's autograd refuses a backward pass through a tensor modified in place after it was
+# saved, or an in-place change of a leaf that requires grad (torch/csrc/autograd: "one of the
+# variables needed for gradient computation has been modified by an inplace operation"; "a leaf
+# Variable that requires grad is being used in an in-place operation").
+IN_PLACE_ERROR = re.compile(r"modified by an inplace operation|leaf Variable that requires grad "
+                            r"is being used in an in-place operation")
+IN_PLACE = ("an in-place operation autograd refuses: the port changes in place a tensor the "
+            "backward pass needs, or its input (x += ..., add_, an inplace=True activation on a "
+            "saved tensor); the forward alone runs, the gradient raises. The out-of-place form "
+            "(x = x + ...) computes the same")
+
+
 def explain_refusal(result, clause, adapter, spec):
     """A failed Result whose port raised, explained by evidence rather than by its framework's
     wording: a batch of one refused where a batch of two runs; a float64 call refused where
     the same call in float32 runs. Both re-run the port, so the diagnosis is marked checked."""
     if result.status != "failed" or result.diagnosis or not result.message.startswith("raised"):
         return result
+    if IN_PLACE_ERROR.search(result.message):  # autograd's own check of its saved tensors
+        return replace(result, details={**result.details, "checked": True}, diagnosis=IN_PLACE)
     from portspec.layers import Case
 
     case = spec.cases()[0]

@@ -46,6 +46,7 @@ import numpy as np
 
 from portspec import variants
 from portspec.layers import LAYERS, Case
+from portspec.localise import explains as localise_explains
 from portspec.tolerances import FORWARD
 
 PROBE = "probe:"  # clause-ID prefix of the probe's pseudo-results
@@ -186,10 +187,18 @@ def probe(adapter, spec) -> list[dict]:
             again = run(swapped, spec)
             if not any(r["error"] for r in again):
                 refused = next(r["error"] for r in records if r["error"])
-                return again + _layout(swapped, spec) + [_record(
+                return again + _layout(swapped, spec) + _staged(swapped, spec) + [_record(
                     "config swap", None, None, None, False, None, refused, None,
                     state={"swap": list(pair)})]
-    return records + _layout(adapter, spec) + _float32_call(adapter, spec, records)
+    return (records + _layout(adapter, spec) + _float32_call(adapter, spec, records)
+            + _staged(adapter, spec))
+
+
+def _staged(adapter, spec) -> list[dict]:
+    """The staged probe's records (``portspec.localise``), read only where no variant fits."""
+    from portspec import localise
+
+    return (localise.probe_fm if spec.prefix == "FM" else localise.probe_gff)(adapter, spec)
 
 
 def _float32_call(adapter, spec, records) -> list[dict]:
@@ -427,6 +436,8 @@ class Finding:
     swap_refusal: str = ""  # the probe's first refused call, which the swap made run
     misshaped: str = ""  # what the port does to the output's shape, where it is not the spec's
     wrong_shapes: tuple = ()  # the output shapes of the probe's calls that were wrong
+    # where no variant fits: the staged probe's (statement, scope) pairs (portspec.localise)
+    located: tuple = ()
 
     @property
     def says(self) -> bool:
@@ -440,11 +451,17 @@ class Finding:
         return {"layer": self.layer, "fits": self.fits, "diff": {
             k: list(v) if isinstance(v, tuple) else v for k, v in self.diff.items()},
             "precision": self.precision, "raised": self.raised, "swap": list(self.swap),
-            "misshaped": self.misshaped,
+            "misshaped": self.misshaped, "located": [text for text, _ in self.located],
             "spec_error": self.spec_error, "variant_error": self.variant_error}
 
     def line(self) -> str:
         space = variants.SPACES[self.layer]
+        if self.located and not self.says:
+            return (f"{self.layer}: " + "; ".join(text for text, _ in self.located)
+                    + (" [no variant of the oracle reproduces the port; " if not self.fits else
+                       " [the search's calls match the spec oracle; ")
+                    + "the staged probe reads each part back through weights that isolate it "
+                    f"(portspec.localise), max error vs the spec oracle {_g(self.spec_error)}]")
         if not self.fits:
             why = self.note or (
                 f"the calls without dropout match the spec oracle (max error "
@@ -815,8 +832,18 @@ def _singles(space):
 def search(spec, records):
     """The Finding for a port's records: spec, single deviations, then pairs; with the config
     swap the probe found the port built with (``probe``), if any."""
+    from portspec.localise import STAGE, localise
+
     swapped = next((r for r in records if r["label"] == "config swap"), None)
-    found = _search(spec, [r for r in records if r["label"] != "config swap"])
+    found = _search(spec, [r for r in records if r["label"] != "config swap"
+                           and not r["label"].startswith(STAGE)])
+    if not found.says:  # outside the variant space (or the GFF probe's training calls,
+        # which the search has not): read part by part
+        staged = [r for r in records if r["label"].startswith(STAGE) and r["out"] is not None]
+        for r in staged:
+            r["weights"] = _fill(spec, r)
+        found = replace(found, located=tuple(localise(spec, staged + [
+            r for r in records if r["label"] == "dropout"])))
     if swapped is None or not found.fits:
         return found
     return replace(found, swap=tuple(swapped["state"]["swap"]), swap_refusal=swapped["error"])
@@ -960,6 +987,15 @@ def _loss(spec, space, records, choices) -> float:
     return total
 
 
+# A float64 call refused because two dtypes met inside the layer, in PyTorch's words ("mat1
+# and mat2 must have the same dtype, but got Float and Double", "... but got: float != double",
+# "expected scalar type Double but found Float") and JAX's/XLA's ("float32 and float64").
+DTYPE_CLASH = re.compile(r"\b(Float and Double|Double and Float|float != double|double != "
+                         r"float)\b|expected scalar type "
+                         r"(Double but found Float|Float but found Double)|float32 and float64|"
+                         r"float64 and float32", re.IGNORECASE)
+
+
 def _raised(records) -> str | None:
     """A call the port refuses that the spec allows, from the records' errors."""
     others_ran = any(r["out"] is not None and r["training"] and r["label"] != "batch 1"
@@ -976,6 +1012,9 @@ def _raised(records) -> str | None:
     if not raised:
         return None
     r, said = raised[0], f"({raised[0]['error'][:120]})"
+    if DTYPE_CLASH.search(r["error"]):  # the framework's own words: two dtypes met
+        said += (": float32 meets float64 inside the layer, where the port casts an input or "
+                 "a weight to float32 (.float(), dtype=float32) or holds one in float32")
     ran = [o for o in records if o["out"] is not None and o.get("dtype") == "float64"]
     float32 = next(((o["state"] or {}).get("float32") for o in records
                     if o["label"] == "float32 call"), None)
@@ -986,11 +1025,35 @@ def _raised(records) -> str | None:
     # some float64 calls run: what tells the refused one apart is its inputs or its config
     shapes = sorted({_shapes(o["x"]) for o in ran})
     if _shapes(r["x"]) not in shapes:
-        return f"a call on inputs {_shapes(r['x'])} raises {said}, where {', '.join(shapes)} run"
+        return (f"a call on inputs {_shapes(r['x'])} raises {said}, where {', '.join(shapes)} "
+                f"run{_concat_axis(r)}")
     config = {k: v for k, v in r["config"].items()
               if all(o["config"].get(k) != v for o in ran)}
     what = ", ".join(f"{k}={v!r}" for k, v in config.items()) or f"the {r['label']} case"
     return f"a call with {what} raises {said}, where others run"
+
+
+def _concat_axis(record) -> str:
+    """Where two inputs concatenated along another axis than the last give the shape the
+    refusal quotes (a matmul of (rows x features), or the whole shape), that concatenation,
+    as words; else ''. At rank 2 axis 1 is the last, so such a port runs there."""
+    x = record["x"]
+    if not (isinstance(x, list) and len(x) == 2 and np.ndim(x[0]) > 2):
+        return ""
+    fit = []
+    for axis in range(np.ndim(x[0]) - 1):
+        shape = list(np.shape(x[0]))
+        shape[axis] *= 2
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        quoted = (f"{rows}x{cols}", f"({rows}, {cols})", str(tuple(shape)), str(shape))
+        if any(q in record["error"] for q in quoted):
+            fit.append(str(axis))
+    if not fit:
+        return ""
+    return (f": the inputs are concatenated along axis {' or '.join(fit)} (the quoted shape "
+            "fits either), not the last (feature) axis" if len(fit) > 1 else
+            f": the inputs are concatenated along axis {fit[0]}, not the last (feature) axis"
+            ) + ", which is the same axis only at rank 2"
 
 
 def _refusal(spec, record) -> str:
@@ -1428,6 +1491,10 @@ def attach(results, exchange: list | None = None):
         elif r.diagnosis and _checked(prefixes[prefix], r):
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
+        elif finding.located and localise_explains(prefixes[prefix], finding.located,
+                                                   r.clause):
+            # no variant: the staged probe's reading of the part that differs is the cause
+            out[i] = replace(r, cause=finding.line(), details=details)
         elif _compiled_only(finding, r):
             out[i] = replace(r, cause=f"{finding.layer}: {COMPILED_ONLY} [every eager call of "
                              f"the probe matches the spec oracle (max error "
@@ -1487,8 +1554,10 @@ def _bigger_module(results, findings):
     for r in results:
         key = (r.impl, r.clause.split("-")[0])
         found = findings.get(key)
-        if key in bigger and (r.cause or "").startswith(UNEXPLAINED) and found is not None \
-                and not found.fits:
+        # the staged probe's reading too: it reads the block's computation as the layer's
+        located = found is not None and found.located and r.cause == found.line()
+        if key in bigger and ((r.cause or "").startswith(UNEXPLAINED) or located) \
+                and found is not None and not found.fits:
             r = replace(r, cause=bigger[key])
         out.append(r)
     return out

@@ -1,8 +1,9 @@
 """Root causes: the oracle variants, the search over them, and the measure on single-mistake ports.
 
 The variants at their defaults are the spec's oracle to the bit; a port that makes one mistake
-of the variant space gets exactly that one root cause; a mistake outside it gets none ("no
-variant fits"), never a wrong name.
+of the variant space gets exactly that one root cause; a mistake outside it gets the staged
+probe's reading of the part that differs (``portspec.localise``, a pattern the one cause must
+match), never a wrong name.
 """
 
 from __future__ import annotations

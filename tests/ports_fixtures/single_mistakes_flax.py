@@ -12,7 +12,8 @@ probability, dropout left active in ``eval()``, ``nnx.LayerNorm`` where BatchNor
 ``expected`` is what the root-cause stage must name: the variant choices that reproduce the
 mistake (``portspec.variants``; "precision" the dtype a float64 call is partly computed in); a
 string, a pattern the one root cause must match where the evidence is the layer's build rather
-than its computation; None for a mistake outside the variant space ("no variant fits").
+than its computation; for a mistake outside the variant space, a pattern the staged probe's
+cause must match (``portspec.localise``).
 """
 
 from __future__ import annotations
@@ -316,9 +317,11 @@ PORTS = [
          gff={"gate_input": lambda self, a, b: jnp.concatenate([b, a], axis=-1)}),
     port("gff-no-bias", r"gate\.bias", gff={"use_bias": False},
          weights=_weights(gff_map={"gate.bias": absent("nnx.Linear(use_bias=False)")})),
-    # outside the variant space: must come out "no variant fits"
-    port("softplus-activation", None, fm={"activation": lambda self, h: jax.nn.softplus(h)}),
-    port("residual-halved", None, fm={"residual": lambda self, x, z, y: 0.5 * x + y}),
+    # outside the variant space: named by the staged probe (portspec.localise), a pattern
+    port("softplus-activation", r"the activation after the first Dense is softplus, not ReLU",
+         fm={"activation": lambda self, h: jax.nn.softplus(h)}),
+    port("residual-halved", r"the residual: .* returns 0\.5 x in inference and training",
+         fm={"residual": lambda self, x, z, y: 0.5 * x + y}),
 ]
 
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS)]

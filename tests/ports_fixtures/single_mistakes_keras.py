@@ -10,8 +10,8 @@ LayerNormalization where BatchNormalization was meant, a flatten in the other or
 
 ``expected`` is what the root-cause stage must name: the variant choices that reproduce the
 mistake (``portspec.variants``); a string, a pattern the one root cause must match where the
-evidence is the layer's build rather than its computation (a missing weight); None for a
-mistake outside the variant space, where it must name nothing ("no variant fits").
+evidence is the layer's build rather than its computation (a missing weight), or of a mistake
+outside the variant space, which the staged probe names (``portspec.localise``).
 
 The expectations hold on the TensorFlow backend, where ``BatchNormalization`` and
 ``LayerNormalization`` keep float64; Keras 3.15's jax and torch backends compute their moments
@@ -314,12 +314,13 @@ PORTS = [
          gff={"make_gate": lambda self, f: layers.Dense(f, use_bias=False,
                                                         dtype=self.dtype_policy, name="gate")},
          weights=_weights(gff_map={"gate.bias": absent("Dense(use_bias=False)")})),
-    # outside the variant space: must come out "no variant fits"
-    port("relu-after-second-dense", None,
+    # outside the variant space: named by the staged probe (portspec.localise), a pattern
+    port("relu-after-second-dense", r"adds max\(c, 0\) \(a ReLU after the second Dense\)",
          fm={"branch": lambda self, z, training: self.drop(
              self.dropout2, ops.relu(self.dense2(self.drop(
                  self.dropout1, self.activation(self.dense1(z)), training))), training)}),
-    port("leaky-relu-activation", None,
+    port("leaky-relu-activation", r"the activation after the first Dense is LeakyReLU\(0\.2\), "
+         "not ReLU",
          fm={"activation": lambda self, h: ops.leaky_relu(h, negative_slope=0.2)}),
 ]
 

@@ -3,9 +3,9 @@
 ``Conforming`` follows the spec (config validation and call errors included). Each port below
 changes one thing of it, written the way a port would (torch modules and functions, not the
 spec's oracle). ``expected`` is what the root-cause stage must name: the variant choices that
-reproduce the mistake (``portspec.variants``), or None for a mistake outside the variant space,
-where it must name nothing ("no variant fits"). tests/test_rootcause.py measures the stage on
-them; ``portspec verify`` runs each like any port.
+reproduce the mistake (``portspec.variants``), or for a mistake outside the variant space a
+pattern the staged probe's cause must match (``portspec.localise``). tests/test_rootcause.py
+measures the stage on them; ``portspec verify`` runs each like any port.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class FM(nn.Module):
     affine = "both"  # "scale": no offset (beta absent), "offset": no scale (gamma absent)
     clip = None  # the standardised features clamped to [-clip, clip]
     batch_one_moving = False  # a training batch of one normalised as in inference
+    # outside the variant space (named by the staged probe, portspec.localise)
+    eps_outside_in_training = False  # sqrt(var) + eps in training, sqrt(var + eps) otherwise
+    var_about_moving = False  # the training variance taken about the moving mean
+    bias2_after_dropout = False  # dropout(h @ W2) + b2
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
         super().__init__()
@@ -85,6 +89,8 @@ class FM(nn.Module):
         axes = self._axes()
         mean = v.mean(axes, keepdim=True)
         var = v.var(axes, keepdim=True, correction=self.ddof)
+        if self.var_about_moving and self.training:
+            var = ((v - self._as_grid(self.moving_mean).clone()) ** 2).mean(axes, keepdim=True)
         if not self.norm.startswith("layer"):
             training = self.training and not (self.batch_one_moving and v.shape[0] == 1)
             use_batch = (not self.moving_in_training) if training else self.batch_in_inference
@@ -105,7 +111,7 @@ class FM(nn.Module):
                 self.moving_var.copy_(new_s)
         if self.mean_only:
             z = v - mean
-        elif self.eps_outside:
+        elif self.eps_outside or (self.eps_outside_in_training and self.training):
             z = (v - mean) / (var.sqrt() + self.eps)
         else:
             z = (v - mean) / torch.sqrt(var + self.eps)
@@ -150,7 +156,10 @@ class FM(nn.Module):
         if self.shared:  # unit c of both sites: one decision
             k = min(self.ff_dim, self.n_series)
             m1[..., :k] = m2[..., :k]
-        y = self.lin2(self.drop(h, 1, m1))
+        h = self.drop(h, 1, m1)
+        if self.bias2_after_dropout:  # the bias outside the dropout
+            return self.drop(h @ self.lin2.weight.T, 2, m2) + self.lin2.bias
+        y = self.lin2(h)
         y = F.relu(y) if self.relu_after_dense2 else y
         self._m2 = m2
         return y if self.drop_after_residual else self.drop(y, 2, m2)
@@ -180,6 +189,10 @@ class GFF(nn.Module):
     gate_clip = None  # the gate clamped to [gate_clip, 1 - gate_clip]
     temperature = False  # the pre-activation divided by sqrt(F)
     log_softmax = halves_transposed = False  # log_softmax for softmax; each kernel half .T
+    # outside the variant space (named by the staged probe, portspec.localise)
+    bias_times = 1  # the gate's bias added this many times
+    product_gate = False  # the gate sees concat([a * b, a - b])
+    gate_dropout = 0.0  # a dropout on the gate in training
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
@@ -209,16 +222,19 @@ class GFF(nn.Module):
         if self.act_first:  # the activation on the concatenation, the Dense after it
             g = self.gate(self._act(torch.cat([first, second], -1)))
             return g * a + (1 - g) * b
-        if self.sees == "both":
+        if self.product_gate:
+            z = torch.cat([a * b, a - b], -1) @ w.T
+        elif self.sees == "both":
             z = torch.cat([first, second], -1) @ w.T
         elif self.sees in ("aa", "bb"):  # a typo: one input twice
             v = a if self.sees == "aa" else b
             z = torch.cat([v, v], -1) @ w.T
         else:
             z = (a @ w[:, :f].T) if self.sees == "a" else (b @ w[:, f:].T)
-        z = z + self.gate.bias if self.bias else z
+        z = z + self.bias_times * self.gate.bias if self.bias else z
         z = z / f**0.5 if self.temperature else z
         g = self._act(z)
+        g = F.dropout(g, self.gate_dropout, self.training) if self.gate_dropout else g
         if self.gate_clip is not None:  # "to keep both inputs alive"
             g = g.clamp(self.gate_clip, 1 - self.gate_clip)
         if self.roles == "both":
@@ -379,12 +395,26 @@ PORTS = [
     port("gff-tanh-rescaled", {"tanh": "rescaled"}, gff={"tanh_rescaled": True}),
     port("gff-activation-before-dense", {"activation_site": "input"}, gff={"act_first": True}),
     port("dense1-bias-ignored", {"biases": ("dense2",)}, fm={"bias1_ignored": True}),
-    # outside the variant space: must come out "no variant fits"
-    port("relu-after-second-dense", None, fm={"relu_after_dense2": True}),
-    port("residual-halved", None, fm={"residual_scale": 0.5}),
-    port("normalise-mean-only", None, fm={"mean_only": True}),
-    port("leaky-relu-activation", None,
-         fm={"activation": staticmethod(lambda v: F.leaky_relu(v, 0.2))}),
+    # outside the variant space: named by the staged probe (portspec.localise), a pattern
+    port("relu-after-second-dense", r"adds max\(c, 0\) \(a ReLU after the second Dense\)",
+         fm={"relu_after_dense2": True}),
+    port("residual-halved", r"the residual: .* returns 0\.5 x in inference and training",
+         fm={"residual_scale": 0.5}),
+    port("normalise-mean-only", r"in inference the normalisation subtracts the moving mean and "
+         r"divides by 1 \(not scaled\)", fm={"mean_only": True}),
+    port("leaky-relu-activation", r"the activation after the first Dense is LeakyReLU\(0\.2\), "
+         "not ReLU", fm={"activation": staticmethod(lambda v: F.leaky_relu(v, 0.2))}),
+    port("epsilon-outside-sqrt-in-training", r"in training the normalisation subtracts the "
+         r"batch mean and divides by sqrt\(var\) \+ epsilon;",
+         fm={"eps_outside_in_training": True}),
+    port("training-variance-about-the-moving-mean", r"in training .* divides by sqrt\(the "
+         r"variance about the moving mean \+ epsilon\)", fm={"var_about_moving": True}),
+    port("dense2-bias-after-dropout", r"the second Dense's bias is added after the second "
+         "dropout", fm={"bias2_after_dropout": True}),
+    port("gff-gate-bias-twice", r"with the bias added twice", gff={"bias_times": 2}),
+    port("gff-gate-from-product", r"depends on a \* b as well", gff={"product_gate": True}),
+    port("gff-gate-dropout", r"in training the gate is dropped out: .* rate 0\.1\b",
+         gff={"gate_dropout": 0.1}),
 ]
 
 

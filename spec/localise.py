@@ -1,0 +1,665 @@
+"""Where a port differs, when no variant of the oracle reproduces it: the staged probe.
+
+The root-cause search (``portspec.rootcause``) names a port's mistake when one of the oracle's
+variants reproduces every recorded call. A mistake outside the variant space gets no variant;
+what the port's layer computes can still be measured part by part. The staged probe sets
+weights that make each part of the layer visible in the output on its own, and reads the part
+back (all float64, through the port's own adapter):
+
+FeatureMixing, on (32, 6, 5) inputs with ff_dim 16 and dropout 0:
+
+- ``residual``: the second Dense's kernel and bias 0. The spec returns the input, ``x``.
+- ``bias``: the second Dense's kernel 0, its bias ``c``. The spec returns ``x + c``.
+- ``hidden``: the normalisation's scale gamma 0, so that it outputs its offset beta ``u``
+  whatever the input and statistics; the second Dense copies hidden unit ``j`` to channel ``j``.
+  The output minus the input is the activation of the first Dense, ``act(u @ K1 + b1)``, at 30
+  known pre-activations (ReLU in the spec).
+- ``norm``: gamma 1, beta 0, the first Dense copying channel ``j`` to hidden unit ``j`` plus 32
+  (every ReLU open), the second copying it back minus 32. The output minus the input is the
+  standardised input ``(x - mean) / scale``, in inference and in training, with the moving
+  statistics after the training call.
+
+and the dropout probe the search already records (``rootcause.DROP_CASE``): the branch is
+``m2 s (m1 s + 1)`` there, with the keep decisions m1, m2 and the kept units' scale s.
+
+GatedFeatureFusion, on (64, 6) inputs, sigmoid: a call with ``a == b`` (the spec returns ``a``:
+a convex combination), and inference and training calls on random inputs, from which the gate
+the port applied is read back, ``g = (out - b) / (a - b)``, and its pre-activation
+``logit(g)`` regressed on ``concat(a, b)``.
+
+Each statement is a hypothesis checked against these outputs: a named alternative (LeakyReLU,
+``sqrt(var) + epsilon``, the gate's bias added twice) is said only where it reproduces the part
+to 1e-7 relative; otherwise the part is located and its difference measured. The statements
+travel with the finding (``Finding.located``) and stand in the verdict where no cause is named.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from portspec.layers import Case
+
+STAGE = "stage:"  # label prefix of the staged probe's records
+OPEN = 32.0  # the offset keeping every ReLU of the norm stage open (|z| < 32)
+FM_STAGE = Case({"n_series": 5, "input_size": 6, "dropout": 0.0, "ff_dim": 16},
+                ((32, 6, 5),), "stage")
+GFF_STAGE = Case({"activation": "sigmoid"}, ((64, 6), (64, 6)), "stage")
+SAME = 1e-7  # relative: a named alternative reproduces the part (float64 arithmetic)
+MATCH = 1e-5  # relative: a part matches the spec (float32 tolerance: precision is its own
+# finding, and the parts a mistake changes differ by far more)
+
+
+# -- the probe (worker side) -----------------------------------------------------------------
+
+
+def _identity(rows: int, cols: int) -> np.ndarray:
+    k = np.zeros((rows, cols))
+    k[np.arange(min(rows, cols)), np.arange(min(rows, cols))] = 1.0
+    return k
+
+
+def fm_weights(stage: str, rng) -> dict[str, np.ndarray]:
+    """The canonical weights of one FeatureMixing stage (see the module docstring)."""
+    n, length, h = (FM_STAGE.config[k] for k in ("n_series", "input_size", "ff_dim"))
+    w = {"norm.gamma": np.ones(length * n), "norm.beta": np.zeros(length * n),
+         "norm.moving_mean": rng.normal(0.0, 0.5, length * n),
+         "norm.moving_variance": rng.uniform(0.5, 2.0, length * n),
+         "dense1.kernel": rng.normal(0.0, 0.5, (n, h)), "dense1.bias": rng.normal(0.0, 0.3, h),
+         "dense2.kernel": rng.normal(0.0, 0.5, (h, n)), "dense2.bias": rng.normal(0.0, 0.3, n)}
+    if stage == "residual":
+        w.update({"dense2.kernel": np.zeros((h, n)), "dense2.bias": np.zeros(n)})
+    elif stage == "bias":
+        w["dense2.kernel"] = np.zeros((h, n))
+        w["dense2.bias"] = rng.choice([-1.0, 1.0], n) * rng.uniform(0.5, 1.5, n)
+    elif stage == "hidden":
+        w.update({"norm.gamma": np.zeros(length * n), "norm.beta": rng.normal(0.0, 1.0,
+                                                                             length * n),
+                  "dense1.kernel": rng.normal(0.0, 1.0, (n, h)),
+                  "dense2.kernel": _identity(h, n), "dense2.bias": np.zeros(n)})
+    elif stage == "norm":
+        w.update({"dense1.kernel": _identity(n, h), "dense1.bias": np.full(h, OPEN),
+                  "dense2.kernel": _identity(h, n), "dense2.bias": np.full(n, -OPEN)})
+    return w
+
+
+FM_STAGES = (("residual", (False, True)), ("bias", (False, True)), ("hidden", (False,)),
+             ("norm", (False, True)))
+
+
+def probe_fm(adapter, spec) -> list[dict]:
+    """The staged probe's records of a FeatureMixing port (none where it cannot be built at
+    the stage config or refuses the weights: the other records say why)."""
+    from portspec.rootcause import MEAN, VAR, _arr, _build, _call, _record, _restore, _set
+
+    rng, records = np.random.default_rng(41), []
+    x = spec.make_inputs(FM_STAGE, rng)
+    try:
+        handle, dtype, _ = _build(adapter, spec, FM_STAGE, FM_STAGE.config)
+    except Exception:  # noqa: BLE001
+        return []
+    for stage, modes in FM_STAGES:
+        try:
+            w = _set(handle, fm_weights(stage, rng))
+        except Exception:  # noqa: BLE001
+            return records
+        for training in modes:
+            try:
+                _restore(handle, w)
+            except Exception:  # noqa: BLE001
+                return records
+            out, error = _call(handle, x, training)
+            state = None
+            if error is None:
+                now = handle.get_weights()
+                state = {k: _arr(now[k]) for k in (MEAN, VAR) if k in now}
+            records.append(_record(STAGE + stage, FM_STAGE.config, x, w, training, out, error,
+                                   dtype, state))
+    return records
+
+
+def probe_gff(adapter, spec) -> list[dict]:
+    """The staged probe's records of a GatedFeatureFusion port: random inputs in inference
+    and in training, and ``a == b`` in inference."""
+    from portspec.rootcause import _build, _call, _record, _set
+
+    rng = np.random.default_rng(42)
+    try:
+        handle, dtype, _ = _build(adapter, spec, GFF_STAGE, GFF_STAGE.config)
+        w = _set(handle, spec.random_weights(GFF_STAGE.config, GFF_STAGE.input_shapes, rng))
+    except Exception:  # noqa: BLE001
+        return []
+    a, b = spec.make_inputs(GFF_STAGE, rng)
+    records = []
+    for label, x, training in (("gate", [a, b], False), ("gate", [a, b], True),
+                               ("equal", [a, a.copy()], False)):
+        out, error = _call(handle, x, training)
+        records.append(_record(STAGE + label, GFF_STAGE.config, x, w, training, out, error,
+                               dtype))
+    return records
+
+
+# -- the reading (parent side) ---------------------------------------------------------------
+
+
+def _rel(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    err = np.abs(got - want) / (1.0 + np.abs(want))
+    return float(err.max(initial=0.0)) if np.isfinite(err).all() else float("inf")
+
+
+def _g(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _mode(training: bool) -> str:
+    return "training" if training else "inference"
+
+
+def _modes(found: list[bool]) -> str:
+    return " and ".join(_mode(t) for t in found) if len(found) < 2 else "inference and training"
+
+
+def _fit_line(x, y):
+    """Least squares y ~ alpha x + c over all elements: (alpha, c, max residual)."""
+    x, y = np.ravel(x), np.ravel(y)
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    (alpha, c), *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(alpha), float(c), float(np.abs(design @ [alpha, c] - y).max())
+
+
+def _oracle(spec, r):
+    from portspec import variants
+
+    out, state = variants.SPACES[spec.name].forward(
+        r["config"], r["weights"], r["x"], training=r["training"], ops=variants.FAST)
+    return out, state
+
+
+def _round(v: float) -> str:
+    """A fitted constant as a port writes it where it is round: 2, 0.5, 0.01."""
+    for digits in (1, 2, 3):
+        if abs(v - round(v, digits)) <= 1e-6 * max(1.0, abs(v)):
+            return f"{round(v, digits):g}"
+    return f"{v:.4g}"
+
+
+ACTIVATIONS = {
+    "identity (no activation)": lambda p: p,
+    "LeakyReLU(0.01)": lambda p: np.where(p > 0, p, 0.01 * p),
+    "LeakyReLU(0.1)": lambda p: np.where(p > 0, p, 0.1 * p),
+    "LeakyReLU(0.2)": lambda p: np.where(p > 0, p, 0.2 * p),
+    "LeakyReLU(0.3) (Keras's default negative slope)": lambda p: np.where(p > 0, p, 0.3 * p),
+    "softplus": lambda p: np.logaddexp(0.0, p),
+    "SELU": lambda p: 1.0507009873554805 * np.where(
+        p > 0, p, 1.6732632423543772 * np.expm1(np.minimum(p, 0.0))),
+    "ELU": lambda p: np.where(p > 0, p, np.expm1(np.minimum(p, 0.0))),
+    "sigmoid": lambda p: 1.0 / (1.0 + np.exp(-p)),
+    "tanh": np.tanh,
+    "ReLU6": lambda p: np.clip(p, 0.0, 6.0),
+    "hard swish": lambda p: p * np.clip(p + 3.0, 0.0, 6.0) / 6.0,
+    "Mish": lambda p: p * np.tanh(np.logaddexp(0.0, p)),
+    "squared ReLU": lambda p: np.maximum(p, 0.0) ** 2,
+    "absolute value": np.abs,
+    "SiLU (swish)": lambda p: p / (1.0 + np.exp(-p)),
+}
+
+
+def _fm_hidden(r) -> str:
+    """The activation read back at the hidden stage's pre-activations."""
+    w, x = r["weights"], r["x"]
+    n, length = x.shape[2], x.shape[1]
+    u = np.asarray(w["norm.beta"]).reshape(length, n)
+    p = (u @ np.asarray(w["dense1.kernel"]) + np.asarray(w["dense1.bias"]))[:, :n]
+    got = (np.asarray(r["out"]) - x).mean(axis=0)  # every sample alike: gamma is 0
+    for name, act in ACTIVATIONS.items():
+        if _rel(got, act(p)) <= SAME:
+            return (f"the activation after the first Dense is {name}, not ReLU (the hidden "
+                    f"units read back at {p.size} pre-activations in [{_g(p.min())}, "
+                    f"{_g(p.max())}] match it to {_g(SAME)})")
+    # ReLU of another pre-activation: alpha (u @ K1) + beta b1 where it is positive, 0 elsewhere
+    q = (u @ np.asarray(w["dense1.kernel"]))[:, :n]
+    b1 = np.broadcast_to(np.asarray(w["dense1.bias"])[:n], q.shape)
+    on = got > 1e-9
+    if on.sum() >= 4:
+        design = np.stack([q[on], b1[on]], axis=1)
+        (alpha, beta), *_ = np.linalg.lstsq(design, got[on], rcond=None)
+        pre = alpha * q + beta * b1
+        if _rel(got, np.maximum(pre, 0.0)) <= SAME:
+            if abs(alpha - beta) <= 1e-6 * abs(alpha):
+                return (f"the MLP's output is {_round(alpha)} times the spec's (a Dense kernel, "
+                        "its bias and the activation scaled alike; the hidden units read back "
+                        f"at {p.size} pre-activations are {_round(alpha)} ReLU(p))")
+            bias = ("its bias added twice" if abs(beta - 2) < 1e-6 else
+                    f"{_round(beta)} times its bias")
+            kernel = "" if abs(alpha - 1) < 1e-6 else f"{_round(alpha)} times its kernel, "
+            return (f"the first Dense computes with {kernel}{bias} (the hidden units read back "
+                    f"at {p.size} pre-activations are ReLU({_round(alpha)} x @ kernel + "
+                    f"{_round(beta)} bias))")
+    neg, pos = p < -1e-3, p > 1e-3
+    said = []
+    if pos.any():
+        ratio = got[pos] / p[pos]
+        said.append(f"f(p)/p from {_g(ratio.min())} to {_g(ratio.max())} for p > 0")
+    if neg.any():
+        said.append(f"f(p) from {_g(got[neg].min())} to {_g(got[neg].max())} for p < 0 "
+                    "(ReLU: 0)")
+    return ("the activation after the first Dense is not ReLU: at the hidden stage's "
+            "pre-activations p the port's hidden units take " + ", ".join(said))
+
+
+def _statistics(x, w, training: bool, state=None):
+    """The named candidates for the mean and the scale a normalisation of ``x`` (batch, L, N)
+    per flattened feature uses, from the batch and the moving statistics ``w`` (and those the
+    port holds after the call, ``state``: a port that updates them first and then normalises
+    with them)."""
+    from portspec.layers.feature_mixing import EPSILON as eps
+
+    length, n = x.shape[1:]
+    mm = np.asarray(w.get("norm.moving_mean", np.zeros(length * n))).reshape(length, n)
+    mv = np.asarray(w.get("norm.moving_variance", np.ones(length * n))).reshape(length, n)
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    unbiased = x.var(axis=0, ddof=1)
+    about = ((x - mm) ** 2).mean(axis=0)
+    means = {"the batch mean": mean, "the moving mean": mm, "no mean (0)": np.zeros_like(mean)}
+    scales = {
+        "sqrt(var + epsilon)": np.sqrt(var + eps),
+        "sqrt(var) + epsilon": np.sqrt(var) + eps,
+        "sqrt(var), without epsilon": np.sqrt(var),
+        "sqrt(var + epsilon^2)": np.sqrt(var + eps**2),
+        "sqrt(var) + sqrt(epsilon)": np.sqrt(var) + np.sqrt(eps),
+        "var + epsilon, without the square root": var + eps,
+        "sqrt(the unbiased var + epsilon)": np.sqrt(unbiased + eps),
+        "sqrt(the unbiased var) + epsilon": np.sqrt(unbiased) + eps,
+        "sqrt(the variance about the moving mean + epsilon)": np.sqrt(about + eps),
+        "sqrt(the moving var + epsilon)": np.sqrt(mv + eps),
+        "sqrt(the moving var) + epsilon": np.sqrt(mv) + eps,
+        "sqrt(the moving var), without epsilon": np.sqrt(mv),
+        "the moving var + epsilon, without the square root": mv + eps,
+        "1 (not scaled)": np.ones_like(var),
+    }
+    from portspec.rootcause import MEAN, VAR
+
+    if state and {MEAN, VAR} <= set(state) and training:
+        um = np.asarray(state[MEAN]).reshape(length, n)
+        uv = np.asarray(state[VAR]).reshape(length, n)
+        means["the moving mean as this call updated it (updated first, then used)"] = um
+        scales["sqrt(the moving var as this call updated it + epsilon)"] = np.sqrt(uv + eps)
+    spec = ("the batch mean", "sqrt(var + epsilon)") if training else (
+        "the moving mean", "sqrt(the moving var + epsilon)")
+    base = {"mean": mean, "var": var, "unbiased": unbiased, "about": about, "mm": mm, "mv": mv}
+    return means, scales, spec, base
+
+
+def _named(value, named: dict) -> str | None:
+    return next((k for k, v in named.items() if _rel(value, v) <= SAME), None)
+
+
+def _fm_norm(r) -> str | None:
+    """What the norm stage's standardised input says of one call, or None where it is the
+    spec's."""
+    x, training = r["x"], r["training"]
+    z = np.asarray(r["out"]) - x
+    means, scales, spec, base = _statistics(x, r["weights"], training, r["state"])
+    want = (x - means[spec[0]]) / scales[spec[1]]
+    if _rel(z, want) <= MATCH:
+        return None
+    mode = _mode(training)
+    # per flattened feature, over the batch: z = s x + t, so mean -t/s and scale 1/s
+    xm, zm = x.mean(axis=0), z.mean(axis=0)
+    dx = x - xm
+    sxx = (dx * dx).sum(axis=0)
+    s = (dx * (z - zm)).sum(axis=0) / np.where(sxx > 0, sxx, 1.0)
+    t = zm - s * xm
+    residual = _rel(z, s * x + t)
+    if residual > MATCH or not np.all(np.abs(s) > 1e-12):
+        spread = float(np.abs(z - want).max())
+        return (f"in {mode} the normalisation is not the spec's, and not a standardisation of "
+                f"each flattened feature over the batch either (max |error| {_g(spread)}; "
+                "its statistics are taken over other axes, or differ from sample to sample)")
+    mean_used, scale_used = -t / s, 1.0 / s
+    mean_name, scale_name = _named(mean_used, means), _named(scale_used, scales)
+    if mean_name and scale_name:
+        said = f"{mean_name} and divides by {scale_name}"
+    elif mean_name:
+        ratio = scale_used / scales[spec[1]]
+        said = (f"{mean_name} and divides by {_g(ratio.min())} to {_g(ratio.max())} times "
+                f"{spec[1]}")
+        if mean_name == spec[0]:  # the spec's variance with another epsilon
+            eps = scale_used**2 - base["var" if training else "mv"]
+            if np.ptp(eps) <= 1e-6 * max(abs(float(eps.mean())), 1e-12):
+                said = f"{mean_name} and divides by sqrt(var + {_round(float(eps.mean()))})"
+    else:
+        off = mean_used - means[spec[0]]
+        said = (f"a mean {_g(off.min())} to {_g(off.max())} off {spec[0]}, and divides by "
+                + (scale_name or f"{_g((scale_used / scales[spec[1]]).min())} to "
+                   f"{_g((scale_used / scales[spec[1]]).max())} times {spec[1]}"))
+    return (f"in {mode} the normalisation subtracts {said}; the spec subtracts {spec[0]} and "
+            f"divides by {spec[1]}")
+
+
+def _fm_update(r) -> str | None:
+    """What the moving statistics after the norm stage's training call say, or None where
+    they are the spec's (or not held)."""
+    from portspec.rootcause import MEAN, VAR
+
+    state = r["state"] or {}
+    if not {MEAN, VAR} <= set(state):
+        return None
+    x, w = r["x"], r["weights"]
+    _, want = _oracle_fm(r)
+    length, n = x.shape[1:]
+    if all(_rel(np.ravel(state[k]), np.ravel(want[k])) <= MATCH for k in (MEAN, VAR)):
+        return None
+    _, _, _, base = _statistics(x, w, True)
+    mean, var, unbiased, about, mm, mv = (base[k] for k in ("mean", "var", "unbiased",
+                                                             "about", "mm", "mv"))
+    got_m = np.asarray(state[MEAN]).reshape(length, n)
+    got_v = np.asarray(state[VAR]).reshape(length, n)
+    said = []
+    keep = np.divide(got_m - mean, mm - mean, out=np.full_like(mm, np.nan),
+                     where=np.abs(mm - mean) > 1e-6)
+    k = float(np.nanmedian(keep))
+    if _rel(got_m, k * mm + (1 - k) * mean) > SAME:
+        said.append("the moving mean is not a running average of the batch mean")
+        k = None
+    candidates = {"the batch variance": var, "the unbiased batch variance": unbiased,
+                  "the batch standard deviation": np.sqrt(var),
+                  "the variance about the moving mean": about,
+                  "the variance about the updated moving mean": ((x - got_m) ** 2).mean(axis=0)}
+    if k is not None and abs(1 - k) > 1e-9:
+        q = (got_v - k * mv) / (1 - k)
+        name = _named(q, candidates)
+        from portspec.layers import LAYERS
+
+        spec_k = LAYERS["FeatureMixing"].momentum
+        if abs(k - spec_k) > 1e-6:
+            said.append(f"the moving statistics keep {_round(k)} of their old values (the "
+                        f"spec: {_g(spec_k)})")
+        if name and name != "the batch variance":
+            said.append(f"the moving variance averages {name} (the spec: the batch variance)")
+        elif not name:
+            said.append("the moving variance is not a running average of the batch variance "
+                        "with the mean's momentum")
+    return "after a training call " + "; ".join(said) if said else None
+
+
+def _oracle_fm(r):
+    from portspec.layers import LAYERS
+
+    return _oracle(LAYERS["FeatureMixing"], r)
+
+
+def _dropout_probe(records) -> str | None:
+    """The dropout probe's training calls against two alternatives outside the variant space
+    that take the same values there: the second Dense's bias added after the second dropout,
+    and the second dropout applied to the hidden units before the second Dense. Both make the
+    branch m2 s (m1 s) + 1 where the spec's is m2 s (m1 s + 1)."""
+    from portspec.rootcause import DROP_X
+
+    drops = [r for r in records if r["label"] == "dropout" and r["training"]
+             and r["out"] is not None]
+    if not drops:
+        return None
+    for r in drops:
+        p = r["config"]["dropout"]
+        s = 1.0 / (1.0 - p)
+        y = np.asarray(r["out"]) - DROP_X
+        one, both = np.abs(y - 1.0) <= 1e-9, np.abs(y - (1.0 + s * s)) <= 1e-9
+        if not (one | both).all():
+            return None
+        share, want = float(both.mean()), (1.0 - p) ** 2
+        if abs(share - want) > 6 * np.sqrt(want * (1 - want) / y.size):
+            return None
+    p = drops[0]["config"]["dropout"]
+    return ("in training the second Dense's bias is added after the second dropout (not "
+            "dropped with the Dense's output), or the second dropout is applied to the hidden "
+            "units before the second Dense: the dropout probe's branch takes the values 1 and "
+            f"1 + s^2 (s = 1/(1 - p), p = {p:g} and {drops[-1]['config']['dropout']:g}), kept "
+            "at the rate of both decisions, where the spec's takes 0, s and s(s + 1); the "
+            "probe cannot tell these two apart")
+
+
+def localise_fm(spec, records) -> list[str]:
+    """The staged probe's statements of a FeatureMixing port, in the order of the data flow
+    that the stages rely on (each stage reads its part through the later ones)."""
+    stages = {}
+    for r in records:
+        if r["label"].startswith(STAGE) and r["out"] is not None:
+            stages.setdefault(r["label"][len(STAGE):], []).append(r)
+    said = []
+    bad = {}
+    for name, rs in stages.items():
+        bad[name] = []
+        for r in rs:
+            try:
+                want, _ = _oracle(spec, r)
+            except (KeyError, ValueError, TypeError):
+                continue
+            if _rel(r["out"], want) > MATCH:
+                bad[name].append(r)
+    if bad.get("residual"):
+        modes = _modes([r["training"] for r in bad["residual"]])
+        r = bad["residual"][0]
+        alpha, c, res = _fit_line(r["x"], r["out"])
+        what = (f"{_round(alpha)} x" + (f" + {_g(c)}" if abs(c) > 1e-9 else "")
+                if res <= SAME * (1 + np.abs(r["out"]).max()) else
+                f"an output {_g(float(np.abs(r['out'] - r['x']).max()))} off its input")
+        return [(f"the residual: with the second Dense's kernel and bias 0 the port returns "
+                 f"{what} in {modes}, where the spec returns its input x",
+                 _scope(bad["residual"]))]
+    if bad.get("bias"):
+        r = bad["bias"][0]
+        c = np.asarray(r["weights"]["dense2.bias"])
+        added = (np.asarray(r["out"]) - r["x"]).mean(axis=(0, 1))
+        beta = float(added @ c / (c @ c))
+        modes = _modes([r["training"] for r in bad["bias"]])
+        named = {"max(c, 0) (a ReLU after the second Dense)": np.maximum(c, 0.0),
+                 "tanh(c) (a tanh after the second Dense)": np.tanh(c),
+                 "sigmoid(c) (a sigmoid after the second Dense)": 1.0 / (1.0 + np.exp(-c)),
+                 f"{_round(beta)} c" if abs(beta) > 1e-9 else "no bias": beta * c}
+        what = _named(added, named) or f"values {_g(float(np.abs(added - c).max()))} off c"
+        said.append((f"the second Dense's output: with its kernel 0 and its bias c the port "
+                     f"adds {what} in {modes}, where the spec adds c", _scope(bad["bias"])))
+    if bad.get("hidden"):
+        said.append((_fm_hidden(bad["hidden"][0]), "both"))
+    for r in stages.get("norm", []):
+        if said and not r["training"]:  # the norm stage reads through the MLP
+            break
+        text = _fm_norm(r)
+        if text:
+            said.append((text, _mode(r["training"])))
+        if r["training"]:
+            text = _fm_update(r)
+            if text:
+                said.append((text, "update"))
+    if not said:
+        text = _dropout_probe(records)
+        if text:
+            said.append((text, "dropout"))
+    return said
+
+
+def _scope(rs) -> str:
+    modes = {_mode(r["training"]) for r in rs}
+    return modes.pop() if len(modes) == 1 else "both"
+
+
+def localise_gff(spec, records) -> list[str]:
+    """The staged probe's statements of a GatedFeatureFusion port."""
+    stages = {}
+    for r in records:
+        if r["label"].startswith(STAGE) and r["out"] is not None:
+            stages.setdefault((r["label"][len(STAGE):], r["training"]), r)
+    said = []
+    equal = stages.get(("equal", False))
+    if equal is not None:
+        a = equal["x"][0]
+        out = np.asarray(equal["out"])
+        if _rel(out, a) > MATCH:
+            alpha, c, res = _fit_line(a, out)
+            what = (f"{_round(alpha)} a" + (f" + {_g(c)}" if abs(c) > 1e-9 else "")
+                    if res <= SAME * (1 + np.abs(out).max()) else "another value")
+            return [(f"the fusion: with a = b the port returns {what}, where the spec's convex "
+                     "combination g a + (1 - g) b returns a whatever the gate", "both")]
+    inference, training = stages.get(("gate", False)), stages.get(("gate", True))
+    if inference is None:
+        return said
+    if training is not None and _rel(training["out"], inference["out"]) > MATCH:
+        said.append((_gff_training(inference, training), "training"))
+    text = _gff_gate(spec, inference)
+    if text:
+        said.insert(0, (text, "both"))
+    return said
+
+
+def _gate_of(r):
+    """The gate a port applied, read back from g a + (1 - g) b, where |a - b| > 0.1 (NaN
+    elsewhere)."""
+    a, b = r["x"]
+    d = a - b
+    return np.divide(np.asarray(r["out"]) - b, d, out=np.full_like(d, np.nan),
+                     where=np.abs(d) > 0.1)
+
+
+def _gff_training(inference, training) -> str:
+    g0, g1 = _gate_of(inference), _gate_of(training)
+    ok = np.isfinite(g0) & np.isfinite(g1) & (np.abs(g0) > 1e-3)
+    ratio = g1[ok] / g0[ok]
+    zero = np.abs(ratio) <= 1e-9
+    kept = ratio[~zero]
+    if zero.any() and kept.size and np.ptp(kept) <= 1e-7 * abs(kept.mean()):
+        rate = 1.0 - 1.0 / float(kept.mean())
+        return (f"in training the gate is dropped out: {zero.mean():.0%} of its values are 0 "
+                f"and the rest are scaled by {_g(float(kept.mean()))} (inverted dropout at "
+                f"rate {_round(rate)}), where the spec's layer computes the same in training "
+                "as in inference")
+    out0, out1 = np.asarray(inference["out"]), np.asarray(training["out"])
+    okay = np.abs(out0) > 1e-3
+    r = out1[okay] / out0[okay]
+    zero = np.abs(r) <= 1e-9
+    kept = r[~zero]
+    if zero.any() and kept.size and np.ptp(kept) <= 1e-7 * abs(kept.mean()):
+        return (f"in training the output is dropped out: {zero.mean():.0%} of its values are 0 "
+                f"and the rest scaled by {_g(float(kept.mean()))}, where the spec's layer "
+                "computes the same in training as in inference")
+    return (f"in training the port computes otherwise than in inference (max |difference| "
+            f"{_g(float(np.abs(out1 - out0).max()))}), where the spec's layer has no training "
+            "behaviour")
+
+
+def _gff_gate(spec, r) -> str | None:
+    """The gate read back against the spec's: its range, and its pre-activation regressed on
+    concat(a, b)."""
+    a, b = r["x"]
+    g = _gate_of(r)
+    w = r["weights"]
+    k, bias = np.asarray(w["gate.kernel"]), np.asarray(w["gate.bias"])
+    f = a.shape[-1]
+    if k.shape != (2 * f, f) or bias.shape != (f,):
+        return None
+    v = np.concatenate([a, b], axis=-1)
+    z_spec = v @ k + bias
+    g_spec = 1.0 / (1.0 + np.exp(-z_spec))
+    ok = np.isfinite(g)
+    if _rel(g[ok], g_spec[ok]) <= MATCH:
+        return None
+    if np.ptp(g[ok]) <= 1e-9:
+        which = {1.0: ": the output is a, b ignored", 0.0: ": the output is b, a ignored"}
+        v = float(np.mean(g[ok]))
+        return (f"the gate read back from the output as (out - b) / (a - b) is {_g(v)} "
+                f"everywhere{which.get(round(v, 9), '')}, where the spec's gate depends on "
+                "concat(a, b)")
+    c = float(np.sum(g[ok] * g_spec[ok]) / np.sum(g_spec[ok] ** 2))
+    if _rel(g[ok], c * g_spec[ok]) <= 1e-6:
+        return (f"the gate is {_round(c)} times the spec's (read back from the output as "
+                "(out - b) / (a - b)), where the spec's gate is activation(concat(a, b) @ "
+                "kernel + bias) itself")
+    lo, hi = float(g[ok].min()), float(g[ok].max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        return (f"the gate the port applies (read back from its output as (out - b) / (a - b)) "
+                f"takes values in [{_g(lo)}, {_g(hi)}], outside the sigmoid's (0, 1)")
+    inside = ok & (g > 1e-9) & (g < 1 - 1e-9)
+    z = np.log(np.where(inside, g, 0.5)) - np.log1p(-np.where(inside, g, 0.5))
+    rows = inside.all(axis=1)
+    if rows.sum() < 2 * f + 4:
+        return None
+    design = np.concatenate([v[rows], np.ones((int(rows.sum()), 1))], axis=1)
+    coef, *_ = np.linalg.lstsq(design, z[rows], rcond=None)
+    residual = float(np.abs(design @ coef - z[rows]).max())
+    scale = 1.0 + float(np.abs(z[rows]).max())
+    if residual > 1e-6 * scale:
+        for label, extra in (("a * b", a * b), ("|a - b|", np.abs(a - b)), ("a^2 and b^2",
+                                                                         None)):
+            cols = [extra[rows]] if extra is not None else [a[rows] ** 2, b[rows] ** 2]
+            more = np.concatenate([design, *cols], axis=1)
+            c2, *_ = np.linalg.lstsq(more, z[rows], rcond=None)
+            if float(np.abs(more @ c2 - z[rows]).max()) <= 1e-6 * scale:
+                return (f"the gate's pre-activation is not affine in concat(a, b): it depends "
+                        f"on {label} as well (logit of the gate read back, regressed on a, b "
+                        f"and {label}: max residual below 1e-6), where the spec's is "
+                        "concat(a, b) @ kernel + bias")
+        return ("the gate's pre-activation (the logit of the gate read back) is not affine in "
+                f"concat(a, b) (max residual {_g(residual)} of the best affine fit), where the "
+                "spec's is concat(a, b) @ kernel + bias")
+    k_used, b_used = coef[:-1], coef[-1]
+    same_k = _rel(k_used, k) <= 1e-6
+    if same_k:
+        c = float(b_used @ bias / (bias @ bias))
+        if _rel(b_used, c * bias) <= 1e-6:
+            what = ("no bias" if abs(c) < 1e-9 else "the bias added twice" if abs(c - 2) < 1e-6
+                    else f"{_round(c)} times the bias")
+            return (f"the gate computes concat(a, b) @ kernel with {what}, where the spec adds "
+                    "the bias once (the gate's pre-activation read back and regressed on "
+                    "concat(a, b): the kernel matches the spec's)")
+        extra = b_used - bias
+        return (f"the gate's bias as used is the spec's plus [{', '.join(_g(e) for e in extra)}]"
+                ": a second bias the adapter's map does not reach, or a bias offset (the "
+                "pre-activation read back and regressed on concat(a, b): the kernel matches)")
+    c = float(np.sum(k_used * k) / np.sum(k * k))
+    if _rel(k_used, c * k) <= 1e-6 and _rel(b_used, c * bias) <= 1e-6:
+        return (f"the gate's pre-activation is {_round(c)} times the spec's (a temperature): "
+                "read back and regressed on concat(a, b)")
+    return (f"the gate's pre-activation is affine in concat(a, b) but with another kernel (max "
+            f"|difference| {_g(float(np.abs(k_used - k).max()))}) and bias (max |difference| "
+            f"{_g(float(np.abs(b_used - bias).max()))}) than the spec's")
+
+
+# The clause families each scope of a statement can fail: a part that differs in training
+# alone fails no inference clause, a dropout no clause without it, the moving statistics' update
+# the clauses that read them. Clauses of how the layer is built or called are never the staged
+# probe's (their own diagnoses are checked).
+_COMPUTED = {"residual", "inference", "training", "bn-update", "bn-frozen", "bn-batch1",
+             "bn-epsilon", "dropout-sites", "dropout-inference", "dropout-one", "gradients",
+             "vectors", "portable", "gate-order", "activations", "convex", "dtype"}
+_FM_INFERENCE = {"inference", "bn-frozen", "bn-epsilon", "dropout-inference", "dtype"}
+SCOPES = {
+    "both": _COMPUTED,
+    "training": _COMPUTED - _FM_INFERENCE,
+    "inference": _FM_INFERENCE | {"residual", "gradients", "vectors", "portable", "dtype"},
+    "update": {"bn-update", "bn-batch1", "vectors", "portable"},
+    "dropout": {"dropout-sites", "dropout-one"},
+}
+
+
+def explains(spec, located, clause_id: str) -> bool:
+    """Can one of the ``located`` (text, scope) statements fail the clause ``clause_id``?
+    GatedFeatureFusion's forward clause judges training as well as inference."""
+    family = spec.clause(clause_id.split("-", 1)[1]).family
+    scopes = {scope for _, scope in located}
+    if spec.prefix == "GFF" and "training" in scopes:
+        scopes.add("both")
+    return any(family in SCOPES[s] for s in scopes)
+
+
+def localise(spec, records) -> list[tuple[str, str]]:
+    """The staged probe's (statement, scope) pairs for a port no variant reproduces; [] where
+    it says nothing (no stage record ran, or every stage is the spec's). A scope is the calls
+    the part differs in: "inference", "training", "both", "update" (the moving statistics
+    after a training call) or "dropout" (training with dropout)."""
+    try:
+        run = localise_fm if spec.prefix == "FM" else localise_gff
+        return run(spec, records)
+    except (KeyError, ValueError, TypeError, IndexError, np.linalg.LinAlgError):
+        return []

@@ -1,0 +1,189 @@
+"""The staged probe (``portspec.localise``): where no variant of the oracle reproduces a port, each
+part of the layer is read back through weights that isolate it, and a named alternative is said
+only where it reproduces that part. Each statement has a port here that triggers it and a near
+miss that must not get its name; the measure's ports (tests/ports_fixtures/single_mistakes_*.py,
+the patterns after "outside the variant space") are the rest. Also the refusals worded from the
+framework's own error: an in-place operation autograd refuses, float32 meeting float64, and two
+inputs concatenated along another axis than the last."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from portspec import localise, rootcause
+from portspec.layers import LAYERS
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+sys.path.insert(0, str(Path(__file__).parent / "ports_fixtures"))
+
+from single_mistakes_torch import FM, GFF, Conforming, _weights  # noqa: E402
+
+FM_SPEC, GFF_SPEC = LAYERS["FeatureMixing"], LAYERS["GatedFeatureFusion"]
+
+
+def _found(fm=None, gff=None):
+    """The finding of the root-cause search for a port whose FM or GFF module is the fixture's
+    with the members ``fm`` / ``gff`` replaced."""
+    fm_class, gff_class = type("FMx", (FM,), fm or {}), type("GFFx", (GFF,), gff or {})
+    adapter = type("Port", (Conforming,), {"name": "port", "fm": fm_class, "gff": gff_class,
+                                           "weights": _weights(fm_class)})()
+    spec = FM_SPEC if fm is not None else GFF_SPEC
+    torch.manual_seed(0)
+    return rootcause.search(spec, rootcause.probe(adapter, spec))
+
+
+def _fm_branch(scale=1.0, bias1=1.0):
+    def branch(self, z):
+        h = F.relu(z @ self.lin1.weight.T + bias1 * self.lin1.bias)
+        return scale * (h @ self.lin2.weight.T) + scale * self.lin2.bias
+    return branch
+
+
+def _moving_first(self, v):
+    """Training: the moving statistics updated first, then used to normalise."""
+    if not self.training:
+        return FM.normalise(self, v)
+    with torch.no_grad():
+        self.moving_mean.copy_(0.01 * self.moving_mean + 0.99 * v.mean(0).reshape(-1))
+        self.moving_var.copy_(0.01 * self.moving_var + 0.99 * v.var(0, correction=0).reshape(-1))
+    mean, var = self._as_grid(self.moving_mean), self._as_grid(self.moving_var)
+    return self._as_grid(self.gamma) * (v - mean) / torch.sqrt(var + 1e-3) + self._as_grid(
+        self.beta)
+
+
+def _gate(transform):
+    """A GFF forward whose gate is ``transform(g)`` of the spec's sigmoid gate g."""
+    def forward(self, a, b):
+        g = transform(torch.sigmoid(torch.cat([a, b], -1) @ self.gate.weight.T
+                                    + self.gate.bias))
+        return g * a + (1 - g) * b
+    return forward
+
+
+def _extra_bias(self, a, b):
+    g = torch.sigmoid(torch.cat([a, b], -1) @ self.gate.weight.T + self.gate.bias + 0.1)
+    return g * a + (1 - g) * b
+
+
+NAMED = [
+    ("first Dense bias twice", {"branch": _fm_branch(bias1=2.0)}, None,
+     r"the first Dense computes with its bias added twice \(the hidden units read back"),
+    ("MLP output doubled", {"branch": _fm_branch(scale=2.0)}, None,
+     r"the MLP's output is 2 times the spec's"),
+    ("moving statistics updated, then used", {"normalise": _moving_first}, None,
+     r"in training the normalisation subtracts the moving mean as this call updated it "
+     r"\(updated first, then used\) and divides by sqrt\(the moving var as this call updated "
+     r"it \+ epsilon\)"),
+    ("gate halved", None, {"forward": _gate(lambda g: 0.5 * g)},
+     r"the gate is 0\.5 times the spec's"),
+    ("gate ignored", None, {"forward": lambda self, a, b: a + 0 * b},
+     r"is 1 everywhere: the output is a, b ignored"),
+    ("a second gate bias", None, {"forward": _extra_bias},
+     r"the gate's bias as used is the spec's plus \[0\.1, 0\.1, 0\.1, 0\.1, 0\.1, 0\.1\]"),
+]
+
+
+@pytest.mark.parametrize("fm, gff, pattern", [n[1:] for n in NAMED], ids=[n[0] for n in NAMED])
+def test_the_staged_probe_names_the_part_that_differs(fm, gff, pattern):
+    import re
+
+    found = _found(fm, gff)
+    assert not found.says and found.located, found.line()
+    assert re.search(pattern, found.line()), found.line()
+
+
+NEAR = [
+    # between the named slopes 0.2 and 0.3: located, not named
+    ("LeakyReLU(0.25)", {"activation": staticmethod(lambda v: F.leaky_relu(v, 0.25))},
+     "the activation after the first Dense is not ReLU", "LeakyReLU("),
+    # epsilon outside the square root in training, at twice the spec's epsilon: the scale is
+    # measured against the spec's, not given the name
+    ("epsilon 2e-3 outside the root", {"eps_outside_in_training": True, "eps": 2e-3},
+     "in training the normalisation subtracts the batch mean and divides by",
+     "sqrt(var) + epsilon"),
+]
+
+
+@pytest.mark.parametrize("fm, located, not_named", [n[1:] for n in NEAR],
+                         ids=[n[0] for n in NEAR])
+def test_a_near_miss_is_located_but_not_named(fm, located, not_named):
+    found = _found(fm)
+    line = found.line()
+    assert located in line and not_named not in line, line
+
+
+def test_a_conforming_port_has_no_staged_statement():
+    for spec in (FM_SPEC, GFF_SPEC):
+        records = rootcause.probe(Conforming(), spec)
+        assert [r for r in records if r["label"].startswith(localise.STAGE)]
+        assert localise.localise(spec, records) == []
+
+
+def test_a_statement_fails_only_the_clauses_its_calls_can():
+    """A difference in training alone explains no inference clause; one in the dropout probe
+    alone, only the dropout clauses."""
+    training = (("x", "training"),)
+    assert localise.explains(FM_SPEC, training, "FM-TRAINING")
+    assert not localise.explains(FM_SPEC, training, "FM-INFERENCE")
+    assert not localise.explains(FM_SPEC, training, "FM-CONFIG")
+    assert localise.explains(GFF_SPEC, training, "GFF-FORWARD")  # judges training too
+    dropout = (("x", "dropout"),)
+    assert localise.explains(FM_SPEC, dropout, "FM-DROPOUT-SITES")
+    assert not localise.explains(FM_SPEC, dropout, "FM-TRAINING")
+
+
+# -- refusals worded from the framework's own error ------------------------------------------
+
+
+def _in_place(self, a, b):
+    g = torch.sigmoid(torch.cat([a, b], -1) @ self.gate.weight.T + self.gate.bias)
+    b.mul_(1 - g)  # the caller's b changed; autograd refuses it where b requires grad
+    return g * a + b
+
+
+def test_an_in_place_operation_autograd_refuses_is_the_root_cause_of_the_gradient(tmp_path):
+    from portspec import diagnose
+    from portspec.verify import verify
+
+    fixtures = Path(__file__).parent / "ports_fixtures"
+    (tmp_path / "PORT.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(fixtures)!r})\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_localise import _in_place\n"
+        "from single_mistakes_torch import port\n"
+        "ADAPTERS = [port('in-place', None, gff={'forward': _in_place})()]\n")
+    results = verify([str(tmp_path / "PORT.py")], tasks=[("in-place", "GFF-GRAD")],
+                     isolate=False)
+    grad = next(r for r in results if r.clause == "GFF-GRAD")
+    assert grad.status == "failed" and grad.diagnosis == diagnose.IN_PLACE, grad
+    assert grad.cause and diagnose.IN_PLACE in grad.cause
+
+
+def test_a_float_cast_meeting_float64_is_said():
+    found = _found(gff={"forward": lambda self, a, b: GFF.forward(self, a.float(), b.float())})
+    assert "float32 meets float64 inside the layer" in found.line(), found.line()
+    # a float64 refusal in other words is not put down to a cast
+    found = _found(gff={"forward": lambda self, a, b: (_ for _ in ()).throw(
+        TypeError("float64 is not supported")) if a.dtype == torch.float64 else
+        GFF.forward(self, a, b)})
+    assert "float32 meets float64" not in found.line(), found.line()
+
+
+def _cat_axis(axis):
+    def forward(self, a, b):
+        v = torch.cat([a, b], axis)
+        g = torch.sigmoid(v @ self.gate.weight.T + self.gate.bias)
+        return g * a + (1 - g) * b
+    return forward
+
+
+def test_inputs_concatenated_along_another_axis_are_said():
+    found = _found(gff={"forward": _cat_axis(1)})
+    assert "the inputs are concatenated along axis 0 or 1" in found.line(), found.line()
+    # the last axis at every rank: runs, nothing to say of the axis
+    found = _found(gff={"forward": _cat_axis(-1)})
+    assert "concatenated along" not in found.line()
