@@ -18,9 +18,14 @@ FeatureMixing, on (32, 6, 5) inputs with ff_dim 16 and dropout 0:
   (every ReLU open), the second copying it back minus 32. The output minus the input is the
   standardised input ``(x - mean) / scale``, in inference and in training, with the moving
   statistics after the training call.
+- ``affine``: as ``norm`` with a random gamma (either sign) and beta, in inference: the output
+  minus the input is ``gamma z + beta``, z the standardised input the norm stage read back.
 
-and the dropout probe the search already records (``rootcause.DROP_CASE``): the branch is
-``m2 s (m1 s + 1)`` there, with the keep decisions m1, m2 and the kept units' scale s.
+Each stage reads its part through the ones after it in the data flow, so a part is read only
+where those are the spec's (the hidden stage, which reads beta through the affine with gamma
+0, only where the affine is). Then the dropout probe the search already records
+(``rootcause.DROP_CASE``): the branch is ``m2 s (m1 s + 1)`` there, with the keep decisions m1,
+m2 and the kept units' scale s, and the values it takes otherwise are set against the spec's.
 
 GatedFeatureFusion, on (64, 6) inputs, sigmoid: a call with ``a == b`` (the spec returns ``a``:
 a convex combination), and inference and training calls on random inputs, from which the gate
@@ -76,14 +81,18 @@ def fm_weights(stage: str, rng) -> dict[str, np.ndarray]:
                                                                              length * n),
                   "dense1.kernel": rng.normal(0.0, 1.0, (n, h)),
                   "dense2.kernel": _identity(h, n), "dense2.bias": np.zeros(n)})
-    elif stage == "norm":
+    elif stage in ("norm", "affine"):
         w.update({"dense1.kernel": _identity(n, h), "dense1.bias": np.full(h, OPEN),
                   "dense2.kernel": _identity(h, n), "dense2.bias": np.full(n, -OPEN)})
+    if stage == "affine":  # a scale of either sign and an offset: gamma z + beta
+        w.update({"norm.gamma": rng.choice([-1.0, 1.0], length * n)
+                  * rng.uniform(0.5, 2.0, length * n),
+                  "norm.beta": rng.normal(0.0, 1.0, length * n)})
     return w
 
 
 FM_STAGES = (("residual", (False, True)), ("bias", (False, True)), ("hidden", (False,)),
-             ("norm", (False, True)))
+             ("norm", (False, True)), ("affine", (False,)))
 
 
 def probe_fm(adapter, spec) -> list[dict]:
@@ -206,13 +215,18 @@ ACTIVATIONS = {
 }
 
 
-def _fm_hidden(r) -> str:
-    """The activation read back at the hidden stage's pre-activations."""
+def _fm_hidden(r) -> str | None:
+    """The activation read back at the hidden stage's pre-activations; None where the hidden
+    units differ from sample to sample or do not depend on beta at all (the normalisation
+    does not output beta with gamma 0: the hidden stage cannot read the MLP)."""
     w, x = r["weights"], r["x"]
     n, length = x.shape[2], x.shape[1]
     u = np.asarray(w["norm.beta"]).reshape(length, n)
     p = (u @ np.asarray(w["dense1.kernel"]) + np.asarray(w["dense1.bias"]))[:, :n]
-    got = (np.asarray(r["out"]) - x).mean(axis=0)  # every sample alike: gamma is 0
+    each = np.asarray(r["out"]) - x
+    got = each.mean(axis=0)  # every sample alike: gamma is 0
+    if _rel(each, np.broadcast_to(got, each.shape)) > SAME:
+        return None
     for name, act in ACTIVATIONS.items():
         if _rel(got, act(p)) <= SAME:
             return (f"the activation after the first Dense is {name}, not ReLU (the hidden "
@@ -226,6 +240,8 @@ def _fm_hidden(r) -> str:
         design = np.stack([q[on], b1[on]], axis=1)
         (alpha, beta), *_ = np.linalg.lstsq(design, got[on], rcond=None)
         pre = alpha * q + beta * b1
+        if abs(alpha) <= 1e-6:
+            return None
         if _rel(got, np.maximum(pre, 0.0)) <= SAME:
             if abs(alpha - beta) <= 1e-6 * abs(alpha):
                 return (f"the MLP's output is {_round(alpha)} times the spec's (a Dense kernel, "
@@ -395,13 +411,62 @@ def _dropout_probe(records) -> str | None:
     """The dropout probe's training calls against two alternatives outside the variant space
     that take the same values there: the second Dense's bias added after the second dropout,
     and the second dropout applied to the hidden units before the second Dense. Both make the
-    branch m2 s (m1 s) + 1 where the spec's is m2 s (m1 s + 1)."""
-    from portspec.rootcause import DROP_X
-
+    branch m2 s (m1 s) + 1 where the spec's is m2 s (m1 s + 1). Where neither fits, the
+    values the branch takes against the spec's (``_dropout_values``)."""
     drops = [r for r in records if r["label"] == "dropout" and r["training"]
              and r["out"] is not None]
     if not drops:
         return None
+    if not _bias_outside_dropout(drops):
+        return _dropout_values(drops)
+    p = drops[0]["config"]["dropout"]
+    return ("in training the second Dense's bias is added after the second dropout (not "
+            "dropped with the Dense's output), or the second dropout is applied to the hidden "
+            "units before the second Dense: the dropout probe's branch takes the values 1 and "
+            f"1 + s^2 (s = 1/(1 - p), p = {p:g} and {drops[-1]['config']['dropout']:g}), kept "
+            "at the rate of both decisions, where the spec's takes 0, s and s(s + 1); the "
+            "probe cannot tell these two apart")
+
+
+def _levels(y, p):
+    """The spec's levels of the dropout probe's branch at rate p, with their probabilities,
+    and whether ``y`` takes them at those rates (6 sd)."""
+    s = 1.0 / (1.0 - p)
+    spec = {0.0: p, s: (1 - p) * p, s * (s + 1): (1 - p) ** 2}
+    ok = all(abs(float(np.mean(np.abs(y - v) <= 1e-9)) - q) <= 6 * np.sqrt(
+        max(q * (1 - q), 1e-4) / y.size) for v, q in spec.items())
+    return spec, ok
+
+
+def _dropout_values(drops) -> str | None:
+    """The dropout probe's branch values against the spec's, where they differ: the part that
+    differs is the dropout in training (the calls without dropout the spec's)."""
+    from portspec.rootcause import DROP_X
+
+    for r in drops:
+        p = r["config"]["dropout"]
+        y = np.ravel(np.asarray(r["out"]) - DROP_X)
+        spec, ok = _levels(y, p)
+        if ok:
+            continue
+        values, counts = np.unique(np.round(y, 9), return_counts=True)
+        got = (", ".join(f"{_g(v)} ({c / y.size:.0%})" for v, c in zip(values, counts,
+                                                                      strict=True))
+               if len(values) <= 6 else
+               f"{len(values)} distinct values in [{_g(values.min())}, {_g(values.max())}]")
+        want = ", ".join(f"{_g(v)} ({q:.0%})" for v, q in spec.items())
+        return (f"the dropout in training: with dropout {p:g} the dropout probe's branch (each "
+                f"hidden unit 1, channel j = hidden unit j + 1) takes {got}, where the spec's "
+                f"takes {want} (inverted dropout after the activation and after the second "
+                "Dense); the calls without dropout are the spec's")
+    return None
+
+
+def _bias_outside_dropout(drops) -> bool:
+    """Do the dropout probe's training calls take the values of the second Dense's bias added
+    after its dropout (m2 s (m1 s) + 1), at the rates of both decisions?"""
+    from portspec.rootcause import DROP_X
+
     for r in drops:
         p = r["config"]["dropout"]
         s = 1.0 / (1.0 - p)
@@ -411,14 +476,8 @@ def _dropout_probe(records) -> str | None:
             return None
         share, want = float(both.mean()), (1.0 - p) ** 2
         if abs(share - want) > 6 * np.sqrt(want * (1 - want) / y.size):
-            return None
-    p = drops[0]["config"]["dropout"]
-    return ("in training the second Dense's bias is added after the second dropout (not "
-            "dropped with the Dense's output), or the second dropout is applied to the hidden "
-            "units before the second Dense: the dropout probe's branch takes the values 1 and "
-            f"1 + s^2 (s = 1/(1 - p), p = {p:g} and {drops[-1]['config']['dropout']:g}), kept "
-            "at the rate of both decisions, where the spec's takes 0, s and s(s + 1); the "
-            "probe cannot tell these two apart")
+            return False
+    return True
 
 
 def localise_fm(spec, records) -> list[str]:
@@ -462,8 +521,13 @@ def localise_fm(spec, records) -> list[str]:
         what = _named(added, named) or f"values {_g(float(np.abs(added - c).max()))} off c"
         said.append((f"the second Dense's output: with its kernel 0 and its bias c the port "
                      f"adds {what} in {modes}, where the spec adds c", _scope(bad["bias"])))
-    if bad.get("hidden"):
-        said.append((_fm_hidden(bad["hidden"][0]), "both"))
+    norm_inference = [r for r in stages.get("norm", []) if not r["training"]]
+    affine = bad.get("affine") and norm_inference and not any(
+        r in bad.get("norm", []) for r in norm_inference)
+    if bad.get("hidden") and not affine:  # the hidden stage reads beta through the affine
+        text = _fm_hidden(bad["hidden"][0])
+        if text:
+            said.append((text, "both"))
     for r in stages.get("norm", []):
         if said and not r["training"]:  # the norm stage reads through the MLP
             break
@@ -474,11 +538,38 @@ def localise_fm(spec, records) -> list[str]:
             text = _fm_update(r)
             if text:
                 said.append((text, "update"))
+    if affine:
+        said.append((_fm_affine(bad["affine"][0]), "both"))
     if not said:
         text = _dropout_probe(records)
         if text:
             said.append((text, "dropout"))
     return said
+
+
+def _fm_affine(r) -> str:
+    """The affine stage (inference; the standardisation itself the spec's): how the scale
+    gamma and the offset beta are applied to the standardised input z."""
+    x, w = r["x"], r["weights"]
+    length, n = x.shape[1:]
+    means, scales, spec, _ = _statistics(x, w, False)
+    z = (x - means[spec[0]]) / scales[spec[1]]
+    gamma, beta = (np.asarray(w[k]).reshape(length, n) for k in ("norm.gamma", "norm.beta"))
+    got = np.asarray(r["out"]) - x
+    named = {"beta z + gamma: gamma and beta exchanged": beta * z + gamma,
+             "gamma (z + beta): the offset added before the scale": gamma * (z + beta),
+             "z + beta: gamma not applied": z + beta,
+             "gamma z: beta not added": gamma * z,
+             "|gamma| z + beta: the scale's sign lost": np.abs(gamma) * z + beta,
+             "z / gamma + beta: the scale divided by": z / gamma + beta}
+    name = _named(got, named)
+    if name:
+        return (f"the normalisation's scale and offset: the port computes {name}, where the "
+                "spec computes gamma z + beta (z the standardised input, read back with gamma "
+                "1 and beta 0 as the spec's)")
+    return ("the normalisation's scale and offset: with gamma 1 and beta 0 the standardised "
+            "input is the spec's, with other gamma and beta the port's output is not gamma z + "
+            f"beta (max |error| {_g(float(np.abs(got - (gamma * z + beta)).max()))})")
 
 
 def _scope(rs) -> str:

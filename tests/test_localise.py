@@ -55,6 +55,24 @@ def _moving_first(self, v):
         self.beta)
 
 
+def _offset_first(self, v):
+    """gamma (z + beta): the offset added before the scale."""
+    mean, var = (v.mean(0, keepdim=True), v.var(0, keepdim=True, correction=0)) if (
+        self.training) else (self._as_grid(self.moving_mean), self._as_grid(self.moving_var))
+    if self.training:
+        with torch.no_grad():
+            self.moving_mean.copy_(0.01 * self.moving_mean + 0.99 * mean[0].reshape(-1))
+            self.moving_var.copy_(0.01 * self.moving_var + 0.99 * var[0].reshape(-1))
+    z = (v - mean) / torch.sqrt(var + 1e-3)
+    return self._as_grid(self.gamma) * (z + self._as_grid(self.beta))
+
+
+def _input_dropped(self, x):
+    """The residual adds the input dropped out in training (dropout on the skip path)."""
+    y = self.branch(self.normalise(x))
+    return F.dropout(x, self.dropout, self.training) + y
+
+
 def _gate(transform):
     """A GFF forward whose gate is ``transform(g)`` of the spec's sigmoid gate g."""
     def forward(self, a, b):
@@ -78,6 +96,10 @@ NAMED = [
      r"in training the normalisation subtracts the moving mean as this call updated it "
      r"\(updated first, then used\) and divides by sqrt\(the moving var as this call updated "
      r"it \+ epsilon\)"),
+    ("offset before the scale", {"normalise": _offset_first}, None,
+     r"the port computes gamma \(z \+ beta\): the offset added before the scale"),
+    ("the input dropped on the skip path", {"forward": _input_dropped}, None,
+     r"the dropout in training: with dropout 0\.3 the dropout probe's branch .* takes "),
     ("gate halved", None, {"forward": _gate(lambda g: 0.5 * g)},
      r"the gate is 0\.5 times the spec's"),
     ("gate ignored", None, {"forward": lambda self, a, b: a + 0 * b},
@@ -102,6 +124,10 @@ NEAR = [
      "the activation after the first Dense is not ReLU", "LeakyReLU("),
     # epsilon outside the square root in training, at twice the spec's epsilon: the scale is
     # measured against the spec's, not given the name
+    # the hidden stage reads beta through the affine with gamma 0: an affine applied otherwise
+    # is the affine's, not the first Dense's
+    ("offset before the scale", {"normalise": _offset_first},
+     "the offset added before the scale", "the first Dense"),
     ("epsilon 2e-3 outside the root", {"eps_outside_in_training": True, "eps": 2e-3},
      "in training the normalisation subtracts the batch mean and divides by",
      "sqrt(var) + epsilon"),
