@@ -744,13 +744,54 @@ def explains(spec, located, clause_id: str) -> bool:
     return any(family in SCOPES[s] for s in scopes)
 
 
-def localise(spec, records) -> list[tuple[str, str]]:
+def localise(spec, records, calls=()) -> list[tuple[str, str]]:
     """The staged probe's (statement, scope) pairs for a port no variant reproduces; [] where
     it says nothing (no stage record ran, or every stage is the spec's). A scope is the calls
     the part differs in: "inference", "training", "both", "update" (the moving statistics
-    after a training call) or "dropout" (training with dropout)."""
+    after a training call) or "dropout" (training with dropout). Where every stage is the
+    spec's, the root-cause probe's own ``calls`` (their weights filled in) say which of its
+    cases differ and which match."""
     try:
         run = localise_fm if spec.prefix == "FM" else localise_gff
-        return run(spec, records)
+        return run(spec, records) or _calls_differ(spec, calls)
     except (KeyError, ValueError, TypeError, IndexError, np.linalg.LinAlgError):
         return []
+
+
+def _calls_differ(spec, calls) -> list[tuple[str, str]]:
+    """Which of the probe's calls differ from the spec oracle and which match, where some do
+    each: what sets them apart (the inputs' shapes, the mode, else the cases) locates what the
+    port handles otherwise."""
+    differ, match = [], []
+    for r in calls:
+        try:
+            want, _ = _oracle(spec, r)
+        except (KeyError, ValueError, TypeError):
+            continue
+        err = float(np.nanmax(np.abs(np.asarray(r["out"]) - want))) if np.shape(
+            r["out"]) == np.shape(want) else float("inf")
+        (differ if _rel(r["out"], want) > MATCH else match).append((r, err))
+    if not differ or not match:
+        return []
+    worst = _g(max(e for _, e in differ))
+    modes = {_mode(r["training"]) for r, _ in differ}
+    scope = modes.pop() if len(modes) == 1 else "both"
+    for key, what in ((lambda r: _shape_of(r["x"]), "inputs"),
+                      (lambda r: _mode(r["training"]), "calls in")):
+        bad, good = ({key(r) for r, _ in group} for group in (differ, match))
+        if not bad & good:
+            cases = ", ".join(dict.fromkeys(r["label"] for r, _ in differ))
+            return [(f"the {what} {' and '.join(sorted(bad))} differ from the spec oracle "
+                     f"(max |error| {worst}; cases {cases}), where the {what} "
+                     f"{' and '.join(sorted(good))} match it: the port handles "
+                     + ("inputs of that shape" if what == "inputs" else "that mode")
+                     + " otherwise", scope)]
+    cases = ", ".join(dict.fromkeys(f"{r['label']} ({_mode(r['training'])})" for r, _ in differ))
+    fine = ", ".join(dict.fromkeys(f"{r['label']} ({_mode(r['training'])})" for r, _ in match))
+    return [(f"the calls of the cases {cases} differ from the spec oracle (max |error| "
+             f"{worst}), where {fine} match it: the port handles what sets those cases apart "
+             "otherwise (their config, their shapes or their mode)", scope)]
+
+
+def _shape_of(x) -> str:
+    return " and ".join(str(tuple(np.shape(v))) for v in (x if isinstance(x, list) else [x]))

@@ -842,8 +842,10 @@ def search(spec, records):
         staged = [r for r in records if r["label"].startswith(STAGE) and r["out"] is not None]
         for r in staged:
             r["weights"] = _fill(spec, r)
+        calls = [r for r in records if r["x"] is not None and r["out"] is not None
+                 and not r["label"].startswith(STAGE) and r["label"] != "dropout"]
         found = replace(found, located=tuple(localise(spec, staged + [
-            r for r in records if r["label"] == "dropout"])))
+            r for r in records if r["label"] == "dropout"], calls)))
     if swapped is None or not found.fits:
         return found
     return replace(found, swap=tuple(swapped["state"]["swap"]), swap_refusal=swapped["error"])

@@ -82,6 +82,14 @@ def _gate(transform):
     return forward
 
 
+def _pooled_gate(self, a, b):
+    """At rank 3 and above, one gate per sample: the gate averaged over the middle axes."""
+    g = self._act(torch.cat([a, b], -1) @ self.gate.weight.T + self.gate.bias)
+    if g.dim() > 2:
+        g = g.mean(dim=tuple(range(1, g.dim() - 1)), keepdim=True)
+    return g * a + (1 - g) * b
+
+
 def _extra_bias(self, a, b):
     g = torch.sigmoid(torch.cat([a, b], -1) @ self.gate.weight.T + self.gate.bias + 0.1)
     return g * a + (1 - g) * b
@@ -104,6 +112,10 @@ NAMED = [
      r"the gate is 0\.5 times the spec's"),
     ("gate ignored", None, {"forward": lambda self, a, b: a + 0 * b},
      r"is 1 everywhere: the output is a, b ignored"),
+    ("a gate pooled at rank 3", None, {"forward": _pooled_gate},
+     r"the inputs \(3, 5, 6\) and \(3, 5, 6\) differ from the spec oracle \(max \|error\| "
+     r"[\d.]+; cases sigmoid, tanh, relu, softmax\), where the inputs \(16, 6\) and \(16, 6\) "
+     r"match it"),
     ("a second gate bias", None, {"forward": _extra_bias},
      r"the gate's bias as used is the spec's plus \[0\.1, 0\.1, 0\.1, 0\.1, 0\.1, 0\.1\]"),
 ]
