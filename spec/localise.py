@@ -667,6 +667,18 @@ def _gff_gate(spec, r) -> str | None:
         return (f"the gate is {_round(c)} times the spec's (read back from the output as "
                 "(out - b) / (a - b)), where the spec's gate is activation(concat(a, b) @ "
                 "kernel + bias) itself")
+    named = {"sigmoid(concat(a, b) @ kernel) + bias: the bias added after the activation":
+             1.0 / (1.0 + np.exp(-(v @ k))) + bias,
+             "sigmoid(concat(a, b) @ kernel + bias) + bias: the bias added again after the "
+             "activation": g_spec + bias,
+             "sigmoid(concat(a, b) @ kernel - bias): the bias subtracted":
+             1.0 / (1.0 + np.exp(-(v @ k - bias))),
+             "1 - sigmoid(concat(a, b) @ kernel + bias): the complement used as the gate":
+             1.0 - g_spec}
+    name = _named(g[ok], {key: val[ok] for key, val in named.items()})
+    if name:
+        return (f"the gate the port applies (read back from its output as (out - b) / (a - b)) "
+                f"is {name}, where the spec's is sigmoid(concat(a, b) @ kernel + bias)")
     lo, hi = float(g[ok].min()), float(g[ok].max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         return (f"the gate the port applies (read back from its output as (out - b) / (a - b)) "
@@ -773,6 +785,10 @@ def _calls_differ(spec, calls) -> list[tuple[str, str]]:
         (differ if _rel(r["out"], want) > MATCH else match).append((r, err))
     if not differ or not match:
         return []
+    if spec.prefix == "GFF":
+        named = _gff_outputs([r for r, _ in differ + match])
+        if named:
+            return [(named, "both")]
     worst = _g(max(e for _, e in differ))
     modes = {_mode(r["training"]) for r, _ in differ}
     scope = modes.pop() if len(modes) == 1 else "both"
@@ -791,6 +807,34 @@ def _calls_differ(spec, calls) -> list[tuple[str, str]]:
     return [(f"the calls of the cases {cases} differ from the spec oracle (max |error| "
              f"{worst}), where {fine} match it: the port handles what sets those cases apart "
              "otherwise (their config, their shapes or their mode)", scope)]
+
+
+def _gff_outputs(records) -> str | None:
+    """A fusion formula outside the variants that reproduces every call of the probe, each
+    with its configured activation: named where one does."""
+    from portspec.layers.gated_feature_fusion import activate
+
+    formulas = {
+        "act(z) a + act(-z) b: the complement written as act(-z), which is 1 - act(z) for the "
+        "sigmoid alone": lambda g, gm, a, b: g * a + gm * b,
+        "act(z) a + (1 - act(-z)) b: the complement of act(-z)":
+        lambda g, gm, a, b: g * a + (1.0 - gm) * b,
+    }
+    for name, fuse in formulas.items():
+        for r in records:
+            a, b = r["x"]
+            k, bias = np.asarray(r["weights"]["gate.kernel"]), np.asarray(r["weights"][
+                "gate.bias"])
+            z = np.concatenate([a, b], axis=-1) @ k + bias
+            act = r["config"]["activation"]
+            out = fuse(activate(act, z, axis=-1), activate(act, -z, axis=-1), a, b)
+            if _rel(r["out"], out) > SAME:
+                break
+        else:
+            return (f"the fusion computes {name}, where the spec's is act(z) a + (1 - act(z)) b "
+                    "(z = concat(a, b) @ kernel + bias; every call of the probe, each with its "
+                    "activation, matches it)")
+    return None
 
 
 def _shape_of(x) -> str:

@@ -1502,7 +1502,8 @@ def attach(results, exchange: list | None = None):
                              f"the probe matches the spec oracle (max error "
                              f"{_g(finding.spec_error)}); {r.message[:160]}]", details=details)
         else:
-            why = "" if finding.fits else f" ({finding.line()})"
+            # a located cause is the layer's cause above, whose calls this clause is not
+            why = "" if finding.fits or finding.located else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
     return _step_after_gradient(_bigger_module(out, findings), findings)
 

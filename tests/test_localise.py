@@ -90,6 +90,16 @@ def _pooled_gate(self, a, b):
     return g * a + (1 - g) * b
 
 
+def _bias_after_activation(self, a, b):
+    g = self._act(torch.cat([a, b], -1) @ self.gate.weight.T) + self.gate.bias
+    return g * a + (1 - g) * b
+
+
+def _act_complement(self, a, b):
+    z = torch.cat([a, b], -1) @ self.gate.weight.T + self.gate.bias
+    return self._act(z) * a + self._act(-z) * b
+
+
 def _extra_bias(self, a, b):
     g = torch.sigmoid(torch.cat([a, b], -1) @ self.gate.weight.T + self.gate.bias + 0.1)
     return g * a + (1 - g) * b
@@ -116,6 +126,10 @@ NAMED = [
      r"the inputs \(3, 5, 6\) and \(3, 5, 6\) differ from the spec oracle \(max \|error\| "
      r"[\d.]+; cases sigmoid, tanh, relu, softmax\), where the inputs \(16, 6\) and \(16, 6\) "
      r"match it"),
+    ("the gate's bias after the activation", None, {"forward": _bias_after_activation},
+     r"is sigmoid\(concat\(a, b\) @ kernel\) \+ bias: the bias added after the activation"),
+    ("the complement as act(-z)", None, {"forward": _act_complement},
+     r"the fusion computes act\(z\) a \+ act\(-z\) b"),
     ("a second gate bias", None, {"forward": _extra_bias},
      r"the gate's bias as used is the spec's plus \[0\.1, 0\.1, 0\.1, 0\.1, 0\.1, 0\.1\]"),
 ]

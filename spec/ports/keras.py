@@ -48,8 +48,10 @@ def select_backend(variant: str | None) -> None:
 
 class KerasPortAdapter(PortAdapter):
     """Parameter paths are the variables' paths below the layer, dotted: ``feature_norm.gamma``.
-    ``call`` defaults to ``layer(x, training=training)``, and ``layer([a, b])`` for a
-    two-input layer."""
+    ``call`` defaults to ``layer(x, training=training)``, and ``layer([a, b],
+    training=training)`` for a two-input layer: Keras passes the flag on only to a ``call``
+    that takes ``training`` (``keras.layers.Layer.__call__``), so a layer without a training
+    mode is called alike, and one that has one (a dropout on the gate) shows it."""
 
     framework = "keras"
 
@@ -66,8 +68,6 @@ class KerasPortAdapter(PortAdapter):
         self.name = self.name.format(backend=self.backend)
 
     def call(self, layer, inputs, *, training):
-        if isinstance(inputs, list):
-            return layer(inputs)
         return layer(inputs, training=training)
 
     def build(self, layer, config, *, input_shapes, seed, dtype=None):

@@ -245,6 +245,18 @@ def _call_training(value):
     return {"call": call}
 
 
+def _gate_dropout_call(self, inputs, training=None):
+    """The spec's call, with a dropout of rate 0.1 on the gate in training (Keras passes the
+    flag to a call that takes it: the adapter's call must pass it for this to show)."""
+    object.__setattr__(self, "_dropping", bool(training))
+    return GatedFeatureFusion.call(self, inputs)
+
+
+def _gate_dropout_activation(self, z):
+    g = keras.activations.get(self.activation)(z)
+    return keras.random.dropout(g, 0.1, seed=7) if self._dropping else g
+
+
 def _keras2_hard_sigmoid(z):  # Keras 2: clip(0.2 x + 0.5, 0, 1)
     return ops.clip(0.2 * z + 0.5, 0.0, 1.0)
 
@@ -319,6 +331,8 @@ PORTS = [
          fm={"branch": lambda self, z, training: self.drop(
              self.dropout2, ops.relu(self.dense2(self.drop(
                  self.dropout1, self.activation(self.dense1(z)), training))), training)}),
+    port("gff-gate-dropout", r"in training the gate is dropped out: .* rate 0\.1\b",
+         gff={"call": _gate_dropout_call, "gate_activation": _gate_dropout_activation}),
     port("leaky-relu-activation", r"the activation after the first Dense is LeakyReLU\(0\.2\), "
          "not ReLU",
          fm={"activation": lambda self, h: ops.leaky_relu(h, negative_slope=0.2)}),
