@@ -92,7 +92,7 @@ def fm_weights(stage: str, rng) -> dict[str, np.ndarray]:
 
 
 FM_STAGES = (("residual", (False, True)), ("bias", (False, True)), ("hidden", (False,)),
-             ("norm", (False, True)), ("affine", (False,)))
+             ("norm", (False, True)), ("affine", (False, True)))
 
 
 def probe_fm(adapter, spec) -> list[dict]:
@@ -521,9 +521,9 @@ def localise_fm(spec, records) -> list[str]:
         what = _named(added, named) or f"values {_g(float(np.abs(added - c).max()))} off c"
         said.append((f"the second Dense's output: with its kernel 0 and its bias c the port "
                      f"adds {what} in {modes}, where the spec adds c", _scope(bad["bias"])))
-    norm_inference = [r for r in stages.get("norm", []) if not r["training"]]
-    affine = bad.get("affine") and norm_inference and not any(
-        r in bad.get("norm", []) for r in norm_inference)
+    # the affine stage of a mode is read where the norm stage of that mode is the spec's
+    norm_ok = {r["training"] for r in stages.get("norm", []) if r not in bad.get("norm", [])}
+    affine = [r for r in bad.get("affine", []) if r["training"] in norm_ok]
     if bad.get("hidden") and not affine:  # the hidden stage reads beta through the affine
         text = _fm_hidden(bad["hidden"][0])
         if text:
@@ -539,7 +539,13 @@ def localise_fm(spec, records) -> list[str]:
             if text:
                 said.append((text, "update"))
     if affine:
-        said.append((_fm_affine(bad["affine"][0]), "both"))
+        texts = {_fm_affine(r) for r in affine}
+        if len(texts) == 1:  # alike in the modes that differ
+            said.append((f"in {_modes([r['training'] for r in affine])} " + texts.pop(),
+                         _scope(affine)))
+        else:
+            said.extend((f"in {_mode(r['training'])} " + _fm_affine(r), _mode(r["training"]))
+                        for r in affine)
     if not said:
         text = _dropout_probe(records)
         if text:
@@ -552,12 +558,13 @@ def _fm_affine(r) -> str:
     gamma and the offset beta are applied to the standardised input z."""
     x, w = r["x"], r["weights"]
     length, n = x.shape[1:]
-    means, scales, spec, _ = _statistics(x, w, False)
+    means, scales, spec, _ = _statistics(x, w, r["training"])
     z = (x - means[spec[0]]) / scales[spec[1]]
     gamma, beta = (np.asarray(w[k]).reshape(length, n) for k in ("norm.gamma", "norm.beta"))
     got = np.asarray(r["out"]) - x
     named = {"beta z + gamma: gamma and beta exchanged": beta * z + gamma,
              "gamma (z + beta): the offset added before the scale": gamma * (z + beta),
+             "z: neither gamma nor beta applied": z,
              "z + beta: gamma not applied": z + beta,
              "gamma z: beta not added": gamma * z,
              "|gamma| z + beta: the scale's sign lost": np.abs(gamma) * z + beta,
@@ -568,8 +575,8 @@ def _fm_affine(r) -> str:
                 "spec computes gamma z + beta (z the standardised input, read back with gamma "
                 "1 and beta 0 as the spec's)")
     return ("the normalisation's scale and offset: with gamma 1 and beta 0 the standardised "
-            "input is the spec's, with other gamma and beta the port's output is not gamma z + "
-            f"beta (max |error| {_g(float(np.abs(got - (gamma * z + beta)).max()))})")
+            "input is the spec's, with other gamma and beta the port's is not gamma z + beta "
+            f"(max |error| {_g(float(np.abs(got - (gamma * z + beta)).max()))})")
 
 
 def _scope(rs) -> str:
@@ -592,8 +599,10 @@ def localise_gff(spec, records) -> list[str]:
             alpha, c, res = _fit_line(a, out)
             what = (f"{_round(alpha)} a" + (f" + {_g(c)}" if abs(c) > 1e-9 else "")
                     if res <= SAME * (1 + np.abs(out).max()) else "another value")
-            return [(f"the fusion: with a = b the port returns {what}, where the spec's convex "
-                     "combination g a + (1 - g) b returns a whatever the gate", "both")]
+            extra = _gff_added(spec, stages.get(("gate", False)))
+            return [(f"the fusion: {extra + '; ' if extra else ''}with a = b the port returns "
+                     f"{what}, where the spec's convex combination g a + (1 - g) b returns a "
+                     "whatever the gate", "both")]
     inference, training = stages.get(("gate", False)), stages.get(("gate", True))
     if inference is None:
         return said
@@ -603,6 +612,55 @@ def localise_gff(spec, records) -> list[str]:
     if text:
         said.insert(0, (text, "both"))
     return said
+
+
+def _gff_added(spec, r) -> str:
+    """The port's output as c1 (the spec's output) + c2 a + c3 b, where that fits every element
+    of the gate stage's inference call: an input added around the fusion."""
+    if r is None:
+        return ""
+    a, b = r["x"]
+    want, _ = _oracle(spec, r)
+    design = np.stack([np.ravel(want), np.ravel(a), np.ravel(b)], axis=1)
+    coef, *_ = np.linalg.lstsq(design, np.ravel(r["out"]), rcond=None)
+    if _rel(design @ coef, np.ravel(r["out"])) > SAME:
+        return ""
+    c1, c2, c3 = (float(v) for v in coef)
+    def times(v, what):
+        return what if abs(v - 1) <= 1e-6 else f"{_round(v)} {what}"
+
+    terms = [times(v, what) for v, what in ((c1, "(g a + (1 - g) b)"), (c2, "a"), (c3, "b"))
+             if abs(v) > 1e-6]
+    terms[0] = terms[0].removeprefix("(").removesuffix(")") if terms[0].startswith(
+        "(g") else terms[0]
+    named = {(1, 1, 0): ": the first input added back (a residual around the fusion)",
+             (1, 0, 1): ": the second input added back (a residual around the fusion)"}
+    key = tuple(round(v, 6) for v in (c1, c2, c3))
+    return ("the port returns " + " + ".join(terms).replace("+ -", "- ")
+            + named.get(key, "") + " (every output of a call on random inputs fits it)")
+
+
+def _permuted(k_used, k) -> str | None:
+    """Where the kernel the port computes with is the spec's with its rows permuted: which,
+    named where the permutation interleaves a and b (a stack and flatten for a concat)."""
+    n = k.shape[0]
+    tol = 1e-6 * (1.0 + float(np.abs(k).max()))
+    perm = []
+    for row in k_used:
+        hits = [j for j in range(n) if np.abs(row - k[j]).max() <= tol]
+        if len(hits) != 1:
+            return None
+        perm.append(hits[0])
+    if sorted(perm) != list(range(n)) or perm == list(range(n)):
+        return None
+    f = n // 2
+    interleaved = [2 * i for i in range(f)] + [2 * i + 1 for i in range(f)]
+    if perm == interleaved:
+        return ("the gate's input interleaves a and b (a0, b0, a1, b1, ...: a stack and flatten "
+                "where the spec concatenates [a, b]): the kernel the port computes with is the "
+                "spec's with its rows in that order")
+    return (f"the gate's kernel rows are permuted: the port multiplies concat(a, b)'s feature i "
+            f"by the spec's row {perm} (the gate's input arranged otherwise than concat(a, b))")
 
 
 def _gate_of(r):
@@ -720,6 +778,9 @@ def _gff_gate(spec, r) -> str | None:
         return (f"the gate's bias as used is the spec's plus [{', '.join(_g(e) for e in extra)}]"
                 ": a second bias the adapter's map does not reach, or a bias offset (the "
                 "pre-activation read back and regressed on concat(a, b): the kernel matches)")
+    permuted = _permuted(k_used, k) if _rel(b_used, bias) <= 1e-6 else None
+    if permuted:
+        return permuted + " (the pre-activation read back and regressed on concat(a, b))"
     c = float(np.sum(k_used * k) / np.sum(k * k))
     if _rel(k_used, c * k) <= 1e-6 and _rel(b_used, c * bias) <= 1e-6:
         return (f"the gate's pre-activation is {_round(c)} times the spec's (a temperature): "

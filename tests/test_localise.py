@@ -239,3 +239,58 @@ def test_inputs_concatenated_along_another_axis_are_said():
     # the last axis at every rank: runs, nothing to say of the axis
     found = _found(gff={"forward": _cat_axis(-1)})
     assert "concatenated along" not in found.line()
+
+
+def _interleaved(self, a, b):
+    v = torch.stack([a, b], -1).flatten(-2)  # a0, b0, a1, b1, ...
+    g = self._act(v @ self.gate.weight.T + self.gate.bias)
+    return g * a + (1 - g) * b
+
+
+def _plus_a(self, a, b):
+    return a + GFF.forward(self, a, b)
+
+
+def _affine_in_training_only(self, v):
+    """In inference the standardised input alone: gamma and beta left out."""
+    if self.training:
+        return FM.normalise(self, v)
+    z = (v - self._as_grid(self.moving_mean)) / torch.sqrt(self._as_grid(self.moving_var) + 1e-3)
+    return z
+
+
+@pytest.mark.parametrize("fm, gff, pattern", [
+    (None, {"forward": _interleaved}, r"the gate's input interleaves a and b \(a0, b0, a1, b1"),
+    (None, {"forward": _plus_a}, r"the port returns g a \+ \(1 - g\) b \+ a: the first input "
+     r"added back \(a residual around the fusion\)"),
+    ({"normalise": _affine_in_training_only}, None, r"^FeatureMixing: in inference the "
+     r"normalisation's scale and offset: the port computes z: neither gamma nor beta applied"),
+], ids=["interleaved concat", "input added around the fusion", "affine left out in inference"])
+def test_round_10s_kinds_are_named(fm, gff, pattern):
+    import re
+
+    line = _found(fm, gff).line()
+    assert re.search(pattern, line), line
+
+
+def test_a_drop_rate_drawn_out_of_bounds_does_not_hide_a_broadcast_mask():
+    """Masks broadcast along time have fewer independent decisions: a site's measured rate may
+    fall outside its bounds on the port and not on the variant. The finding that shows the
+    broadcast decides; a finding the variant does not make still does."""
+    from portspec.suite.runner import Result
+
+    found = rootcause.Finding("FeatureMixing", {"mask_axis": "time"})
+    variant = rootcause.variant_adapter(FM_SPEC, found)
+    from portspec.suite.checks import work_items
+    from portspec.suite.runner import run_clause
+
+    item = next(i for i in work_items(None) if i[1].id == "FM-DROPOUT-SITES")
+    own = run_clause(variant, *item).message
+    assert "agree" in own
+    parts = [p for p in own.split("; ") if not rootcause._DROP_RATE.match(p)]
+    with_rate = "; ".join(["site 1 (after the ReLU) drops 0.255, p = 0.3", *parts])
+    port = Result("FM-DROPOUT-SITES", "port", "failed", with_rate)
+    assert rootcause.explains(FM_SPEC, found, port)
+    other = Result("FM-DROPOUT-SITES", "port", "failed",
+                   "site 1 (after the ReLU) drops 0.255, p = 0.3; kept units scaled by 1.00")
+    assert not rootcause.explains(FM_SPEC, found, other)

@@ -135,7 +135,9 @@ DEFAULTS = [
                 lambda fi, fo: None if fi is None else 1 / (3 * fi), "1/(3 fan_in)"),
     Initialiser("LeCun-uniform U(±sqrt(3/fan_in))", UNIFORM, _fan(1), "1/fan_in"),
     Initialiser("He/Kaiming-uniform U(±sqrt(6/fan_in)) (torch's kaiming_uniform_, Keras's "
-                "HeUniform)", UNIFORM, _fan(2), "2/fan_in"),
+                "HeUniform; the same distribution as Glorot-uniform with fan_in + fan_out "
+                "counted as fan_in, as for a (2F, F) kernel drawn as two (F, F) halves)",
+                UNIFORM, _fan(2), "2/fan_in"),
     Initialiser("LeCun-normal truncated at 2 sd (Flax's nnx.Linear default, Keras's LecunNormal)",
                 TRUNCATED, _fan(1), "1/fan_in"),
     Initialiser("LeCun-normal, untruncated", NORMAL, _fan(1), "1/fan_in"),
