@@ -522,7 +522,9 @@ def localise_fm(spec, records) -> list[str]:
         said.append((f"the second Dense's output: with its kernel 0 and its bias c the port "
                      f"adds {what} in {modes}, where the spec adds c", _scope(bad["bias"])))
     # the affine stage of a mode is read where the norm stage of that mode is the spec's
-    norm_ok = {r["training"] for r in stages.get("norm", []) if r not in bad.get("norm", [])}
+    # (by mode, not by record: a record holds arrays, whose == is elementwise)
+    norm_bad = {r["training"] for r in bad.get("norm", [])}
+    norm_ok = {r["training"] for r in stages.get("norm", [])} - norm_bad
     affine = [r for r in bad.get("affine", []) if r["training"] in norm_ok]
     if bad.get("hidden") and not affine:  # the hidden stage reads beta through the affine
         text = _fm_hidden(bad["hidden"][0])

@@ -33,7 +33,9 @@ def _found(fm=None, gff=None):
                                            "weights": _weights(fm_class)})()
     spec = FM_SPEC if fm is not None else GFF_SPEC
     torch.manual_seed(0)
-    return rootcause.search(spec, rootcause.probe(adapter, spec))
+    # as verify hands the records over: through JSON, each array an object of its own
+    records = rootcause._from_json(rootcause._jsonable(rootcause.probe(adapter, spec)))
+    return rootcause.search(spec, records)
 
 
 def _fm_branch(scale=1.0, bias1=1.0):

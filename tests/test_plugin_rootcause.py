@@ -82,8 +82,9 @@ def test_a_failing_run_ends_with_verifys_root_causes(port, verified, runner, xdi
     assert lines[0].startswith("[momentum-and-halved-gate] FeatureMixing: moving statistics keep "
                                "0.99 of their old value")
     assert lines[0].endswith(": FM-BN-UPDATE, FM-BN-BATCH1")
-    assert lines[1].startswith("[momentum-and-halved-gate] GatedFeatureFusion: the fusion: with "
-                               "a = b the port returns 0.5 a, where the spec's convex combination")
+    assert lines[1].startswith("[momentum-and-halved-gate] GatedFeatureFusion: the fusion: the "
+                               "port returns 0.5 (g a + (1 - g) b) (every output of a call on "
+                               "random inputs fits it); with a = b the port returns 0.5 a")
     assert lines[1].endswith(": GFF-FORWARD, GFF-CONVEX")
     selection = [a for c in CLAUSES for a in ("--clause", c)]
     done, out = _run(runner, ["--impl", str(port), *selection, *xdist,
