@@ -42,7 +42,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from portspec.layers import Case
+from portspec import variants
+from portspec.layers import LAYERS, Case
+from portspec.rootcause import (
+    DROP_X,
+    MEAN,
+    VAR,
+    _arr,
+    _build,
+    _call,
+    _g,
+    _predict,
+    _record,
+    _restore,
+    _set,
+)
 
 STAGE = "stage:"  # label prefix of the staged probe's records
 OPEN = 32.0  # the offset keeping every ReLU of the norm stage open (|z| < 32)
@@ -98,8 +112,6 @@ FM_STAGES = (("residual", (False, True)), ("bias", (False, True)), ("hidden", (F
 def probe_fm(adapter, spec) -> list[dict]:
     """The staged probe's records of a FeatureMixing port (none where it cannot be built at
     the stage config or refuses the weights: the other records say why)."""
-    from portspec.rootcause import MEAN, VAR, _arr, _build, _call, _record, _restore, _set
-
     rng, records = np.random.default_rng(41), []
     x = spec.make_inputs(FM_STAGE, rng)
     try:
@@ -129,8 +141,6 @@ def probe_fm(adapter, spec) -> list[dict]:
 def probe_gff(adapter, spec) -> list[dict]:
     """The staged probe's records of a GatedFeatureFusion port: random inputs in inference
     and in training, and ``a == b`` in inference."""
-    from portspec.rootcause import _build, _call, _record, _set
-
     rng = np.random.default_rng(42)
     try:
         handle, dtype, _ = _build(adapter, spec, GFF_STAGE, GFF_STAGE.config)
@@ -158,16 +168,12 @@ def _rel(got, want) -> float:
     return float(err.max(initial=0.0)) if np.isfinite(err).all() else float("inf")
 
 
-def _g(v: float) -> str:
-    return f"{v:.3g}"
-
-
 def _mode(training: bool) -> str:
     return "training" if training else "inference"
 
 
 def _modes(found: list[bool]) -> str:
-    return " and ".join(_mode(t) for t in found) if len(found) < 2 else "inference and training"
+    return " and ".join(_mode(t) for t in sorted(set(found)))
 
 
 def _fit_line(x, y):
@@ -179,11 +185,8 @@ def _fit_line(x, y):
 
 
 def _oracle(spec, r):
-    from portspec import variants
-
-    out, state = variants.SPACES[spec.name].forward(
-        r["config"], r["weights"], r["x"], training=r["training"], ops=variants.FAST)
-    return out, state
+    """The spec oracle's (output, new weights) for a record (the search's own prediction)."""
+    return _predict(spec, variants.SPACES[spec.name], r, {})
 
 
 def _round(v: float) -> str:
@@ -194,8 +197,13 @@ def _round(v: float) -> str:
     return f"{v:.4g}"
 
 
+# the activations of the variant space (variants._ACT), in words, and others ports write
+_WORDS = {"identity": "identity (no activation)", "gelu": "GELU (erf)",
+          "gelu-tanh": "GELU (tanh approximation)", "relu6": "ReLU6", "silu": "SiLU (swish)",
+          "tanh": "tanh", "sigmoid": "sigmoid", "elu": "ELU"}
 ACTIVATIONS = {
-    "identity (no activation)": lambda p: p,
+    **{_WORDS[k]: (lambda p, f=f: f(p, variants.FAST)) for k, f in variants._ACT.items()
+       if k in _WORDS},
     "LeakyReLU(0.01)": lambda p: np.where(p > 0, p, 0.01 * p),
     "LeakyReLU(0.1)": lambda p: np.where(p > 0, p, 0.1 * p),
     "LeakyReLU(0.2)": lambda p: np.where(p > 0, p, 0.2 * p),
@@ -203,15 +211,10 @@ ACTIVATIONS = {
     "softplus": lambda p: np.logaddexp(0.0, p),
     "SELU": lambda p: 1.0507009873554805 * np.where(
         p > 0, p, 1.6732632423543772 * np.expm1(np.minimum(p, 0.0))),
-    "ELU": lambda p: np.where(p > 0, p, np.expm1(np.minimum(p, 0.0))),
-    "sigmoid": lambda p: 1.0 / (1.0 + np.exp(-p)),
-    "tanh": np.tanh,
-    "ReLU6": lambda p: np.clip(p, 0.0, 6.0),
     "hard swish": lambda p: p * np.clip(p + 3.0, 0.0, 6.0) / 6.0,
     "Mish": lambda p: p * np.tanh(np.logaddexp(0.0, p)),
     "squared ReLU": lambda p: np.maximum(p, 0.0) ** 2,
     "absolute value": np.abs,
-    "SiLU (swish)": lambda p: p / (1.0 + np.exp(-p)),
 }
 
 
@@ -295,8 +298,6 @@ def _statistics(x, w, training: bool, state=None):
         "the moving var + epsilon, without the square root": mv + eps,
         "1 (not scaled)": np.ones_like(var),
     }
-    from portspec.rootcause import MEAN, VAR
-
     if state and {MEAN, VAR} <= set(state) and training:
         um = np.asarray(state[MEAN]).reshape(length, n)
         uv = np.asarray(state[VAR]).reshape(length, n)
@@ -358,13 +359,11 @@ def _fm_norm(r) -> str | None:
 def _fm_update(r) -> str | None:
     """What the moving statistics after the norm stage's training call say, or None where
     they are the spec's (or not held)."""
-    from portspec.rootcause import MEAN, VAR
-
     state = r["state"] or {}
     if not {MEAN, VAR} <= set(state):
         return None
     x, w = r["x"], r["weights"]
-    _, want = _oracle_fm(r)
+    _, want = _oracle(LAYERS["FeatureMixing"], r)
     length, n = x.shape[1:]
     if all(_rel(np.ravel(state[k]), np.ravel(want[k])) <= MATCH for k in (MEAN, VAR)):
         return None
@@ -387,8 +386,6 @@ def _fm_update(r) -> str | None:
     if k is not None and abs(1 - k) > 1e-9:
         q = (got_v - k * mv) / (1 - k)
         name = _named(q, candidates)
-        from portspec.layers import LAYERS
-
         spec_k = LAYERS["FeatureMixing"].momentum
         if abs(k - spec_k) > 1e-6:
             said.append(f"the moving statistics keep {_round(k)} of their old values (the "
@@ -399,12 +396,6 @@ def _fm_update(r) -> str | None:
             said.append("the moving variance is not a running average of the batch variance "
                         "with the mean's momentum")
     return "after a training call " + "; ".join(said) if said else None
-
-
-def _oracle_fm(r):
-    from portspec.layers import LAYERS
-
-    return _oracle(LAYERS["FeatureMixing"], r)
 
 
 def _dropout_probe(records) -> str | None:
@@ -441,8 +432,6 @@ def _levels(y, p):
 def _dropout_values(drops) -> str | None:
     """The dropout probe's branch values against the spec's, where they differ: the part that
     differs is the dropout in training (the calls without dropout the spec's)."""
-    from portspec.rootcause import DROP_X
-
     for r in drops:
         p = r["config"]["dropout"]
         y = np.ravel(np.asarray(r["out"]) - DROP_X)
@@ -465,8 +454,6 @@ def _dropout_values(drops) -> str | None:
 def _bias_outside_dropout(drops) -> bool:
     """Do the dropout probe's training calls take the values of the second Dense's bias added
     after its dropout (m2 s (m1 s) + 1), at the rates of both decisions?"""
-    from portspec.rootcause import DROP_X
-
     for r in drops:
         p = r["config"]["dropout"]
         s = 1.0 / (1.0 - p)

@@ -46,7 +46,6 @@ import numpy as np
 
 from portspec import variants
 from portspec.layers import LAYERS, Case
-from portspec.localise import explains as localise_explains
 from portspec.tolerances import FORWARD
 
 PROBE = "probe:"  # clause-ID prefix of the probe's pseudo-results
@@ -1482,6 +1481,8 @@ def attach(results, exchange: list | None = None):
     searches = [(layer, probes[impl, layer].details.get("records", [])) for impl, layer in keys]
     findings = {(impl, LAYERS[layer].prefix): found for (impl, layer), found
                 in zip(keys, _search_all(searches), strict=True)}
+    from portspec import localise
+
     for i, r in enumerate(out):
         if r.status != "failed":
             continue
@@ -1500,7 +1501,7 @@ def attach(results, exchange: list | None = None):
         elif r.diagnosis and _checked(prefixes[prefix], r):
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
-        elif finding.located and localise_explains(prefixes[prefix], finding.located,
+        elif finding.located and localise.explains(prefixes[prefix], finding.located,
                                                    r.clause):
             # no variant: the staged probe's reading of the part that differs is the cause
             out[i] = replace(r, cause=finding.line(), details=details)

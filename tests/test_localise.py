@@ -215,6 +215,10 @@ def test_an_in_place_operation_autograd_refuses_is_the_root_cause_of_the_gradien
     grad = next(r for r in results if r.clause == "GFF-GRAD")
     assert grad.status == "failed" and grad.diagnosis == diagnose.IN_PLACE, grad
     assert grad.cause and diagnose.IN_PLACE in grad.cause
+    # another refusal of autograd's is not put down to an in-place operation
+    assert not diagnose.IN_PLACE_ERROR.search(
+        "raised RuntimeError: element 0 of tensors does not require grad and does not have a "
+        "grad_fn")
 
 
 def test_a_float_cast_meeting_float64_is_said():
