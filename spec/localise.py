@@ -282,6 +282,12 @@ def _statistics(x, w, training: bool, state=None):
     unbiased = x.var(axis=0, ddof=1)
     about = ((x - mm) ** 2).mean(axis=0)
     means = {"the batch mean": mean, "the moving mean": mm, "no mean (0)": np.zeros_like(mean)}
+    # the variance about another centre than each feature's batch mean (named by the centre)
+    centres = {"the whole batch's mean (one scalar over every feature)": x.mean(),
+               "each channel's mean over the batch and time": x.mean(axis=(0, 1)),
+               "each time step's mean over the batch and channels": x.mean(axis=(0, 2),
+                                                                         keepdims=True)[0],
+               "0 (the mean square, not centred)": 0.0}
     scales = {
         "sqrt(var + epsilon)": np.sqrt(var + eps),
         "sqrt(var) + epsilon": np.sqrt(var) + eps,
@@ -297,6 +303,8 @@ def _statistics(x, w, training: bool, state=None):
         "sqrt(the moving var), without epsilon": np.sqrt(mv),
         "the moving var + epsilon, without the square root": mv + eps,
         "1 (not scaled)": np.ones_like(var),
+        **{f"sqrt(the variance about {c} + epsilon)": np.sqrt(((x - v) ** 2).mean(axis=0) + eps)
+           for c, v in centres.items()},
     }
     if state and {MEAN, VAR} <= set(state) and training:
         um = np.asarray(state[MEAN]).reshape(length, n)
@@ -305,7 +313,8 @@ def _statistics(x, w, training: bool, state=None):
         scales["sqrt(the moving var as this call updated it + epsilon)"] = np.sqrt(uv + eps)
     spec = ("the batch mean", "sqrt(var + epsilon)") if training else (
         "the moving mean", "sqrt(the moving var + epsilon)")
-    base = {"mean": mean, "var": var, "unbiased": unbiased, "about": about, "mm": mm, "mv": mv}
+    base = {"mean": mean, "var": var, "unbiased": unbiased, "about": about, "mm": mm, "mv": mv,
+            "centres": centres}
     return means, scales, spec, base
 
 
@@ -356,6 +365,48 @@ def _fm_norm(r) -> str | None:
             f"divides by {spec[1]}")
 
 
+def _fm_permutation(rs) -> str | None:
+    """Where the norm stage's training call standardises each feature as the spec does but
+    puts it back on another (time, channel) cell: which cells, named where the permutation is a
+    flatten and an unflatten that are not each other's inverse."""
+    r = next((r for r in rs if r["training"]), None)
+    if r is None:
+        return None
+    x = r["x"]
+    batch, length, n = x.shape
+    means, scales, spec, _ = _statistics(x, r["weights"], True)
+    want = ((x - means[spec[0]]) / scales[spec[1]]).reshape(batch, -1)
+    got = (np.asarray(r["out"]) - x).reshape(batch, -1)
+    if _rel(got, want) <= MATCH:
+        return None
+    gap = np.abs(got[:, :, None] - want[:, None, :]).max(axis=0)  # (port cell, spec cell)
+    src = gap.argmin(axis=1)
+    if (sorted(src.tolist()) != list(range(length * n)) or np.all(src == np.arange(src.size))
+            or _rel(got, want[:, src]) > MATCH):
+        return None
+    cell = np.arange(length * n)
+    # the port's flat index i = l N + n at (l, n) holding the spec's cell whose channel-major
+    # index n' L + l' is i, or the reverse
+    l_, n_ = np.divmod(cell, n)
+    channel_major = (cell % length) * n + cell // length  # spec cell of channel-major index i
+    named = {
+        "the features flattened channel-major (the input transposed to (batch, N, L) first) "
+        "and reshaped back to (batch, L, N) without transposing back": channel_major,
+        "the features flattened time-major, then reshaped to (batch, N, L) and transposed back "
+        "to (batch, L, N): the unflatten is not the flatten's inverse": np.argsort(channel_major),
+    }
+    name = next((k for k, v in named.items() if np.array_equal(src, v)), None)
+    moved = int(np.sum(src != cell))
+    example = int(np.flatnonzero(src != cell)[0])
+    where = (f"cell (l, n) = ({l_[example]}, {n_[example]}) holds the spec's ({src[example] // n}"
+             f", {src[example] % n}), {moved} of the {length * n} cells moved")
+    what = (f"{name}: the normalised features land on other (time, channel) cells than they "
+            "came from" if name else "the normalised features land on other (time, channel) "
+            "cells than they came from")
+    return (f"{what} ({where}; the norm stage's training call, each feature standardised over "
+            "the batch as the spec's, read back through an identity MLP)")
+
+
 def _fm_update(r) -> str | None:
     """What the moving statistics after the norm stage's training call say, or None where
     they are the spec's (or not held)."""
@@ -379,10 +430,19 @@ def _fm_update(r) -> str | None:
     if _rel(got_m, k * mm + (1 - k) * mean) > SAME:
         said.append("the moving mean is not a running average of the batch mean")
         k = None
+    from portspec.layers.feature_mixing import EPSILON as eps
+
     candidates = {"the batch variance": var, "the unbiased batch variance": unbiased,
                   "the batch standard deviation": np.sqrt(var),
                   "the variance about the moving mean": about,
-                  "the variance about the updated moving mean": ((x - got_m) ** 2).mean(axis=0)}
+                  "the variance about the updated moving mean": ((x - got_m) ** 2).mean(axis=0),
+                  "the batch variance + epsilon (the normalisation's denominator squared)":
+                  var + eps,
+                  "the unbiased batch variance + epsilon": unbiased + eps,
+                  "sqrt(the batch variance + epsilon) (the normalisation's denominator)":
+                  np.sqrt(var + eps),
+                  **{f"the variance about {c}": ((x - v) ** 2).mean(axis=0)
+                     for c, v in base["centres"].items()}}
     if k is not None and abs(1 - k) > 1e-9:
         q = (got_v - k * mv) / (1 - k)
         name = _named(q, candidates)
@@ -393,8 +453,13 @@ def _fm_update(r) -> str | None:
         if name and name != "the batch variance":
             said.append(f"the moving variance averages {name} (the spec: the batch variance)")
         elif not name:
-            said.append("the moving variance is not a running average of the batch variance "
-                        "with the mean's momentum")
+            shift = q - var
+            if np.ptp(shift) <= 1e-6 * max(abs(float(shift.mean())), 1e-9):
+                said.append(f"the moving variance averages the batch variance + "
+                            f"{_round(float(shift.mean()))} (the spec: the batch variance)")
+            else:
+                said.append("the moving variance is not a running average of the batch "
+                            "variance with the mean's momentum")
     return "after a training call " + "; ".join(said) if said else None
 
 
@@ -513,6 +578,9 @@ def localise_fm(spec, records) -> list[str]:
     norm_bad = {r["training"] for r in bad.get("norm", [])}
     norm_ok = {r["training"] for r in stages.get("norm", [])} - norm_bad
     affine = [r for r in bad.get("affine", []) if r["training"] in norm_ok]
+    moved = _fm_permutation(bad.get("norm", []))
+    if moved:  # every later reading sees the cells moved: this is the one to say
+        return [(moved, "both")]
     if bad.get("hidden") and not affine:  # the hidden stage reads beta through the affine
         text = _fm_hidden(bad["hidden"][0])
         if text:
@@ -721,7 +789,10 @@ def _gff_gate(spec, r) -> str | None:
              "sigmoid(concat(a, b) @ kernel - bias): the bias subtracted":
              1.0 / (1.0 + np.exp(-(v @ k - bias))),
              "1 - sigmoid(concat(a, b) @ kernel + bias): the complement used as the gate":
-             1.0 - g_spec}
+             1.0 - g_spec,
+             "sigmoid(sigmoid(concat(a, b) @ kernel + bias)): the activation applied twice (a "
+             "Dense given the activation, and the activation again on its output)":
+             1.0 / (1.0 + np.exp(-g_spec))}
     name = _named(g[ok], {key: val[ok] for key, val in named.items()})
     if name:
         return (f"the gate the port applies (read back from its output as (out - b) / (a - b)) "
@@ -793,6 +864,9 @@ SCOPES = {
     "inference": _FM_INFERENCE | {"residual", "gradients", "vectors", "portable", "dtype"},
     "update": {"bn-update", "bn-batch1", "vectors", "portable"},
     "dropout": {"dropout-sites", "dropout-one"},
+    # weights held as one (rootcause.aliased): every computation, and the weights read back
+    # and counted
+    "weights": _COMPUTED | {"weights-roundtrip", "param-counts", "init"},
 }
 
 
@@ -865,25 +939,44 @@ def _gff_outputs(records) -> str | None:
     from portspec.layers.gated_feature_fusion import activate
 
     formulas = {
+        "": None,  # the spec's fusion, its gate computed from other inputs (below)
         "act(z) a + act(-z) b: the complement written as act(-z), which is 1 - act(z) for the "
         "sigmoid alone": lambda g, gm, a, b: g * a + gm * b,
         "act(z) a + (1 - act(-z)) b: the complement of act(-z)":
         lambda g, gm, a, b: g * a + (1.0 - gm) * b,
     }
+    def pooled(how):  # the gate's inputs reduced over the axes between batch and features
+        def inputs(v):
+            axes = tuple(range(1, v.ndim - 1))
+            return how(v, axis=axes, keepdims=True) if axes else v
+        return inputs
+
+    gate_inputs = {"": lambda v: v,
+                   " with the gate computed from the inputs averaged over the axes between "
+                   "the batch and the features (one gate per sample, broadcast over them)":
+                   pooled(np.mean),
+                   " with the gate computed from the inputs' maximum over the axes between "
+                   "the batch and the features (one gate per sample, broadcast over them)":
+                   pooled(np.max)}
     for name, fuse in formulas.items():
-        for r in records:
-            a, b = r["x"]
-            k, bias = np.asarray(r["weights"]["gate.kernel"]), np.asarray(r["weights"][
-                "gate.bias"])
-            z = np.concatenate([a, b], axis=-1) @ k + bias
-            act = r["config"]["activation"]
-            out = fuse(activate(act, z, axis=-1), activate(act, -z, axis=-1), a, b)
-            if _rel(r["out"], out) > SAME:
-                break
-        else:
-            return (f"the fusion computes {name}, where the spec's is act(z) a + (1 - act(z)) b "
-                    "(z = concat(a, b) @ kernel + bias; every call of the probe, each with its "
-                    "activation, matches it)")
+        for how, seen in gate_inputs.items():
+            if not how and fuse is None:
+                continue
+            for r in records:
+                a, b = r["x"]
+                k, bias = np.asarray(r["weights"]["gate.kernel"]), np.asarray(r["weights"][
+                    "gate.bias"])
+                z = np.concatenate([seen(a), seen(b)], axis=-1) @ k + bias
+                act = r["config"]["activation"]
+                g, gm = activate(act, z, axis=-1), activate(act, -z, axis=-1)
+                out = (g * a + (1.0 - g) * b) if fuse is None else fuse(g, gm, a, b)
+                if _rel(r["out"], out) > SAME:
+                    break
+            else:
+                return (f"the fusion computes {name or 'act(z) a + (1 - act(z)) b'}{how}, where "
+                        "the spec's is act(z) a + (1 - act(z)) b (z = concat(a, b) @ kernel + "
+                        "bias at every position; every call of the probe, each with its "
+                        "activation, matches it)")
     return None
 
 

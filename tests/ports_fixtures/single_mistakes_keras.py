@@ -203,6 +203,11 @@ def _channel_major(self, x, training):  # flattened as (N, L), PyTorch's NCL hab
     return ops.transpose(ops.reshape(out, (-1, self.n_series, self.input_size)), (0, 2, 1))
 
 
+def _transpose_not_undone(self, x, training):  # the (N, L) flatten, reshaped straight back
+    flat = ops.reshape(ops.transpose(x, (0, 2, 1)), (-1, self.input_size * self.n_series))
+    return ops.reshape(self.norm(flat, training=training), ops.shape(x))
+
+
 def _layer_norm(axis):
     def make_norm(self, policy):
         return layers.LayerNormalization(axis=axis, dtype=policy, name="norm")
@@ -336,6 +341,9 @@ PORTS = [
     port("leaky-relu-activation", r"the activation after the first Dense is LeakyReLU\(0\.2\), "
          "not ReLU",
          fm={"activation": lambda self, h: ops.leaky_relu(h, negative_slope=0.2)}),
+    port("transpose-not-undone", r"the features flattened channel-major \(the input "
+         r"transposed to \(batch, N, L\) first\) and reshaped back",
+         fm={"normalise": _transpose_not_undone}),
 ]
 
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS)]

@@ -47,6 +47,11 @@ class FM(nn.Module):
     eps_outside_in_training = False  # sqrt(var) + eps in training, sqrt(var + eps) otherwise
     var_about_moving = False  # the training variance taken about the moving mean
     bias2_after_dropout = False  # dropout(h @ W2) + b2
+    var_centre = None  # the training variance about "grand" (x.mean()) or "zero" (E[x^2])
+    update_var_eps = False  # the moving variance averages var + eps
+    # the standardised features put back on other cells: "T1" flattened row-major, unflattened
+    # as (N, L) and transposed; "T2" flattened from x.transpose(1, 2), reshaped straight back
+    unflatten = None
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
         super().__init__()
@@ -91,6 +96,9 @@ class FM(nn.Module):
         var = v.var(axes, keepdim=True, correction=self.ddof)
         if self.var_about_moving and self.training:
             var = ((v - self._as_grid(self.moving_mean).clone()) ** 2).mean(axes, keepdim=True)
+        if self.var_centre and self.training:
+            centre = v.mean() if self.var_centre == "grand" else 0.0
+            var = ((v - centre) ** 2).mean(axes, keepdim=True)
         if not self.norm.startswith("layer"):
             training = self.training and not (self.batch_one_moving and v.shape[0] == 1)
             use_batch = (not self.moving_in_training) if training else self.batch_in_inference
@@ -99,6 +107,9 @@ class FM(nn.Module):
                 with torch.no_grad():
                     stat_var = v.var(axes, keepdim=True, correction=self.update_ddof)
                     stat_var = stat_var.sqrt() if self.update_std else stat_var
+                    if self.var_centre:
+                        stat_var = var
+                    stat_var = stat_var + self.eps if self.update_var_eps else stat_var
                     m = self.keep * self._as_grid(self.moving_mean) + (1 - self.keep) * mean[0]
                     kv = self.keep if self.var_keep is None else self.var_keep
                     s = kv * self._as_grid(self.moving_var) + (1 - kv) * stat_var[0]
@@ -117,6 +128,10 @@ class FM(nn.Module):
             z = (v - mean) / torch.sqrt(var + self.eps)
         if self.clip is not None:  # "to guard outliers"
             z = z.clamp(-self.clip, self.clip)
+        if self.unflatten == "T1":
+            z = z.reshape(z.shape[0], self.n_series, self.input_size).transpose(1, 2)
+        elif self.unflatten == "T2":
+            z = z.transpose(1, 2).reshape(z.shape)
         if self.affine == "scale":  # Keras's center=False: no offset, beta not held
             return self._as_grid(self.gamma) * z
         if self.affine == "offset":  # scale=False
@@ -193,6 +208,9 @@ class GFF(nn.Module):
     bias_times = 1  # the gate's bias added this many times
     product_gate = False  # the gate sees concat([a * b, a - b])
     gate_dropout = 0.0  # a dropout on the gate in training
+    pooled = False  # the gate computed from the inputs averaged over the middle axes
+    act_twice = False  # the activation applied to the gate again
+    naive_softmax = False  # exp(z) / sum(exp(z)), the max not subtracted
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
@@ -205,6 +223,8 @@ class GFF(nn.Module):
         name = self.fixed or self.activation
         if name == "softmax" and self.log_softmax:
             return torch.log_softmax(z, dim=-1)
+        if name == "softmax" and self.naive_softmax:  # "the textbook formula"
+            return torch.exp(z) / torch.exp(z).sum(-1, keepdim=True)
         if name == "softmax":
             if self.axis == "implicit":  # F.softmax without dim (torch's legacy choice)
                 return torch.softmax(z, dim=0 if z.dim() in (0, 1, 3) else 1)
@@ -219,6 +239,9 @@ class GFF(nn.Module):
         if self.halves_transposed:  # each (F, F) half read (in, out)
             w = torch.cat([w[:, :f].T, w[:, f:].T], dim=1)
         first, second = (a, b) if self.concat == "ab" else (b, a)
+        if self.pooled and a.dim() > 2:  # "one gate per sequence"
+            first, second = (v.mean(dim=tuple(range(1, v.dim() - 1)), keepdim=True)
+                             for v in (first, second))
         if self.act_first:  # the activation on the concatenation, the Dense after it
             g = self.gate(self._act(torch.cat([first, second], -1)))
             return g * a + (1 - g) * b
@@ -234,6 +257,7 @@ class GFF(nn.Module):
         z = z + self.bias_times * self.gate.bias if self.bias else z
         z = z / f**0.5 if self.temperature else z
         g = self._act(z)
+        g = self._act(g) if self.act_twice else g
         g = F.dropout(g, self.gate_dropout, self.training) if self.gate_dropout else g
         if self.gate_clip is not None:  # "to keep both inputs alive"
             g = g.clamp(self.gate_clip, 1 - self.gate_clip)
@@ -415,6 +439,22 @@ PORTS = [
     port("gff-gate-from-product", r"depends on a \* b as well", gff={"product_gate": True}),
     port("gff-gate-dropout", r"in training the gate is dropped out: .* rate 0\.1\b",
          gff={"gate_dropout": 0.1}),
+    port("unflatten-not-the-inverse", r"the features flattened time-major, then reshaped to "
+         r"\(batch, N, L\) and transposed back", fm={"unflatten": "T1"}),
+    port("transpose-not-undone", r"the features flattened channel-major \(the input "
+         r"transposed to \(batch, N, L\) first\) and reshaped back", fm={"unflatten": "T2"}),
+    port("training-variance-about-the-whole-batch-mean", r"in training .* divides by sqrt\(the "
+         r"variance about the whole batch's mean \(one scalar", fm={"var_centre": "grand"}),
+    port("training-variance-not-centred", r"in training .* divides by sqrt\(the variance about "
+         r"0 \(the mean square, not centred\)", fm={"var_centre": "zero"}),
+    port("moving-variance-with-epsilon", r"the moving variance averages the batch variance \+ "
+         r"epsilon", fm={"update_var_eps": True}),
+    port("gff-gate-pooled-over-time", r"with the gate computed from the inputs averaged over "
+         r"the axes between the batch and the features", gff={"pooled": True}),
+    port("gff-activation-twice", r"sigmoid\(sigmoid\(concat\(a, b\) @ kernel \+ bias\)\): "
+         r"the activation applied twice", gff={"act_twice": True}),
+    port("gff-softmax-unguarded", r"the softmax overflows: computed as exp\(z\) / "
+         r"sum\(exp\(z\)\) without subtracting the max", gff={"naive_softmax": True}),
 ]
 
 
@@ -470,6 +510,31 @@ class StatsSwappedInMap(Conforming):
         "norm.moving_variance": ("moving_mean", identity)}}
 
 
+class _FMTied(FM):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.lin2  # "the up-projection reuses the down-projection's weight"
+        self.bias2 = nn.Parameter(torch.zeros(self.n_series))
+
+    def branch(self, z):
+        h = self.drop(self.activation(self.lin1(z)), 1, self._mask(
+            (*z.shape[:-1], self.ff_dim), z.dtype, self._rate()))
+        return self.drop(h @ self.lin1.weight + self.bias2, 2, self._mask(
+            z.shape, z.dtype, self._rate()))
+
+
+class TiedKernels(Conforming):
+    """FeatureMixing whose second Dense reuses the first's weight, transposed (tied weights);
+    the map names lin1.weight for both kernels."""
+
+    name, layers, fm = "tied-dense-kernels", ("FeatureMixing",), _FMTied
+    expected = (r"dense1\.kernel and dense2\.kernel are one weight of the port "
+                r"\('lin1\.weight'\)")  # a pattern: no variant is the map
+    weights = {**_weights(FM), "FeatureMixing": {
+        **_weights(FM)["FeatureMixing"], "dense2.kernel": ("lin1.weight", identity),
+        "dense2.bias": ("bias2", identity)}}
+
+
 class _GFFFlat(GFF):
     def forward(self, a, b):
         return super().forward(a, b).reshape(a.shape[0], -1)  # "back to (batch, features)"
@@ -485,4 +550,4 @@ class OutputFlattened(Conforming):
 
 
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
-            ScalarGate(), StatsSwappedInMap(), OutputFlattened()]
+            ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels()]
