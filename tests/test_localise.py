@@ -300,3 +300,29 @@ def test_a_drop_rate_drawn_out_of_bounds_does_not_hide_a_broadcast_mask():
     other = Result("FM-DROPOUT-SITES", "port", "failed",
                    "site 1 (after the ReLU) drops 0.255, p = 0.3; kept units scaled by 1.00")
     assert not rootcause.explains(FM_SPEC, found, other)
+
+
+def test_an_overflow_is_named_only_where_the_unguarded_formula_gives_the_same_nans():
+    """The saturated activations' diagnosis is a hypothesis: the NaNs of the port's output
+    must be exactly those of exp(z) / sum(exp(z)), and the rest the oracle's."""
+    import numpy as np
+
+    from portspec.layers.gated_feature_fusion import activate
+    from portspec.suite.areas.numerics import _overflowed
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 4, 3))
+    z = rng.standard_normal((4, 3)) * 400.0
+    z[0, 0] = 1000.0  # one row past exp's overflow
+    gate = activate("softmax", z)
+    expected = gate * a + (1 - gate) * b
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(z)
+        naive = (e / e.sum(-1, keepdims=True)) * a + (1 - e / e.sum(-1, keepdims=True)) * b
+    assert np.isnan(naive).any()
+    assert "computed as exp(z) / sum(exp(z))" in _overflowed("softmax", z, (a, b), naive,
+                                                             expected)
+    elsewhere = expected.copy()
+    elsewhere[3, 2] = np.nan  # a NaN the unguarded formula does not give
+    assert _overflowed("softmax", z, (a, b), elsewhere, expected) is None
+    assert _overflowed("softmax", z, (a, b), expected, expected) is None  # all finite

@@ -255,10 +255,68 @@ def training(ctx):
             compare_with_oracle(ctx, case, dtype=dtype, training=True)
 
 
+# The largest |pre-activation| of the saturated calls: past float64 exp's overflow (709.78),
+# where exp(z) / sum(exp(z)) written without subtracting the max is inf / inf (NaN), and a tanh
+# written as (e^z - e^-z) / (e^z + e^-z) is too. The oracle's softmax subtracts the max; in
+# float64 the pre-activations' rounding, 1000 u = 1.1e-13, moves no gate by more than that,
+# inside FORWARD["float64"] relative.
+SATURATED = 1000.0
+
+
 @check("activations")
 def activations(ctx):
     for case in ctx.spec.config_cases():
         compare_with_oracle(ctx, case, dtype="float64", training=False)
+    # saturated gates: the gate's weights scaled so that |pre-activation| reaches SATURATED
+    for case in ctx.spec.config_cases():
+        rng = np.random.default_rng(7)
+        weights = ctx.spec.random_weights(case.config, case.input_shapes, rng)
+        x = ctx.inputs(case, rng, "float64")
+        z = np.concatenate(x, axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
+        scale = SATURATED / float(np.abs(z).max())
+        weights = {k: v * scale for k, v in weights.items()}
+        handle = ctx.build(case, dtype="float64")
+        handle.set_weights(dict(weights))
+        out = handle.forward(x, training=False)
+        expected, _ = ctx.spec.forward(case.config, weights, x, training=False)
+        what = f"{case.label} saturated (|pre-activation| up to {SATURATED:g})"
+        overflow = _overflowed(case.config["activation"], z * scale, x, out, expected)
+        if overflow:
+            raise ClauseFailure(f"{what}: {overflow}", diagnosis=overflow, checked=True)
+        expect_float64(ctx, what, handle, case.config, weights, x, out, expected,
+                       training=False)
+
+
+# the activations as written from their definitions, without guarding exp's overflow
+_UNGUARDED = {
+    "softmax": ("exp(z) / sum(exp(z)) without subtracting the max first",
+                lambda z: np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)),
+    "tanh": ("(exp(z) - exp(-z)) / (exp(z) + exp(-z))",
+             lambda z: (np.exp(z) - np.exp(-z)) / (np.exp(z) + np.exp(-z))),
+    "sigmoid": ("exp(z) / (1 + exp(z))", lambda z: np.exp(z) / (1.0 + np.exp(z))),
+}
+
+
+def _overflowed(name, z, x, actual, expected) -> str | None:
+    """The diagnosis of a saturated call whose non-finite outputs are exactly those of the
+    activation written without guarding exp's overflow, and whose other outputs are the
+    oracle's; None otherwise."""
+    actual = np.asarray(actual, np.float64)
+    if name not in _UNGUARDED or np.isfinite(actual).all():
+        return None
+    said, formula = _UNGUARDED[name]
+    a, b = x
+    with np.errstate(over="ignore", invalid="ignore"):
+        gate = formula(z)
+        naive = gate * a + (1.0 - gate) * b
+    bad = ~np.isfinite(actual)
+    if not np.array_equal(bad, ~np.isfinite(naive)) or not close(
+            actual[~bad], np.asarray(expected)[~bad], FORWARD["float64"]):
+        return None
+    return (f"the {name} overflows: computed as {said}, it gives NaN where the pre-activation "
+            f"passes exp's float64 overflow (709.78) ({int(bad.sum())} of {bad.size} outputs, "
+            "exactly those; the rest are the oracle's); the spec's is the same function "
+            "computed stably (softmax as exp(z - max z) / sum(exp(z - max z)))")
 
 
 @check("gate-order")
