@@ -127,13 +127,14 @@ def _status_kib(field_name: str) -> int | None:
 def peak_mib(fn) -> float | None:
     """Resident memory (MiB) one call of ``fn`` adds at its peak: VmHWM, reset just before
     through ``/proc/self/clear_refs`` (Linux >= 4.0), minus VmRSS before the call. None where
-    the kernel offers neither."""
-    before = _status_kib("VmRSS")
+    the kernel offers neither. VmRSS is read after the reset: memory another thread frees in
+    between would otherwise count against the call."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
         return None
+    before = _status_kib("VmRSS")
     fn()
     peak = _status_kib("VmHWM")
     if before is None or peak is None:

@@ -63,7 +63,8 @@ def test_each_default_initialiser_is_the_one_its_draws_fit(name, draw, seed):
     fits = init_area.fitting(w, FAN_IN, FAN_OUT)
     assert [f for f, _ in fits if name in f] == [f for f, _ in fits], fits
     said, tails = init_area.identify([("gate.kernel", "glorot_uniform", fits)])
-    assert said.startswith(f"initial weights drawn from {name}") and not tails
+    verb = "set to" if name.startswith("the constant") else "drawn from"
+    assert said.startswith(f"initial weights {verb} {name}") and not tails
     assert "instead of Glorot-uniform [gate.kernel: " in said
 
 

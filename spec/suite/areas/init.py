@@ -236,8 +236,8 @@ def identify(failed: list[tuple[str, str, list]]) -> tuple[str | None, list[str]
         groups.setdefault(what, []).append((name, evidence, SPEC_INIT[init]))
     # the weights and their moments in brackets: the same default kept in both layers of a
     # port reads as one root cause (the report merges causes differing in those alone)
-    said = [f"initial weights drawn from {what} instead of "
-            f"{' / '.join(dict.fromkeys(s for _, _, s in g))} "
+    said = [f"initial weights {'set to' if what.startswith('the constant') else 'drawn from'} "
+            f"{what} instead of {' / '.join(dict.fromkeys(s for _, _, s in g))} "
             f"[{'; '.join(f'{n}: {e}' for n, e, _ in g)}]" for what, g in groups.items()]
     return "; ".join(said) or None, tails
 

@@ -335,8 +335,12 @@ def _holding(ctx, case, handle, info) -> str | None:
             return None
         counter = (", and one non-trainable scalar more: a bookkeeping counter held as state "
                    "(torch BatchNorm's num_batches_tracked)") if extra else ""
-        return (f"the counts of the weights at the port's own shapes ({'; '.join(reshaped)})"
-                f"{counter}: {evidence}")
+        held = getattr(handle, "held", {})
+        why = [f"{w.name}: {held[w.name].why}" for w in other_shape
+               if w.name in held and getattr(held[w.name], "why", "")]
+        said = f" (the adapter says why: {'; '.join(why)})" if why else ""
+        return (f"the port holds {'; '.join(reshaped)}{said}, and its counts are those of the "
+                f"weights at its own shapes{counter}: {evidence}")
     if any(k not in size for k in got):
         return None  # other names: not a matter of trainability alone
     flipped = [w for w in table if w.name in got and got[w.name][1] != w.trainable]
