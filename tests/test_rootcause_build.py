@@ -153,6 +153,11 @@ def test_the_validation_diagnosis_groups_what_gets_through_by_how():
         "of 26 invalid configs, 2 accepted: n_series=0, dropout=1.5; "
         "1 raised RuntimeError instead: n_series=-2; 1 raised a ValueError or TypeError that "
         "does not name the parameter: ff_dim=2.0")
+    # the first unnamed error is quoted: a shape check reached at build says where it came from
+    failed[2] = ("ff_dim=2.0", "unnamed", "config {'ff_dim': 2.0}: ValueError does not name "
+                 "ff_dim: expected a (batch, 6, 5) input")
+    said = errors._not_validated(failed, 26, "config", "the parameter")
+    assert said.endswith("ff_dim=2.0 (the first: ValueError: expected a (batch, 6, 5) input)")
 
 
 def test_an_accepted_value_is_said_to_be_replaced_only_when_the_layer_reports_another():

@@ -75,8 +75,11 @@ def _not_validated(failed, tried, what, culprit) -> str:
     grouped by what happened: accepted (no error raised), another exception type raised instead, or
     a ValueError/TypeError that does not name the culprit."""
     groups: dict[str, list[str]] = {}
-    for label, how, _ in failed:
+    first: dict[str, str] = {}
+    for label, how, problem in failed:
         groups.setdefault(how, []).append(label)
+        m = re.search(r"(\w+) does not name [\w ]+?: (.*)$", problem)
+        first.setdefault(how, f"{m[1]}: {m[2]}" if m else "")
     order = sorted(groups, key=lambda how: (how != "accepted", how == "unnamed", how))
 
     def happened(how):
@@ -86,7 +89,12 @@ def _not_validated(failed, tried, what, culprit) -> str:
             return f"raised a ValueError or TypeError that does not name {culprit}"
         return f"raised {how} instead"
 
-    parts = [f"{len(groups[how])} {happened(how)}: {_some(groups[how])}" for how in order]
+    def quoted(how):  # the first such error: where it came from shows in its words
+        said = first[how] if how == "unnamed" else ""
+        return f" (the first: {said if len(said) <= 160 else said[:157] + '...'})" if said else ""
+
+    parts = [f"{len(groups[how])} {happened(how)}: {_some(groups[how])}{quoted(how)}"
+             for how in order]
     return (f"{what}s not validated (the spec: a ValueError or TypeError naming {culprit}): "
             f"of {tried} invalid {what}s, " + "; ".join(parts))
 
