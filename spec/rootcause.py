@@ -179,6 +179,8 @@ def probe(adapter, spec) -> list[dict]:
     config parameters swapped before the adapter sees them: the first swap under which every
     call runs (an adapter passing each to the other's parameter; the calls whose config has
     the two equal run either way) gives the records, and a "config swap" record names it."""
+    if spec.name not in variants.SPACES:  # a layer with no variant space: nothing to search
+        return []
     run = _probe_fm if spec.prefix == "FM" else _probe_gff
     records = run(adapter, spec)
     if any(r["error"] for r in records):
@@ -518,7 +520,7 @@ class Finding:
             "spec_error": self.spec_error, "variant_error": self.variant_error}
 
     def line(self) -> str:
-        space = variants.SPACES[self.layer]
+        space = variants.SPACES.get(self.layer)  # None: a layer no variant describes
         if self.located and not self.says and self.evidence:
             return (f"{self.layer}: " + "; ".join(text for text, _ in self.located)
                     + f" [{self.evidence}]")
@@ -926,6 +928,9 @@ def search(spec, records):
     swap the probe found the port built with (``probe``), if any."""
     from portspec.localise import STAGE, localise
 
+    if spec.name not in variants.SPACES:
+        return Finding(spec.name, fits=False, note=f"portspec.variants has no variant space for "
+                       f"{spec.name}; its clauses' own diagnoses are its root causes")
     alias = next((r for r in records if r["label"] == ALIASES), None)
     if alias is not None:  # before any variant: the probe's weights are not the ones written
         return Finding(spec.name, fits=False, located=((aliased(alias["state"]), "weights"),),

@@ -188,3 +188,16 @@ def test_a_port_that_validates_nothing_gets_root_causes_saying_so():
     assert "accepted: n_series=0" in config and "raised RuntimeError instead: n_series=-2" in config
     assert call.startswith("FeatureMixing: calls not validated"), call
     assert "of 5 invalid calls, " in call and "accepted: integer dtype" in call
+
+
+def test_a_layer_without_a_variant_space_is_probed_for_nothing_and_searched_for_nothing():
+    """docs/adding-a-layer.md: a new layer's failures keep their clauses' own diagnoses until
+    it has a variant space; the root-cause stage neither probes it with another layer's probe
+    nor fails on it."""
+    from portspec import rootcause
+
+    other = SimpleNamespace(name="OtherLayer", prefix="OL")
+    assert rootcause.probe(object(), other) == []
+    found = rootcause.search(other, [])
+    assert not found.fits and not found.says
+    assert "no variant space for OtherLayer" in found.line()
