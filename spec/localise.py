@@ -441,6 +441,8 @@ def _fm_update(r) -> str | None:
                   "the unbiased batch variance + epsilon": unbiased + eps,
                   "sqrt(the batch variance + epsilon) (the normalisation's denominator)":
                   np.sqrt(var + eps),
+                  "the variance of the standardised features, var / (var + epsilon) (the "
+                  "normalisation's output where its input was meant)": var / (var + eps),
                   **{f"the variance about {c}": ((x - v) ** 2).mean(axis=0)
                      for c, v in base["centres"].items()}}
     if k is not None and abs(1 - k) > 1e-9:
@@ -649,6 +651,9 @@ def localise_gff(spec, records) -> list[str]:
             stages.setdefault((r["label"][len(STAGE):], r["training"]), r)
     said = []
     equal = stages.get(("equal", False))
+    named = _gff_outputs([r for r in stages.values() if not r["training"]]) if equal else None
+    if named:  # a fusion formula reproduces the gate and the a = b calls alike
+        return [(named, "both")]
     if equal is not None:
         a = equal["x"][0]
         out = np.asarray(equal["out"])
@@ -938,12 +943,17 @@ def _gff_outputs(records) -> str | None:
     with its configured activation: named where one does."""
     from portspec.layers.gated_feature_fusion import activate
 
+    if all(_rel(r["out"], _oracle(LAYERS["GatedFeatureFusion"], r)[0]) <= MATCH
+           for r in records):
+        return None  # the spec's own outputs: no other formula is the port's
     formulas = {
         "": None,  # the spec's fusion, its gate computed from other inputs (below)
         "act(z) a + act(-z) b: the complement written as act(-z), which is 1 - act(z) for the "
         "sigmoid alone": lambda g, gm, a, b: g * a + gm * b,
         "act(z) a + (1 - act(-z)) b: the complement of act(-z)":
         lambda g, gm, a, b: g * a + (1.0 - gm) * b,
+        "act(z) a - (1 - act(z)) b: the complement's sign flipped (act(z) a + (act(z) - 1) b)":
+        lambda g, gm, a, b: g * a - (1.0 - g) * b,
     }
     def pooled(how):  # the gate's inputs reduced over the axes between batch and features
         def inputs(v):
@@ -958,9 +968,11 @@ def _gff_outputs(records) -> str | None:
                    " with the gate computed from the inputs' maximum over the axes between "
                    "the batch and the features (one gate per sample, broadcast over them)":
                    pooled(np.max)}
+    deep = any(np.ndim(r["x"][0]) > 2 for r in records)
     for name, fuse in formulas.items():
         for how, seen in gate_inputs.items():
-            if not how and fuse is None:
+            # the spec itself; a pooled gate where no input has axes to pool (the spec then)
+            if (not how and fuse is None) or (how and not deep):
                 continue
             for r in records:
                 a, b = r["x"]

@@ -163,7 +163,8 @@ FM_DEFAULTS = {
     "clip": None,
     # a training batch of one: "batch" (its own statistics, as any batch); "moving": the
     # BatchNorm run as in inference for it (moving statistics used, not updated), a port's
-    # guard against the variance of one sample
+    # guard against the variance of one sample; "frozen": normalised with its own statistics
+    # but the moving statistics left unchanged (an `if batch > 1:` around the update)
     "batch_one": "batch",
     # the second dropout on the residual sum (input included): drop(x + dense2(...))
     "residual_dropout": False,
@@ -267,9 +268,11 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             bn_training = training != (c["norm_training"] == "inverted")
             if c["batch_one"] == "moving" and v.shape[0] == 1:
                 bn_training = False  # a batch of one normalised as in inference, not updated
+            frozen = c["batch_one"] == "frozen" and v.shape[0] == 1
             use_batch = (c["train_stats"] == "batch" if bn_training
                          else c["infer_stats"] == "batch")
-            if c["update"] == "always" or (c["update"] == "training" and bn_training):
+            if not frozen and (c["update"] == "always" or (c["update"] == "training"
+                                                            and bn_training)):
                 ddof = c["update_ddof"]
                 # an unbiased variance of one sample is undefined (NaN, as torch gives)
                 uvar = ops.var(v, axes, ddof) if count > ddof else np.full_like(mean, np.nan)
@@ -562,7 +565,7 @@ FM_SPACE = Space(
         "residual_dropout": [True],
         "map_swap": ["stats", "affine"],
         "clip": ["fit"],
-        "batch_one": ["moving"],
+        "batch_one": ["moving", "frozen"],
         "transpose": [True],
     },
     {
@@ -652,7 +655,10 @@ FM_SPACE = Space(
                            f"[-{c:g}, {c:g}] before the scale and offset"),
         "batch_one": {"batch": "a training batch of one normalised with its own statistics",
                       "moving": "a training batch of one normalised as in inference (moving "
-                      "statistics used and left unchanged)"},
+                      "statistics used and left unchanged)",
+                      "frozen": "a training batch of one normalised with its own statistics "
+                      "but the moving statistics left unchanged by it (the update skipped for "
+                      "a batch of one)"},
         "transpose": TRANSPOSE,
     },
 )

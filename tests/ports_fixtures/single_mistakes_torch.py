@@ -21,6 +21,33 @@ from portspec.ports import TorchPortAdapter, absent, held_as, identity, transpos
 FM_SPEC, GFF_SPEC = LAYERS["FeatureMixing"], LAYERS["GatedFeatureFusion"]
 
 
+class _StraightThroughReLU(torch.autograd.Function):
+    """ReLU whose backward forgets the mask: the gradient passes where p < 0 too."""
+
+    @staticmethod
+    def forward(ctx, p):
+        return p.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _SigmoidGradS(torch.autograd.Function):
+    """A sigmoid whose backward multiplies by s, its factor (1 - s) left out."""
+
+    @staticmethod
+    def forward(ctx, z):
+        s = torch.sigmoid(z)
+        ctx.save_for_backward(s)
+        return s
+
+    @staticmethod
+    def backward(ctx, grad):
+        (s,) = ctx.saved_tensors
+        return grad * s
+
+
 class FM(nn.Module):
     """FeatureMixing to the spec; class attributes select one mistake."""
 
@@ -49,6 +76,8 @@ class FM(nn.Module):
     bias2_after_dropout = False  # dropout(h @ W2) + b2
     var_centre = None  # the training variance about "grand" (x.mean()) or "zero" (E[x^2])
     update_var_eps = False  # the moving variance averages var + eps
+    batch_one_frozen = False  # a training batch of one leaves the moving statistics unchanged
+    update_with_output = False  # the moving variance averages the standardised output's var
     # the standardised features put back on other cells: "T1" flattened row-major, unflattened
     # as (N, L) and transposed; "T2" flattened from x.transpose(1, 2), reshaped straight back
     unflatten = None
@@ -103,6 +132,7 @@ class FM(nn.Module):
             training = self.training and not (self.batch_one_moving and v.shape[0] == 1)
             use_batch = (not self.moving_in_training) if training else self.batch_in_inference
             moves = self.update == "always" or (self.update == "training" and training)
+            moves = moves and not (self.batch_one_frozen and v.shape[0] == 1)  # "if b > 1:"
             if moves:
                 with torch.no_grad():
                     stat_var = v.var(axes, keepdim=True, correction=self.update_ddof)
@@ -110,6 +140,9 @@ class FM(nn.Module):
                     if self.var_centre:
                         stat_var = var
                     stat_var = stat_var + self.eps if self.update_var_eps else stat_var
+                    if self.update_with_output:  # a variable reused: the standardised values'
+                        stat_var = ((v - mean) / torch.sqrt(var + self.eps)).var(
+                            axes, keepdim=True, correction=0)
                     m = self.keep * self._as_grid(self.moving_mean) + (1 - self.keep) * mean[0]
                     kv = self.keep if self.var_keep is None else self.var_keep
                     s = kv * self._as_grid(self.moving_var) + (1 - kv) * stat_var[0]
@@ -211,6 +244,7 @@ class GFF(nn.Module):
     pooled = False  # the gate computed from the inputs averaged over the middle axes
     act_twice = False  # the activation applied to the gate again
     naive_softmax = False  # exp(z) / sum(exp(z)), the max not subtracted
+    custom_sigmoid = False  # a sigmoid whose backward leaves out (1 - s)
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
@@ -231,6 +265,8 @@ class GFF(nn.Module):
             return torch.softmax(z, dim=self.axis)
         if name == "tanh" and self.tanh_rescaled:  # a "fix" into [0, 1]
             return (torch.tanh(z) + 1) / 2
+        if name == "sigmoid" and self.custom_sigmoid:
+            return _SigmoidGradS.apply(z)
         return {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[name](z)
 
     def forward(self, a, b):
@@ -269,6 +305,8 @@ class GFF(nn.Module):
             return g * a + 1 - g * b
         if self.roles == "logits":  # the complement of the pre-activation
             return g * a + (1 - z) * b
+        if self.roles == "minus":  # the complement's sign flipped
+            return g * a + (g - 1) * b
         return g * b + (1 - g) * a if self.roles == "b-gated" else g * a + (1 - g) * b
 
 
@@ -453,6 +491,16 @@ PORTS = [
          r"the axes between the batch and the features", gff={"pooled": True}),
     port("gff-activation-twice", r"sigmoid\(sigmoid\(concat\(a, b\) @ kernel \+ bias\)\): "
          r"the activation applied twice", gff={"act_twice": True}),
+    port("relu-backward-straight-through", r"the backward between the second Dense and the "
+         r"first Dense's output: .* the activation's derivative is wrong",
+         fm={"activation": staticmethod(_StraightThroughReLU.apply)}),
+    port("gff-sigmoid-backward-without-1-minus-s", r"the backward through the gate: the "
+         r"activation's derivative", gff={"custom_sigmoid": True}),
+    port("batch-of-one-not-updated", {"batch_one": "frozen"}, fm={"batch_one_frozen": True}),
+    port("moving-variance-of-the-standardised-features", r"the moving variance averages the "
+         r"variance of the standardised features", fm={"update_with_output": True}),
+    port("gff-complement-sign-flipped", r"act\(z\) a - \(1 - act\(z\)\) b: the complement's "
+         r"sign flipped", gff={"roles": "minus"}),
     port("gff-softmax-unguarded", r"the softmax overflows: computed as exp\(z\) / "
          r"sum\(exp\(z\)\) without subtracting the max", gff={"naive_softmax": True}),
 ]

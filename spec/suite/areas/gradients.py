@@ -93,9 +93,12 @@ def gradients(ctx):
                 problems = [p for name in point
                             for p in _agrees(f, point, grads, _directions(rng, point, [name]),
                                              name)]
+                said = _diagnosis(problems, training, ctx.spec.prefix)
                 failure = ClauseFailure(
                     f"{case.label} training={training}: " + "; ".join(problems[:4]),
-                    diagnosis=_diagnosis(problems, training), details={"problems": problems},
+                    diagnosis=said, details={"problems": problems},
+                    # a boundary in the backward is read off which gradients agree: checked
+                    checked=bool(said and said.endswith("the port defines)")),
                 )
                 if _coarse_step_agrees(f, point, grads, rng):
                     failure.diagnosis = NOISE
@@ -210,10 +213,55 @@ def _held_fixed(spec, config, weights, x, cot, training):
     return []
 
 
-def _diagnosis(problems, training):
+# Each layer's trainable tensors and inputs in the order the backward pass reaches them, each
+# group with the part of the backward that lies between it and the group before: where the
+# gradients of the first groups match the central differences and those of every later group do
+# not, the backward goes wrong in the part the first wrong group names.
+BACKWARD = {
+    "FM": [(("dense2.bias",), "the backward of the output itself (the residual sum or the "
+            "second dropout)"),
+           (("dense2.kernel",), "the backward to the second Dense's kernel (the hidden units "
+            "the backward multiplies by)"),
+           (("dense1.bias", "dense1.kernel"), "the backward between the second Dense and the "
+            "first Dense's output: the second Dense's input gradient, the first dropout's or "
+            "the activation's derivative"),
+           (("norm.beta", "norm.gamma"), "the backward between the first Dense and the "
+            "normalisation's output: the first Dense's input gradient"),
+           (("input 0",), "the backward through the normalisation to its input")],
+    "GFF": [(("gate.bias", "gate.kernel"), "the backward through the gate: the activation's "
+             "derivative, or the fusion's derivative with respect to the gate"),
+            (("input 0", "input 1"), "the backward to the inputs: the fusion's derivative with "
+             "respect to a and b, or the gate's to its concatenated input")],
+}
+
+
+def _diagnosis(problems, training, prefix=None):
     if training and all("norm." in p or "input" in p for p in problems):
         return (
             "only the input and BatchNorm gradients are off in training: the batch "
             "statistics are treated as constants (stop_gradient/detach)"
         )
+    return _backward_part(problems, prefix)
+
+
+def _backward_part(problems, prefix) -> str | None:
+    """Where the wrong gradients are exactly the groups from one on (``BACKWARD``): that
+    group's part of the backward, with the gradients that match and those that do not."""
+    groups = BACKWARD.get(prefix)
+    wrong = {p.split(":", 1)[0].removeprefix("d/d") for p in problems}
+    if not groups or not wrong:
+        return None
+    for i, (_, part) in enumerate(groups):
+        later = {n for g, _ in groups[i:] for n in g}
+        if wrong != later:
+            continue
+        if i == 0:  # every gradient off: the part nearest the output, which all pass through
+            return (f"{part} is wrong: every gradient ({', '.join(sorted(later))}) is off "
+                    "against central differences of the port's own forward, and all of them "
+                    "pass through it (a custom backward, or an operation whose derivative the "
+                    "port defines)")
+        right = ", ".join(n for g, _ in groups[:i] for n in g)
+        return (f"{part} is wrong: the gradients of {right} match central differences of "
+                f"the port's own forward, and those of {', '.join(sorted(later))} do not "
+                "(a custom backward, or an operation whose derivative the port defines)")
     return None
