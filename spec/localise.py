@@ -40,6 +40,8 @@ travel with the finding (``Finding.located``) and stand in the verdict where no 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from portspec import variants
@@ -238,6 +240,18 @@ def _fm_hidden(r) -> str | None:
     # ReLU of another pre-activation: alpha (u @ K1) + beta b1 where it is positive, 0 elsewhere
     q = (u @ np.asarray(w["dense1.kernel"]))[:, :n]
     b1 = np.broadcast_to(np.asarray(w["dense1.bias"])[:n], q.shape)
+    u_relu = np.maximum(u, 0.0)
+    structural = {
+        "the first Dense's bias added after the activation (ReLU(x @ kernel) + bias)":
+        np.maximum(q, 0.0) + b1,
+        "a ReLU on the normalised features before the first Dense as well (ReLU(ReLU(x) @ "
+        "kernel + bias))": np.maximum((u_relu @ np.asarray(w["dense1.kernel"]))[:, :n] + b1,
+                                      0.0),
+    }
+    name = _named(got, structural)
+    if name:
+        return (f"the MLP computes {name}, where the spec's first Dense is ReLU(x @ kernel + "
+                f"bias) (the hidden units read back at {p.size} pre-activations)")
     on = got > 1e-9
     if on.sum() >= 4:
         design = np.stack([q[on], b1[on]], axis=1)
@@ -428,8 +442,15 @@ def _fm_update(r) -> str | None:
                      where=np.abs(mm - mean) > 1e-6)
     k = float(np.nanmedian(keep))
     if _rel(got_m, k * mm + (1 - k) * mean) > SAME:
-        said.append("the moving mean is not a running average of the batch mean")
-        k = None
+        ratio = np.divide(got_m, mm, out=np.full_like(mm, np.nan), where=np.abs(mm) > 1e-6)
+        k = float(np.nanmedian(ratio))
+        if _rel(got_m, k * mm) <= SAME and abs(1 - k) > 1e-9:  # a running average of 0
+            said.append("the moving mean averages 0, the standardised features' mean (the "
+                        "normalisation's output where its input was meant; the spec: the "
+                        "batch mean)")
+        else:
+            said.append("the moving mean is not a running average of the batch mean")
+            k = None
     from portspec.layers.feature_mixing import EPSILON as eps
 
     candidates = {"the batch variance": var, "the unbiased batch variance": unbiased,
@@ -571,6 +592,7 @@ def localise_fm(spec, records) -> list[str]:
         named = {"max(c, 0) (a ReLU after the second Dense)": np.maximum(c, 0.0),
                  "tanh(c) (a tanh after the second Dense)": np.tanh(c),
                  "sigmoid(c) (a sigmoid after the second Dense)": 1.0 / (1.0 + np.exp(-c)),
+                 "-c: the MLP's output subtracted from the input (x - branch)": -c,
                  f"{_round(beta)} c" if abs(beta) > 1e-9 else "no bias": beta * c}
         what = _named(added, named) or f"values {_g(float(np.abs(added - c).max()))} off c"
         said.append((f"the second Dense's output: with its kernel 0 and its bias c the port "
@@ -583,7 +605,9 @@ def localise_fm(spec, records) -> list[str]:
     moved = _fm_permutation(bad.get("norm", []))
     if moved:  # every later reading sees the cells moved: this is the one to say
         return [(moved, "both")]
-    if bad.get("hidden") and not affine:  # the hidden stage reads beta through the affine
+    # the hidden stage reads beta through the affine, and its units through the second Dense's
+    # output, which the bias stage has found otherwise
+    if bad.get("hidden") and not affine and not bad.get("bias"):
         text = _fm_hidden(bad["hidden"][0])
         if text:
             said.append((text, "both"))
@@ -893,10 +917,34 @@ def localise(spec, records, calls=()) -> list[tuple[str, str]]:
     spec's, the root-cause probe's own ``calls`` (their weights filled in) say which of its
     cases differ and which match."""
     try:
-        run = localise_fm if spec.prefix == "FM" else localise_gff
-        return run(spec, records) or _calls_differ(spec, calls)
+        if spec.prefix == "FM":
+            return _floor(spec, localise_fm(spec, records), calls) or _calls_differ(spec, calls)
+        return localise_gff(spec, records) or _calls_differ(spec, calls)
     except (KeyError, ValueError, TypeError, IndexError, np.linalg.LinAlgError):
         return []
+
+
+_NO_EPS = re.compile(r"sqrt\((var|the moving var)\), without epsilon")
+
+
+def _floor(spec, said, calls) -> list[tuple[str, str]]:
+    """A normalisation read as dividing by sqrt(var) without epsilon (the stage's variances
+    all above epsilon) that matches the spec where the moving variance is 0 (the probe's call
+    of that name): it divides by sqrt(max(var, epsilon)) there, epsilon a floor under the
+    variance; without epsilon it would divide by 0."""
+    zero = next((r for r in calls if r["label"] == "moving variance 0"), None)
+    if zero is None or not any(_NO_EPS.search(text) for text, _ in said):
+        return said
+    try:
+        want, _ = _oracle(spec, zero)
+    except (KeyError, ValueError, TypeError):
+        return said
+    if _rel(zero["out"], want) > MATCH:
+        return said
+    return [(_NO_EPS.sub(lambda m: f"sqrt(max({m[1]}, epsilon)) (epsilon a floor under the "
+                                   "variance: with a moving variance of 0 the port divides by "
+                                   "sqrt(epsilon) as the spec does)", text), scope)
+            for text, scope in said]
 
 
 def _calls_differ(spec, calls) -> list[tuple[str, str]]:

@@ -77,6 +77,9 @@ class FM(nn.Module):
     var_centre = None  # the training variance about "grand" (x.mean()) or "zero" (E[x^2])
     update_var_eps = False  # the moving variance averages var + eps
     batch_one_frozen = False  # a training batch of one leaves the moving statistics unchanged
+    eps_floor = False  # sqrt(max(var, eps)): epsilon a floor under the variance
+    bias1_after_act = relu_before_dense1 = False  # act(z W1) + b1; act(relu(z) W1 + b1)
+    branch_sign = 1.0  # -1: x - branch
     update_with_output = False  # the moving variance averages the standardised output's var
     # the standardised features put back on other cells: "T1" flattened row-major, unflattened
     # as (N, L) and transposed; "T2" flattened from x.transpose(1, 2), reshaped straight back
@@ -155,6 +158,8 @@ class FM(nn.Module):
                 self.moving_var.copy_(new_s)
         if self.mean_only:
             z = v - mean
+        elif self.eps_floor:
+            z = (v - mean) / torch.sqrt(var.clamp_min(self.eps))
         elif self.eps_outside or (self.eps_outside_in_training and self.training):
             z = (v - mean) / (var.sqrt() + self.eps)
         else:
@@ -196,8 +201,10 @@ class FM(nn.Module):
         return (torch.rand(drawn, dtype=dtype) >= p).expand(shape).clone()
 
     def branch(self, z):
-        bias1 = 0 if self.bias1_ignored else self.lin1.bias
+        bias1 = 0 if self.bias1_ignored or self.bias1_after_act else self.lin1.bias
+        z = F.relu(z) if self.relu_before_dense1 else z
         h = self.activation(z @ self.lin1.weight.T + bias1)
+        h = h + self.lin1.bias if self.bias1_after_act else h
         p = self._rate()
         m1 = self._mask(h.shape, h.dtype, p)
         m2 = self._mask((*h.shape[:-1], self.n_series), h.dtype, p)
@@ -225,6 +232,7 @@ class FM(nn.Module):
         if self.float32_inside:  # a sublayer that rounds to float32 whatever it is given
             z = z.float().to(x.dtype)
         y = self.branch(z)
+        y = self.branch_sign * y
         out = {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
             self.residual]
         return self.drop(out, 2, self._m2) if self.drop_after_residual else out
@@ -501,6 +509,14 @@ PORTS = [
          r"variance of the standardised features", fm={"update_with_output": True}),
     port("gff-complement-sign-flipped", r"act\(z\) a - \(1 - act\(z\)\) b: the complement's "
          r"sign flipped", gff={"roles": "minus"}),
+    port("epsilon-as-a-variance-floor", r"divides by sqrt\(max\(var, epsilon\)\) \(epsilon a "
+         r"floor under the variance", fm={"eps_floor": True}),
+    port("dense1-bias-after-the-activation", r"the MLP computes the first Dense's bias added "
+         r"after the activation", fm={"bias1_after_act": True}),
+    port("relu-before-the-first-dense", r"the MLP computes a ReLU on the normalised features "
+         r"before the first Dense as well", fm={"relu_before_dense1": True}),
+    port("branch-subtracted", r"adds -c: the MLP's output subtracted from the input",
+         fm={"branch_sign": -1.0}),
     port("gff-softmax-unguarded", r"the softmax overflows: computed as exp\(z\) / "
          r"sum\(exp\(z\)\) without subtracting the max", gff={"naive_softmax": True}),
 ]
