@@ -220,6 +220,16 @@ ACTIVATIONS = {
 }
 
 
+def _hidden_units(r):
+    """(pre-activations p, hidden units read back) of the hidden stage's record: the first N
+    hidden units, which the second Dense copies to the channels."""
+    w, x = r["weights"], r["x"]
+    n, length = x.shape[2], x.shape[1]
+    u = np.asarray(w["norm.beta"]).reshape(length, n)
+    p = (u @ np.asarray(w["dense1.kernel"]) + np.asarray(w["dense1.bias"]))[:, :n]
+    return p, (np.asarray(r["out"]) - x).mean(axis=0)
+
+
 def _fm_hidden(r) -> str | None:
     """The activation read back at the hidden stage's pre-activations; None where the hidden
     units differ from sample to sample or do not depend on beta at all (the normalisation
@@ -592,9 +602,9 @@ def localise_fm(spec, records) -> list[str]:
         named = {"max(c, 0) (a ReLU after the second Dense)": np.maximum(c, 0.0),
                  "tanh(c) (a tanh after the second Dense)": np.tanh(c),
                  "sigmoid(c) (a sigmoid after the second Dense)": 1.0 / (1.0 + np.exp(-c)),
-                 "-c: the MLP's output subtracted from the input (x - branch)": -c,
                  f"{_round(beta)} c" if abs(beta) > 1e-9 else "no bias": beta * c}
         what = _named(added, named) or f"values {_g(float(np.abs(added - c).max()))} off c"
+        scaled = _rel(added, beta * c) <= SAME and abs(beta) > 1e-9
         said.append((f"the second Dense's output: with its kernel 0 and its bias c the port "
                      f"adds {what} in {modes}, where the spec adds c", _scope(bad["bias"])))
     # the affine stage of a mode is read where the norm stage of that mode is the spec's
@@ -607,7 +617,17 @@ def localise_fm(spec, records) -> list[str]:
         return [(moved, "both")]
     # the hidden stage reads beta through the affine, and its units through the second Dense's
     # output, which the bias stage has found otherwise
-    if bad.get("hidden") and not affine and not bad.get("bias"):
+    if bad.get("hidden") and not affine and bad.get("bias"):
+        # the bias path scaled by beta: where the kernel path is too, the whole MLP output is
+        if scaled and _rel(_hidden_units(bad["hidden"][0])[1],
+                           beta * np.maximum(_hidden_units(bad["hidden"][0])[0], 0.0)) <= SAME:
+            said[-1] = (("the MLP's output is subtracted from the input (x - branch) where the "
+                         "spec adds it" if abs(beta + 1) < 1e-9 else
+                         f"the MLP's output is {_round(beta)} times the spec's") + (
+                         ": its bias path (the second Dense's kernel 0 and bias c: the port "
+                         f"adds {_round(beta)} c) and its kernel path (the hidden units read "
+                         f"back are {_round(beta)} ReLU(p)) alike"), said[-1][1])
+    elif bad.get("hidden") and not affine:
         text = _fm_hidden(bad["hidden"][0])
         if text:
             said.append((text, "both"))
@@ -850,6 +870,21 @@ def _gff_gate(spec, r) -> str | None:
                         f"on {label} as well (logit of the gate read back, regressed on a, b "
                         f"and {label}: max residual below 1e-6), where the spec's is "
                         "concat(a, b) @ kernel + bias")
+        def standardised(v, eps):  # a LayerNorm without its scale and offset, per row
+            return (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + eps)
+
+        for eps in (1e-3, 1e-5, 1e-6, 0.0):  # Keras's, PyTorch's, Flax's LayerNorm epsilon
+            for label, seen in (
+                    ("LayerNorm(concat(a, b))", standardised(v, eps)),
+                    ("concat(LayerNorm(a), LayerNorm(b))", np.concatenate(
+                        [standardised(a, eps), standardised(b, eps)], axis=-1))):
+                fit = np.concatenate([seen[rows], np.ones((int(rows.sum()), 1))], axis=1)
+                c2, *_ = np.linalg.lstsq(fit, z[rows], rcond=None)
+                if float(np.abs(fit @ c2 - z[rows]).max()) <= 1e-6 * scale:
+                    return (f"the gate sees normalised inputs: its pre-activation is affine in "
+                            f"{label} (epsilon {eps:g}; logit of the gate read back, regressed: "
+                            "max residual below 1e-6), where the spec's is concat(a, b) @ "
+                            "kernel + bias on the inputs as they are")
         return ("the gate's pre-activation (the logit of the gate read back) is not affine in "
                 f"concat(a, b) (max residual {_g(residual)} of the best affine fit), where the "
                 "spec's is concat(a, b) @ kernel + bias")

@@ -253,6 +253,7 @@ class GFF(nn.Module):
     act_twice = False  # the activation applied to the gate again
     naive_softmax = False  # exp(z) / sum(exp(z)), the max not subtracted
     custom_sigmoid = False  # a sigmoid whose backward leaves out (1 - s)
+    ln_inputs = False  # the gate computed from LayerNorm(a), LayerNorm(b) (no affine)
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
@@ -283,6 +284,8 @@ class GFF(nn.Module):
         if self.halves_transposed:  # each (F, F) half read (in, out)
             w = torch.cat([w[:, :f].T, w[:, f:].T], dim=1)
         first, second = (a, b) if self.concat == "ab" else (b, a)
+        if self.ln_inputs:  # "normalise before gating"
+            first, second = (F.layer_norm(v, v.shape[-1:]) for v in (first, second))
         if self.pooled and a.dim() > 2:  # "one gate per sequence"
             first, second = (v.mean(dim=tuple(range(1, v.dim() - 1)), keepdim=True)
                              for v in (first, second))
@@ -515,8 +518,11 @@ PORTS = [
          r"after the activation", fm={"bias1_after_act": True}),
     port("relu-before-the-first-dense", r"the MLP computes a ReLU on the normalised features "
          r"before the first Dense as well", fm={"relu_before_dense1": True}),
-    port("branch-subtracted", r"adds -c: the MLP's output subtracted from the input",
+    port("branch-subtracted", r"the MLP's output is subtracted from the input \(x - branch\)",
          fm={"branch_sign": -1.0}),
+    port("gff-gate-of-normalised-inputs", r"the gate sees normalised inputs: its "
+         r"pre-activation is affine in concat\(LayerNorm\(a\), LayerNorm\(b\)\) \(epsilon "
+         r"1e-05", gff={"ln_inputs": True}),
     port("gff-softmax-unguarded", r"the softmax overflows: computed as exp\(z\) / "
          r"sum\(exp\(z\)\) without subtracting the max", gff={"naive_softmax": True}),
 ]
