@@ -627,8 +627,13 @@ FM_SPACE = Space(
         "dropout_rate": _dropout_rate_words,
         "sites": {("dropout1", "dropout2"): "dropout after the activation and the second Dense",
                   ("dropout1",): "dropout only after the activation",
-                  ("dropout2",): "dropout only after the second Dense",
-                  (): "no dropout"},
+                  # the dropout probe sets the first Dense's kernel to 0: a dropout on that
+                  # Dense's input (the normalised features) cannot show in it
+                  ("dropout2",): "dropout only after the second Dense, none after the "
+                  "activation (or one on the first Dense's input, which the dropout probe "
+                  "cannot see)",
+                  (): "no dropout (or one on the first Dense's input only, which the dropout "
+                  "probe cannot see)"},
         "dropout_inference": {False: "no dropout in inference",
                               True: "dropout active in inference"},
         "shared_mask": {False: "independent masks per site",
