@@ -618,8 +618,11 @@ def main(argv=None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:
             _unrecognized(parser, args.command, argv, extra)
+    from portspec import forkserver
     from portspec.registry import LoadError
 
+    # a port file's next run finds its framework imported (portspec.forkserver)
+    forkserver.set_default(args.command in ("verify", "matrix"))
     try:
         return args.func(args)
     except BrokenPipeError:  # `portspec list | head`: the reader left; nothing to report
@@ -628,6 +631,8 @@ def main(argv=None) -> int:
     except (UsageError, LoadError, ValueError, OSError) as exc:
         print(f"portspec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        forkserver.spawn_pending()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from portspec import registry, rootcause
+from portspec import forkserver, registry, rootcause
 from portspec.cache import enable_compilation_caches
 from portspec.diagnose import explain_result
 from portspec.layers import LAYERS
@@ -163,15 +163,20 @@ class _Worker:
             self.proc, self.stderr, self.lines = reused
         else:
             self.stderr = tempfile.TemporaryFile()
-            # A session of its own: on a timeout the whole group goes, compile workers included.
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "portspec.isolation", "--serve"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self.stderr,
-                env=env,
-                start_new_session=True,
-            )
+            # a port file's worker with its framework imported already, where a fork server
+            # runs (portspec.forkserver); its environment is the key, but for the per-job part
+            self.proc = registry.is_file(job["target"]) and forkserver.start_worker(
+                job["target"], {k: v for k, v in env.items() if k not in PER_JOB}, self.stderr)
+            if not self.proc:
+                # A session of its own: on a timeout the whole group goes, compile workers too.
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "portspec.isolation", "--serve"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=self.stderr,
+                    env=env,
+                    start_new_session=True,
+                )
             self.lines: queue.Queue = queue.Queue()
             threading.Thread(target=self._read, daemon=True).start()
         job = {**job, "environ": {k: env.get(k) for k in PER_JOB}}

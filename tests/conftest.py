@@ -42,6 +42,9 @@ MISSING = re.compile(
 
 
 def pytest_configure(config):
+    # no fork servers (portspec.forkserver) left behind by a test that runs the CLI in-process;
+    # tests/test_forkserver.py turns them on where it tests them
+    os.environ.setdefault("PORTSPEC_FORK_SERVER", "0")
     config.addinivalue_line(
         "markers",
         "home(*envs): the tox environments that run this test (tests/conftest.py)",

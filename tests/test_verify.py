@@ -38,16 +38,17 @@ def test_the_numpy_port_passes():
     assert [(r.clause, r.status) for r in results] == [(c, "passed") for c in CLAUSES]
 
 
-@pytest.mark.parametrize(
-    "port, reason",
-    [
-        ("raise", "raised RuntimeError: this port cannot report its config"),
-        ("hang", "timed out after 2 s"),
-        ("segfault", "worker died with signal SIGSEGV (11) in _segfault"),
-        ("os-exit", "worker died with exit code 3"),
-        ("sys-exit", "worker died with exit code 0"),
-    ],
-)
+# each misbehaving port, and how its clause's failure begins (tests/test_forkserver.py too)
+MISBEHAVIOURS = [
+    ("raise", "raised RuntimeError: this port cannot report its config"),
+    ("hang", "timed out after 2 s"),
+    ("segfault", "worker died with signal SIGSEGV (11) in _segfault"),
+    ("os-exit", "worker died with exit code 3"),
+    ("sys-exit", "worker died with exit code 0"),
+]
+
+
+@pytest.mark.parametrize("port, reason", MISBEHAVIOURS)
 def test_a_misbehaving_port_fails_that_clause_and_only_that(port, reason, tmp_path):
     results = _run(port, timeout=2 if port == "hang" else 20)
     assert list(results) == CLAUSES  # every clause reported, in spec order
