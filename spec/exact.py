@@ -109,7 +109,9 @@ def matmul(a, b) -> np.ndarray:
 
 
 def softmax(x, axis: int = -1) -> np.ndarray:
-    """exp(x - max) / sum(exp(x - max)) along ``axis``."""
+    """exp(x - max) / sum(exp(x - max)) along ``axis`` (None: over every element)."""
     x = _float64(x)
+    if axis is None:
+        return softmax(x.reshape(-1), 0).reshape(x.shape)
     e = exp(x - x.max(axis=axis, keepdims=True))
     return e / sum(e, axis, keepdims=True)

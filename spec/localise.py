@@ -587,8 +587,11 @@ def localise_fm(spec, records) -> list[str]:
         modes = _modes([r["training"] for r in bad["residual"]])
         r = bad["residual"][0]
         alpha, c, res = _fit_line(r["x"], r["out"])
+        outs = [(np.asarray(q["out"]), np.asarray(q["x"])) for q in bad["residual"]]
         what = (f"{_round(alpha)} x" + (f" + {_g(c)}" if abs(c) > 1e-9 else "")
                 if res <= SAME * (1 + np.abs(r["out"]).max()) else
+                "max(x, 0) (a ReLU applied after the residual, to x + branch)"
+                if all(_rel(out, np.maximum(x, 0.0)) <= MATCH for out, x in outs) else
                 f"an output {_g(float(np.abs(r['out'] - r['x']).max()))} off its input")
         return [(f"the residual: with the second Dense's kernel and bias 0 the port returns "
                  f"{what} in {modes}, where the spec returns its input x",
@@ -641,6 +644,10 @@ def localise_fm(spec, records) -> list[str]:
             text = _fm_update(r)
             if text:
                 said.append((text, "update"))
+    skipped = _fm_skipped(stages)
+    if skipped:  # the norm stage's reading, which sees no standardisation, said in full
+        said = [t for t in said if not t[0].startswith("in ") or "normalisation" not in t[0]]
+        said = [t for t in said if t[1] not in ("inference", "training")] + [(skipped, "both")]
     if affine:
         texts = {_fm_affine(r) for r in affine}
         if len(texts) == 1:  # alike in the modes that differ
@@ -654,6 +661,35 @@ def localise_fm(spec, records) -> list[str]:
         if text:
             said.append((text, "dropout"))
     return said
+
+
+def _fm_skipped(stages) -> str | None:
+    """Where the norm stage reads back the input itself in both modes (no mean subtracted,
+    divided by 1), the affine stage says what else of the normalisation is left: nothing (the
+    first Dense reads the input: the normalisation's output unused, or never applied), or
+    the scale and offset alone. None otherwise."""
+    norm, affine = stages.get("norm", []), stages.get("affine", [])
+    if len(norm) < 2 or not affine or not all(
+            _rel(np.asarray(r["out"]) - r["x"], r["x"]) <= MATCH for r in norm):
+        return None
+    got = []
+    for r in affine:
+        x = np.asarray(r["x"])
+        length, n = x.shape[1:]
+        gamma, beta = (np.asarray(r["weights"][k]).reshape(length, n)
+                       for k in ("norm.gamma", "norm.beta"))
+        got.append((np.asarray(r["out"]) - x, x, gamma * x + beta))
+    if all(_rel(out, x) <= MATCH for out, x, _ in got):
+        return ("the normalisation is not applied: the first Dense reads the input x itself, "
+                "neither standardised nor scaled by gamma and shifted by beta, in inference "
+                "and training (the normalisation's output unused, or the layer skipped; read "
+                "back with gamma 1 and beta 0, and with random gamma and beta)")
+    if all(_rel(out, affine_x) <= MATCH for out, _, affine_x in got):
+        return ("the normalisation does not standardise: it computes gamma x + beta on the "
+                "input itself, no mean subtracted and no division by sqrt(var + epsilon), in "
+                "inference and training (read back with gamma 1 and beta 0, and with random "
+                "gamma and beta)")
+    return None
 
 
 def _fm_affine(r) -> str:
@@ -934,13 +970,18 @@ SCOPES = {
 }
 
 
-def explains(spec, located, clause_id: str) -> bool:
-    """Can one of the ``located`` (text, scope) statements fail the clause ``clause_id``?
-    GatedFeatureFusion's forward clause judges training as well as inference."""
+def explains(spec, located, clause_id: str, message: str = "") -> bool:
+    """Can one of the ``located`` (text, scope) statements fail the clause ``clause_id``, whose
+    failure reads ``message``? GatedFeatureFusion's forward clause judges training as well as
+    inference; FM-DTYPE calls both, so a part that differs in training alone fails it where
+    each of its failing calls is a training one."""
     family = spec.clause(clause_id.split("-", 1)[1]).family
     scopes = {scope for _, scope in located}
     if spec.prefix == "GFF" and "training" in scopes:
         scopes.add("both")
+    if family == "dtype" and "training" in scopes and message and all(
+            "training=True" in part for part in message.split("; ")):
+        return True
     return any(family in SCOPES[s] for s in scopes)
 
 

@@ -1610,7 +1610,7 @@ def attach(results, exchange: list | None = None):
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
         elif finding.located and localise.explains(prefixes[prefix], finding.located,
-                                                   r.clause):
+                                                   r.clause, r.message):
             # no variant: the staged probe's reading of the part that differs is the cause
             out[i] = replace(r, cause=finding.line(), details=details)
         elif _compiled_only(finding, r):

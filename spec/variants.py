@@ -451,8 +451,10 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
 
 
 def _softmax_axis(axis, ndim: int) -> int:
-    """The softmax axis of a choice: an axis, or "implicit", torch's F.softmax without dim
-    (torch.nn.functional._get_softmax_dim: 0 at rank 0, 1 and 3, else 1)."""
+    """The softmax axis of a choice: an axis, "implicit", torch's F.softmax without dim
+    (torch.nn.functional._get_softmax_dim: 0 at rank 0, 1 and 3, else 1), or "all" (None)."""
+    if axis == "all":  # no axis given to a hand-written softmax: e / e.sum()
+        return None
     if axis != "implicit":
         return axis
     return 0 if ndim in (0, 1, 3) else 1
@@ -676,7 +678,7 @@ GFF_SPACE = Space(
         "roles": ["b-gated", "both", "residual", "precedence", "logits"],
         "bias": [False],
         "activation": list(gff.ACTIVATIONS),
-        "axis": [0, 1, "implicit"],
+        "axis": [0, 1, "implicit", "all"],
         "sees": ["a", "b", "aa", "bb"],
         "sigmoid": ["hard", "hard-keras2"],
         "tanh": ["rescaled"],
@@ -707,7 +709,9 @@ GFF_SPACE = Space(
         "axis": {-1: "softmax over the last axis", 0: "softmax over the first (batch) axis",
                  1: "softmax over axis 1",
                  "implicit": "torch's implicit softmax axis (F.softmax without dim: axis 0 at "
-                 "rank 3, axis 1 at rank 2 and 4)"},
+                 "rank 3, axis 1 at rank 2 and 4)",
+                 "all": "softmax over the whole array, every axis at once (no axis given: "
+                 "exp(z) / exp(z).sum())"},
         "sees": {"both": "the gate seeing both inputs", "a": "the gate seeing only a",
                  "b": "the gate seeing only b", "aa": "the gate seeing concat([a, a]) (b "
                  "never reaches it)", "bb": "the gate seeing concat([b, b]) (a never reaches "

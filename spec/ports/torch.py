@@ -187,7 +187,21 @@ class TorchPortHandle(PortHandle):
         self._compiled = {}
 
     def _tensors(self):
-        return self.obj.state_dict(keep_vars=True)
+        tensors = self.obj.state_dict(keep_vars=True)
+        # buffers registered with persistent=False: the layer computes with them, but
+        # state_dict() leaves them out, so a saved layer loses them (FM-SAVE-NATIVE says so)
+        for path, buffer in self.obj.named_buffers():
+            tensors.setdefault(path, buffer)
+        return tensors
+
+    def unsaved(self) -> str | None:
+        """The layer's buffers that ``state_dict()``, and so a native save, leaves out."""
+        saved = self.obj.state_dict()
+        left = [path for path, _ in self.obj.named_buffers() if path not in saved]
+        if not left:
+            return None
+        return (f"the port's {', '.join(left)} are buffers registered with persistent=False, "
+                "which state_dict() leaves out")
 
     def _native(self):
         params = {id(p) for p in self.obj.parameters() if p.requires_grad}

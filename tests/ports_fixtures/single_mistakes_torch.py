@@ -84,6 +84,10 @@ class FM(nn.Module):
     # the standardised features put back on other cells: "T1" flattened row-major, unflattened
     # as (N, L) and transposed; "T2" flattened from x.transpose(1, 2), reshaped straight back
     unflatten = None
+    persistent = True  # False: the moving statistics are left out of state_dict()
+    relu_after_residual = False  # relu(x + branch)
+    update_first = False  # training normalises with the moving statistics it just updated
+    standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
         super().__init__()
@@ -96,8 +100,8 @@ class FM(nn.Module):
         if self.affine != "both":  # the one the layer does without is not held either
             self.register_parameter("beta" if self.affine == "scale" else "gamma", None)
         if self.norm in ("feature", "channel", "time", "scalar"):
-            self.register_buffer("moving_mean", torch.zeros(shape))
-            self.register_buffer("moving_var", torch.ones(shape))
+            self.register_buffer("moving_mean", torch.zeros(shape), persistent=self.persistent)
+            self.register_buffer("moving_var", torch.ones(shape), persistent=self.persistent)
         self.lin1, self.lin2 = nn.Linear(n_series, ff_dim), nn.Linear(ff_dim, n_series)
         for lin in (self.lin1, self.lin2):
             nn.init.xavier_uniform_(lin.weight)
@@ -156,7 +160,12 @@ class FM(nn.Module):
             if moves:
                 self.moving_mean.copy_(new_m)
                 self.moving_var.copy_(new_s)
-        if self.mean_only:
+            if moves and self.update_first:  # training normalises with what it just stored
+                mean = self._as_grid(self.moving_mean).clone()
+                var = self._as_grid(self.moving_var).clone()
+        if not self.standardise:  # only the scale and offset: gamma v + beta
+            z = v
+        elif self.mean_only:
             z = v - mean
         elif self.eps_floor:
             z = (v - mean) / torch.sqrt(var.clamp_min(self.eps))
@@ -229,12 +238,14 @@ class FM(nn.Module):
             y = self.branch(x)
             return self.normalise(x + y)
         z = self.normalise(x)
+        z = x if self.norm_output_unused else z  # dense1(x) where dense1(z) was meant
         if self.float32_inside:  # a sublayer that rounds to float32 whatever it is given
             z = z.float().to(x.dtype)
         y = self.branch(z)
         y = self.branch_sign * y
         out = {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
             self.residual]
+        out = F.relu(out) if self.relu_after_residual else out
         return self.drop(out, 2, self._m2) if self.drop_after_residual else out
 
 
@@ -269,6 +280,9 @@ class GFF(nn.Module):
         if name == "softmax" and self.naive_softmax:  # "the textbook formula"
             return torch.exp(z) / torch.exp(z).sum(-1, keepdim=True)
         if name == "softmax":
+            if self.axis == "all":  # by hand, no axis given: every element at once
+                e = torch.exp(z - z.max())
+                return e / e.sum()
             if self.axis == "implicit":  # F.softmax without dim (torch's legacy choice)
                 return torch.softmax(z, dim=0 if z.dim() in (0, 1, 3) else 1)
             return torch.softmax(z, dim=self.axis)
@@ -459,6 +473,7 @@ PORTS = [
     port("gff-no-bias", {"bias": False}, gff={"bias": False}),
     port("gff-softmax-axis-0", {"axis": 0}, gff={"axis": 0}),
     port("gff-softmax-implicit-dim", {"axis": "implicit"}, gff={"axis": "implicit"}),
+    port("gff-softmax-over-every-axis", {"axis": "all"}, gff={"axis": "all"}),
     port("gff-always-sigmoid", {"activation": "sigmoid"}, gff={"fixed": "sigmoid"}),
     port("gff-gate-sees-a", {"sees": "a"}, gff={"sees": "a"}),
     port("gff-gate-sees-a-twice", {"sees": "aa"}, gff={"sees": "aa"}),
@@ -525,6 +540,19 @@ PORTS = [
          r"1e-05", gff={"ln_inputs": True}),
     port("gff-softmax-unguarded", r"the softmax overflows: computed as exp\(z\) / "
          r"sum\(exp\(z\)\) without subtracting the max", gff={"naive_softmax": True}),
+    port("moving-stats-updated-then-used-in-training", r"in training the normalisation "
+         r"subtracts the moving mean as this call updated it \(updated first, then used\)",
+         fm={"update_first": True}),
+    port("normalisation-output-unused", r"the normalisation is not applied: the first Dense "
+         r"reads the input x itself", fm={"norm_output_unused": True}),
+    port("normalisation-without-standardising", r"the normalisation does not standardise: it "
+         r"computes gamma x \+ beta on the input itself", fm={"standardise": False}),
+    port("relu-after-the-residual", r"the residual: with the second Dense's kernel and bias 0 "
+         r"the port returns max\(x, 0\) \(a ReLU applied after the residual",
+         fm={"relu_after_residual": True}),
+    port("moving-stats-not-persistent", r"the native load does not restore norm.moving_mean, "
+         r"norm.moving_variance: .* \(the port's moving_mean, moving_var are buffers "
+         r"registered with persistent=False", fm={"persistent": False}),
 ]
 
 

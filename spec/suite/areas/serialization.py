@@ -133,15 +133,26 @@ def save_native(ctx):
                 # parameter is the cause, worded as FM/GFF-CONFIG-ROUNDTRIP words it
                 want = ctx.spec.validate_config(case.config)
                 got = handle.get_config()
-                lost = got != want and _config_lost(got, want, own=_own_config(handle))
+                # tried on every config case, as FM/GFF-CONFIG-ROUNDTRIP tries it: one mistake
+                # worded alike in both clauses is one root cause
+                lost = got != want and _config_lost(got, want, _reports(ctx),
+                                                    own=_own_config(handle))
                 raise ClauseFailure(
                     f"{what}: the save ran, loading raised {said}",
                     diagnosis=(f"get_config {lost} [the native load rebuilds the layer from "
                                f"it: {said}]" if lost else
                                f"a natively saved layer does not load back ({said})"),
                     checked=True) from exc
-        _same_weights(handle.get_weights(), loaded.get_weights(), what,
-                      initial=lambda c=case: _initial(ctx, c))
+        try:
+            _same_weights(handle.get_weights(), loaded.get_weights(), what,
+                          initial=lambda c=case: _initial(ctx, c))
+        except ClauseFailure as failure:
+            # what the framework's save leaves out, where the handle knows (torch: buffers
+            # registered with persistent=False)
+            unsaved = getattr(handle, "unsaved", lambda: None)()
+            if unsaved and (failure.diagnosis or "").startswith(NOT_RESTORED):
+                failure.diagnosis += f" ({unsaved})"
+            raise
         if not np.array_equal(loaded.forward(x, training=False), before):
             diagnosis = _config_diagnosis(loaded, handle)
             as_reported = None if diagnosis else _saved_as_reported(ctx, case, handle, loaded, x)
@@ -292,8 +303,11 @@ def _not_restored(got, differ, initial) -> str | None:
 
     if not all(fresh(n) for n in differ):
         return None
-    return (f"the native load does not restore {', '.join(differ)}: the loaded layer holds "
+    return (f"{NOT_RESTORED}{', '.join(differ)}: the loaded layer holds "
             "the values a freshly built one starts with")
+
+
+NOT_RESTORED = "the native load does not restore "
 
 
 def file_layout(ctx) -> str | None:
