@@ -792,11 +792,32 @@ AREAS = {
 }
 
 
+# Choices of different parts that one slip makes together, said as that slip: the second
+# Dense fed the first Dense's output h where the activated, dropped-out units were meant (a
+# variable mixed up) skips the activation and the first dropout alike.
+JOINT = [
+    ({"activation": "identity", "sites": ("dropout2",)},
+     "the second Dense reads the first Dense's output h as it was before the activation and "
+     "the first dropout (dense2(h) where dense2(dropout(act(h))) was meant: the activated "
+     "units are unused)"),
+]
+
+
+def _joint(diff: dict) -> tuple[dict, str] | None:
+    for choices, said in JOINT:
+        if choices.items() <= diff.items():
+            return choices, said
+    return None
+
+
 def parts(layer: str, diff: dict) -> list[dict]:
-    """``diff`` split by the part of the layer each choice belongs to, in the diff's order."""
+    """``diff`` split by the part of the layer each choice belongs to, in the diff's order; the
+    choices of one slip (``JOINT``) stay together."""
     out: dict = {}
+    joint = _joint(diff)
     for k, v in diff.items():
-        out.setdefault(AREAS[layer].get(k, k), {})[k] = v
+        area = "joint" if joint and k in joint[0] else AREAS[layer].get(k, k)
+        out.setdefault(area, {})[k] = v
     return list(out.values())
 
 
@@ -806,7 +827,10 @@ def word(space: Space, choice: str, value) -> str:
 
 
 def describe(space: Space, diff: dict) -> str:
-    """'<what the port does> instead of <what the spec says>' for the choices in ``diff``."""
-    did = ", ".join(word(space, k, v) for k, v in diff.items())
+    """'<what the port does> instead of <what the spec says>' for the choices in ``diff``; the
+    choices of one slip (``JOINT``) said as that slip."""
+    joint = _joint(diff)
+    did = [word(space, k, v) for k, v in diff.items() if not (joint and k in joint[0])]
+    did = ([joint[1]] if joint else []) + did
     spec = ", ".join(word(space, k, space.defaults[k]) for k in diff)
-    return f"{did} instead of {spec}"
+    return f"{', '.join(did)} instead of {spec}"

@@ -22,7 +22,8 @@ canonical name to the port's own parameter path and a transform::
 Everything else (forward, gradients, canonical get/set_weights, the weight table and parameter
 counts as the framework reports them, dtype policies, devices, compiled execution, native
 save/load) is generic: see :mod:`portspec.ports.base` for weights a port lacks or holds at
-another shape (``absent``, ``held_as``) or as several weights (``concat``), renamed config
+another shape (``absent``, ``held_as``), as several weights (``concat``) or as part of one
+(``part``: a scale and offset fused into one parameter), renamed config
 parameters (``config_names``) and fixed constructor arguments (``extra_args``). One module per
 framework: ``torch``, ``keras`` (Keras 3, any backend), ``tf_keras`` (Keras 2), ``flax`` (Flax
 NNX). None imports its framework before an adapter is instantiated.
@@ -37,6 +38,7 @@ from portspec.ports.base import (
     concat,
     held_as,
     identity,
+    part,
     reshape,
     transpose,
 )
@@ -67,6 +69,7 @@ __all__ = [
     "identity",
     "keras_numpy",
     "keras_tensor",
+    "part",
     "reshape",
     "torch_names",
     "transpose",

@@ -86,6 +86,7 @@ class Entry:
     why: str = ""
     parts: tuple = ()
     axis: int = 0
+    index: tuple | None = None  # ``part``: where in the port's weight the canonical one is
 
     @property
     def pieces(self) -> tuple[tuple[str, Transform], ...]:
@@ -130,6 +131,33 @@ def concat(*parts, axis: int = 0) -> Entry:
         if len(piece) != 2 or not isinstance(piece[0], str) or not isinstance(piece[1], Transform):
             raise TypeError(f"a concat part is a path or a (path, Transform) pair, got {piece!r}")
     return Entry("canonical", pieces[0][0], pieces[0][1], parts=pieces, axis=axis)
+
+
+def part(path: str, index, transform: Transform = identity) -> Entry:
+    """A canonical weight held as part of one of the port's weights: ``weight[index]`` (an
+    int, a slice or a tuple of them), after which ``transform`` applies. Several canonical
+    weights may be parts of one weight; a write changes only its part. A BatchNorm whose
+    scale and offset are one (2, L*N) parameter::
+
+        "norm.gamma": part("affine", 0), "norm.beta": part("affine", 1)
+
+    Raises ``TypeError`` for an index that is not an int, a slice or a tuple of them.
+    """
+    parts = index if isinstance(index, tuple) else (index,)
+    if not parts or not all(isinstance(i, int | slice) and not isinstance(i, bool)
+                            for i in parts):
+        raise TypeError(f"part's index is an int, a slice or a tuple of them, got {index!r}")
+    return Entry("canonical", path, transform, index=parts,
+                 why=f"part {_shown(parts)} of {path}")
+
+
+def _shown(index: tuple) -> str:
+    def one(i):
+        if isinstance(i, int):
+            return str(i)
+        return ":".join("" if v is None else str(v) for v in (i.start, i.stop)) + (
+            f":{i.step}" if i.step is not None else "")
+    return f"[{', '.join(one(i) for i in index)}]"
 
 
 def split_parts(value, axis: int, shapes) -> list[np.ndarray]:
@@ -273,7 +301,10 @@ class PortHandle(Handle):
             return np.concatenate([np.asarray(t.to_canonical(np.asarray(values[p]), None))
                                    for p, t in entry.parts], axis=entry.axis)
         shape = self.shapes.get(name) if entry.kind == "canonical" else None
-        return entry.transform.to_canonical(np.asarray(values[entry.path]), shape)
+        held = np.asarray(values[entry.path])
+        if entry.index is not None:
+            held = held[entry.index]
+        return entry.transform.to_canonical(held, shape)
 
     def _to_native(self, name, value, native) -> list[tuple[str, np.ndarray]]:
         """(path, value) pairs that write canonical ``value`` of ``name`` at the port's shapes;
@@ -293,9 +324,14 @@ class PortHandle(Handle):
             for (path, t), part in zip(entry.parts, split_parts(value, axis, sizes), strict=True):
                 staged.append((path, t.to_native(part, native[path][0])))
         else:
-            staged.append((entry.path, entry.transform.to_native(value, native[entry.path][0])))
+            own = tuple(native[entry.path][0])
+            if entry.index is not None:  # the part's shape: written into the weight later
+                own = np.shape(np.zeros(own)[entry.index])
+            staged.append((entry.path, entry.transform.to_native(value, own)))
         for path, part in staged:
             own = tuple(native[path][0])
+            if entry.index is not None:
+                own = tuple(np.shape(np.zeros(own)[entry.index]))
             if tuple(np.shape(part)) != own:
                 hint = "" if entry.parts else self._hint(name, entry, value, native)
                 raise ValueError(f"{name!r} maps to {path} of shape {own}{hint}")
@@ -368,10 +404,21 @@ class PortHandle(Handle):
                     missing[name] = f"{entry.why}, shape {tuple(want)}"
                     continue
                 raise ValueError(f"weight {name!r} has shape {tuple(want)}, got {value.shape}")
-            staged.extend(self._to_native(name, value, native))
+            index = entry.index
+            staged.extend((p, v, index) for p, v in self._to_native(name, value, native))
         if missing:  # every weight the clause needs and the port lacks, named once
             raise MissingWeight(", ".join(missing), "; ".join(dict.fromkeys(missing.values())))
-        self._write_all(staged)  # all checked first: a refused call changes nothing
+        # parts (``part``) written into their weight as it is, several parts of one weight once
+        whole, current = {}, None
+        for path, value, index in staged:
+            if index is None:
+                whole[path] = value
+                continue
+            if path not in whole:
+                current = self._read() if current is None else current
+                whole[path] = np.array(current[path], dtype=np.float64, copy=True)
+            whole[path][index] = value
+        self._write_all(list(whole.items()))  # all checked first: a refused call changes nothing
 
     def _own_shape(self, name, native=None) -> tuple[int, ...]:
         """The shape the port holds a weight at, after its transform."""

@@ -86,6 +86,7 @@ class FM(nn.Module):
     unflatten = None
     persistent = True  # False: the moving statistics are left out of state_dict()
     relu_after_residual = False  # relu(x + branch)
+    dense2_reads_pre = False  # dense2(h) where dense2(dropout(relu(h))) was meant
     update_first = False  # training normalises with the moving statistics it just updated
     standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
 
@@ -212,7 +213,8 @@ class FM(nn.Module):
     def branch(self, z):
         bias1 = 0 if self.bias1_ignored or self.bias1_after_act else self.lin1.bias
         z = F.relu(z) if self.relu_before_dense1 else z
-        h = self.activation(z @ self.lin1.weight.T + bias1)
+        pre = z @ self.lin1.weight.T + bias1
+        h = self.activation(pre)
         h = h + self.lin1.bias if self.bias1_after_act else h
         p = self._rate()
         m1 = self._mask(h.shape, h.dtype, p)
@@ -223,7 +225,7 @@ class FM(nn.Module):
         h = self.drop(h, 1, m1)
         if self.bias2_after_dropout:  # the bias outside the dropout
             return self.drop(h @ self.lin2.weight.T, 2, m2) + self.lin2.bias
-        y = self.lin2(h)
+        y = self.lin2(pre if self.dense2_reads_pre else h)  # a variable mixed up
         y = F.relu(y) if self.relu_after_dense2 else y
         self._m2 = m2
         return y if self.drop_after_residual else self.drop(y, 2, m2)
@@ -550,6 +552,8 @@ PORTS = [
     port("relu-after-the-residual", r"the residual: with the second Dense's kernel and bias 0 "
          r"the port returns max\(x, 0\) \(a ReLU applied after the residual",
          fm={"relu_after_residual": True}),
+    port("dense2-reads-the-pre-activation", {"activation": "identity", "sites": ("dropout2",)},
+         fm={"dense2_reads_pre": True}),
     port("moving-stats-not-persistent", r"the native load does not restore norm.moving_mean, "
          r"norm.moving_variance: .* \(the port's moving_mean, moving_var are buffers "
          r"registered with persistent=False", fm={"persistent": False}),
