@@ -100,6 +100,9 @@ def test_a_whole_kernel_drawn_otherwise_is_not_put_down_to_its_parts():
      "names one of them: join them with portspec.ports.concat(('gate_a.weight', transpose), "
      "('gate_b.weight', transpose), axis=0)"),
     ("split-gate-b-unseen", ("GFF-FORWARD", "GFF-ACTIVATIONS"), "concat([a, a])"),
+    # one half kept at its framework's default: that half named, with what it fits
+    ("split-gate-b-default-init", ("GFF-INIT",), "GatedFeatureFusion: gate.kernel's part "
+     "gate_b.weight (64, 64) drawn from PyTorch"),
     # declared held_as: the other half is neither set nor saved, so a round trip loses it
     ("split-gate-held-as", ("GFF-WEIGHTS", "GFF-WEIGHTS-ROUNDTRIP"),
      "GatedFeatureFusion: the port holds gate.kernel as several weights and the weight map "

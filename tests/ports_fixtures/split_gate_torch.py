@@ -4,6 +4,7 @@ that see ``a`` first. ``gate_b`` has no bias: the two would add up to the one bi
 
 - ``split-gate``: the spec's layer; each half drawn from the whole kernel's Glorot-uniform.
 - ``split-gate-own-init``: each half Glorot-uniform over its own (F, F) shape.
+- ``split-gate-b-default-init``: ``gate_b`` left at torch's Linear default.
 - ``split-gate-b-unseen``: ``gate_b(a)``, a typo, so ``b`` never reaches the gate.
 - ``split-gate-one-mapped``: the layer is right, its weight map names ``gate_a`` alone.
 - ``split-gate-held-as``: the same, the half declared ``held_as`` the kernel.
@@ -23,7 +24,7 @@ GFF_SPEC = LAYERS["GatedFeatureFusion"]
 
 
 class SplitGate(nn.Module):
-    own_init, b_unseen = False, False
+    own_init, b_unseen, b_default = False, False, False
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
@@ -32,6 +33,8 @@ class SplitGate(nn.Module):
         self.gate_b = nn.Linear(features, features, bias=False)
         limit = math.sqrt(6.0 / (3 * features))  # Glorot-uniform of the (2F, F) whole
         for layer in (self.gate_a, self.gate_b):
+            if self.b_default and layer is self.gate_b:
+                continue  # torch's Linear default kept: U(±1/sqrt(fan_in))
             if self.own_init:
                 nn.init.xavier_uniform_(layer.weight)
             else:
@@ -51,6 +54,10 @@ class OwnInit(SplitGate):
 
 class BUnseen(SplitGate):
     b_unseen = True
+
+
+class BDefault(SplitGate):
+    b_default = True
 
 
 SPLIT = {"gate.kernel": concat(("gate_a.weight", transpose), ("gate_b.weight", transpose),
@@ -73,6 +80,11 @@ class Split(TorchPortAdapter):
 class SplitOwnInit(Split):
     name = "split-gate-own-init"
     module = OwnInit
+
+
+class SplitBDefault(Split):
+    name = "split-gate-b-default-init"
+    module = BDefault
 
 
 class SplitBUnseen(Split):

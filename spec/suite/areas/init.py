@@ -28,8 +28,9 @@ from portspec.clauses import ClauseFailure
 from portspec.suite.checks import check
 
 
-def glorot_uniform_problems(w: np.ndarray) -> list[str]:
-    fan_in, fan_out = w.shape
+def glorot_uniform_problems(w: np.ndarray, fans: tuple | None = None) -> list[str]:
+    """What of ``w`` does not fit Glorot-uniform over ``fans`` (default: its own shape)."""
+    fan_in, fan_out = fans or w.shape
     n = w.size
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     v = w.astype(np.float64).ravel()
@@ -272,6 +273,35 @@ def _per_part(handle, name, w) -> str | None:
             "fan_out))) of the whole kernel")
 
 
+def _odd_part(handle, name, w) -> str | None:
+    """The diagnosis of a weight the port holds as several (``concat``) one part of which,
+    alone, is not drawn as the whole's Glorot-uniform, and fits one framework default over
+    its own shape (a Dense of the port's own kept at its default)."""
+    parts = getattr(handle, "part_shapes", lambda n: None)(name)
+    if parts is None or w.ndim != 2:
+        return None
+    from portspec.ports.base import split_parts
+
+    axis, shapes = parts
+    pieces = split_parts(w, axis, shapes)
+    paths = [p for p, _ in handle.held[name].pieces]
+    odd = [(path, piece) for path, piece in zip(paths, pieces, strict=True)
+           if glorot_uniform_problems(piece, fans=w.shape)]
+    if len(odd) != 1 or len(pieces) < 2:
+        return None
+    path, piece = odd[0]
+    fits = fitting(piece, *piece.shape)
+    if not fits:
+        return None
+    what = " or ".join(f for f, _ in fits) + (
+        "" if len(fits) == 1 else " (the same distribution at a square shape)"
+        if piece.shape[0] == piece.shape[1] else " (too few values to tell)")
+    evidence = fits[0][1]
+    return (f"{name}'s part {path} {piece.shape} drawn from {what} over its own shape, instead "
+            f"of Glorot-uniform over the whole {w.shape} kernel as its other parts are "
+            f"[{path}: {evidence}]")
+
+
 def _exchanged(spec, table, weights, failed) -> dict[str, str]:
     """{weight: diagnosis} of two failed constant-initialised weights each holding exactly the
     other's initial constant: the weight map exchanging them (``variants.MAP_SWAPS``), worded
@@ -315,7 +345,8 @@ def init(ctx):
                 f"{spec_w.name} is not all {want:g} (range {w.min():.3g}..{w.max():.3g})"]
         else:
             found = [f"{spec_w.name}: {p}" for p in glorot_uniform_problems(w)]
-            split = found and _per_part(handle, spec_w.name, w)
+            split = found and (_per_part(handle, spec_w.name, w)
+                               or _odd_part(handle, spec_w.name, w))
             if split:
                 problems, parted = problems + found, [*parted, split]
                 continue
