@@ -592,6 +592,8 @@ def localise_fm(spec, records) -> list[str]:
                 if res <= SAME * (1 + np.abs(r["out"]).max()) else
                 "max(x, 0) (a ReLU applied after the residual, to x + branch)"
                 if all(_rel(out, np.maximum(x, 0.0)) <= MATCH for out, x in outs) else
+                IN_PLACE_INPUT if all(_rel(np.asarray(q["out"]), _standardised(q)) <= MATCH
+                                      for q in bad["residual"]) else
                 f"an output {_g(float(np.abs(r['out'] - r['x']).max()))} off its input")
         return [(f"the residual: with the second Dense's kernel and bias 0 the port returns "
                  f"{what} in {modes}, where the spec returns its input x",
@@ -661,6 +663,23 @@ def localise_fm(spec, records) -> list[str]:
         if text:
             said.append((text, "dropout"))
     return said
+
+
+# The residual stage's output where the input itself is standardised: the normalisation's
+# sub_/div_ on the input or a view of it (x.view(b, -1).sub_(mean)), which the residual then
+# reads. PyTorch's autograd refuses the in-place change of an input that requires grad, so the
+# gradient clauses' refusal (diagnose.IN_PLACE) is this mistake too (rootcause.attach).
+IN_PLACE_INPUT = ("the input standardised, (x - mean) / sqrt(var + epsilon) by the call's "
+                  "statistics: the normalisation standardises its input in place (sub_, div_, "
+                  "-=, /= on x or a view of it), so the residual adds the changed x")
+
+
+def _standardised(r) -> np.ndarray:
+    """The input of record ``r`` standardised as the spec's normalisation of that call does
+    (batch statistics in training, moving ones in inference), without gamma and beta."""
+    x = np.asarray(r["x"])
+    means, scales, spec, _ = _statistics(x, r["weights"], r["training"])
+    return (x - means[spec[0]]) / scales[spec[1]]
 
 
 def _fm_skipped(stages) -> str | None:

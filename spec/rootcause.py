@@ -1590,6 +1590,7 @@ def attach(results, exchange: list | None = None):
     findings = {(impl, LAYERS[layer].prefix): found for (impl, layer), found
                 in zip(keys, _search_all(searches), strict=True)}
     from portspec import localise
+    from portspec.diagnose import IN_PLACE
 
     for i, r in enumerate(out):
         if r.status != "failed":
@@ -1606,6 +1607,10 @@ def attach(results, exchange: list | None = None):
         if cause is not None:
             out[i] = replace(r, cause=cause.line(), details={**details,
                                                              "variant": cause.summary()})
+        elif finding.located and r.diagnosis == IN_PLACE and any(
+                localise.IN_PLACE_INPUT in text for text, _ in finding.located):
+            # the input changed in place: the refused backward is that change, not another
+            out[i] = replace(r, cause=finding.line(), details=details)
         elif r.diagnosis and _checked(prefixes[prefix], r):
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)

@@ -86,6 +86,7 @@ class FM(nn.Module):
     unflatten = None
     persistent = True  # False: the moving statistics are left out of state_dict()
     relu_after_residual = False  # relu(x + branch)
+    inplace_input = False  # x.sub_(mean).div_(...): the input standardised in place
     dense2_reads_pre = False  # dense2(h) where dense2(dropout(relu(h))) was meant
     update_first = False  # training normalises with the moving statistics it just updated
     standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
@@ -172,6 +173,8 @@ class FM(nn.Module):
             z = (v - mean) / torch.sqrt(var.clamp_min(self.eps))
         elif self.eps_outside or (self.eps_outside_in_training and self.training):
             z = (v - mean) / (var.sqrt() + self.eps)
+        elif self.inplace_input:  # the input itself standardised: the residual reads it
+            z = v.sub_(mean).div_(torch.sqrt(var + self.eps))
         else:
             z = (v - mean) / torch.sqrt(var + self.eps)
         if self.clip is not None:  # "to guard outliers"
@@ -554,6 +557,9 @@ PORTS = [
          fm={"relu_after_residual": True}),
     port("dense2-reads-the-pre-activation", {"activation": "identity", "sites": ("dropout2",)},
          fm={"dense2_reads_pre": True}),
+    port("input-standardised-in-place", r"the port returns the input standardised, "
+         r"\(x - mean\) / sqrt\(var \+ epsilon\) by the call's statistics: the "
+         r"normalisation standardises its input in place", fm={"inplace_input": True}),
     port("moving-stats-not-persistent", r"the native load does not restore norm.moving_mean, "
          r"norm.moving_variance: .* \(the port's moving_mean, moving_var are buffers "
          r"registered with persistent=False", fm={"persistent": False}),
