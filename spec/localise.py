@@ -26,6 +26,10 @@ where those are the spec's (the hidden stage, which reads beta through the affin
 0, only where the affine is). Then the dropout probe the search already records
 (``rootcause.DROP_CASE``): the branch is ``m2 s (m1 s + 1)`` there, with the keep decisions m1,
 m2 and the kept units' scale s, and the values it takes otherwise are set against the spec's.
+Its first Dense's kernel is 0, so a dropout on that Dense's input cannot show there: one more
+training call at its case (``dropout-input``: the first Dense the identity with bias 1, the
+second the identity) makes the branch ``[m2 s] [m1 s] relu([m0 s] 1 + 1)``, and the search
+adds that site to the sites it found where these values need it (``rootcause._input_site``).
 
 GatedFeatureFusion, on (64, 6) inputs, sigmoid: a call with ``a == b`` (the spec returns ``a``:
 a convex combination), and inference and training calls on random inputs, from which the gate
@@ -47,7 +51,9 @@ import numpy as np
 from portspec import variants
 from portspec.layers import LAYERS, Case
 from portspec.rootcause import (
+    DROP_CASE,
     DROP_X,
+    INPUT_DROP,
     MEAN,
     VAR,
     _arr,
@@ -137,7 +143,29 @@ def probe_fm(adapter, spec) -> list[dict]:
                 state = {k: _arr(now[k]) for k in (MEAN, VAR) if k in now}
             records.append(_record(STAGE + stage, FM_STAGE.config, x, w, training, out, error,
                                    dtype, state))
-    return records
+    return records + _input_dropout_record(adapter, spec)
+
+
+def _input_dropout_record(adapter, spec) -> list[dict]:
+    """A training call that shows a dropout on the first Dense's input, which the dropout
+    probe cannot (its first Dense's kernel is 0): the dropout probe's case with beta 1 and
+    gamma 0 (every normalised feature 1), the first Dense the identity with bias 1 and the
+    second the identity with bias 0, so the branch is [m2 s] [m1 s] relu([m0 s] 1 + 1)
+    (``rootcause.site_levels``; read by ``rootcause._input_site``)."""
+    config = DROP_CASE.config
+    n, length, h = config["n_series"], config["input_size"], config["ff_dim"]
+    w = {"norm.gamma": np.zeros(length * n), "norm.beta": np.ones(length * n),
+         "norm.moving_mean": np.zeros(length * n), "norm.moving_variance": np.ones(length * n),
+         "dense1.kernel": _identity(n, h), "dense1.bias": np.ones(h),
+         "dense2.kernel": _identity(h, n), "dense2.bias": np.zeros(n)}
+    try:
+        handle, dtype, _ = _build(adapter, spec, DROP_CASE, config)
+        w = _set(handle, w)
+        x = np.full(DROP_CASE.input_shapes[0], DROP_X)
+        out, error = _call(handle, x, True)
+    except Exception:  # noqa: BLE001 - the other records say why
+        return []
+    return [_record(STAGE + INPUT_DROP, config, x, w, True, out, error, dtype)]
 
 
 def probe_gff(adapter, spec) -> list[dict]:
@@ -570,7 +598,8 @@ def localise_fm(spec, records) -> list[str]:
     that the stages rely on (each stage reads its part through the later ones)."""
     stages = {}
     for r in records:
-        if r["label"].startswith(STAGE) and r["out"] is not None:
+        if r["label"].startswith(STAGE) and r["out"] is not None \
+                and r["label"] != STAGE + INPUT_DROP:  # read by the search (rootcause)
             stages.setdefault(r["label"][len(STAGE):], []).append(r)
     said = []
     bad = {}

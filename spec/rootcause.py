@@ -943,6 +943,7 @@ def search(spec, records):
                                and not r["label"].startswith(STAGE)])
     finally:
         _LOCAL.fits = None
+    found = _input_site(found, records)
     if not found.says:  # outside the variant space (or the GFF probe's training calls,
         # which the search has not): read part by part
         staged = [r for r in records if r["label"].startswith(STAGE) and r["out"] is not None]
@@ -955,6 +956,64 @@ def search(spec, records):
     if swapped is None or not found.fits:
         return found
     return replace(found, swap=tuple(swapped["state"]["swap"]), swap_refusal=swapped["error"])
+
+
+INPUT_DROP = "dropout-input"  # the staged record that shows a dropout on dense1's input
+
+
+def site_levels(sites, p: float) -> dict[float, float]:
+    """The values of the input-dropout record's branch (beta 1 and gamma 0, the first Dense
+    the identity with bias 1, the second the identity with bias 0: the branch is
+    [m2 s] [m1 s] relu([m0 s] 1 + 1), each bracket there where its site is) and the
+    probability of each, for the dropout ``sites`` at rate ``p``; s = 1/(1 - p)."""
+    s, levels = 1.0 / (1.0 - p), {}
+    for m0, m1, m2 in itertools.product((0, 1), repeat=3):
+        prob, value = 1.0, None
+        for site, m in (("input", m0), ("dropout1", m1), ("dropout2", m2)):
+            if site in sites:
+                prob *= (1 - p) if m else p
+            elif not m:
+                prob = 0.0
+        if prob == 0.0:
+            continue
+        z = (m0 * s if "input" in sites else 1.0) + 1.0
+        value = z * (m1 * s if "dropout1" in sites else 1.0) * (
+            m2 * s if "dropout2" in sites else 1.0)
+        key = round(value, 9)
+        levels[key] = levels.get(key, 0.0) + prob
+    return levels
+
+
+def _at_levels(y, levels) -> bool:
+    """Does ``y`` take exactly the values of ``levels``, each at its rate (6 sd)?"""
+    y = np.ravel(y)
+    hits = [np.abs(y - v) <= 1e-9 for v in levels]
+    if not np.all(np.any(hits, axis=0)):
+        return False
+    return all(abs(float(h.mean()) - q) <= 6 * np.sqrt(max(q * (1 - q), 1e-4) / y.size)
+               for h, q in zip(hits, levels.values(), strict=True))
+
+
+def _input_site(found: Finding, records) -> Finding:
+    """The finding with a dropout on the first Dense's input added to its sites where the
+    staged probe's input-dropout record shows one and the sites found alone do not fit it:
+    the dropout probe, whose first Dense's kernel is 0, cannot see that site."""
+    from portspec.localise import STAGE
+
+    if found.layer != "FeatureMixing" or not found.fits or found.raised or found.misshaped:
+        return found
+    sites = tuple(found.diff.get("sites", variants.FM_DEFAULTS["sites"]))
+    if "input" in sites:
+        return found
+    r = next((r for r in records if r["label"] == STAGE + INPUT_DROP and r["out"] is not None),
+             None)
+    if r is None:
+        return found
+    p, y = r["config"]["dropout"], np.asarray(r["out"]) - DROP_X
+    if _at_levels(y, site_levels(sites, p)) or not _at_levels(
+            y, site_levels(("input", *sites), p)):
+        return found
+    return replace(found, diff={**found.diff, "sites": ("input", *sites)})
 
 
 def _search(spec, records):
@@ -1272,7 +1331,8 @@ class VariantHandle:
                 drawn[axis] = 1  # drawn without the axis, broadcast along it
             return np.broadcast_to(self.rng.random(drawn) >= rate, full)
 
-        return {"dropout1": draw((*shape[:-1], self.config["ff_dim"])), "dropout2": draw(shape)}
+        return {"dropout1": draw((*shape[:-1], self.config["ff_dim"])), "dropout2": draw(shape),
+                "input": draw(shape)}
 
     def _compute(self, inputs, training):
         w = {**self.spec.initial_weights(self.config, self.input_shapes, np.random.default_rng(0)),

@@ -323,6 +323,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
 
     def branch(v):
         b1, b2 = (w[f"{d}.bias"] if d in c["biases"] else 0.0 for d in ("dense1", "dense2"))
+        v = drop(v, "input")  # a dropout on the first Dense's input (never searched: read off
+        # the staged probe's record, rootcause._input_site)
         h = _ACT[c["activation"]](ops.matmul(v, k1) + b1, ops)
         h = drop(h, "dropout1")
         y = ops.matmul(h, k2) + b2
@@ -630,12 +632,20 @@ FM_SPACE = Space(
         "sites": {("dropout1", "dropout2"): "dropout after the activation and the second Dense",
                   ("dropout1",): "dropout only after the activation",
                   # the dropout probe sets the first Dense's kernel to 0: a dropout on that
-                  # Dense's input (the normalised features) cannot show in it
+                  # Dense's input shows in the staged probe's record instead
+                  # (rootcause._input_site), which adds "input" to the sites
                   ("dropout2",): "dropout only after the second Dense, none after the "
-                  "activation (or one on the first Dense's input, which the dropout probe "
-                  "cannot see)",
-                  (): "no dropout (or one on the first Dense's input only, which the dropout "
-                  "probe cannot see)"},
+                  "activation",
+                  (): "no dropout",
+                  **{("input", *sites): "a dropout on the first Dense's input (the normalised "
+                     "features)" + said for sites, said in (
+                         (("dropout1", "dropout2"), " as well as after the activation and the "
+                          "second Dense"),
+                         (("dropout1",), " and after the activation, none after the second "
+                          "Dense"),
+                         (("dropout2",), " and after the second Dense, none after the "
+                          "activation"),
+                         ((), " only"))}},
         "dropout_inference": {False: "no dropout in inference",
                               True: "dropout active in inference"},
         "shared_mask": {False: "independent masks per site",

@@ -86,6 +86,7 @@ class FM(nn.Module):
     unflatten = None
     persistent = True  # False: the moving statistics are left out of state_dict()
     relu_after_residual = False  # relu(x + branch)
+    input_dropout = False  # a dropout on the first Dense's input (the normalised features)
     inplace_input = False  # x.sub_(mean).div_(...): the input standardised in place
     dense2_reads_pre = False  # dense2(h) where dense2(dropout(relu(h))) was meant
     update_first = False  # training normalises with the moving statistics it just updated
@@ -216,6 +217,9 @@ class FM(nn.Module):
     def branch(self, z):
         bias1 = 0 if self.bias1_ignored or self.bias1_after_act else self.lin1.bias
         z = F.relu(z) if self.relu_before_dense1 else z
+        if self.input_dropout and self.training and self._rate() > 0:  # on dense1's input
+            z = torch.where(self._mask(z.shape, z.dtype, self._rate()), z / (1 - self._rate()),
+                            torch.zeros_like(z))
         pre = z @ self.lin1.weight.T + bias1
         h = self.activation(pre)
         h = h + self.lin1.bias if self.bias1_after_act else h
@@ -560,6 +564,8 @@ PORTS = [
     port("input-standardised-in-place", r"the port returns the input standardised, "
          r"\(x - mean\) / sqrt\(var \+ epsilon\) by the call's statistics: the "
          r"normalisation standardises its input in place", fm={"inplace_input": True}),
+    port("dropout-on-the-first-dense-input", {"sites": ("input", "dropout2")},
+         fm={"input_dropout": True, "sites": (2,)}),
     port("moving-stats-not-persistent", r"the native load does not restore norm.moving_mean, "
          r"norm.moving_variance: .* \(the port's moving_mean, moving_var are buffers "
          r"registered with persistent=False", fm={"persistent": False}),
