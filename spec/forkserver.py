@@ -29,8 +29,8 @@ port author's next run finds it. The worker it forks is the same worker (``ports
   the run's environment and working directory, and the server reports its exit status, so a
   crash reads as it did.
 - **End.** A server exits after ``IDLE_SECONDS`` with no request and no worker alive, and
-  removes its socket. ``portspec forkserver --stop`` is not needed: deleting the socket ends it
-  at its next idle check, and killing it loses nothing.
+  removes its socket. Deleting its socket ends it within 5 s (it looks every 5 s), and killing
+  it loses nothing: the next run starts the worker as before, and a new server after it.
 """
 
 from __future__ import annotations

@@ -605,7 +605,10 @@ def oracle_records(spec) -> list[dict]:
         def build(self, layer, config, *, input_shapes, seed, dtype=None):
             return VariantHandle(spec, config, input_shapes, seed, dtype, {})
 
-    return probe(_Oracle(), spec)
+    from portspec.localise import STAGE
+
+    # but the input-dropout record, which draws masks: read by its levels (_input_site)
+    return [r for r in probe(_Oracle(), spec) if r["label"] != STAGE + INPUT_DROP]
 
 
 def _fill(spec, record):
