@@ -59,11 +59,13 @@ from portspec.rootcause import (
     _arr,
     _build,
     _call,
+    _dropout_weights,
     _g,
     _predict,
     _record,
     _restore,
     _set,
+    at_rates,
 )
 
 STAGE = "stage:"  # label prefix of the staged probe's records
@@ -153,11 +155,9 @@ def _input_dropout_record(adapter, spec) -> list[dict]:
     second the identity with bias 0, so the branch is [m2 s] [m1 s] relu([m0 s] 1 + 1)
     (``rootcause.site_levels``; read by ``rootcause._input_site``)."""
     config = DROP_CASE.config
-    n, length, h = config["n_series"], config["input_size"], config["ff_dim"]
-    w = {"norm.gamma": np.zeros(length * n), "norm.beta": np.ones(length * n),
-         "norm.moving_mean": np.zeros(length * n), "norm.moving_variance": np.ones(length * n),
-         "dense1.kernel": _identity(n, h), "dense1.bias": np.ones(h),
-         "dense2.kernel": _identity(h, n), "dense2.bias": np.zeros(n)}
+    n, h = config["n_series"], config["ff_dim"]
+    w = {**_dropout_weights(config), "dense1.kernel": _identity(n, h),
+         "dense2.bias": np.zeros(n)}
     try:
         handle, dtype, _ = _build(adapter, spec, DROP_CASE, config)
         w = _set(handle, w)
@@ -550,9 +550,7 @@ def _levels(y, p):
     and whether ``y`` takes them at those rates (6 sd)."""
     s = 1.0 / (1.0 - p)
     spec = {0.0: p, s: (1 - p) * p, s * (s + 1): (1 - p) ** 2}
-    ok = all(abs(float(np.mean(np.abs(y - v) <= 1e-9)) - q) <= 6 * np.sqrt(
-        max(q * (1 - q), 1e-4) / y.size) for v, q in spec.items())
-    return spec, ok
+    return spec, at_rates(y, spec)
 
 
 def _dropout_values(drops) -> str | None:
@@ -678,7 +676,7 @@ def localise_fm(spec, records) -> list[str]:
     skipped = _fm_skipped(stages)
     if skipped:  # the norm stage's reading, which sees no standardisation, said in full
         said = [t for t in said if not t[0].startswith("in ") or "normalisation" not in t[0]]
-        said = [t for t in said if t[1] not in ("inference", "training")] + [(skipped, "both")]
+        said.append((skipped, "both"))
     if affine:
         texts = {_fm_affine(r) for r in affine}
         if len(texts) == 1:  # alike in the modes that differ

@@ -971,7 +971,7 @@ def site_levels(sites, p: float) -> dict[float, float]:
     probability of each, for the dropout ``sites`` at rate ``p``; s = 1/(1 - p)."""
     s, levels = 1.0 / (1.0 - p), {}
     for m0, m1, m2 in itertools.product((0, 1), repeat=3):
-        prob, value = 1.0, None
+        prob = 1.0
         for site, m in (("input", m0), ("dropout1", m1), ("dropout2", m2)):
             if site in sites:
                 prob *= (1 - p) if m else p
@@ -987,14 +987,19 @@ def site_levels(sites, p: float) -> dict[float, float]:
     return levels
 
 
-def _at_levels(y, levels) -> bool:
-    """Does ``y`` take exactly the values of ``levels``, each at its rate (6 sd)?"""
+def at_rates(y, levels) -> bool:
+    """Does ``y`` take each value of ``levels`` (value -> probability) at its rate (6 sd)?"""
     y = np.ravel(y)
-    hits = [np.abs(y - v) <= 1e-9 for v in levels]
-    if not np.all(np.any(hits, axis=0)):
+    return all(abs(float(np.mean(np.abs(y - v) <= 1e-9)) - q)
+               <= 6 * np.sqrt(max(q * (1 - q), 1e-4) / y.size) for v, q in levels.items())
+
+
+def _at_levels(y, levels) -> bool:
+    """Does ``y`` take exactly the values of ``levels``, each at its rate (``at_rates``)?"""
+    y = np.ravel(y)
+    if not np.all(np.any([np.abs(y - v) <= 1e-9 for v in levels], axis=0)):
         return False
-    return all(abs(float(h.mean()) - q) <= 6 * np.sqrt(max(q * (1 - q), 1e-4) / y.size)
-               for h, q in zip(hits, levels.values(), strict=True))
+    return at_rates(y, levels)
 
 
 def _input_site(found: Finding, records) -> Finding:

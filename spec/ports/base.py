@@ -160,6 +160,12 @@ def _shown(index: tuple) -> str:
     return f"[{', '.join(one(i) for i in index)}]"
 
 
+def _part_shape(shape, index) -> tuple[int, ...]:
+    """The shape of ``weight[index]`` for a weight of ``shape``; ``shape`` for no index."""
+    shape = tuple(shape)
+    return shape if index is None else tuple(np.shape(np.empty(shape)[index]))
+
+
 def split_parts(value, axis: int, shapes) -> list[np.ndarray]:
     """``value`` cut along ``axis`` into the parts of ``shapes`` (each's size on that axis):
     what ``concat`` joined, back apart."""
@@ -323,15 +329,11 @@ class PortHandle(Handle):
                                  f"{entry.axis}, which do not add up to it")
             for (path, t), part in zip(entry.parts, split_parts(value, axis, sizes), strict=True):
                 staged.append((path, t.to_native(part, native[path][0])))
-        else:
-            own = tuple(native[entry.path][0])
-            if entry.index is not None:  # the part's shape: written into the weight later
-                own = np.shape(np.zeros(own)[entry.index])
+        else:  # a part (``part``) is written into its weight later (set_weights)
+            own = _part_shape(native[entry.path][0], entry.index)
             staged.append((entry.path, entry.transform.to_native(value, own)))
         for path, part in staged:
-            own = tuple(native[path][0])
-            if entry.index is not None:
-                own = tuple(np.shape(np.zeros(own)[entry.index]))
+            own = _part_shape(native[path][0], entry.index)
             if tuple(np.shape(part)) != own:
                 hint = "" if entry.parts else self._hint(name, entry, value, native)
                 raise ValueError(f"{name!r} maps to {path} of shape {own}{hint}")

@@ -253,16 +253,25 @@ def _fans(spec_w, table) -> tuple:
     return (shapes[kernel][0], None) if kernel in shapes else (None, None)
 
 
-def _per_part(handle, name, w) -> str | None:
-    """The diagnosis of a Glorot-uniform weight the port holds as several (``concat``) whose
-    every part is Glorot-uniform over its own shape: smaller fans, a wider limit."""
+def _pieces(handle, name, w):
+    """(canonical-layout shape of each part, the parts of ``w``) of a 2-D weight the port
+    holds as several (``concat``); None for one held as one weight."""
     parts = getattr(handle, "part_shapes", lambda n: None)(name)
     if parts is None or w.ndim != 2:
         return None
     from portspec.ports.base import split_parts
 
     axis, shapes = parts
-    pieces = split_parts(w, axis, shapes)
+    return shapes, split_parts(w, axis, shapes)
+
+
+def _per_part(handle, name, w) -> str | None:
+    """The diagnosis of a Glorot-uniform weight the port holds as several (``concat``) whose
+    every part is Glorot-uniform over its own shape: smaller fans, a wider limit."""
+    split = _pieces(handle, name, w)
+    if split is None:
+        return None
+    shapes, pieces = split
     if any(p.shape != s or glorot_uniform_problems(p) for p, s in zip(pieces, shapes,
                                                                        strict=True)):
         return None
@@ -277,13 +286,10 @@ def _odd_part(handle, name, w) -> str | None:
     """The diagnosis of a weight the port holds as several (``concat``) one part of which,
     alone, is not drawn as the whole's Glorot-uniform, and fits one framework default over
     its own shape (a Dense of the port's own kept at its default)."""
-    parts = getattr(handle, "part_shapes", lambda n: None)(name)
-    if parts is None or w.ndim != 2:
+    split = _pieces(handle, name, w)
+    if split is None:
         return None
-    from portspec.ports.base import split_parts
-
-    axis, shapes = parts
-    pieces = split_parts(w, axis, shapes)
+    _, pieces = split
     paths = [p for p, _ in handle.held[name].pieces]
     odd = [(path, piece) for path, piece in zip(paths, pieces, strict=True)
            if glorot_uniform_problems(piece, fans=w.shape)]
