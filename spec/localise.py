@@ -482,10 +482,18 @@ def _fm_update(r) -> str | None:
     if _rel(got_m, k * mm + (1 - k) * mean) > SAME:
         ratio = np.divide(got_m, mm, out=np.full_like(mm, np.nan), where=np.abs(mm) > 1e-6)
         k = float(np.nanmedian(ratio))
+        a, b = _update_weights(mm, mean, got_m)
         if _rel(got_m, k * mm) <= SAME and abs(1 - k) > 1e-9:  # a running average of 0
             said.append("the moving mean averages 0, the standardised features' mean (the "
                         "normalisation's output where its input was meant; the spec: the "
                         "batch mean)")
+        elif a is not None:  # old and new weighted, but the weights do not sum to 1
+            said.append(_unnormalised(a, b, LAYERS["FeatureMixing"].momentum))
+            q = (got_v - a * mv) / b if abs(b) > 1e-9 else None
+            if q is not None and _rel(q, var) > SAME:
+                said.append("the moving variance is not updated with the same weights of the "
+                            "batch variance")
+            return "after a training call " + "; ".join(said)
         else:
             said.append("the moving mean is not a running average of the batch mean")
             k = None
@@ -495,6 +503,8 @@ def _fm_update(r) -> str | None:
                   "the batch standard deviation": np.sqrt(var),
                   "the variance about the moving mean": about,
                   "the variance about the updated moving mean": ((x - got_m) ** 2).mean(axis=0),
+                  "the batch mean (the mean's value where the variance was meant)": mean,
+                  "the squared batch mean": mean ** 2,
                   "the batch variance + epsilon (the normalisation's denominator squared)":
                   var + eps,
                   "the unbiased batch variance + epsilon": unbiased + eps,
@@ -522,6 +532,35 @@ def _fm_update(r) -> str | None:
                 said.append("the moving variance is not a running average of the batch "
                             "variance with the mean's momentum")
     return "after a training call " + "; ".join(said) if said else None
+
+
+def _update_weights(old, batch, new) -> tuple[float | None, float | None]:
+    """``(a, b)`` with ``new = a old + b batch`` to float64 precision (least squares over the
+    features, the old and batch values not proportional), where ``a + b`` is not 1; else
+    ``(None, None)``: a running average (``a + b = 1``) is read by its share kept instead."""
+    design = np.stack([np.ravel(old), np.ravel(batch)], axis=1)
+    if np.linalg.matrix_rank(design) < 2:
+        return None, None
+    (a, b), *_ = np.linalg.lstsq(design, np.ravel(new), rcond=None)
+    if _rel(np.ravel(new), design @ [a, b]) > SAME or abs(a + b - 1) <= 1e-6:
+        return None, None
+    return float(a), float(b)
+
+
+def _unnormalised(a: float, b: float, momentum: float) -> str:
+    """Words for a moving-statistics update ``a old + b batch`` whose weights do not sum to 1,
+    against the spec's ``momentum old + (1 - momentum) batch`` (Keras's momentum, the share of
+    the old value kept)."""
+    said = (f"the moving statistics are updated as {_round(a)} old + {_round(b)} batch, "
+            f"weights that do not sum to 1 (the spec: {_g(momentum)} old + "
+            f"{_g(1 - momentum)} batch)")
+    if abs(b - 1) <= 1e-6:
+        said += (": the batch statistic is added in full, not scaled by the share of the new "
+                 "value (an update's scale factor left out: PyTorch's add_(batch) without "
+                 "alpha=)")
+    elif abs(a - 1) <= 1e-6:
+        said += ": the old value is kept in full, not scaled by the momentum"
+    return said
 
 
 def _dropout_probe(records) -> str | None:

@@ -922,8 +922,12 @@ def _fit_rate(spec, space, records, choices, tol) -> float | None:
     return None
 
 
-def _singles(space):
-    return [{k: v} for k, values in space.alternatives.items() for v in values]
+def _singles(space, alone=True):
+    """Each single change of ``space``; with ``alone`` False, only those that may join
+    another (``variants.ALONE``: not a kernel's memory read in another order, which with a
+    second change coincides with permutations of the kernel's rows)."""
+    return [{k: v} for k, values in space.alternatives.items() for v in values
+            if alone or (k, v) not in variants.ALONE]
 
 
 def search(spec, records):
@@ -1061,7 +1065,7 @@ def _search(spec, records):
     _, spec_err = _errors(spec, space, numeric, {}, FORWARD["float64"], stop=False)
     f64, f32 = (FORWARD["float64"], None), (FORWARD["float32"], "float32")
     singles = [{}] + _singles(space)
-    pairs = [{**a, **b} for a, b in itertools.combinations(_singles(space), 2)
+    pairs = [{**a, **b} for a, b in itertools.combinations(_singles(space, alone=False), 2)
              if not set(a) & set(b)]
     if forced:
         singles, pairs = ([{**forced, **c} for c in pool if not set(c) & set(forced)]
@@ -1093,7 +1097,7 @@ def _search(spec, records):
         chosen = [list(evaluated.values())[i][0] for _, i in scored[:BEAM]]
         seen, out = set(), []
         for base in chosen:
-            for extra in _singles(space):
+            for extra in _singles(space, alone=False):
                 if set(extra) & set(base):
                     continue
                 # the momentum is fitted anew; the base's fitted epsilon is kept, and fitted
@@ -1319,7 +1323,7 @@ class VariantHandle:
             if natural:  # the statistics and affine weights such a layer holds
                 one = name in (VAR, "norm.gamma")
                 self.weights[name] = (np.ones if one else np.zeros)(natural, self.dtype)
-        if self.choices.get("transpose"):  # kernels held (out, in), as the port holds them
+        if self.choices.get("transpose") in variants.HELD_TRANSPOSED:  # (out, in) kernels
             for name in [k for k in self.weights if k.endswith(".kernel")]:
                 self.weights[name] = np.ascontiguousarray(self.weights[name].T)
         self.trainable = {t.name: t.trainable for t in table}
@@ -1426,7 +1430,8 @@ class VariantHandle:
             if name not in self.weights:
                 out[name] = WeightLayout("absent", None, shape, "the variant holds none")
             elif self.weights[name].shape != shape and not (
-                    name.endswith(".kernel") and self.choices.get("transpose")):
+                    name.endswith(".kernel")
+                    and self.choices.get("transpose") in variants.HELD_TRANSPOSED):
                 out[name] = WeightLayout("held_as", self.weights[name].shape, shape,
                                          "held at the variant's own shape")
             else:

@@ -225,8 +225,7 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
     batch, length, n = x.shape
     new = dict(w)
     k1, k2 = w["dense1.kernel"], w["dense2.kernel"]
-    if c["transpose"]:  # the kernels as read back are (out, in): the layer computes with k.T
-        k1, k2 = k1.T, k2.T
+    k1, k2 = kernel_as_used(c["transpose"], k1), kernel_as_used(c["transpose"], k2)
 
     def grid(v):
         """A normalisation weight as (L, N), or a shape that broadcasts to it: the canonical
@@ -408,8 +407,7 @@ def gff_forward(config, weights, inputs, *, training=False, masks=None, ops=EXAC
     a, b = (np.asarray(v, dtype=np.float64) for v in inputs)
     k = np.asarray(weights["gate.kernel"], dtype=np.float64)
     f = a.shape[-1]
-    if c["transpose"]:  # the kernel as read back is (F, 2F): the layer computes with k.T
-        k = k.T
+    k = kernel_as_used(c["transpose"], k)
     if c["halves_transposed"]:  # each (F, F) half of a kernel held as two, transposed
         if k.shape != (2 * f, f):
             raise ValueError(f"halves of a gate kernel of shape {k.shape} for F={f}")
@@ -533,10 +531,43 @@ def _var_momentum_words(a):
             "share)")
 
 
+def kernel_as_used(how, k):
+    """The (in, out) kernel a layer computes with, given the kernel ``k`` as read back and
+    ``how`` (the ``transpose`` choice): False, k itself; True, ``k.T`` (the kernel read back is
+    (out, in)); "reshape", ``k.reshape(out, in).T`` (the canonical values held as they are and
+    reinterpreted in torch.nn.Linear's (out, in) order: ``F.linear(x, k.reshape(out, in))``);
+    "reshape-in", ``k.T.reshape(in, out)`` (held (out, in) and multiplied as
+    ``x @ w.reshape(in, out)``). Both reshapes keep the memory order where a transpose
+    reorders it."""
+    k = np.asarray(k)
+    if how is True:
+        return k.T
+    if how == "reshape":
+        return k.reshape(k.shape[::-1]).T
+    if how == "reshape-in":
+        return k.T.reshape(k.shape)
+    return k
+
+
+# the transpose choices whose layer holds its kernels (out, in)
+HELD_TRANSPOSED = (True, "reshape-in")
+
+# (choice, value) pairs the search tries alone, never joined with a second change: a kernel
+# reshaped where a transpose was meant, joined with each of its halves transposed, reads the
+# rows of concat(a, b) interleaved (a0, b0, a1, b1, ...), another mistake the staged probe
+# names (localise._permuted)
+ALONE = {("transpose", "reshape"), ("transpose", "reshape-in")}
+
 # One wording in both layers, so that one adapter mistake in both is one root cause.
 TRANSPOSE = {False: "Dense kernels (in, out)",
              True: "Dense kernels transposed ((out, in), torch.nn.Linear's layout, read as "
-                   "(in, out))"}
+                   "(in, out))",
+             "reshape": "Dense kernels reshaped where a transpose was meant: the (in, out) "
+                        "kernel's values read in torch.nn.Linear's (out, in) order "
+                        "(F.linear(x, kernel.reshape(out, in)) for kernel.T)",
+             "reshape-in": "Dense kernels reshaped where a transpose was meant: the (out, in) "
+                           "weight's values read in (in, out) order (x @ weight.reshape(in, "
+                           "out) for weight.T)"}
 
 FM_SPACE = Space(
     fm_forward,
@@ -570,7 +601,7 @@ FM_SPACE = Space(
         "map_swap": ["stats", "affine"],
         "clip": ["fit"],
         "batch_one": ["moving", "frozen"],
-        "transpose": [True],
+        "transpose": [True, "reshape", "reshape-in"],
     },
     {
         "norm": {
@@ -698,7 +729,7 @@ GFF_SPACE = Space(
         "softmax": ["log"],
         "gate_scale": list(GATE_SCALES),
         "halves_transposed": [True],
-        "transpose": [True],
+        "transpose": [True, "reshape", "reshape-in"],
     },
     {
         "concat": {"ab": "the gate seeing concat([a, b])",

@@ -433,6 +433,20 @@ class PortHandle(Handle):
             raise ValueError(f"{name!r} is declared held as shape {declared}, the port has {shape}")
         return shape
 
+    def fused(self) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Each of the port's weights that holds two or more canonical ones as parts
+        (``part``): path -> (the canonical names, in the map's order; the port's whole weight
+        as float64, read as the framework holds it)."""
+        names: dict[str, list[str]] = {}
+        for name, entry in self.held.items():
+            if entry.index is not None:
+                names.setdefault(entry.path, []).append(name)
+        names = {p: n for p, n in names.items() if len(n) > 1}
+        if not names:
+            return {}
+        values = self._read()
+        return {p: (n, np.asarray(values[p], dtype=np.float64)) for p, n in names.items()}
+
     def part_shapes(self, name, native=None) -> tuple[int, list[tuple[int, ...]]] | None:
         """(axis, canonical-layout shape of each part) of a weight mapped with ``concat``;
         None for one held as one weight."""

@@ -308,6 +308,31 @@ def _odd_part(handle, name, w) -> str | None:
             f"[{path}: {evidence}]")
 
 
+def _drawn_whole(handle, table, failed) -> dict[str, str]:
+    """{weight: diagnosis} of failed weights the port holds as parts of one of its own
+    (``part``: a kernel and its bias as the rows of one weight, say) where that whole weight
+    is drawn from one framework default over its own shape, as one weight: the parts were
+    initialised together, not each as the spec's."""
+    inits = {w.name: w.init for w in table}
+    out = {}
+    for path, (names, whole) in getattr(handle, "fused", dict)().items():
+        if not set(names) & set(failed) or whole.ndim != 2:
+            continue
+        limit = np.sqrt(6.0 / sum(whole.shape))
+        fits = ([("Glorot-uniform", f"max |w| {np.abs(whole).max():.4g}, the limit "
+                  f"sqrt(6/(fan_in + fan_out)) {limit:.4g}")]
+                if not glorot_uniform_problems(whole) else fitting(whole, *whole.shape))
+        if not fits or fits[0][0].startswith("the constant"):
+            continue
+        what = " or ".join(f for f, _ in fits)
+        spec = "; ".join(f"{n} {SPEC_INIT.get(inits[n], inits[n])}" for n in names)
+        said = (f"{', '.join(names)}, parts of the port's one weight {path} {whole.shape}, "
+                f"initialised together as one weight drawn from {what} over {whole.shape}, "
+                f"where the spec initialises each on its own ({spec}) [{path}: {fits[0][1]}]")
+        out.update(dict.fromkeys([n for n in names if n in failed], said))
+    return out
+
+
 def _exchanged(spec, table, weights, failed) -> dict[str, str]:
     """{weight: diagnosis} of two failed constant-initialised weights each holding exactly the
     other's initial constant: the weight map exchanging them (``variants.MAP_SWAPS``), worded
@@ -360,8 +385,9 @@ def init(ctx):
             problems += found
             failed.append((spec_w.name, spec_w.init, fitting(w, *_fans(spec_w, table))))
     swapped = _exchanged(ctx.spec, table, weights, [f[0] for f in failed])
-    failed = [f for f in failed if f[0] not in swapped]
-    parted += list(swapped.values())[:1]
+    whole = _drawn_whole(handle, table, [f[0] for f in failed])
+    failed = [f for f in failed if f[0] not in swapped and f[0] not in whole]
+    parted += list(swapped.values())[:1] + list(dict.fromkeys(whole.values()))
     if problems:
         diagnosis, tails = identify(failed)
         diagnosis = "; ".join(parted + ([diagnosis] if diagnosis else [])) or None
