@@ -308,6 +308,51 @@ def float64_storage(adapter, spec) -> str | None:
     return _STORAGE[key]
 
 
+def plain_state(paths) -> str:
+    """One wording, whatever clause shows it (the parameter counts, the native save, a float64
+    call), so that the report reads one root cause: tensors a PyTorch port keeps as plain
+    attributes of its modules."""
+    return (f"the port keeps {', '.join(paths)} as plain tensor attributes, not registered "
+            "buffers (register_buffer): state_dict(), and so a native save, leaves them out, "
+            "the framework counts them as no weights, and Module.to() neither moves nor casts "
+            "them (a float64 layer meets them in float32)")
+
+
+_PLAIN: dict = {}
+
+
+def _plain_paths(adapter, spec) -> list[str]:
+    """The plain tensor attributes of a freshly built layer of the port (PyTorch handles
+    only: ``plain_paths``); [] for every other."""
+    key = (adapter.name, spec.name)
+    if key not in _PLAIN:
+        case = spec.cases()[0]
+        try:
+            handle = adapter.build(spec.name, case.config, input_shapes=case.input_shapes,
+                                   seed=0)
+            _PLAIN[key] = list(getattr(handle, "plain_paths", list)())
+        except Exception:  # noqa: BLE001 - a port that cannot build shows that elsewhere
+            _PLAIN[key] = []
+    return _PLAIN[key]
+
+
+def explain_plain(result, clause, adapter, spec):
+    """A failure of the parameter counts, the native save or a float64 call that meets
+    float32, where the port keeps tensors as plain attributes: that, with the failure's own
+    words as its evidence (checked: the attributes are read off the built module)."""
+    from portspec.rootcause import DTYPE_CLASH
+
+    if clause.family not in ("param-counts", "save-native") and not DTYPE_CLASH.search(
+            result.message):
+        return result
+    paths = _plain_paths(adapter, spec)
+    if not paths:
+        return result
+    said = result.message[:160].replace("[", "(").replace("]", ")")
+    return replace(result, diagnosis=f"{plain_state(paths)} [{said}]",
+                   details={**result.details, "checked": True})
+
+
 def explain_result(result, clause, adapter, spec):
     """Diagnoses that need the failed Result and the implementation together: what a raised
     exception says, what wrong parameter counts say, and float64 layers held in float32,
@@ -315,6 +360,7 @@ def explain_result(result, clause, adapter, spec):
     if result.status != "failed":
         return result
     result = explain_refusal(result, clause, adapter, spec)
+    result = explain_plain(result, clause, adapter, spec)
     from_message = {"param-counts": explain_counts}
     if clause.family in from_message and not result.diagnosis:
         result = replace(result, diagnosis=from_message[clause.family](result.message))

@@ -193,7 +193,19 @@ def probe(adapter, spec) -> list[dict]:
                     "config swap", None, None, None, False, None, refused, None,
                     state={"swap": list(pair)})]
     return (records + _layout(adapter, spec) + _aliases(adapter, spec)
-            + _float32_call(adapter, spec, records) + _staged(adapter, spec))
+            + _float32_call(adapter, spec, records) + _plain(adapter, spec, records)
+            + _staged(adapter, spec))
+
+
+def _plain(adapter, spec, records) -> list[dict]:
+    """Where the port keeps tensors as plain attributes, which ``Module.to()`` does not cast
+    (``diagnose.plain_state``), a record naming them (``state["plain"]``): a float64 call
+    that computes partly in float32, or meets float32, is put down to them."""
+    from portspec.diagnose import _plain_paths
+
+    paths = _plain_paths(adapter, spec)
+    return [_record(PLAIN_STATE, None, None, None, False, None, None, None,
+                    state={"plain": paths})] if paths else []
 
 
 def _staged(adapter, spec) -> list[dict]:
@@ -503,6 +515,9 @@ class Finding:
     wrong_shapes: tuple = ()  # the output shapes of the probe's calls that were wrong
     # where no variant fits: the staged probe's (statement, scope) pairs (portspec.localise)
     located: tuple = ()
+    # the paths of tensors the port keeps as plain attributes (a PyTorch module's): where
+    # the finding is a precision or a refused float64 call, their effect (diagnose.plain_state)
+    plain: tuple = ()
 
     @property
     def says(self) -> bool:
@@ -537,6 +552,18 @@ class Finding:
                 "nor a variant's" if self.spec_error <= CLOSE else
                 f"max error vs the spec oracle {_g(self.spec_error)}")
             return f"{self.layer}: no variant of the oracle reproduces the port ({why})"
+        if self.plain and not self.diff and (self.precision or self.raised):
+            # the plain attributes are the cause: Module.to() left them float32, so a float64
+            # layer computes partly in float32 or refuses to mix them; the evidence follows
+            from portspec.diagnose import plain_state
+
+            said = [self.raised.replace("[", "(").replace("]", ")")] if self.raised else []
+            if self.precision:
+                what = ("moving statistics stored" if self.stored else
+                        "float64 calls computed partly")
+                said.append(f"{what} in {self.precision}, max error vs the spec oracle "
+                            f"{_g(self.spec_error)}")
+            return f"{self.layer}: {plain_state(self.plain)} [{'; '.join(said)}]"
         parts = [self.misshaped] if self.misshaped else []
         if self.swap:  # worded as FM-CONFIG words it (one root cause)
             from portspec.suite.areas.errors import config_swap
@@ -944,12 +971,14 @@ def search(spec, records):
                        evidence="random weights written with set_weights and read back with "
                        "get_weights")
     swapped = next((r for r in records if r["label"] == "config swap"), None)
+    plain = next((r["state"]["plain"] for r in records if r["label"] == PLAIN_STATE), ())
     _LOCAL.fits = {}
     try:
-        found = _search(spec, [r for r in records if r["label"] not in ("config swap", ALIASES)
-                               and not r["label"].startswith(STAGE)])
+        found = _search(spec, [r for r in records if r["label"] not in (
+            "config swap", ALIASES, PLAIN_STATE) and not r["label"].startswith(STAGE)])
     finally:
         _LOCAL.fits = None
+    found = replace(found, plain=tuple(plain))
     found = _input_site(found, records)
     if not found.says:  # outside the variant space (or the GFF probe's training calls,
         # which the search has not): read part by part
@@ -1166,6 +1195,8 @@ def _loss(spec, space, records, choices) -> float:
         total += err if np.isfinite(err) else float("inf")
     return total
 
+
+PLAIN_STATE = "plain state"  # the probe's record of tensors kept as plain attributes
 
 # A float64 call refused because two dtypes met inside the layer, in PyTorch's words ("mat1
 # and mat2 must have the same dtype, but got Float and Double", "... but got: float != double",

@@ -265,6 +265,41 @@ class KerasPortHandle(PortHandle):
 
         return count(self.obj.trainable_weights), count(self.obj.non_trainable_weights)
 
+    def extra_source(self, paths) -> str | None:
+        """What in the port's module holds the weights outside the table (``paths``), where
+        a Keras layer's own option adds them: a BatchNormalization built with
+        ``renorm=True`` (batch renormalisation) keeps ``moving_stddev``, ``renorm_mean`` and
+        ``renorm_stddev``. None where no option of a Keras layer accounts for them."""
+        keras = self.adapter.keras
+        for layer in self.obj._flatten_layers(include_self=True, recursive=True):
+            if not (isinstance(layer, keras.layers.BatchNormalization)
+                    and getattr(layer, "renorm", False)):
+                continue
+            own = [p for p in paths if p.rsplit(".", 1)[-1] in (
+                "moving_stddev", "renorm_mean", "renorm_stddev")]
+            if own:
+                return (f"{layer.name} is a Keras BatchNormalization built with renorm=True "
+                        "(batch renormalisation, Ioffe 2017): it keeps moving_stddev, "
+                        "renorm_mean and renorm_stddev besides the moving statistics, and in "
+                        "training corrects the batch statistics by r and d, constants in the "
+                        "backward, where the spec's BatchNorm normalises by the batch "
+                        "statistics alone (renorm=False, Keras's default)")
+        return None
+
+    def unregistered(self) -> str | None:
+        """Words for a layer class the Keras registry cannot give back by its registered name
+        (``keras.saving.register_keras_serializable`` left off), so that ``load_model`` cannot
+        rebuild the layer; None for a registered class or one of Keras's own."""
+        keras, cls = self.adapter.keras, type(self.obj)
+        if cls.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow"):
+            return None
+        name = keras.saving.get_registered_name(cls)
+        if keras.saving.get_registered_object(name) is cls:
+            return None
+        return (f"the layer class {cls.__qualname__} is not registered with "
+                "Keras (keras.saving.register_keras_serializable), so a saved model that "
+                "holds it cannot be rebuilt by name when it is loaded")
+
     def save_native(self, directory):
         keras = self.adapter.keras
         shapes = [tuple(s[1:]) for s in self.input_shapes]

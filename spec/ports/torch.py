@@ -192,16 +192,40 @@ class TorchPortHandle(PortHandle):
         # state_dict() leaves them out, so a saved layer loses them (FM-SAVE-NATIVE says so)
         for path, buffer in self.obj.named_buffers():
             tensors.setdefault(path, buffer)
+        for path, tensor in self._plain().items():
+            tensors.setdefault(path, tensor)
         return tensors
 
+    def _plain(self) -> dict:
+        """Floating tensors the port's modules keep as plain attributes (``self.running_mean
+        = torch.zeros(n)``), neither parameters nor buffers: the layer computes with them, so
+        the map may name them, but ``state_dict()`` leaves them out and ``Module.to()``
+        neither moves nor casts them."""
+        torch = self.adapter.torch
+        return {f"{prefix}.{name}" if prefix else name: value
+                for prefix, module in self.obj.named_modules()
+                for name, value in vars(module).items()
+                if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter)
+                and value.is_floating_point()}
+
     def unsaved(self) -> str | None:
-        """The layer's buffers that ``state_dict()``, and so a native save, leaves out."""
+        """The layer's tensors that ``state_dict()``, and so a native save, leaves out."""
         saved = self.obj.state_dict()
+        said = []
         left = [path for path, _ in self.obj.named_buffers() if path not in saved]
-        if not left:
-            return None
-        return (f"the port's {', '.join(left)} are buffers registered with persistent=False, "
-                "which state_dict() leaves out")
+        if left:
+            said.append(f"the port's {', '.join(left)} are buffers registered with "
+                        "persistent=False, which state_dict() leaves out")
+        plain = self.plain_paths()
+        if plain:
+            from portspec.diagnose import plain_state
+
+            said.append(plain_state(plain))
+        return "; ".join(said) or None
+
+    def plain_paths(self) -> list[str]:
+        """The paths of the floating tensors the port keeps as plain attributes (``_plain``)."""
+        return sorted(self._plain())
 
     def _native(self):
         params = {id(p) for p in self.obj.parameters() if p.requires_grad}
@@ -258,6 +282,51 @@ class TorchPortHandle(PortHandle):
     def forward(self, inputs, *, training):
         with self.adapter.torch.no_grad():
             return self._numpy(self._run(self.obj, self._tensor(inputs), training))
+
+    def promotion(self, inputs, *, training) -> str | None:
+        """Where a mixed-precision (autocast) call's result comes out float32: the first
+        operation that meets a low-precision operand with one of the port's float32 weights
+        and returns float32, as words (the operation, its operands' dtypes, the weight's
+        path); None where no operation does, or the layer is not run under autocast.
+        Autocast casts the operands of its listed operations (``linear``, ``matmul``), not
+        those of an addition or a product, where type promotion keeps float32 (PyTorch's
+        autocast documentation, "Ops that can autocast")."""
+        if self.dtype not in AUTOCAST:
+            return None
+        torch = self.adapter.torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        low = getattr(torch, self.dtype)
+        held = {t.untyped_storage().data_ptr(): path for path, t in self._tensors().items()
+                if t.dtype == torch.float32}
+        found = []
+
+        class Watch(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+                if (not found and isinstance(out, torch.Tensor) and out.dtype == torch.float32
+                        and any(t.dtype == low for t in tensors)):
+                    paths = [held.get(t.untyped_storage().data_ptr()) for t in tensors
+                             if t.dtype == torch.float32]
+                    if any(paths):
+                        found.append((func, [t.dtype for t in tensors], paths))
+                return out
+
+        with torch.no_grad(), Watch():
+            self._run(self.obj, self._tensor(inputs), training)
+        if not found:
+            return None
+        func, dtypes, paths = found[0]
+        name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else str(func)
+        operands = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        weight = " and ".join(p for p in paths if p)
+        return (f"under autocast the port's float32 weight {weight} meets a {self.dtype} value "
+                f"in {name}({operands}), an operation autocast does not cast, so the result is "
+                f"promoted to float32 and so is the output: the weight is applied by hand "
+                f"outside autocast's cast operations (linear, matmul), where the spec computes "
+                f"in {self.dtype}")
 
     def forward_compiled(self, inputs, *, training):
         torch = self.adapter.torch

@@ -21,17 +21,32 @@ from portspec.tolerances import FD_STEP, GRADIENT
 DIRECTIONS = 2
 
 
-def _objective(handle, weights, x, cot, training):
+def _outside(handle) -> dict:
+    """The port's weights outside its weight map, path -> value (a renormalisation's extra
+    statistics, say), which a training call may move and ``set_weights`` does not restore;
+    {} for a handle that maps every weight it holds, or one that does not say."""
+    held = getattr(handle, "held", None)
+    if held is None or not hasattr(handle, "_read"):
+        return {}
+    mapped = {path for entry in held.values() for path, _ in entry.pieces if path}
+    return {p: np.array(v, copy=True) for p, v in handle._read().items() if p not in mapped
+            and np.issubdtype(np.asarray(v).dtype, np.floating)}
+
+
+def _objective(handle, weights, x, cot, training, outside=None):
+    if outside:  # the state outside the map as it was: each call starts from the same
+        handle._write_all(list(outside.items()))
     handle.set_weights(weights)  # also restores moving statistics a training call moved
     out = np.asarray(handle.forward(x, training=training), dtype=np.float64)
     return float(np.sum(out * cot))
 
 
-def _at(point, *, handle, weights, x, cot, training):
+def _at(point, *, handle, weights, x, cot, training, outside=None):
     """The objective with weights and inputs taken from ``point`` (names as in ``grads``)."""
     inputs = [point[f"input {i}"] for i in range(len(x) if isinstance(x, list) else 1)]
     moved = {**weights, **{k: v for k, v in point.items() if not k.startswith("input ")}}
-    return _objective(handle, moved, inputs if isinstance(x, list) else inputs[0], cot, training)
+    return _objective(handle, moved, inputs if isinstance(x, list) else inputs[0], cot, training,
+                      outside)
 
 
 def _unit(rng, shape):
@@ -69,6 +84,7 @@ def gradients(ctx):
             cot = rng.standard_normal(case.input_shapes[0])
             # against the port's own central differences: weights it lacks keep its values
             weights = set_held_weights(handle, weights)
+            outside = _outside(handle) if training else {}
             try:
                 gx, gw = handle.grad(x, cot, training=training)
             except Exception:
@@ -84,7 +100,8 @@ def gradients(ctx):
             point = {**{n: weights[n] for n in trainable},
                      **{f"input {i}": v for i, v in enumerate(xs)}}
 
-            f = partial(_at, handle=handle, weights=weights, x=x, cot=cot, training=training)
+            f = partial(_at, handle=handle, weights=weights, x=x, cot=cot, training=training,
+                        outside=outside)
 
             # All tensors at once along random directions (a wrong gradient anywhere shows,
             # almost surely); one tensor at a time only to say which one is wrong.

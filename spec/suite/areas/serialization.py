@@ -137,11 +137,13 @@ def save_native(ctx):
                 # worded alike in both clauses is one root cause
                 lost = got != want and _config_lost(got, want, _reports(ctx),
                                                     own=_own_config(handle))
+                # the class unknown to the framework's registry (Keras: checked there)
+                unknown = getattr(handle, "unregistered", lambda: None)()
                 raise ClauseFailure(
                     f"{what}: the save ran, loading raised {said}",
                     diagnosis=(f"get_config {lost} [the native load rebuilds the layer from "
-                               f"it: {said}]" if lost else
-                               f"a natively saved layer does not load back ({said})"),
+                               f"it: {said}]" if lost else f"{unknown} [{said}]" if unknown
+                               else f"a natively saved layer does not load back ({said})"),
                     checked=True) from exc
         try:
             _same_weights(handle.get_weights(), loaded.get_weights(), what,

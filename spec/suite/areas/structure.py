@@ -157,7 +157,7 @@ def weight_table(ctx):
                     diagnosis=f"{', '.join(transposed)} in (out, in) layout: the adapter must "
                     "transpose to the canonical (in, out)",
                 )
-            holding = (_split(handle, want, got, problems) or _bigger(table, info)
+            holding = (_split(handle, want, got, problems) or _bigger(table, info, ctx=ctx)
                        or _holding(ctx, case, handle, info))
             raise ClauseFailure(f"{case.label}: " + "; ".join(problems), diagnosis=holding,
                                 checked=holding is not None)
@@ -214,7 +214,65 @@ def split_refusal(error: str) -> str | None:
     return joined(m["name"], m["call"], f"the spec's weights refused ({said.strip()})")
 
 
-def _bigger(table, info, counts=None, spec_counts=None) -> str | None:
+_REDUCES: dict = {}
+
+
+def _source(ctx, extra) -> str | None:
+    """The framework's own account of the weights outside the table (``extra_source``: a
+    Keras option that adds state), read off a built layer."""
+    try:
+        handle = ctx.build(ctx.spec.cases()[0])
+        return getattr(handle, "extra_source", lambda paths: None)(extra)
+    except Exception:  # noqa: BLE001 - a port that cannot be built says so elsewhere
+        return None
+
+
+def _reduction(ctx, extra) -> str | None:
+    """Values of the port's weights outside the table (``extra``, paths) under which its
+    float64 inference output is the spec's, where it is not with the values it is built
+    with: each square 2-D weight the identity, each other 0 or 1 (a residual projection,
+    a layer scale, a second bias each reduce so); as words, or None. Read once per port and
+    layer, so that FM-WEIGHTS and FM-PARAMS word it alike."""
+    key = (ctx.adapter.name, ctx.spec.name, tuple(extra))
+    if key in _REDUCES:
+        return _REDUCES[key]
+    _REDUCES[key] = None
+    case = ctx.spec.cases()[0]
+    config = {**case.config, "dropout": 0.0} if "dropout" in case.config else dict(case.config)
+    try:
+        handle = ctx.build(case, dtype="float64", config=config)
+        native = handle._native()
+        rng = np.random.default_rng(5)
+        weights = ctx.spec.random_weights(config, case.input_shapes, rng)
+        handle.set_weights(dict(weights))
+        x = ctx.inputs(case, rng, "float64")
+        expected, _ = ctx.spec.forward(config, weights, x, training=False)
+        tol = 1e-9 * (1.0 + float(np.abs(expected).max()))
+
+        def off():
+            return float(np.abs(np.asarray(handle.forward(x, training=False)) - expected).max())
+
+        if off() <= tol:  # the extra weights change nothing as built: no reading of them
+            return None
+        options = []
+        for path in extra:
+            shape = tuple(native[path][0])
+            options.append([("the identity", np.eye(shape[0]))] if len(shape) == 2
+                           and shape[0] == shape[1] else
+                           [("0", np.zeros(shape)), ("1", np.ones(shape))])
+        for combo in itertools.islice(itertools.product(*options), 16):
+            handle._write_all([(p, v) for p, (_, v) in zip(extra, combo, strict=True)])
+            if off() <= tol:
+                said = " and ".join(f"{p} {w}" for p, (w, _) in zip(extra, combo, strict=True))
+                _REDUCES[key] = (f"a computation the spec has not, on those weights: with {said} "
+                                 "the port's float64 inference output is the spec's")
+                break
+    except Exception:  # noqa: BLE001 - a port that cannot be read so is not read so
+        return None
+    return _REDUCES[key]
+
+
+def _bigger(table, info, counts=None, spec_counts=None, ctx=None) -> str | None:
     """``BIGGER``, where the port holds every weight of the table as the spec has it and
     others besides (a whole block's sublayers, say), and, given ``counts``, where those
     others account exactly for the (trainable, non-trainable) counts over ``spec_counts``.
@@ -229,6 +287,12 @@ def _bigger(table, info, counts=None, spec_counts=None) -> str | None:
                                                 spec_counts[1] + sizes[1]):
         return None
     names = ", ".join(extra[:4]) + (f" and {len(extra) - 4} more" if len(extra) > 4 else "")
+    reduced = _source(ctx, extra) if ctx is not None else None
+    reduced = reduced or (_reduction(ctx, extra) if ctx is not None and len(extra) <= 4
+                          else None)
+    if reduced:
+        return (f"{BIGGER} ({names}: {sizes[0]} trainable and {sizes[1]} non-trainable "
+                f"values): {reduced}")
     return (f"{BIGGER} ({names}: {sizes[0]} trainable and {sizes[1]} non-trainable values): "
             "the adapter builds more than the layer (a whole block: build the sublayer that "
             "is the layer), or the layer has a parameter the spec's has not (a second bias)")
@@ -314,7 +378,7 @@ def _holding(ctx, case, handle, info) -> str | None:
         if len(fits) != 1:
             return None
         return lead + no_weight(", ".join(fits[0]), evidence)
-    bigger = _bigger(table, info, counts, spec_counts)
+    bigger = _bigger(table, info, counts, spec_counts, ctx=ctx)
     if bigger:
         return bigger
     got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
