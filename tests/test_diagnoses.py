@@ -20,7 +20,8 @@ from portspec.verify import verify
 
 FIXTURES = Path(__file__).parent / "ports_fixtures"
 TORCH, FLAX, KERAS = "diagnosis_mutants_torch.py", "ports_flax.py", "ports_keras.py"
-NEEDS = {TORCH: "torch", FLAX: "flax", KERAS: "keras"}
+KERAS_BN = "keras_batchnorm.py"
+NEEDS = {TORCH: "torch", FLAX: "flax", KERAS: "keras", KERAS_BN: "keras"}
 
 # (diagnosis, file, mutant, clause, phrase the diagnosis must contain)
 CASES = [
@@ -34,6 +35,12 @@ CASES = [
     ("epsilon fitted", TORCH, "epsilon-1e-5", "FM-INFERENCE", "epsilon 1e-05"),
     ("epsilon fitted", FLAX, "flax-batchnorm-defaults", "FM-BN-EPSILON", "epsilon 1e-05"),
     ("epsilon fitted", KERAS, "keras-epsilon-1e-5", "FM-BN-EPSILON", "epsilon 1e-05"),
+    ("class not registered", KERAS, "keras-not-registered", "FM-SAVE-NATIVE",
+     "is not registered with Keras"),
+    ("batch renormalisation", KERAS_BN, "keras-batch-renorm", "FM-WEIGHTS",
+     "norm is a Keras BatchNormalization built with renorm=True"),
+    ("batch renormalisation", KERAS_BN, "keras-batch-renorm", "FM-PARAMS",
+     "norm is a Keras BatchNormalization built with renorm=True"),
     ("flatten order", TORCH, "flatten-time-last", "FM-INFERENCE", "flattened time-last"),
     (
         "batch stats in inference",
@@ -141,7 +148,14 @@ CASES = [
         TORCH,
         "stats-not-buffers",
         "FM-PARAMS",
-        "moving statistics are not held as weights",
+        "keeps moving_mean, moving_var as plain tensor attributes, not registered buffers",
+    ),
+    (
+        "float32 weight promotes under autocast",
+        TORCH,
+        "bias-added-by-hand",
+        "FM-DTYPE",
+        "float32 weight lin2.bias meets a bfloat16 value in add(bfloat16, float32)",
     ),
     (
         "batch of one refused",
@@ -279,7 +293,7 @@ def test_epsilon_near_zero():
 
 
 # Diagnoses checked by a mutant above, and those checked on the oracle or the evidence alone.
-BY_MUTANT = 32
+BY_MUTANT = 35
 BY_EVIDENCE = 6  # transposed square kernels, float32 precision, another momentum, float32-only
 # update, another dropout rate, epsilon ~0 (a float64 call refused in any framework's words:
 # tests/test_rootcause.py)

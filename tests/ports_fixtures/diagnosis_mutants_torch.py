@@ -247,6 +247,15 @@ class _StatsNotBuffers(FM):
         self.__dict__.update(moving_mean=mean, moving_var=var)
 
 
+class _BiasByHand(FM):
+    """The second Dense's bias added by hand to F.linear's output: the same values, but under
+    autocast a float32 bias added to a bfloat16 result promotes it to float32."""
+
+    def branch(self, z):
+        h = self.drop1(F.relu(self.lin1(z)))
+        return self.drop2(F.linear(h, self.lin2.weight) + self.lin2.bias)
+
+
 class _Float32Inside(FM):
     """Computes in float32 whatever it is given, like layers whose sublayers ignore the dtype."""
 
@@ -296,6 +305,7 @@ MUTANTS = [
     mutant("stats-as-parameters", fm=_StatsAsParameters),
     mutant("bn-affine-frozen", fm=_AffineFrozen),
     mutant("stats-not-buffers", fm=_StatsNotBuffers),
+    mutant("bias-added-by-hand", fm=_BiasByHand),
     type("Float32Inside", (_Float32Port,), {"name": "float32-inside", "fm": _Float32Inside}),
     mutant("gate-roles-swapped", gff={"swap_roles": True}),
     mutant("concat-swapped", gff={"swap_concat": True}),

@@ -2,7 +2,8 @@
 KERAS_BACKEND names.
 
 ``good-keras`` is the built-in adapter under a port's name; ``keras-epsilon-1e-5`` sets its
-BatchNorm epsilon to PyTorch's default.
+BatchNorm epsilon to PyTorch's default; ``keras-not-registered`` is the reference
+FeatureMixing redefined without ``keras.saving.register_keras_serializable``.
 """
 
 from __future__ import annotations
@@ -30,4 +31,17 @@ class KerasEpsilon5(GoodKeras):
         self.classes = {**self.classes, "FeatureMixing": _Epsilon5}
 
 
-ADAPTERS = [GoodKeras(), KerasEpsilon5()]
+class _Unregistered(ref.FeatureMixing):
+    """The reference layer under a name the Keras registry does not know."""
+
+
+class KerasNotRegistered(GoodKeras):
+    name = "keras-not-registered"
+    layers = ("FeatureMixing",)
+
+    def __init__(self, variant=None):
+        super().__init__(variant)
+        self.classes = {**self.classes, "FeatureMixing": _Unregistered}
+
+
+ADAPTERS = [GoodKeras(), KerasEpsilon5(), KerasNotRegistered()]

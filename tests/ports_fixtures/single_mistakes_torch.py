@@ -16,7 +16,15 @@ from measure_layers import mistaken
 from torch import nn
 
 from portspec.layers import LAYERS
-from portspec.ports import TorchPortAdapter, absent, held_as, identity, transpose
+from portspec.ports import (
+    TorchPortAdapter,
+    absent,
+    held_as,
+    identity,
+    part,
+    reshape,
+    transpose,
+)
 
 FM_SPEC, GFF_SPEC = LAYERS["FeatureMixing"], LAYERS["GatedFeatureFusion"]
 
@@ -55,6 +63,7 @@ class FM(nn.Module):
     position = "before"
     eps, eps_outside, keep = 1e-3, False, 0.01
     var_keep = None  # the moving variance's own share kept (None: keep's)
+    batch_weight = None  # the batch statistic's weight in the update (None: 1 - keep)
     ddof = update_ddof = 0
     moving_in_training = batch_in_inference = False
     update = "training"
@@ -76,6 +85,7 @@ class FM(nn.Module):
     bias2_after_dropout = False  # dropout(h @ W2) + b2
     var_centre = None  # the training variance about "grand" (x.mean()) or "zero" (E[x^2])
     update_var_eps = False  # the moving variance averages var + eps
+    update_var_with_mean = False  # the moving variance averages the batch mean (a slip)
     batch_one_frozen = False  # a training batch of one leaves the moving statistics unchanged
     eps_floor = False  # sqrt(max(var, eps)): epsilon a floor under the variance
     bias1_after_act = relu_before_dense1 = False  # act(z W1) + b1; act(relu(z) W1 + b1)
@@ -85,6 +95,8 @@ class FM(nn.Module):
     # as (N, L) and transposed; "T2" flattened from x.transpose(1, 2), reshaped straight back
     unflatten = None
     persistent = True  # False: the moving statistics are left out of state_dict()
+    plain_stats = False  # the moving statistics as plain tensor attributes, not buffers
+    residual_projection = False  # proj(x) + branch: a Dense (N, N) on the residual path
     relu_after_residual = False  # relu(x + branch)
     input_dropout = False  # a dropout on the first Dense's input (the normalised features)
     inplace_input = False  # x.sub_(mean).div_(...): the input standardised in place
@@ -105,6 +117,12 @@ class FM(nn.Module):
         if self.norm in ("feature", "channel", "time", "scalar"):
             self.register_buffer("moving_mean", torch.zeros(shape), persistent=self.persistent)
             self.register_buffer("moving_var", torch.ones(shape), persistent=self.persistent)
+        if self.residual_projection:  # kept from a block whose widths differ
+            self.proj = nn.Linear(n_series, n_series)
+        if self.plain_stats and hasattr(self, "moving_mean"):  # self.moving_mean = torch.zeros
+            mean, var = self.moving_mean, self.moving_var
+            del self.moving_mean, self.moving_var
+            self.__dict__.update(moving_mean=mean, moving_var=var)
         self.lin1, self.lin2 = nn.Linear(n_series, ff_dim), nn.Linear(ff_dim, n_series)
         for lin in (self.lin1, self.lin2):
             nn.init.xavier_uniform_(lin.weight)
@@ -150,12 +168,15 @@ class FM(nn.Module):
                     if self.var_centre:
                         stat_var = var
                     stat_var = stat_var + self.eps if self.update_var_eps else stat_var
+                    stat_var = mean if self.update_var_with_mean else stat_var
                     if self.update_with_output:  # a variable reused: the standardised values'
                         stat_var = ((v - mean) / torch.sqrt(var + self.eps)).var(
                             axes, keepdim=True, correction=0)
-                    m = self.keep * self._as_grid(self.moving_mean) + (1 - self.keep) * mean[0]
+                    bw = 1 - self.keep if self.batch_weight is None else self.batch_weight
+                    m = self.keep * self._as_grid(self.moving_mean) + bw * mean[0]
                     kv = self.keep if self.var_keep is None else self.var_keep
-                    s = kv * self._as_grid(self.moving_var) + (1 - kv) * stat_var[0]
+                    bv = 1 - kv if self.batch_weight is None else self.batch_weight
+                    s = kv * self._as_grid(self.moving_var) + bv * stat_var[0]
                     new_m, new_s = self._store(m, self.moving_mean), self._store(s, self.moving_var)
             if not use_batch:
                 mean, var = self._as_grid(self.moving_mean), self._as_grid(self.moving_var)
@@ -252,6 +273,7 @@ class FM(nn.Module):
             z = z.float().to(x.dtype)
         y = self.branch(z)
         y = self.branch_sign * y
+        x = self.proj(x) if self.residual_projection else x
         out = {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
             self.residual]
         out = F.relu(out) if self.relu_after_residual else out
@@ -317,6 +339,8 @@ class GFF(nn.Module):
             return g * a + (1 - g) * b
         if self.product_gate:
             z = torch.cat([a * b, a - b], -1) @ w.T
+        elif self.sees == "interleaved":  # a stack and flatten for a concat: a0, b0, a1, ...
+            z = torch.stack([first, second], -1).flatten(-2) @ w.T
         elif self.sees == "both":
             z = torch.cat([first, second], -1) @ w.T
         elif self.sees in ("aa", "bb"):  # a typo: one input twice
@@ -447,6 +471,8 @@ PORTS = [
     port("silu-activation", {"activation": "silu"}, fm={"activation": staticmethod(F.silu)}),
     port("relu6-activation", {"activation": "relu6"}, fm={"activation": staticmethod(F.relu6)}),
     port("kernels-not-transposed", {"transpose": True}, kernel=identity),
+    # the (in, out) values poured into Linear's (out, in) weight: a reshape for a transpose
+    port("kernels-reshaped-not-transposed", {"transpose": "reshape"}, kernel=reshape()),
     # dropout
     port("dropout-not-inverted", {"dropout_scale": "none"}, fm={"drop_scale": "none"}),
     port("dropout-scaled-by-1-over-p", {"dropout_scale": "rate"}, fm={"drop_scale": "rate"}),
@@ -566,6 +592,20 @@ PORTS = [
          r"normalisation standardises its input in place", fm={"inplace_input": True}),
     port("dropout-on-the-first-dense-input", {"sites": ("input", "dropout2")},
          fm={"input_dropout": True, "sites": (2,)}),
+    # running.mul_(1 - m).add_(batch) where add_(batch, alpha=m) was meant
+    port("moving-stats-batch-added-in-full", r"updated as 0.01 old \+ 1 batch, weights that do "
+         r"not sum to 1 .*the batch statistic is added in full", fm={"batch_weight": 1.0}),
+    port("moving-variance-averages-the-mean", r"the moving variance averages the batch mean "
+         r"\(the mean's value where the variance was meant\)",
+         fm={"update_var_with_mean": True}),
+    port("gff-inputs-interleaved", r"the gate's input interleaves a and b \(a0, b0, a1, b1",
+         gff={"sees": "interleaved"}),
+    port("residual-projection", r"holds weights outside the layer's table \(proj.weight, "
+         r"proj.bias: .*with proj.weight the identity and proj.bias 0 the port's float64 "
+         r"inference output is the spec's", fm={"residual_projection": True}),
+    port("moving-stats-plain-attributes", r"^FeatureMixing: the port keeps moving_mean, "
+         r"moving_var as plain tensor attributes, not registered buffers",
+         fm={"plain_stats": True}),
     port("moving-stats-not-persistent", r"the native load does not restore norm.moving_mean, "
          r"norm.moving_variance: .* \(the port's moving_mean, moving_var are buffers "
          r"registered with persistent=False", fm={"persistent": False}),
@@ -612,6 +652,31 @@ class ScalarGate(Conforming):
     weights = {**_weights(FM), "GatedFeatureFusion": {
         "gate.kernel": held_as("gate.weight", transform=transpose, why="a gate of one unit"),
         "gate.bias": held_as("gate.bias", why="a gate of one unit")}}
+
+
+class _GFFFusedBias(GFF):
+    """The gate's kernel and bias as the rows of one (2F + 1, F) weight fed concat([a, b, 1]),
+    drawn Glorot-uniform as one weight: its bias row is not 0, its kernel rows a narrower
+    limit."""
+
+    def __init__(self, features, activation="sigmoid"):
+        super().__init__(features, activation)
+        del self.gate
+        self.gate_w = nn.Parameter(torch.empty(2 * features + 1, features))
+        nn.init.xavier_uniform_(self.gate_w)
+
+    def forward(self, a, b):
+        g = self._act(torch.cat([a, b, torch.ones_like(a[..., :1])], -1) @ self.gate_w)
+        return g * a + (1 - g) * b
+
+
+class GateBiasDrawnWithKernel(Conforming):
+    name, layers = "gate-bias-drawn-with-its-kernel", ("GatedFeatureFusion",)
+    expected = (r"gate.kernel, gate.bias, parts of the port's one weight gate_w \(129, 64\), "
+                r"initialised together as one weight drawn from Glorot-uniform")
+    gff = _GFFFusedBias
+    weights = {**_weights(FM), "GatedFeatureFusion": {
+        "gate.kernel": part("gate_w", slice(None, -1)), "gate.bias": part("gate_w", -1)}}
 
 
 class StatsSwappedInMap(Conforming):
@@ -664,4 +729,5 @@ class OutputFlattened(Conforming):
 
 
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
-            ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels()]
+            ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels(),
+            GateBiasDrawnWithKernel()]
