@@ -78,8 +78,30 @@ class TorchPortAdapter(PortAdapter):
         param = None if dtype is None else getattr(torch, _float32(dtype))
         module = self.construct(layer, self.port_config(layer, config),
                                 input_shapes=input_shapes, dtype=param)
+        self._materialise(module, input_shapes)
         module = module.to(self.device) if param is None else module.to(self.device, param)
         return self._handle(layer, module, config, input_shapes, dtype, seed=seed)
+
+    def _materialise(self, module, input_shapes) -> None:
+        """A module with lazy parameters (``nn.LazyLinear``: shapes inferred at the first
+        call) is called once on zeros of ``input_shapes`` in inference mode, as a Keras layer
+        is built from its input shapes, so that its weights exist to be set, read and saved
+        (PyTorch's "dry run", torch.nn.modules.lazy). Where that call raises, the module is
+        left as it is: the clauses say what fails."""
+        torch = self.torch
+        lazy = torch.nn.parameter.UninitializedParameter
+        if not any(isinstance(p, lazy) for p in module.parameters()):
+            return
+        inputs = [torch.zeros(tuple(s)) for s in input_shapes]
+        was = module.training
+        try:
+            module.eval()
+            with torch.no_grad():
+                self.call(module, inputs if len(inputs) > 1 else inputs[0], training=False)
+        except Exception:  # noqa: BLE001 - refused here, refused in the clauses
+            pass
+        finally:
+            module.train(was)
 
     def load_native(self, layer, path):
         meta = load_meta(path, layer)
