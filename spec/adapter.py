@@ -229,9 +229,23 @@ def set_held_weights(handle, weights: Mapping[str, np.ndarray]) -> Weights:
                               if w.kind == "held_as"}
     kept = {n: v for n, v in weights.items() if n not in left}
     kept.update({n: handle._own_values[n] for n, w in left.items() if w.kind == "held_as"})
+    # a Dense bias of one constant, or a Dense kernel of zeros, means the same at any shape
+    # (a bias per time step, a Dense over another axis): written at the port's own shape
+    same = {n: np.full(np.shape(handle._own_values[n]), np.asarray(weights[n]).flat[0])
+            for n, w in left.items() if w.kind == "held_as" and _constant(n, weights[n])}
+    kept.update(same)
     handle.set_weights(kept)
     return Weights(kept, {n: w.reason for n, w in left.items() if w.kind == "absent"},
-                   own=sorted(left), refused=refused)
+                   own=sorted(set(left) - set(same)), refused=refused)
+
+
+def _constant(name: str, value) -> bool:
+    """A value whose meaning does not depend on the shape it is held at: a Dense bias of one
+    constant, a Dense kernel of zeros."""
+    v = np.asarray(value)
+    if v.size == 0 or not np.all(v == v.flat[0]):
+        return False
+    return name.endswith(".bias") or (name.endswith(".kernel") and v.flat[0] == 0)
 
 
 def as_numpy_inputs(inputs):

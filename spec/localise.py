@@ -712,10 +712,11 @@ def localise_fm(spec, records) -> list[str]:
             text = _fm_update(r)
             if text:
                 said.append((text, "update"))
-    skipped = _fm_skipped(stages)
+    skipped = _fm_skipped(stages) or _fm_shifted_scale(stages)
     if skipped:  # the norm stage's reading, which sees no standardisation, said in full
         said = [t for t in said if not t[0].startswith("in ") or "normalisation" not in t[0]]
         said.append((skipped, "both"))
+        affine = []
     if affine:
         texts = {_fm_affine(r) for r in affine}
         if len(texts) == 1:  # alike in the modes that differ
@@ -775,6 +776,29 @@ def _fm_skipped(stages) -> str | None:
                 "inference and training (read back with gamma 1 and beta 0, and with random "
                 "gamma and beta)")
     return None
+
+
+def _fm_shifted_scale(stages) -> str | None:
+    """Where every norm and affine stage call, in both modes, is (1 + gamma) z + beta (z the
+    spec's standardised input): the scale applied as an offset from 1 while it starts at 1,
+    which the norm stage alone (gamma 1) reads as a division by half the spec's scale. None
+    otherwise."""
+    rs = stages.get("norm", []) + stages.get("affine", [])
+    if len(stages.get("affine", [])) < 1 or len({r["training"] for r in rs}) < 2:
+        return None
+    for r in rs:
+        x = np.asarray(r["x"])
+        length, n = x.shape[1:]
+        means, scales, spec, _ = _statistics(x, r["weights"], r["training"])
+        z = (x - means[spec[0]]) / scales[spec[1]]
+        gamma, beta = (np.asarray(r["weights"][k]).reshape(length, n)
+                       for k in ("norm.gamma", "norm.beta"))
+        if _rel(np.asarray(r["out"]) - x, (1.0 + gamma) * z + beta) > SAME:
+            return None
+    return ("the normalisation scales by (1 + gamma), not gamma: the scale applied as an "
+            "offset from 1 (a zero-centred parametrisation) while it starts at 1 as the "
+            "spec's does, in inference and training (read back with gamma 1 and beta 0, and "
+            "with random gamma and beta)")
 
 
 def _fm_affine(r) -> str:
@@ -1163,6 +1187,10 @@ def _gff_outputs(records) -> str | None:
         lambda g, gm, a, b: g * a + (1.0 - gm) * b,
         "act(z) a - (1 - act(z)) b: the complement's sign flipped (act(z) a + (act(z) - 1) b)":
         lambda g, gm, a, b: g * a - (1.0 - g) * b,
+        "act(z) a: the (1 - act(z)) b term left out (a gated linear unit on a)":
+        lambda g, gm, a, b: g * a,
+        "act(z) a + b: b added whole, not weighted by 1 - act(z)":
+        lambda g, gm, a, b: g * a + b,
     }
     def pooled(how):  # the gate's inputs reduced over the axes between batch and features
         def inputs(v):

@@ -194,7 +194,35 @@ def probe(adapter, spec) -> list[dict]:
                     state={"swap": list(pair)})]
     return (records + _layout(adapter, spec) + _aliases(adapter, spec)
             + _float32_call(adapter, spec, records) + _plain(adapter, spec, records)
-            + _staged(adapter, spec))
+            + _output_dtype(adapter, spec) + _staged(adapter, spec))
+
+
+OUTPUT_DTYPE = "output dtype"  # the probe's record of a float64 call's narrower output
+
+
+def _first_case(adapter, spec, dtype):
+    """A build of the spec's first case at dropout 0 in ``dtype``, inputs for it in that
+    dtype (seed 0) and the config: the probe's single calls."""
+    case = spec.cases()[0]
+    config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
+    handle = adapter.build(spec.name, dict(config), input_shapes=case.input_shapes, seed=0,
+                           dtype=dtype)
+    x = spec.make_inputs(case, np.random.default_rng(0))
+    x = [np.asarray(v, dtype) for v in x] if isinstance(x, list) else np.asarray(x, dtype)
+    return handle, x, config
+
+
+def _output_dtype(adapter, spec) -> list[dict]:
+    """Where a float64 layer's inference call returns another dtype than float64 (an output
+    cast at the end, ``.float()``), a record of it (``state["dtype"]``): a float64 finding of
+    float32 precision is then put down to that cast."""
+    try:
+        handle, x, _ = _first_case(adapter, spec, "float64")
+        got = np.asarray(handle.forward(x, training=False)).dtype.name
+    except Exception:  # noqa: BLE001 - a refused float64 call is the other records' evidence
+        return []
+    return [] if got == "float64" else [_record(OUTPUT_DTYPE, None, None, None, False, None,
+                                                None, None, state={"dtype": got})]
 
 
 def _plain(adapter, spec, records) -> list[dict]:
@@ -224,14 +252,8 @@ def _float32_call(adapter, spec, records) -> list[dict]:
     if not calls or any(r["out"] is not None for r in calls) or any(
             r["dtype"] != "float64" for r in calls):
         return []
-    case = spec.cases()[0]
-    config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
     try:
-        handle = adapter.build(spec.name, dict(config), input_shapes=case.input_shapes, seed=0,
-                               dtype="float32")
-        x = spec.make_inputs(case, np.random.default_rng(0))
-        x = [np.asarray(v, np.float32) for v in x] if isinstance(x, list) else np.asarray(
-            x, np.float32)
+        handle, x, config = _first_case(adapter, spec, "float32")
         _, error = _call(handle, x, False)
     except Exception:  # noqa: BLE001 - refused before the call: no evidence either way
         return []
@@ -518,6 +540,7 @@ class Finding:
     # the paths of tensors the port keeps as plain attributes (a PyTorch module's): where
     # the finding is a precision or a refused float64 call, their effect (diagnose.plain_state)
     plain: tuple = ()
+    cast: str | None = None  # the dtype a float64 call returns, where it is not float64
 
     @property
     def says(self) -> bool:
@@ -564,6 +587,10 @@ class Finding:
                 said.append(f"{what} in {self.precision}, max error vs the spec oracle "
                             f"{_g(self.spec_error)}")
             return f"{self.layer}: {plain_state(self.plain)} [{'; '.join(said)}]"
+        if self.cast and self.precision == self.cast and not (self.diff or self.raised):
+            # the float32 precision is the output's: a float64 call returns float32
+            return (f"{self.layer}: {output_cast(self.cast)} [max error vs the spec oracle "
+                    f"{_g(self.spec_error)}, of {self.cast} rounding]")
         parts = [self.misshaped] if self.misshaped else []
         if self.swap:  # worded as FM-CONFIG words it (one root cause)
             from portspec.suite.areas.errors import config_swap
@@ -972,13 +999,15 @@ def search(spec, records):
                        "get_weights")
     swapped = next((r for r in records if r["label"] == "config swap"), None)
     plain = next((r["state"]["plain"] for r in records if r["label"] == PLAIN_STATE), ())
+    cast = next((r["state"]["dtype"] for r in records if r["label"] == OUTPUT_DTYPE), None)
     _LOCAL.fits = {}
     try:
         found = _search(spec, [r for r in records if r["label"] not in (
-            "config swap", ALIASES, PLAIN_STATE) and not r["label"].startswith(STAGE)])
+            "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE)
+            and not r["label"].startswith(STAGE)])
     finally:
         _LOCAL.fits = None
-    found = replace(found, plain=tuple(plain))
+    found = replace(found, plain=tuple(plain), cast=cast)
     found = _input_site(found, records)
     if not found.says:  # outside the variant space (or the GFF probe's training calls,
         # which the search has not): read part by part
@@ -1197,6 +1226,14 @@ def _loss(spec, space, records, choices) -> float:
 
 
 PLAIN_STATE = "plain state"  # the probe's record of tensors kept as plain attributes
+
+
+def output_cast(dtype: str) -> str:
+    """One wording of a float64 layer that returns ``dtype`` (FM/GFF-DTYPE words it alike:
+    one root cause)."""
+    return (f"the output is cast to {dtype} (a float64 call returns {dtype}: a .float() or "
+            f"astype({dtype}) at the end of the layer), where the spec returns the dtype it "
+            "computes in")
 
 # A float64 call refused because two dtypes met inside the layer, in PyTorch's words ("mat1
 # and mat2 must have the same dtype, but got Float and Double", "... but got: float != double",
@@ -1695,6 +1732,7 @@ def attach(results, exchange: list | None = None):
                 in zip(keys, _search_all(searches), strict=True)}
     from portspec import localise
     from portspec.diagnose import IN_PLACE
+    from portspec.suite.areas.batchnorm import GRADIENT_AT_ZERO_VARIANCE
 
     for i, r in enumerate(out):
         if r.status != "failed":
@@ -1715,6 +1753,10 @@ def attach(results, exchange: list | None = None):
                 localise.IN_PLACE_INPUT in text for text, _ in finding.located):
             # the input changed in place: the refused backward is that change, not another
             out[i] = replace(r, cause=finding.line(), details=details)
+        elif finding.located and r.diagnosis == GRADIENT_AT_ZERO_VARIANCE and any(
+                _rooted(text) for text, _ in finding.located):
+            # a square root of the variance the staged probe found: its derivative at 0
+            out[i] = replace(r, cause=finding.line(), details=details)
         elif r.diagnosis and _checked(prefixes[prefix], r):
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
@@ -1730,7 +1772,37 @@ def attach(results, exchange: list | None = None):
             # a located cause is the layer's cause above, whose calls this clause is not
             why = "" if finding.fits or finding.located else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
-    return _step_after_gradient(_bigger_module(out, findings), findings)
+    return _step_after_gradient(_dropped_input(_bigger_module(out, findings), findings),
+                                findings)
+
+
+def _dropped_input(results, findings):
+    """Where FM-RESIDUAL shows the layer's input dropped out before the residual
+    (``structure.INPUT_DROPPED``, checked), the dropout probe's values that no variant
+    reproduces are that dropout's: the clauses put down to the probe's dropout statement
+    alone are put down to it."""
+    from portspec.suite.areas.structure import INPUT_DROPPED
+
+    dropped = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+               if r.status == "failed" and INPUT_DROPPED in (r.cause or "")}
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        if (key in dropped and found is not None and found.located and not found.fits
+                and r.cause == found.line()
+                and all(scope == "dropout" for _, scope in found.located)):
+            r = replace(r, cause=dropped[key])
+        out.append(r)
+    return out
+
+
+def _rooted(text: str) -> bool:
+    """Whether a staged-probe statement has the normalisation divide by a square root of the
+    variance alone (sqrt(var) + epsilon, the standard deviation), whose derivative at a batch
+    variance of 0 is infinite: it accounts for non-finite batch-of-one gradients."""
+    text = text.replace("sqrt(var + epsilon)", "").replace("sqrt(the moving var + epsilon)", "")
+    return "sqrt(var)" in text or "standard deviation" in text
 
 
 COMPILED_ONLY = ("the compiled call computes otherwise than the eager one, which is the spec's: "

@@ -105,6 +105,27 @@ class FlaxPortHandle(PortHandle):
             out[".".join(str(p) for p in path)] = node
         return out
 
+    def promotion(self, inputs, *, training) -> str | None:
+        """Where a low-precision layer's sublayers compute in another dtype: each NNX module
+        of the port built with a ``dtype`` (NNX's computation dtype; ``param_dtype`` is its
+        weights') other than the compute dtype, as words; None where none is. ``inputs`` and
+        ``training`` are not needed: the modules say it as built."""
+        if self.dtype not in ("bfloat16", "float16"):
+            return None
+        jnp = self.adapter.jax.numpy
+        want = jnp.dtype(self.dtype)
+        other = [(".".join(str(p) for p in path), jnp.dtype(node.dtype).name)
+                 for path, node in self.adapter.nnx.iter_modules(self.obj)
+                 if path and getattr(node, "dtype", None) is not None
+                 and hasattr(node, "param_dtype") and jnp.dtype(node.dtype) != want]
+        if not other:
+            return None
+        said = ", ".join(f"{path} (dtype={dtype})" for path, dtype in other)
+        return (f"under {self.dtype} compute the port's {said} compute in "
+                f"{other[0][1]}: NNX's dtype is a module's computation dtype (param_dtype its "
+                f"weights'), so the output is promoted, where the spec computes in "
+                f"{self.dtype}")
+
     def _is_key(self, variable) -> bool:
         """A typed PRNG key (``jax.random.key``) held in a plain Variable."""
         jax = self.adapter.jax

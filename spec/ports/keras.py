@@ -286,6 +286,18 @@ class KerasPortHandle(PortHandle):
                         "statistics alone (renorm=False, Keras's default)")
         return None
 
+    def config_without_dtype(self) -> str | None:
+        """Words for a layer whose ``get_config()`` does not carry its dtype policy (built
+        without ``super().get_config()``, which holds name, trainable and dtype), so that a
+        native load rebuilds it at Keras's default float32; None where it carries it."""
+        config = self.obj.get_config()
+        if "dtype" in config:
+            return None
+        return ("get_config leaves out the base layer's config (it is built without "
+                "super().get_config(), which holds name, trainable and the dtype policy): a "
+                "native load rebuilds the layer at Keras's default float32 "
+                f"[get_config() keys: {', '.join(sorted(config))}]")
+
     def unregistered(self) -> str | None:
         """Words for a layer class the Keras registry cannot give back by its registered name
         (``keras.saving.register_keras_serializable`` left off), so that ``load_model`` cannot

@@ -135,6 +135,31 @@ def bn_batch1(ctx):
     except ClauseFailure as failure:
         raise float64_failure(ctx, failure, handle, config, weights, x, training=True,
                               state=True) from None
+    _finite_gradients(ctx, handle, weights, x, rng)
+
+
+# The spec's gradient at a batch of one is finite: x - mean is 0 and so is the batch
+# variance's derivative, 2 (x - mean) / n, so 1 / sqrt(var + epsilon) multiplies zeros.
+GRADIENT_AT_ZERO_VARIANCE = (
+    "at a training batch of one (batch variance 0) the gradients are not finite where the "
+    "output is: the normalisation differentiates a function whose derivative is infinite at "
+    "variance 0 (a square root of the variance: the standard deviation, std ** 2 for the "
+    "variance, sqrt(var) + epsilon), where the spec's 1 / sqrt(var + epsilon) is finite"
+)
+
+
+def _finite_gradients(ctx, handle, weights, x, rng):
+    """The gradients of a training call on a batch of one are finite, as the spec's are."""
+    handle.set_weights(weights)
+    cot = rng.standard_normal(np.shape(x))
+    try:
+        gx, gw = handle.grad(x, cot, training=True)
+    except Exception:  # noqa: BLE001 - a port without gradients fails FM-GRAD, not this
+        return
+    bad = [n for n, g in (("input", gx), *gw.items()) if not np.all(np.isfinite(g))]
+    if bad:
+        raise ClauseFailure(f"batch-1 training gradients of {', '.join(bad)} are not finite "
+                            "(the output is)", diagnosis=GRADIENT_AT_ZERO_VARIANCE, checked=True)
 
 
 @check("bn-epsilon")

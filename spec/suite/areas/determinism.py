@@ -86,6 +86,23 @@ def determinism(ctx):
             # training calls differ in what they draw: the dropout masks
             raise ClauseFailure("training with dropout 0.5 is not reproducible under seed 5",
                                 diagnosis=MASKS_UNSEEDED, checked=True)
+        # build, build, call, call: each layer draws from a generator of its own, which the
+        # other's build and call leave alone (Keras's Dropout layers, Flax's Rngs; a torch
+        # port's calls are seeded by its handle)
+        pair = [ctx.build(case, seed=5, config=dropout) for _ in range(2)]
+        again = [h.forward(x, training=True) for h in pair]
+        if not np.array_equal(*again):
+            raise ClauseFailure("two layers built with seed 5, then called in training one "
+                                "after the other, draw different dropout masks",
+                                diagnosis=MASKS_SHARED, checked=True)
+
+
+MASKS_SHARED = (
+    "the dropout masks are drawn from a generator every layer shares (a framework-global one: "
+    "keras.random.dropout with seed=None, a NumPy or Python global), not one the layer owns: "
+    "two layers built alike draw differently, as each call moves the shared state (the same "
+    "layers called build, call, build, call agree)"
+)
 
 
 def _dropout_config(config):

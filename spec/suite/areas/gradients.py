@@ -129,7 +129,31 @@ def gradients(ctx):
                            for _ in range(DIRECTIONS)):
                         raise ClauseFailure(str(failure), diagnosis=said,
                                             details=failure.details, checked=True)
+                skip = _skip_detached(f, point, grads, cot, rng)
+                if skip:
+                    raise ClauseFailure(str(failure), diagnosis=skip, details=failure.details,
+                                        checked=True)
                 raise failure
+
+
+SKIP_DETACHED = ("the residual's own gradient is missing: the input's gradient is the "
+                 "branch's alone, without the identity the skip connection adds (the input "
+                 "detached on the skip path, x.detach() + branch, or a residual added under "
+                 "no_grad)")
+
+
+def _skip_detached(f, point, grads, cot, rng) -> str | None:
+    """``SKIP_DETACHED`` where the port's input gradient plus the cotangent (the gradient of
+    the identity term of x + branch) agrees with its own central differences in every
+    direction, the weights' gradients as they are; None otherwise, and for a layer whose
+    output is not its input's shape."""
+    if "input 1" in point or np.shape(point.get("input 0")) != np.shape(cot):
+        return None
+    mended = {**grads, "input 0": np.asarray(grads["input 0"]) + cot}
+    if all(not _agrees(f, point, mended, _directions(rng, point, point))
+           for _ in range(DIRECTIONS)):
+        return SKIP_DETACHED
+    return None
 
 
 def _directions(rng, point, names):

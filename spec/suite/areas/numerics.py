@@ -253,6 +253,42 @@ def training(ctx):
     for case in ctx.spec.cases():
         for dtype in ("float32", "float64"):
             compare_with_oracle(ctx, case, dtype=dtype, training=True)
+    if ctx.spec.clauses_of("bn-update"):  # a layer that normalises by batch statistics
+        _far_from_zero(ctx)
+
+
+# Inputs of mean OFFSET and unit spread. The spec's two-pass variance E[(x - mean)^2] keeps
+# float32's digits there: the inputs' own rounding (6e-5 at 1000) moves the output by about
+# 1e-4, measured on the five built-ins, against a bound of 1e-5 (1 + |expected|) = 1e-2 at
+# |expected| ~ 1000. A one-pass variance E[x^2] - E[x]^2 subtracts two numbers of 1e6 that
+# agree to 6 of float32's 7 digits: errors of 0.1 in the variance, 0.25 at the output.
+OFFSET = 1000.0
+ONE_PASS = (f"in float32 the normalisation loses its precision on inputs far from zero (a mean "
+            f"of {OFFSET:g}, a spread of 1), where it keeps it on centred ones: the batch "
+            "variance computed in one pass as E[x^2] - E[x]^2, which cancels catastrophically "
+            "(Flax's BatchNorm use_fast_variance=True, its default), where the spec's two-pass "
+            "E[(x - mean)^2] does not")
+
+
+def _far_from_zero(ctx):
+    """One float32 training call on inputs of mean OFFSET (raw prices, sensor readings), after
+    the centred ones of ``training`` passed: a failure here alone is the variance's
+    cancellation (``ONE_PASS``)."""
+    case = ctx.spec.cases()[0]
+    config = {**case.config, "dropout": 0.0}
+    rng = np.random.default_rng(21)
+    handle = ctx.build(case, dtype="float32", config=config)
+    weights = cast(ctx.spec.random_weights(config, case.input_shapes, rng), "float32")
+    handle.set_weights(dict(weights))
+    x = cast(OFFSET + ctx.spec.make_inputs(case, rng), "float32")
+    out = handle.forward(x, training=True)
+    expected, _ = ctx.spec.forward(config, weights, cast(x, "float64"), training=True)
+    try:
+        ctx.expect_close(f"{case.label} float32 training=True, inputs of mean {OFFSET:g}",
+                         out, expected, FORWARD["float32"])
+    except ClauseFailure as failure:  # the centred calls passed: the offset alone fails
+        raise ClauseFailure(str(failure), diagnosis=ONE_PASS, details=failure.details,
+                            checked=True) from None
 
 
 # The largest |pre-activation| of the saturated calls: past float64 exp's overflow (709.78),
@@ -475,9 +511,11 @@ def dtype(ctx):
                 raise
             problems.append(str(failure))
         if problems:  # the dtypes read back are the evidence
+            from portspec.rootcause import output_cast
+
             raise ClauseFailure("; ".join(problems), checked=True,
                                 diagnosis=diagnose.float64_storage(ctx.adapter, ctx.spec)
-                                or f"a float64 {ctx.spec.name} of this port returns {got.name}")
+                                or output_cast(got.name))
 
     def low(name, training):
         out = compare_with_oracle(ctx, case, dtype=name, training=training)

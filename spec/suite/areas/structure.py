@@ -103,11 +103,35 @@ def residual(ctx):
         out = handle.forward(x, training=training)
         if not np.array_equal(out, x):
             err = float(np.max(np.abs(np.asarray(out, np.float64) - x)))
+            dropped = training and _input_dropped(out, x, case.config.get("dropout"))
             raise ClauseFailure(
                 f"training={training}: with the second Dense zeroed the output differs from the "
                 f"input by up to {err:.3g}",
-                diagnosis=_residual_diagnosis(out, x, training),
+                diagnosis=dropped or _residual_diagnosis(out, x, training),
+                checked=bool(dropped),
             )
+
+
+INPUT_DROPPED = "in training the layer's input is dropped out before the residual reads it"
+
+
+def _input_dropped(out, x, p) -> str | None:
+    """Where a training call with the second Dense zeroed returns dropout(x): each value 0 or
+    x / (1 - p), the zeros at rate p (6 sd), the words ``INPUT_DROPPED`` with that evidence."""
+    if not p or not 0 < p < 1:
+        return None
+    x64, out64 = np.asarray(x, np.float64), np.asarray(out, np.float64)
+    seen = np.abs(x64) > 1e-3
+    ratio = out64[seen] / x64[seen]
+    zero = np.abs(ratio) <= 1e-6
+    kept = np.abs(ratio - 1.0 / (1.0 - p)) <= 1e-5 * (1.0 + 1.0 / (1.0 - p))
+    n = ratio.size
+    if not np.all(zero | kept) or abs(zero.mean() - p) > 6 * np.sqrt(p * (1 - p) / n):
+        return None
+    return (f"{INPUT_DROPPED} (a dropout on the input itself, which the skip path then adds: "
+            f"with the second Dense zeroed a training call returns dropout(x), {zero.mean():.0%}"
+            f" of the values 0 and the others x / (1 - p), p = {p:g}), where the spec drops "
+            "only inside the branch")
 
 
 def _residual_diagnosis(out, x, training):
@@ -344,6 +368,34 @@ def unheld(spec, error: str) -> str | None:
     return no_weight(m["name"], f"the spec's weights refused ({error.strip()})")
 
 
+def _dims(held: tuple, want: tuple, config: dict) -> str:
+    """The config parameters that size a weight the port holds at another shape, where the
+    case's values tell them apart: " (sized by input_size where the spec's is by n_series)"
+    for a Dense over the time axis, " (an extra axis of input_size: one per time step)";
+    '' where the dimensions name nothing or the same parameters."""
+    names = {}
+    for k, v in config.items():
+        if isinstance(v, int) and not isinstance(v, bool):
+            names.setdefault(v, []).append(k)
+    if any(len(n) > 1 for n in names.values()):
+        return ""  # two parameters of one value: a dimension names neither
+
+    def named(dims):
+        return [names[d][0] if d in names else None for d in dims]
+
+    h, w = named(held), named(want)
+    if len(held) == len(want):
+        moved = {(b, a) for a, b in zip(h, w, strict=True) if a != b}
+        if len(moved) == 1 and None not in next(iter(moved)):
+            spec_name, port_name = next(iter(moved))
+            return f" (sized by {port_name} where the spec's is by {spec_name})"
+        return ""
+    if len(held) == len(want) + 1 and held[1:] == want and h[0]:
+        per = {"input_size": "time step", "n_series": "channel"}.get(h[0], h[0])
+        return f" (an extra axis of {h[0]}: one per {per})"
+    return ""
+
+
 def _holding(ctx, case, handle, info) -> str | None:
     """What the port holds differently from the weight table, where that accounts exactly for
     its (trainable, non-trainable) counts: canonical weights held with the other trainability
@@ -384,7 +436,7 @@ def _holding(ctx, case, handle, info) -> str | None:
     got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
     other_shape = [w for w in table if w.name in got and got[w.name][0] != tuple(w.shape)]
     reshaped = [f"{w.name} {got[w.name][0]} for the spec's {tuple(w.shape)}"
-                for w in other_shape]
+                + _dims(got[w.name][0], tuple(w.shape), case.config) for w in other_shape]
     if reshaped and counts == spec_counts:  # the counts need no reading; the shapes may
         same = all(int(np.prod(got[w.name][0])) == size[w.name] for w in other_shape)
         if not same or any(k not in size for k in got):
