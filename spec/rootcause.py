@@ -213,13 +213,17 @@ def _first_case(adapter, spec, dtype):
 
 
 def _output_dtype(adapter, spec) -> list[dict]:
-    """Where a float64 layer's inference call returns another dtype than float64 (an output
-    cast at the end, ``.float()``), a record of it (``state["dtype"]``): a float64 finding of
-    float32 precision is then put down to that cast."""
+    """Where a float64 layer, its weights float64, returns another dtype than float64 from an
+    inference call (an output cast at the end, ``.float()``), a record of it
+    (``state["dtype"]``): a float64 finding of float32 precision is then put down to that
+    cast."""
     try:
         handle, x, _ = _first_case(adapter, spec, "float64")
         got = np.asarray(handle.forward(x, training=False)).dtype.name
+        held = {np.asarray(v).dtype.name for v in handle.get_weights().values()}
     except Exception:  # noqa: BLE001 - a refused float64 call is the other records' evidence
+        return []
+    if held - {"float64"}:  # a layer held narrower: its storage, not a cast of its output
         return []
     return [] if got == "float64" else [_record(OUTPUT_DTYPE, None, None, None, False, None,
                                                 None, None, state={"dtype": got})]

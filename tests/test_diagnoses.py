@@ -41,6 +41,10 @@ CASES = [
      "norm is a Keras BatchNormalization built with renorm=True"),
     ("batch renormalisation", KERAS_BN, "keras-batch-renorm", "FM-PARAMS",
      "norm is a Keras BatchNormalization built with renorm=True"),
+    ("config without the base layer's", KERAS, "keras-config-without-base", "FM-SAVE-NATIVE",
+     "get_config leaves out the base layer's config"),
+    ("masks from a shared generator", KERAS_BN, "keras-global-dropout", "FM-DETERMINISM",
+     "drawn from a generator every layer shares"),
     ("flatten order", TORCH, "flatten-time-last", "FM-INFERENCE", "flattened time-last"),
     (
         "batch stats in inference",
@@ -157,6 +161,8 @@ CASES = [
         "FM-DTYPE",
         "float32 weight lin2.bias meets a bfloat16 value in add(bfloat16, float32)",
     ),
+    ("skip connection detached", TORCH, "skip-detached", "FM-GRAD",
+     "the residual's own gradient is missing"),
     (
         "batch of one refused",
         TORCH,
@@ -293,7 +299,7 @@ def test_epsilon_near_zero():
 
 
 # Diagnoses checked by a mutant above, and those checked on the oracle or the evidence alone.
-BY_MUTANT = 35
+BY_MUTANT = 38
 BY_EVIDENCE = 6  # transposed square kernels, float32 precision, another momentum, float32-only
 # update, another dropout rate, epsilon ~0 (a float64 call refused in any framework's words:
 # tests/test_rootcause.py)

@@ -540,7 +540,7 @@ class GFFConfigDropsActivation(_KerasMutant):
 
 class GFFNotSerializable(_KerasMutant):
     mistake = "the layer is not registered as Keras-serializable, so a saved model won't load"
-    names = r"natively saved layer does not load back"
+    names = r"GatedFeatureFusion: the layer class .* is not registered with Keras"
     catches = ("GFF-SAVE-NATIVE",)
 
     class gff(ref.GatedFeatureFusion):  # noqa: N801

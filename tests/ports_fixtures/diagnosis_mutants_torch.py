@@ -256,6 +256,14 @@ class _BiasByHand(FM):
         return self.drop2(F.linear(h, self.lin2.weight) + self.lin2.bias)
 
 
+class _SkipDetached(FM):
+    """The residual added from a detached input: the same values, no gradient through the
+    skip connection."""
+
+    def forward(self, x):
+        return super().forward(x) - x + x.detach()
+
+
 class _Float32Inside(FM):
     """Computes in float32 whatever it is given, like layers whose sublayers ignore the dtype."""
 
@@ -306,6 +314,7 @@ MUTANTS = [
     mutant("bn-affine-frozen", fm=_AffineFrozen),
     mutant("stats-not-buffers", fm=_StatsNotBuffers),
     mutant("bias-added-by-hand", fm=_BiasByHand),
+    mutant("skip-detached", fm=_SkipDetached),
     type("Float32Inside", (_Float32Port,), {"name": "float32-inside", "fm": _Float32Inside}),
     mutant("gate-roles-swapped", gff={"swap_roles": True}),
     mutant("concat-swapped", gff={"swap_concat": True}),

@@ -3,7 +3,9 @@ channel) features, as Keras users write it, on the backend KERAS_BACKEND names.
 
 ``keras-builtin-bn`` is that layer to the spec; ``keras-batch-renorm`` builds its
 BatchNormalization with ``renorm=True`` (batch renormalisation: three more non-trainable
-weights, and a training normalisation corrected by them).
+weights, and a training normalisation corrected by them); ``keras-global-dropout`` drops out
+with ``keras.random.dropout(x, rate)`` and no seed, the masks drawn from Keras's global
+generator.
 """
 
 from __future__ import annotations
@@ -65,6 +67,21 @@ class Renormalised(FeatureMixing):
     renorm = True
 
 
+@keras.saving.register_keras_serializable(package="portspec_fixture_bn")
+class GlobalDropout(FeatureMixing):
+    def call(self, inputs, training=None):
+        SPEC.check_call({"input_size": self.input_size, "n_series": self.n_series},
+                        tuple(inputs.shape), keras.backend.standardize_dtype(inputs.dtype))
+        flat = ops.reshape(inputs, (-1, self.input_size * self.n_series))
+        x = ops.reshape(self.norm(flat, training=training), (-1, self.input_size, self.n_series))
+        x = ops.relu(self.dense1(x))
+
+        def drop(v):
+            return keras.random.dropout(v, self.dropout) if training and self.dropout else v
+
+        return inputs + drop(self.dense2(drop(x)))
+
+
 class BuiltinBatchNorm(KerasPortAdapter):
     name = "keras-builtin-bn"
     layers = ("FeatureMixing",)
@@ -83,4 +100,8 @@ class BatchRenorm(BuiltinBatchNorm):
     name, cls = "keras-batch-renorm", Renormalised
 
 
-ADAPTERS = [BuiltinBatchNorm(), BatchRenorm()]
+class GlobalDropoutPort(BuiltinBatchNorm):
+    name, cls = "keras-global-dropout", GlobalDropout
+
+
+ADAPTERS = [BuiltinBatchNorm(), BatchRenorm(), GlobalDropoutPort()]

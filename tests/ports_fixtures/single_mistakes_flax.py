@@ -78,8 +78,10 @@ class FeatureMixing(nnx.Module):
         self.use_running_average = False  # train() / eval() set it, as on the submodules
 
     def make_norm(self, param_dtype, rngs):
+        # use_fast_variance=False: the two-pass variance (nnx.BatchNorm's default one-pass
+        # variance is the batchnorm-fast-variance port's mistake)
         norm = nnx.BatchNorm(self.input_size * self.n_series, momentum=0.01, epsilon=1e-3,
-                             param_dtype=param_dtype, rngs=rngs)
+                             use_fast_variance=False, param_dtype=param_dtype, rngs=rngs)
         return _wide_statistics(norm, param_dtype)
 
     def rate(self):
@@ -199,6 +201,8 @@ def port(name, expected, fm=None, gff=None, weights=None):
 
 
 def _batch_norm(wide=True, **kwargs):
+    kwargs.setdefault("use_fast_variance", False)
+
     def make_norm(self, param_dtype, rngs):
         norm = nnx.BatchNorm(self.input_size * self.n_series, param_dtype=param_dtype,
                              rngs=rngs, **kwargs)
@@ -222,7 +226,8 @@ def _layer_norm_channels(self, param_dtype, rngs):  # nnx.LayerNorm at its defau
 
 
 def _per_channel(self, param_dtype, rngs):  # nnx.BatchNorm(N) on (batch, L, N)
-    norm = nnx.BatchNorm(self.n_series, momentum=0.01, epsilon=1e-3, param_dtype=param_dtype,
+    norm = nnx.BatchNorm(self.n_series, momentum=0.01, epsilon=1e-3, use_fast_variance=False,
+                         param_dtype=param_dtype,
                          rngs=rngs)
     return _wide_statistics(norm, param_dtype)
 
@@ -265,6 +270,16 @@ def _dense1_without_bias(self, *args, rngs, **kwargs):
                              param_dtype=old.param_dtype, kernel_init=glorot, rngs=rngs)
 
 
+def _linears_in_param_dtype(self, *args, rngs, **kwargs):
+    """The Linears built with dtype=param_dtype (NNX's two arguments confused)."""
+    FeatureMixing.__init__(self, *args, rngs=rngs, **kwargs)
+    for name in ("dense1", "dense2"):
+        old = getattr(self, name)
+        setattr(self, name, nnx.Linear(old.in_features, old.out_features,
+                                       dtype=old.param_dtype, param_dtype=old.param_dtype,
+                                       kernel_init=glorot, bias_init=zeros, rngs=rngs))
+
+
 PORTS = [
     # nnx.BatchNorm's constants
     port("batchnorm-flax-momentum", {"momentum": 0.99}, fm=_batch_norm(epsilon=1e-3)),
@@ -273,7 +288,11 @@ PORTS = [
          fm=_batch_norm(momentum=0.1, epsilon=1e-3)),
     port("batchnorm-float32-statistics", {"precision": "float32"},
          fm=_batch_norm(wide=False, momentum=0.01, epsilon=1e-3)),
-    # nnx.BatchNorm(features, rngs=rngs) as it comes: momentum 0.99, epsilon 1e-5, float32
+    # its default one-pass variance, E[x^2] - E[x]^2, alone
+    port("batchnorm-fast-variance", r"the batch variance computed in one pass as E\[x\^2\]",
+         fm=_batch_norm(momentum=0.01, epsilon=1e-3, use_fast_variance=True)),
+    # nnx.BatchNorm(features, rngs=rngs) as it comes (its one-pass variance aside, the port
+    # above): momentum 0.99, epsilon 1e-5, float32
     # statistics; one line of the port, three differences
     port("batchnorm-flax-defaults", {"momentum": 0.99, "eps": 1e-5, "precision": "float32"},
          fm=_batch_norm(wide=False)),
@@ -296,6 +315,9 @@ PORTS = [
     port("gelu-exact", {"activation": "gelu"},
          fm={"activation": lambda self, h: jax.nn.gelu(h, approximate=False)}),
     port("kernels-read-as-torch", {"transpose": True}, weights=KERNELS_AS_TORCH),
+    port("linears-computing-in-param-dtype", r"under bfloat16 compute the port's dense1 "
+         r"\(dtype=float32\), dense2 \(dtype=float32\) compute in float32",
+         fm={"__init__": _linears_in_param_dtype}),
     port("dense1-without-bias", {"biases": ("dense2",)}, fm={"__init__": _dense1_without_bias},
          weights=_weights({"dense1.bias": absent("nnx.Linear(use_bias=False)")})),
     # dropout

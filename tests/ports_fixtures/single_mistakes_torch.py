@@ -97,6 +97,12 @@ class FM(nn.Module):
     persistent = True  # False: the moving statistics are left out of state_dict()
     plain_stats = False  # the moving statistics as plain tensor attributes, not buffers
     residual_projection = False  # proj(x) + branch: a Dense (N, N) on the residual path
+    output_float32 = False  # the output cast with .float() at the end
+    dropout_module = False  # self.dropout = nn.Dropout(rate): the config reads the module
+    scale_offset = False  # (1 + gamma) z + beta, gamma starting at 1
+    one_pass = False  # the batch variance as E[x^2] - E[x]^2
+    std_squared = False  # the batch variance as sqrt(var) ** 2 (an infinite derivative at 0)
+    block_input_dropout = False  # x = dropout(x) first: the skip path adds the dropped input
     relu_after_residual = False  # relu(x + branch)
     input_dropout = False  # a dropout on the first Dense's input (the normalised features)
     inplace_input = False  # x.sub_(mean).div_(...): the input standardised in place
@@ -117,6 +123,8 @@ class FM(nn.Module):
         if self.norm in ("feature", "channel", "time", "scalar"):
             self.register_buffer("moving_mean", torch.zeros(shape), persistent=self.persistent)
             self.register_buffer("moving_var", torch.ones(shape), persistent=self.persistent)
+        if self.dropout_module:  # one module for both sites, under the config's name
+            self.dropout = nn.Dropout(dropout)
         if self.residual_projection:  # kept from a block whose widths differ
             self.proj = nn.Linear(n_series, n_series)
         if self.plain_stats and hasattr(self, "moving_mean"):  # self.moving_mean = torch.zeros
@@ -151,6 +159,10 @@ class FM(nn.Module):
         axes = self._axes()
         mean = v.mean(axes, keepdim=True)
         var = v.var(axes, keepdim=True, correction=self.ddof)
+        if self.one_pass:  # "one pass over the data"
+            var = (v * v).mean(axes, keepdim=True) - mean * mean
+        if self.std_squared:  # torch's std masks its derivative at 0; a sqrt does not
+            var = torch.sqrt(v.var(axes, keepdim=True, correction=0)) ** 2
         if self.var_about_moving and self.training:
             var = ((v - self._as_grid(self.moving_mean).clone()) ** 2).mean(axes, keepdim=True)
         if self.var_centre and self.training:
@@ -209,14 +221,16 @@ class FM(nn.Module):
             return self._as_grid(self.gamma) * z
         if self.affine == "offset":  # scale=False
             return z + self._as_grid(self.beta)
-        return self._as_grid(self.gamma) * z + self._as_grid(self.beta)
+        scale = 1 + self._as_grid(self.gamma) if self.scale_offset else self._as_grid(self.gamma)
+        return scale * z + self._as_grid(self.beta)
 
     fixed_rate = None  # a rate written into the layer, whatever the config's dropout
 
     def _rate(self):
         if self.fixed_rate is not None:
             return self.fixed_rate
-        return 1 - self.dropout if self.rate_as_keep else self.dropout
+        rate = self.dropout.p if isinstance(self.dropout, nn.Module) else self.dropout
+        return 1 - rate if self.rate_as_keep else rate
 
     def drop(self, v, site, mask):
         p = self._rate()
@@ -264,6 +278,9 @@ class FM(nn.Module):
             tuple(x.shape), str(x.dtype).removeprefix("torch."))
         if self.flag_ignored:  # the mode the adapter set never reaches the computation
             self.training = False
+        if self.block_input_dropout and self.training and 0 < self._rate() < 1:
+            p = self._rate()
+            x = torch.where(self._mask(x.shape, x.dtype, p), x / (1 - p), torch.zeros_like(x))
         if self.position == "after":
             y = self.branch(x)
             return self.normalise(x + y)
@@ -277,7 +294,8 @@ class FM(nn.Module):
         out = {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
             self.residual]
         out = F.relu(out) if self.relu_after_residual else out
-        return self.drop(out, 2, self._m2) if self.drop_after_residual else out
+        out = self.drop(out, 2, self._m2) if self.drop_after_residual else out
+        return out.float() if self.output_float32 else out
 
 
 class GFF(nn.Module):
@@ -365,6 +383,8 @@ class GFF(nn.Module):
             return g * a + (1 - z) * b
         if self.roles == "minus":  # the complement's sign flipped
             return g * a + (g - 1) * b
+        if self.roles == "glu":  # a gated linear unit: the second term left out
+            return g * a
         return g * b + (1 - g) * a if self.roles == "b-gated" else g * a + (1 - g) * b
 
 
@@ -603,6 +623,21 @@ PORTS = [
     port("residual-projection", r"holds weights outside the layer's table \(proj.weight, "
          r"proj.bias: .*with proj.weight the identity and proj.bias 0 the port's float64 "
          r"inference output is the spec's", fm={"residual_projection": True}),
+    port("output-cast-to-float32", r"^FeatureMixing: the output is cast to float32 \(a "
+         r"float64 call returns float32", fm={"output_float32": True}),
+    port("dropout-module-as-config", r"^FeatureMixing: get_config reports dropout=Dropout\(p="
+         r"0.1, inplace=False\) for a layer built with dropout=0.1", fm={"dropout_module": True}),
+    port("gff-complement-term-missing", r"the fusion computes act\(z\) a: the \(1 - act\(z\)\) "
+         r"b term left out", gff={"roles": "glu"}),
+    port("bn-scale-one-plus-gamma", r"the normalisation scales by \(1 \+ gamma\), not gamma",
+         fm={"scale_offset": True}),
+    port("batch-variance-one-pass", r"the batch variance computed in one pass as E\[x\^2\] - "
+         r"E\[x\]\^2", fm={"one_pass": True}),
+    port("batch-variance-std-squared", r"at a training batch of one \(batch variance 0\) the "
+         r"gradients are not finite", fm={"std_squared": True}),
+    port("dropout-on-the-block-input", r"^FeatureMixing: in training the layer's input is "
+         r"dropped out before the residual reads it", fm={"block_input_dropout": True,
+                                                          "sites": (2,)}),
     port("moving-stats-plain-attributes", r"^FeatureMixing: the port keeps moving_mean, "
          r"moving_var as plain tensor attributes, not registered buffers",
          fm={"plain_stats": True}),
@@ -652,6 +687,36 @@ class ScalarGate(Conforming):
     weights = {**_weights(FM), "GatedFeatureFusion": {
         "gate.kernel": held_as("gate.weight", transform=transpose, why="a gate of one unit"),
         "gate.bias": held_as("gate.bias", why="a gate of one unit")}}
+
+
+class _FMOverTime(FM):
+    """The Dense layers applied to x.transpose(1, 2): they mix the time steps, not the
+    channels (TSMixer's time-mixing MLP where the channel-mixing one was meant)."""
+
+    def __init__(self, n_series, input_size, dropout, ff_dim):
+        super().__init__(n_series, input_size, dropout, ff_dim)
+        self.lin1, self.lin2 = nn.Linear(input_size, ff_dim), nn.Linear(ff_dim, input_size)
+        for lin in (self.lin1, self.lin2):
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def branch(self, z):
+        p = self._rate()
+        h = F.dropout(F.relu(self.lin1(z.transpose(1, 2))), p, self.training)
+        self._m2 = None
+        return F.dropout(self.lin2(h), p, self.training).transpose(1, 2)
+
+
+class DenseOverTime(Conforming):
+    name, layers, fm = "dense-over-time", ("FeatureMixing",), _FMOverTime
+    expected = (r"the port holds dense1.kernel \(6, 16\) for the spec's \(5, 16\) \(sized by "
+                r"input_size where the spec's is by n_series\)")
+    weights = {**_weights(FM), "FeatureMixing": {
+        **_weights(FM)["FeatureMixing"],
+        **{k: held_as(path, transform=transpose if k.endswith("kernel") else identity,
+                      why="the Dense acts on each channel's time steps")
+           for k, path in (("dense1.kernel", "lin1.weight"), ("dense2.kernel", "lin2.weight"),
+                           ("dense2.bias", "lin2.bias"))}}}
 
 
 class _GFFFusedBias(GFF):
@@ -730,4 +795,4 @@ class OutputFlattened(Conforming):
 
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
             ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels(),
-            GateBiasDrawnWithKernel()]
+            GateBiasDrawnWithKernel(), DenseOverTime()]
