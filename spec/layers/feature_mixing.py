@@ -82,7 +82,8 @@ CLAUSES = [
         "DETERMINISM",
         "determinism",
         "Two layers built with the same seed have identical weights and outputs; inference is "
-        "repeatable; training with dropout > 0 is reproducible under a seed.",
+        "repeatable; training with dropout > 0 is reproducible under a seed, whichever of two "
+        "layers built alike is called first (each draws its masks from a generator it owns).",
     ),
     *serialization_clauses(PREFIX),
     _c(

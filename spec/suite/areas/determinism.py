@@ -99,9 +99,9 @@ def determinism(ctx):
 
 MASKS_SHARED = (
     "the dropout masks are drawn from a generator every layer shares (a framework-global one: "
-    "keras.random.dropout with seed=None, a NumPy or Python global), not one the layer owns: "
-    "two layers built alike draw differently, as each call moves the shared state (the same "
-    "layers called build, call, build, call agree)"
+    "Keras 2's Dropout or keras.random.dropout without a seed, TensorFlow's or NumPy's global "
+    "generator), not one the layer owns: two layers built alike draw differently, as each "
+    "call moves the shared state (the same layers called build, call, build, call agree)"
 )
 
 
