@@ -79,6 +79,7 @@ class KerasPortAdapter(PortAdapter):
         if not obj.built:
             obj.build([tuple(s) for s in input_shapes] if multi else tuple(input_shapes[0]))
         handle = self._handle(layer, obj, config, input_shapes, dtype)
+        handle._rng = np.random.default_rng(seed)  # the seeds of its eager calls on torch
         paths = {p for e in handle.held.values() for p, _ in e.pieces}
         if not paths <= set(handle._native()):
             # Sublayers made in build() create their weights on their first call: one
@@ -147,6 +148,18 @@ class KerasPortHandle(PortHandle):
         return self.adapter.call(self.obj, x, training=training)
 
     def forward(self, inputs, *, training):
+        if training and self.adapter.backend == "torch":
+            # Keras on PyTorch draws a seedless Dropout's masks from torch's global generator
+            # (keras/src/backend/torch/random.py: "torch doesn't support seeding dropout"),
+            # where the other backends give each layer its own: as portspec's PyTorch
+            # handles do, each call seeds it from this handle's generator, so two layers
+            # built alike draw alike whichever is called first
+            import torch
+
+            seed = int(getattr(self, "_rng", np.random.default_rng(0)).integers(2**62))
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                return self._numpy(self._call(self._tensor(inputs), training))
         return self._numpy(self._call(self._tensor(inputs), training))
 
     def _stateless(self, tvals, ntvals, x, training):
