@@ -13,6 +13,7 @@ the port together.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -308,12 +309,68 @@ def float64_storage(adapter, spec) -> str | None:
     return _STORAGE[key]
 
 
-def plain_state(paths) -> str:
+_DEFAULT: dict = {}
+
+
+def default_storage(adapter, spec) -> str | None:
+    """Where a build at the framework's default dtype holds some weights in another float
+    dtype than the rest (float64 moving statistics among float32 weights: ``torch.from_numpy``
+    or ``np.zeros`` keep NumPy's float64), words naming them; None where they agree."""
+    key = (adapter.name, spec.name)
+    if key not in _DEFAULT:
+        case = spec.cases()[0]
+        handle = adapter.build(spec.name, case.config, input_shapes=case.input_shapes, seed=0)
+        held = {k: np.asarray(v).dtype.name for k, v in handle.get_weights().items()}
+        counts = Counter(held.values())
+        common = counts.most_common(1)[0][0] if counts else None
+        odd = sorted(k for k, d in held.items() if d != common)
+        _DEFAULT[key] = (
+            f"a {spec.name} of this port built at the default dtype holds {', '.join(odd)} in "
+            f"{'/'.join(sorted({held[k] for k in odd}))} where its other weights are {common} "
+            "(a weight made from a NumPy array, torch.from_numpy(np.zeros(n)), keeps NumPy's "
+            "float64; Module.to() casts them only when the layer is cast): a call at the "
+            "default dtype meets both"
+            if odd and common else None)
+    return _DEFAULT[key]
+
+
+def explain_mixed_storage(result, clause, adapter, spec):
+    """A dtype clash inside a call at the default dtype, or its output promoted to the dtype
+    of some of its weights, where the default build holds its weights in two dtypes
+    (``default_storage``): that, with the failure as its evidence."""
+    from portspec.rootcause import DTYPE_CLASH
+
+    promoted = re.search(r": dtype (\w+), expected (\w+)", result.message)
+    if result.diagnosis or not (DTYPE_CLASH.search(result.message) or promoted):
+        return result
+    try:
+        words = default_storage(adapter, spec)
+    except Exception:  # noqa: BLE001 - a port that cannot build shows that elsewhere
+        return result
+    if not words or (promoted and f" in {promoted[1]} where" not in words):
+        return result
+    said = result.message[:160].replace("[", "(").replace("]", ")")
+    return replace(result, diagnosis=f"{words} [{said}]",
+                   details={**result.details, "checked": True})
+
+
+def plain_state(paths, containers=()) -> str:
     """One wording, whatever clause shows it (the parameter counts, the native save, a float64
-    call), so that the report reads one root cause: tensors a PyTorch port keeps as plain
-    attributes of its modules."""
-    return (f"the port keeps {', '.join(paths)} as plain tensor attributes, not registered "
-            "buffers (register_buffer): state_dict(), and so a native save, leaves them out, "
+    call), so that the report reads one root cause: tensors a PyTorch port computes with that
+    are not registered, as plain attributes of its modules or inside modules kept in plain
+    lists, tuples or dicts (``containers``, their paths)."""
+    held = [p for p in paths if not any(p.startswith(c + ".") for c in containers)]
+    said = []
+    if containers:
+        inside = [p for p in paths if p not in held]
+        said.append(f"the port keeps modules in {', '.join(containers)}, a plain Python "
+                    "container that PyTorch does not register (nn.ModuleList or nn.ModuleDict "
+                    f"does), so their weights {', '.join(inside)} are not the module's "
+                    "parameters")
+    if held:
+        said.append(f"the port keeps {', '.join(held)} as plain tensor attributes, not "
+                    "registered buffers (register_buffer)")
+    return ("; ".join(said) + ": state_dict(), and so a native save, leaves them out, "
             "the framework counts them as no weights, and Module.to() neither moves nor casts "
             "them (a float64 layer meets them in float32)")
 
@@ -321,35 +378,40 @@ def plain_state(paths) -> str:
 _PLAIN: dict = {}
 
 
-def _plain_paths(adapter, spec) -> list[str]:
-    """The plain tensor attributes of a freshly built layer of the port (PyTorch handles
-    only: ``plain_paths``); [] for every other."""
+def plain_words(adapter, spec) -> str | None:
+    """``plain_state``'s words for a freshly built layer of the port (PyTorch handles only:
+    ``plain_words``); None for every other, or where it registers every tensor."""
     key = (adapter.name, spec.name)
     if key not in _PLAIN:
         case = spec.cases()[0]
         try:
             handle = adapter.build(spec.name, case.config, input_shapes=case.input_shapes,
                                    seed=0)
-            _PLAIN[key] = list(getattr(handle, "plain_paths", list)())
+            _PLAIN[key] = getattr(handle, "plain_words", lambda: None)()
         except Exception:  # noqa: BLE001 - a port that cannot build shows that elsewhere
-            _PLAIN[key] = []
+            _PLAIN[key] = None
     return _PLAIN[key]
 
 
 def explain_plain(result, clause, adapter, spec):
-    """A failure of the parameter counts, the native save or a float64 call that meets
-    float32, where the port keeps tensors as plain attributes: that, with the failure's own
-    words as its evidence (checked: the attributes are read off the built module)."""
+    """A failure of the parameter counts, the native save, the weight table's trainable flags
+    or the portable training step (``parameters()`` does not see a module kept in a plain
+    list, so no optimiser steps its weights) or a float64 call that meets
+    float32, where the port keeps tensors PyTorch does not register: that, with the failure's
+    own words as its evidence (checked: the tensors are read off the built module)."""
     from portspec.rootcause import DTYPE_CLASH
 
-    if clause.family not in ("param-counts", "save-native") and not DTYPE_CLASH.search(
-            result.message):
+    # parameters() leaves them out: not trainable, and an optimiser's step leaves them
+    untracked = ((clause.family == "weight-table" and "trainable=False" in result.message)
+                 or (clause.family == "portable" and "after the step" in result.message))
+    if clause.family not in ("param-counts", "save-native") and not untracked and not (
+            DTYPE_CLASH.search(result.message)):
         return result
-    paths = _plain_paths(adapter, spec)
-    if not paths:
+    words = plain_words(adapter, spec)
+    if not words:
         return result
     said = result.message[:160].replace("[", "(").replace("]", ")")
-    return replace(result, diagnosis=f"{plain_state(paths)} [{said}]",
+    return replace(result, diagnosis=f"{words} [{said}]",
                    details={**result.details, "checked": True})
 
 
@@ -361,6 +423,7 @@ def explain_result(result, clause, adapter, spec):
         return result
     result = explain_refusal(result, clause, adapter, spec)
     result = explain_plain(result, clause, adapter, spec)
+    result = explain_mixed_storage(result, clause, adapter, spec)
     from_message = {"param-counts": explain_counts}
     if clause.family in from_message and not result.diagnosis:
         result = replace(result, diagnosis=from_message[clause.family](result.message))

@@ -194,16 +194,43 @@ def probe(adapter, spec) -> list[dict]:
                     state={"swap": list(pair)})]
     return (records + _layout(adapter, spec) + _aliases(adapter, spec)
             + _float32_call(adapter, spec, records) + _plain(adapter, spec, records)
-            + _output_dtype(adapter, spec) + _staged(adapter, spec))
+            + _output_dtype(adapter, spec) + _narrowing(adapter, spec, records)
+            + _staged(adapter, spec))
+
+
+NARROWING = "narrowing"  # the probe's record of where a float64 call turns float32
+
+
+def _narrowing(adapter, spec, records) -> list[dict]:
+    """Where the port's float64 calls ran, the first operation that turns a float64 value
+    into a narrower float (``PortHandle.narrowing``), in an inference call, then a training
+    call, of the first case and then in inference calls of each other config (a tanh gate
+    narrows where a sigmoid does not): a record of its words (``state["where"]``), which a
+    float64 finding of float32 precision then names."""
+    if not any(r["dtype"] == "float64" and r["out"] is not None for r in records):
+        return []
+    first = spec.cases()[0]
+    tries = [(first, False), (first, True)] + [
+        (case, False) for case in spec.config_cases() if case.config != first.config]
+    for case, training in tries:
+        try:
+            handle, x, _ = _first_case(adapter, spec, "float64", case)
+            where = getattr(handle, "narrowing", lambda *a, **k: None)(x, training=training)
+        except Exception:  # noqa: BLE001 - no trace, no words: the finding stays as it was
+            continue
+        if where:
+            return [_record(NARROWING, None, None, None, training, None, None, None,
+                            state={"where": where})]
+    return []
 
 
 OUTPUT_DTYPE = "output dtype"  # the probe's record of a float64 call's narrower output
 
 
-def _first_case(adapter, spec, dtype):
-    """A build of the spec's first case at dropout 0 in ``dtype``, inputs for it in that
-    dtype (seed 0) and the config: the probe's single calls."""
-    case = spec.cases()[0]
+def _first_case(adapter, spec, dtype, case=None):
+    """A build of the spec's first case (or ``case``) at dropout 0 in ``dtype``, inputs for it
+    in that dtype (seed 0) and the config: the probe's single calls."""
+    case = spec.cases()[0] if case is None else case
     config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
     handle = adapter.build(spec.name, dict(config), input_shapes=case.input_shapes, seed=0,
                            dtype=dtype)
@@ -231,13 +258,13 @@ def _output_dtype(adapter, spec) -> list[dict]:
 
 def _plain(adapter, spec, records) -> list[dict]:
     """Where the port keeps tensors as plain attributes, which ``Module.to()`` does not cast
-    (``diagnose.plain_state``), a record naming them (``state["plain"]``): a float64 call
+    (``diagnose.plain_state``), a record of their words (``state["plain"]``): a float64 call
     that computes partly in float32, or meets float32, is put down to them."""
-    from portspec.diagnose import _plain_paths
+    from portspec.diagnose import plain_words
 
-    paths = _plain_paths(adapter, spec)
+    words = plain_words(adapter, spec)
     return [_record(PLAIN_STATE, None, None, None, False, None, None, None,
-                    state={"plain": paths})] if paths else []
+                    state={"plain": words})] if words else []
 
 
 def _staged(adapter, spec) -> list[dict]:
@@ -541,10 +568,11 @@ class Finding:
     wrong_shapes: tuple = ()  # the output shapes of the probe's calls that were wrong
     # where no variant fits: the staged probe's (statement, scope) pairs (portspec.localise)
     located: tuple = ()
-    # the paths of tensors the port keeps as plain attributes (a PyTorch module's): where
-    # the finding is a precision or a refused float64 call, their effect (diagnose.plain_state)
-    plain: tuple = ()
+    # the words for tensors a PyTorch port does not register (diagnose.plain_state): where
+    # the finding is a precision or a refused float64 call, their effect
+    plain: str = ""
     cast: str | None = None  # the dtype a float64 call returns, where it is not float64
+    narrowed: str | None = None  # where a float64 call turns a value float32 (NARROWING)
 
     @property
     def says(self) -> bool:
@@ -557,7 +585,8 @@ class Finding:
         """The finding as plain data (the JSON report's ``details.variant`` of a failure)."""
         return {"layer": self.layer, "fits": self.fits, "diff": {
             k: list(v) if isinstance(v, tuple) else v for k, v in self.diff.items()},
-            "precision": self.precision, "raised": self.raised, "swap": list(self.swap),
+            "precision": self.precision, "narrowed": self.narrowed, "raised": self.raised,
+            "swap": list(self.swap),
             "misshaped": self.misshaped, "located": [text for text, _ in self.located],
             "spec_error": self.spec_error, "variant_error": self.variant_error}
 
@@ -582,15 +611,13 @@ class Finding:
         if self.plain and not self.diff and (self.precision or self.raised):
             # the plain attributes are the cause: Module.to() left them float32, so a float64
             # layer computes partly in float32 or refuses to mix them; the evidence follows
-            from portspec.diagnose import plain_state
-
             said = [self.raised.replace("[", "(").replace("]", ")")] if self.raised else []
             if self.precision:
                 what = ("moving statistics stored" if self.stored else
                         "float64 calls computed partly")
                 said.append(f"{what} in {self.precision}, max error vs the spec oracle "
                             f"{_g(self.spec_error)}")
-            return f"{self.layer}: {plain_state(self.plain)} [{'; '.join(said)}]"
+            return f"{self.layer}: {self.plain} [{'; '.join(said)}]"
         if self.cast and self.precision == self.cast and not (self.diff or self.raised):
             # the float32 precision is the output's: a float64 call returns float32
             return (f"{self.layer}: {output_cast(self.cast)} [max error vs the spec oracle "
@@ -616,13 +643,19 @@ class Finding:
             parts.append("float64 arithmetic a little off the oracle's (below float32 "
                          "rounding, so not float32: the framework's own approximation of a "
                          "function such as erf or tanh)")
+        elif self.precision and self.narrowed:  # the place is evidence: in the brackets
+            parts.append(f"a float64 call computed partly in {self.precision}: a value is "
+                         f"converted to {self.precision} inside the call (errors of "
+                         f"{self.precision} size at float64)")
         elif self.precision:
             parts.append(f"a float64 call computed partly in {self.precision} (errors of "
                          f"{self.precision} size at float64)")
         spec = (f"max error vs the spec oracle {_g(self.spec_error)}"
                 if self.spec_error != float("inf") else
                 "the spec oracle cannot take the weights as the port reads them back")
-        evidence = (f" [{spec}, vs this variant {_g(self.variant_error)}]"
+        narrowed = (f"; {self.narrowed.replace('[', '(').replace(']', ')')}"
+                    if self.precision and self.narrowed and not self.stored else "")
+        evidence = (f" [{spec}, vs this variant {_g(self.variant_error)}{narrowed}]"
                     if (self.diff or self.precision) else "")
         areas = variants.AREAS[self.layer]
         if self.diff and all(areas.get(k) == "dropout" for k in self.diff) and (
@@ -1002,16 +1035,17 @@ def search(spec, records):
                        evidence="random weights written with set_weights and read back with "
                        "get_weights")
     swapped = next((r for r in records if r["label"] == "config swap"), None)
-    plain = next((r["state"]["plain"] for r in records if r["label"] == PLAIN_STATE), ())
+    plain = next((r["state"]["plain"] for r in records if r["label"] == PLAIN_STATE), "")
     cast = next((r["state"]["dtype"] for r in records if r["label"] == OUTPUT_DTYPE), None)
+    narrowed = next((r["state"]["where"] for r in records if r["label"] == NARROWING), None)
     _LOCAL.fits = {}
     try:
         found = _search(spec, [r for r in records if r["label"] not in (
-            "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE)
+            "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE, NARROWING)
             and not r["label"].startswith(STAGE)])
     finally:
         _LOCAL.fits = None
-    found = replace(found, plain=tuple(plain), cast=cast)
+    found = replace(found, plain=plain, cast=cast, narrowed=narrowed)
     found = _input_site(found, records)
     if not found.says:  # outside the variant space (or the GFF probe's training calls,
         # which the search has not): read part by part

@@ -145,7 +145,11 @@ FM_DEFAULTS = {
     # what updates the moving variance: "variance" (the batch's); "std" (its square root, a
     # std() where var() was meant)
     "var_update": "variance",
-    "flatten": "C",  # feature index t*N + c; "F": c*L + t
+    # feature index t*N + c; "F": c*L + t; "batch": the batch read into the features, a
+    # (batch, L, N) input flattened as x.reshape(L*N, batch).T (and back as its inverse), so
+    # that feature j's statistics are taken over the batch consecutive values j*batch ..
+    # j*batch + batch - 1 of x in memory: the spec's at a batch of one
+    "flatten": "C",
     "activation": "relu",
     "biases": ("dense1", "dense2"),  # the Dense layers that add their bias
     "dropout_scale": "inverted",  # kept units * 1/(1-p); "none": * 1; "rate": * 1/p;
@@ -233,7 +237,7 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         per-step (L,) or scalar one."""
         v = np.asarray(v, np.float64)
         if v.size == length * n:
-            return v.reshape(length, n) if c["flatten"] == "C" else v.reshape(n, length).T
+            return v.reshape(n, length).T if c["flatten"] == "F" else v.reshape(length, n)
         # (1, N), (L, 1) and (1, 1) broadcast against (L, N) in the arithmetic (np.broadcast_to
         # here cost a sixth of the root-cause search)
         if v.size == n:
@@ -248,11 +252,17 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         """``g`` (L, N) stored back at the size of ``like``."""
         like = np.asarray(like)
         if like.size == length * n:
-            return g.reshape(like.shape) if c["flatten"] == "C" else g.T.reshape(like.shape)
+            return g.T.reshape(like.shape) if c["flatten"] == "F" else g.reshape(like.shape)
         pick = {n: g[0, :], length: g[:, 0], 1: g[:1, 0]}[like.size]
         return np.reshape(pick, like.shape)
 
     def normalise(v):
+        if c["flatten"] == "batch" and c["norm"] != "none":  # the inverse of the mix below
+            mixed = standardise(v.reshape(length * n, -1).T.reshape(v.shape))
+            return mixed.reshape(v.shape[0], length * n).T.reshape(v.shape)
+        return standardise(v)
+
+    def standardise(v):
         if c["norm"] == "none":
             return v
         axes = NORM_AXES[c["norm"]]
@@ -587,7 +597,7 @@ FM_SPACE = Space(
         "norm_training": ["inverted"],
         "training_flag": ["ignored"],
         "var_update": ["std"],
-        "flatten": ["F"],
+        "flatten": ["F", "batch"],
         "activation": [a for a in _ACT if a != "relu"],
         "biases": [("dense2",), ("dense1",), ()],
         "dropout_scale": ["none", "rate", "classic"],
@@ -647,7 +657,12 @@ FM_SPACE = Space(
                        "(std where var was meant)"},
         "flatten": {"C": "row-major flatten (t*N + c)",
                     "F": "channel-major flatten (c*L + t), in the layer or in the weight "
-                    "map (a reshape in Fortran order)"},
+                    "map (a reshape in Fortran order)",
+                    "batch": "a flatten that reads the batch into the features "
+                    "(x.reshape(L*N, batch).T where x.reshape(batch, L*N) was meant, undone "
+                    "the same way): each feature's statistics are taken over batch "
+                    "consecutive values of the input in memory, from several samples and "
+                    "features, which agrees with the spec only at a batch of one"},
         "activation": {a: f"{a} activation" for a in _ACT},
         "biases": {("dense1", "dense2"): "a bias in both Dense layers",
                    ("dense2",): "no bias in the first Dense",

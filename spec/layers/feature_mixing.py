@@ -106,7 +106,9 @@ CLAUSES = [
         "bn-update",
         "One training call sets moving = m * moving + (1 - m) * batch_statistic for the mean "
         "and for the biased batch variance, m being the profile's momentum: 0.01 by default "
-        "(profile kmr), 0.99 under --profile tsmixer.",
+        "(profile kmr), 0.99 under --profile tsmixer. The moving statistics are state, not "
+        "part of the graph: after a training call that computes gradients they hold no "
+        "autograd history (a PyTorch port's, requires_grad and grad_fn).",
         "The seed's 'momentum=0.01' is read in the Keras convention the seed's implementation "
         "(KMR's FeatureMixing) uses: momentum is the share of the old value, so the moving "
         "statistic keeps 0.01 of it. That is the default profile, kmr. It is a choice, not the "

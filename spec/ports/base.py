@@ -37,6 +37,7 @@ cause analysis reads ports' weights through it.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -233,6 +234,11 @@ class PortAdapter(Adapter):
         return self.handle_class(self, layer, obj, config, input_shapes, dtype, **extra)
 
 
+# the packages whose classes a port's layer or adapter derives from: not the port's own code
+FRAMEWORK_MODULES = ("builtins", "torch", "keras", "tf_keras", "tensorflow", "flax", "jax",
+                     "portspec")
+
+
 class PortHandle(Handle):
     """Canonical weights over the framework's own: subclasses give ``_native``, ``_read``,
     ``_write`` (or ``_write_all``) and ``_native_grad``, all keyed by the port's parameter
@@ -263,6 +269,30 @@ class PortHandle(Handle):
     def _native(self) -> dict[str, tuple[tuple[int, ...], bool]]:
         """Every floating weight of the port: path -> (shape, trainable), as the framework says."""
         raise NotImplementedError
+
+    def port_files(self) -> list[str]:
+        """The source files of the port's layer class and of its adapter class: the frames
+        the narrowing words name as the port's (``portspec.ports.narrowing``)."""
+        files = []
+        for klass in (*type(self.obj).__mro__, *type(self.adapter).__mro__):
+            if klass.__module__.split(".")[0] in FRAMEWORK_MODULES:
+                continue
+            # the class's own functions say where it is written, registered as a module or not
+            files += [f.__code__.co_filename for f in vars(klass).values()
+                      if inspect.isfunction(f)]
+        return list(dict.fromkeys(files))
+
+    def tracked_state(self) -> list[str]:
+        """The port's weights outside its trainable parameters (moving statistics) that hold
+        autograd history after a training gradient call: a framework whose state is values,
+        not graph nodes (JAX, Keras), has none."""
+        return []
+
+    def narrowing(self, inputs, *, training) -> str | None:
+        """Where a float64 layer's call turns a float64 value into a narrower float, as words
+        (``portspec.ports.narrowing``); None where it does not, the layer is not float64, or
+        the framework gives no way to see it (Keras on TensorFlow)."""
+        return None
 
     def _read(self) -> dict[str, np.ndarray]:
         raise NotImplementedError

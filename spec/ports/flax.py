@@ -177,6 +177,23 @@ class FlaxPortHandle(PortHandle):
             self._mode(training)
             return self._numpy(self.adapter.call(self.obj, self._jax(inputs), training=training))
 
+    def narrowing(self, inputs, *, training):
+        if self.dtype != "float64":
+            return None
+        from portspec.ports.narrowing import in_jaxpr
+
+        nnx, jax, call = self.adapter.nnx, self.adapter.jax, self.adapter.call
+        with self.adapter.placed():
+            self._mode(training)
+            graphdef, state = nnx.split(self.obj)
+            x = self._jax(inputs)
+
+            def traced():
+                return jax.make_jaxpr(lambda s, v: call(nnx.merge(graphdef, s), v,
+                                                        training=training))(state, x)
+
+            return in_jaxpr(traced, self.port_files())
+
     def forward_compiled(self, inputs, *, training):
         nnx = self.adapter.nnx
         fn = self._compiled.get(training)

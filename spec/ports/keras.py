@@ -162,6 +162,26 @@ class KerasPortHandle(PortHandle):
                 return self._numpy(self._call(self._tensor(inputs), training))
         return self._numpy(self._call(self._tensor(inputs), training))
 
+    def narrowing(self, inputs, *, training):
+        if self.dtype != "float64":
+            return None
+        from portspec.ports import narrowing
+
+        backend, x = self.adapter.backend, self._tensor(inputs)
+        if backend == "jax":
+            import jax
+
+            def traced():
+                return jax.make_jaxpr(lambda t, n, v: self._stateless(t, n, v, training))(
+                    *self._values(), x)
+
+            return narrowing.in_jaxpr(traced, self.port_files())
+        if backend == "torch":
+            import torch
+
+            return narrowing.in_torch(torch, lambda: self._call(x, training), self.port_files())
+        return None  # TensorFlow promotes float64 with float32 to float64 (Keras's own rule)
+
     def _stateless(self, tvals, ntvals, x, training):
         """The call with the variables' values given, as JAX transformations need it."""
         obj, keras = self.obj, self.adapter.keras

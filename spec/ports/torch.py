@@ -14,6 +14,7 @@ metadata: never a pickle.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -201,6 +202,12 @@ def _float32(dtype: str) -> str:
     return "float32" if dtype in AUTOCAST else dtype
 
 
+@functools.cache
+def _module_internals(nn) -> frozenset:
+    """The attributes every ``nn.Module`` has (``_modules``, ``_parameters``, hooks...)."""
+    return frozenset(vars(nn.Module()))
+
+
 class TorchPortHandle(PortHandle):
     def __init__(self, *args, seed=0):
         super().__init__(*args)
@@ -219,16 +226,46 @@ class TorchPortHandle(PortHandle):
         return tensors
 
     def _plain(self) -> dict:
-        """Floating tensors the port's modules keep as plain attributes (``self.running_mean
-        = torch.zeros(n)``), neither parameters nor buffers: the layer computes with them, so
-        the map may name them, but ``state_dict()`` leaves them out and ``Module.to()``
-        neither moves nor casts them."""
+        """Floating tensors the port computes with that PyTorch does not register: those its
+        modules keep as plain attributes (``self.running_mean = torch.zeros(n)``), and the
+        parameters and buffers of modules kept in a plain list, tuple or dict (``self.mlp =
+        [nn.Linear(...), ...]``, where ``nn.ModuleList`` was meant), by the path a
+        ``ModuleList``/``ModuleDict`` would give them. The map may name them, but
+        ``state_dict()`` and ``parameters()`` leave them out and ``Module.to()`` neither moves
+        nor casts them."""
         torch = self.adapter.torch
-        return {f"{prefix}.{name}" if prefix else name: value
-                for prefix, module in self.obj.named_modules()
-                for name, value in vars(module).items()
-                if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter)
-                and value.is_floating_point()}
+        found = {}
+        for prefix, module in self.obj.named_modules():
+            for name, value in vars(module).items():
+                path = f"{prefix}.{name}" if prefix else name
+                if (isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter)
+                        and value.is_floating_point()):
+                    found[path] = value
+            for path, sub in self._unregistered(prefix, module).items():
+                for name, value in sub.state_dict(keep_vars=True).items():
+                    if value.is_floating_point():
+                        found[f"{path}.{name}"] = value
+        return found
+
+    def _unregistered(self, prefix, module) -> dict:
+        """The modules ``module`` keeps in plain lists, tuples or dicts: path -> module."""
+        nn = self.adapter.torch.nn
+        internal = _module_internals(nn)
+        out = {}
+        for name, value in vars(module).items():
+            if name in internal:
+                continue
+            items = (value.items() if isinstance(value, dict) else enumerate(value)
+                     if isinstance(value, (list, tuple)) else ())
+            for key, item in items:
+                if isinstance(item, nn.Module):
+                    out[f"{prefix}.{name}.{key}" if prefix else f"{name}.{key}"] = item
+        return out
+
+    def unregistered_containers(self) -> list[str]:
+        """The plain lists, tuples and dicts of modules the port keeps (``_unregistered``)."""
+        return sorted({path.rsplit(".", 1)[0] for prefix, module in self.obj.named_modules()
+                       for path in self._unregistered(prefix, module)})
 
     def unsaved(self) -> str | None:
         """The layer's tensors that ``state_dict()``, and so a native save, leaves out."""
@@ -238,16 +275,21 @@ class TorchPortHandle(PortHandle):
         if left:
             said.append(f"the port's {', '.join(left)} are buffers registered with "
                         "persistent=False, which state_dict() leaves out")
-        plain = self.plain_paths()
+        plain = self.plain_words()
         if plain:
-            from portspec.diagnose import plain_state
-
-            said.append(plain_state(plain))
+            said.append(plain)
         return "; ".join(said) or None
 
     def plain_paths(self) -> list[str]:
-        """The paths of the floating tensors the port keeps as plain attributes (``_plain``)."""
+        """The paths of the floating tensors PyTorch does not register (``_plain``)."""
         return sorted(self._plain())
+
+    def plain_words(self) -> str | None:
+        """``diagnose.plain_state``'s words for the unregistered tensors, or None."""
+        from portspec.diagnose import plain_state
+
+        paths = self.plain_paths()
+        return plain_state(paths, self.unregistered_containers()) if paths else None
 
     def _native(self):
         params = {id(p) for p in self.obj.parameters() if p.requires_grad}
@@ -349,6 +391,21 @@ class TorchPortHandle(PortHandle):
                 f"promoted to float32 and so is the output: the weight is applied by hand "
                 f"outside autocast's cast operations (linear, matmul), where the spec computes "
                 f"in {self.dtype}")
+
+    def tracked_state(self):
+        nn = self.adapter.torch.nn
+        return sorted(path for path, t in self._tensors().items()
+                      if not isinstance(t, nn.Parameter)
+                      and (t.requires_grad or t.grad_fn is not None))
+
+    def narrowing(self, inputs, *, training):
+        if self.dtype != "float64":
+            return None
+        from portspec.ports.narrowing import in_torch
+
+        torch, x = self.adapter.torch, self._tensor(inputs)
+        with torch.no_grad():
+            return in_torch(torch, lambda: self._run(self.obj, x, training), self.port_files())
 
     def forward_compiled(self, inputs, *, training):
         torch = self.adapter.torch

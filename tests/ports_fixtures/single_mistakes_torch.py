@@ -10,6 +10,9 @@ measures the stage on them; ``portspec verify`` runs each like any port.
 
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from measure_layers import mistaken
@@ -108,6 +111,8 @@ class FM(nn.Module):
     inplace_input = False  # x.sub_(mean).div_(...): the input standardised in place
     dense2_reads_pre = False  # dense2(h) where dense2(dropout(relu(h))) was meant
     update_first = False  # training normalises with the moving statistics it just updated
+    update_tracked = False  # the update outside no_grad, rebound: the buffers join the graph
+    numpy_stats = False  # torch.from_numpy(np.zeros(n)): float64 buffers in a float32 layer
     standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
@@ -121,8 +126,10 @@ class FM(nn.Module):
         if self.affine != "both":  # the one the layer does without is not held either
             self.register_parameter("beta" if self.affine == "scale" else "gamma", None)
         if self.norm in ("feature", "channel", "time", "scalar"):
-            self.register_buffer("moving_mean", torch.zeros(shape), persistent=self.persistent)
-            self.register_buffer("moving_var", torch.ones(shape), persistent=self.persistent)
+            make = ((lambda f: torch.from_numpy(f(shape))) if self.numpy_stats
+                    else (lambda f: getattr(torch, f.__name__)(shape)))
+            self.register_buffer("moving_mean", make(np.zeros), persistent=self.persistent)
+            self.register_buffer("moving_var", make(np.ones), persistent=self.persistent)
         if self.dropout_module:  # one module for both sites, under the config's name
             self.dropout = nn.Dropout(dropout)
         if self.residual_projection:  # kept from a block whose widths differ
@@ -143,17 +150,24 @@ class FM(nn.Module):
     def _as_grid(self, v):
         length, n = self.input_size, self.n_series
         if v.numel() == length * n:
-            return v.reshape(length, n) if self.flatten == "C" else v.reshape(n, length).T
+            return v.reshape(n, length).T if self.flatten == "F" else v.reshape(length, n)
         if self.norm == "time":
             return v.reshape(length, 1)
         return v.reshape(1, -1)
 
     def _store(self, g, like):
         if like.numel() == g.numel():
-            return (g if self.flatten == "C" else g.T).reshape(like.shape)
+            return (g.T if self.flatten == "F" else g).reshape(like.shape)
         return g.reshape(like.shape)
 
     def normalise(self, v):
+        if self.flatten == "batch":  # flat = x.reshape(L * N, -1).T, "(features, batch)"
+            flat = self._normalise(v.reshape(self.input_size * self.n_series, -1).T
+                                   .reshape(v.shape))
+            return flat.reshape(v.shape[0], -1).T.reshape(v.shape)
+        return self._normalise(v)
+
+    def _normalise(self, v):
         if self.norm == "none":
             return v
         axes = self._axes()
@@ -174,7 +188,7 @@ class FM(nn.Module):
             moves = self.update == "always" or (self.update == "training" and training)
             moves = moves and not (self.batch_one_frozen and v.shape[0] == 1)  # "if b > 1:"
             if moves:
-                with torch.no_grad():
+                with contextlib.nullcontext() if self.update_tracked else torch.no_grad():
                     stat_var = v.var(axes, keepdim=True, correction=self.update_ddof)
                     stat_var = stat_var.sqrt() if self.update_std else stat_var
                     if self.var_centre:
@@ -193,7 +207,9 @@ class FM(nn.Module):
             if not use_batch:
                 mean, var = self._as_grid(self.moving_mean), self._as_grid(self.moving_var)
                 mean, var = mean.clone(), var.clone()
-            if moves:
+            if moves and self.update_tracked:  # rebound to what autograd recorded
+                self.moving_mean, self.moving_var = new_m, new_s
+            elif moves:
                 self.moving_mean.copy_(new_m)
                 self.moving_var.copy_(new_s)
             if moves and self.update_first:  # training normalises with what it just stored
@@ -484,6 +500,12 @@ PORTS = [
     port("batch-stats-in-inference", {"infer_stats": "batch"}, fm={"batch_in_inference": True}),
     port("moving-stats-never-updated", {"update": "never"}, fm={"update": "never"}),
     port("flatten-channel-major", {"flatten": "F"}, fm={"flatten": "F"}),
+    port("flatten-reads-the-batch", {"flatten": "batch"}, fm={"flatten": "batch"}),
+    port("moving-stats-from-numpy", r"^FeatureMixing: a FeatureMixing of this port built at "
+         r"the default dtype holds norm.moving_mean, norm.moving_variance in float64 where its "
+         r"other weights are float32", fm={"numpy_stats": True}),
+    port("moving-stats-with-autograd-history", r"^FeatureMixing: the moving statistics are "
+         r"updated outside torch.no_grad\(\)", fm={"update_tracked": True}),
     port("batchnorm-without-offset", {"affine": "scale"}, fm={"affine": "scale"}),
     port("batchnorm-without-scale", {"affine": "offset"}, fm={"affine": "offset"}),
     # the MLP
@@ -793,6 +815,30 @@ class OutputFlattened(Conforming):
     gff = _GFFFlat
 
 
+class _FMPlainList(FM):
+    """The two Dense layers kept in a plain Python list, ``self.mlp = [nn.Linear, nn.Linear]``,
+    where ``nn.ModuleList`` was meant: the layer computes with them, but PyTorch does not
+    register them."""
+
+    lin1 = property(lambda self: self.mlp[0])
+    lin2 = property(lambda self: self.mlp[1])
+
+    def __init__(self, n_series, input_size, dropout, ff_dim):
+        super().__init__(n_series, input_size, dropout, ff_dim)
+        mlp = [self._modules.pop("lin1"), self._modules.pop("lin2")]
+        self.mlp = mlp
+
+
+class DenseInPlainList(Conforming):
+    name, layers, fm = "dense-in-plain-list", ("FeatureMixing",), _FMPlainList
+    expected = (r"^FeatureMixing: the port keeps modules in mlp, a plain Python container "
+                r"that PyTorch does not register \(nn.ModuleList or nn.ModuleDict does\)")
+    weights = {**_weights(FM), "FeatureMixing": {
+        **_weights(FM)["FeatureMixing"],
+        "dense1.kernel": ("mlp.0.weight", transpose), "dense1.bias": ("mlp.0.bias", identity),
+        "dense2.kernel": ("mlp.1.weight", transpose), "dense2.bias": ("mlp.1.bias", identity)}}
+
+
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
             ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels(),
-            GateBiasDrawnWithKernel(), DenseOverTime()]
+            GateBiasDrawnWithKernel(), DenseOverTime(), DenseInPlainList()]

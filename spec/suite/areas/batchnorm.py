@@ -69,6 +69,36 @@ def bn_update(ctx):
                     failure.diagnosis,
                 ]))
             raise
+    _state_without_history(ctx)
+
+
+TRACKED = (
+    "the moving statistics are updated outside torch.no_grad() from batch statistics autograd "
+    "records (a rebinding self.running_mean = (1 - m) * self.running_mean + m * mean, or an "
+    "in-place update on a value that requires grad): each training step's graph stays in "
+    "them and chains to the next, and an inference call with gradients on, or "
+    "copy.deepcopy of the layer, then raises; update them under torch.no_grad() "
+    "(running_mean.mul_(1 - m).add_(mean.detach(), alpha=m))"
+)
+
+
+def _state_without_history(ctx):
+    """After a training call that computes gradients, no state the port holds outside its
+    trainable parameters carries autograd history (``PortHandle.tracked_state``)."""
+    case = ctx.spec.cases()[0]
+    handle = ctx.build(case, dtype="float64", config={**case.config, "dropout": 0.0})
+    tracked = getattr(handle, "tracked_state", None)
+    if tracked is None:
+        return
+    x = ctx.inputs(case, np.random.default_rng(18), "float64")
+    handle.grad(x, np.ones_like(x), training=True)
+    held = tracked()
+    if held:
+        raise ClauseFailure(
+            f"after a training call that computes gradients, {', '.join(held)} hold autograd "
+            "history (requires_grad, grad_fn): they are graph nodes, not state",
+            diagnosis=TRACKED, checked=True)
+
 
 
 @check("bn-frozen")

@@ -1,0 +1,92 @@
+"""Where a float64 call turns float32 (``portspec.ports.narrowing``): the first operation that
+converts a float64 value to a narrower float, the library line that does it and the port's
+line that reached it, and the root cause that names them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from portspec import registry
+from portspec.layers import LAYERS
+
+FIXTURES = Path(__file__).parent / "ports_fixtures"
+FM = LAYERS["FeatureMixing"]
+CASE = FM.cases()[0]
+CONFIG = {**CASE.config, "dropout": 0.0}
+
+
+def _adapters(name):
+    return {a.name: a for a in registry.load_file(str(FIXTURES / name))}
+
+
+def _narrowing(adapter, dtype="float64", training=False):
+    handle = adapter.build("FeatureMixing", dict(CONFIG), input_shapes=CASE.input_shapes,
+                           seed=0, dtype=dtype)
+    x = FM.make_inputs(CASE, np.random.default_rng(0)).astype(dtype)
+    return handle.narrowing(x, training=training)
+
+
+def test_a_cast_written_in_a_torch_port_is_named_at_its_line():
+    pytest.importorskip("torch")
+    ports = _adapters("single_mistakes_torch.py")
+    for training in (False, True):
+        words = _narrowing(ports["float32-inside"], training=training)
+        assert words is not None
+        assert "converted to float32 in the port's own code" in words, words
+        assert "single_mistakes_torch.py:" in words and "`z = z.float().to(x.dtype)`" in words
+
+
+def test_a_torch_port_that_stays_float64_says_nothing():
+    pytest.importorskip("torch")
+    ports = _adapters("single_mistakes_torch.py")
+    assert _narrowing(ports["conforming"]) is None
+    assert _narrowing(ports["conforming"], training=True) is None
+    # a float32 layer has nothing to narrow from
+    assert _narrowing(ports["float32-inside"], dtype="float32") is None
+
+
+@pytest.mark.home("keras-jax", "keras-torch")
+def test_keras_batchnormalization_outside_tensorflow_is_named_with_the_ports_line():
+    """Keras 3.15 computes result_type(float64, "float32") as float32 outside TensorFlow, and
+    its BatchNormalization casts its input to that: the words name Keras's line and the
+    port's call of its norm."""
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow promotes float64 with float32 to float64: nothing narrows")
+    words = _narrowing(_adapters("keras_batchnorm.py")["keras-builtin-bn"])
+    assert words is not None
+    assert "batch_normalization.py:" in words and "converted to float32 at keras" in words
+    assert "reached from the port's keras_batchnorm.py:" in words and "self.norm(" in words
+
+
+def test_the_words_name_the_first_frame_past_the_casts():
+    from portspec.ports.narrowing import describe
+
+    port = os.path.abspath(__file__)
+    frames = [("/x/site-packages/lib/core.py", 10, "convert_to_tensor"),
+              ("/x/site-packages/lib/ops.py", 20, "cast"),
+              ("/x/site-packages/lib/norm.py", 30, "Norm.call"),
+              (port, 1, "Port.call")]
+    words = describe(frames, [port], "float32", "convert_element_type")
+    assert words.startswith("a float64 value is converted to float32 at lib/norm.py:30 in "
+                            "Norm.call, reached from the port's test_narrowing.py:1 in "
+                            "Port.call"), words
+    # no frame at all: the operation alone
+    assert describe([], [port], "float16", "_to_copy") == (
+        "a float64 value is converted to float16 by _to_copy inside the call")
+
+
+def test_the_root_cause_names_the_line_of_a_cast():
+    pytest.importorskip("torch")
+    from portspec import report
+    from portspec.verify import verify
+
+    path = str(FIXTURES / "single_mistakes_torch.py")
+    results = verify([path], tasks=[("float32-inside", "FM-DTYPE")], isolate=False)
+    (cause,) = [c for _, c, ids in report.root_causes(results) if "FM-DTYPE" in ids]
+    assert "a value is converted to float32 inside the call" in cause, cause
+    assert "`z = z.float().to(x.dtype)`" in cause, cause
