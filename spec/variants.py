@@ -145,6 +145,10 @@ FM_DEFAULTS = {
     # what updates the moving variance: "variance" (the batch's); "std" (its square root, a
     # std() where var() was meant)
     "var_update": "variance",
+    # the mean training subtracts and the moving mean takes: "batch", each feature's over the
+    # batch; "all", one mean of every value (x.mean() where x.mean(dim=0) was meant; the
+    # variance stays each feature's)
+    "train_mean": "batch",
     # feature index t*N + c; "F": c*L + t; "batch": the batch read into the features, a
     # (batch, L, N) input flattened as x.reshape(L*N, batch).T (and back as its inverse), so
     # that feature j's statistics are taken over the batch consecutive values j*batch ..
@@ -277,6 +281,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             bn_training = training != (c["norm_training"] == "inverted")
             if c["batch_one"] == "moving" and v.shape[0] == 1:
                 bn_training = False  # a batch of one normalised as in inference, not updated
+            if bn_training and c["train_mean"] == "all":  # x.mean() for x.mean(dim=0)
+                mean = np.full_like(mean, float(np.mean(v)))
             frozen = c["batch_one"] == "frozen" and v.shape[0] == 1
             use_batch = (c["train_stats"] == "batch" if bn_training
                          else c["infer_stats"] == "batch")
@@ -480,6 +486,10 @@ def _fuse(c, g, a, b, z):
         return g * a + 1.0 - g * b
     if c["roles"] == "logits":
         return g * a + (1.0 - z) * b
+    if c["roles"] == "lerp-from-a":
+        return a + g * (a - b)
+    if c["roles"] == "lerp-from-b":
+        return b + g * (b - a)
     if c["roles"] == "b-gated":
         a, b = b, a
     return g * a + (1.0 - g) * b
@@ -597,6 +607,7 @@ FM_SPACE = Space(
         "norm_training": ["inverted"],
         "training_flag": ["ignored"],
         "var_update": ["std"],
+        "train_mean": ["all"],
         "flatten": ["F", "batch"],
         "activation": [a for a in _ACT if a != "relu"],
         "biases": [("dense2",), ("dense1",), ()],
@@ -652,6 +663,10 @@ FM_SPACE = Space(
                           "ignored": "the training flag never reaching the layer: every call "
                           "computes inference (moving statistics used and left unchanged, no "
                           "dropout)"},
+        "train_mean": {"batch": "each feature's batch mean in training",
+                       "all": "one mean of every value of the batch in training, subtracted "
+                       "from every feature and taken by the moving mean (x.mean() where "
+                       "x.mean(dim=0) was meant; the variance is each feature's)"},
         "var_update": {"variance": "the moving variance updated with the batch variance",
                        "std": "the moving variance updated with the batch standard deviation "
                        "(std where var was meant)"},
@@ -731,7 +746,8 @@ GFF_SPACE = Space(
     GFF_DEFAULTS,
     {
         "concat": ["ba"],
-        "roles": ["b-gated", "both", "residual", "precedence", "logits"],
+        "roles": ["b-gated", "both", "residual", "precedence", "logits", "lerp-from-a",
+                  "lerp-from-b"],
         "bias": [False],
         "activation": list(gff.ACTIVATIONS),
         "axis": [0, 1, "implicit", "all"],
@@ -757,7 +773,13 @@ GFF_SPACE = Space(
                   "precedence": "gate * a + 1 - gate * b (the complement's parentheses "
                   "missing)",
                   "logits": "gate * a + (1 - z) * b (the complement taken of the gate's "
-                  "pre-activation z, not of the gate)"},
+                  "pre-activation z, not of the gate)",
+                  "lerp-from-a": "a + gate * (a - b), an interpolation started from the wrong "
+                  "end (b + gate * (a - b) is the spec's): the output is (1 + gate) a - gate "
+                  "b",
+                  "lerp-from-b": "b + gate * (b - a), an interpolation with its difference "
+                  "reversed (b + gate * (a - b) is the spec's): the output is (1 + gate) b - "
+                  "gate a"},
         "bias": {True: "a gate bias", False: "no gate bias"},
         "activation": {None: "the configured activation",
                        **{a: f"a {a} gate whatever the activation parameter says"
@@ -827,9 +849,9 @@ def required(layer: str, absent: set) -> dict:
 AREAS = {
     fm.SPEC.name: {
         **dict.fromkeys(("norm", "affine", "position", "eps", "eps_where", "momentum",
-                         "var_momentum",
-                         "var_ddof", "update_ddof", "train_stats", "infer_stats", "update",
-                         "norm_training", "flatten", "var_update", "clip", "batch_one"),
+                         "var_momentum", "var_ddof", "update_ddof", "train_stats",
+                         "infer_stats", "update", "norm_training", "flatten", "var_update",
+                         "clip", "batch_one", "train_mean"),
                         "normalisation"),
         "training_flag": "training flag",
         **dict.fromkeys(("activation", "biases", "transpose"), "MLP"),

@@ -113,6 +113,8 @@ class FM(nn.Module):
     update_first = False  # training normalises with the moving statistics it just updated
     update_tracked = False  # the update outside no_grad, rebound: the buffers join the graph
     numpy_stats = False  # torch.from_numpy(np.zeros(n)): float64 buffers in a float32 layer
+    standardised_detached = False  # the standardisation computed under no_grad
+    mean_of_all = False  # training's mean of every value, not each feature's
     standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
@@ -173,6 +175,8 @@ class FM(nn.Module):
         axes = self._axes()
         mean = v.mean(axes, keepdim=True)
         var = v.var(axes, keepdim=True, correction=self.ddof)
+        if self.mean_of_all and self.training:  # x.mean() where x.mean(dim=0) was meant
+            mean = v.mean().expand_as(mean)
         if self.one_pass:  # "one pass over the data"
             var = (v * v).mean(axes, keepdim=True) - mean * mean
         if self.std_squared:  # torch's std masks its derivative at 0; a sqrt does not
@@ -227,6 +231,8 @@ class FM(nn.Module):
             z = v.sub_(mean).div_(torch.sqrt(var + self.eps))
         else:
             z = (v - mean) / torch.sqrt(var + self.eps)
+        if self.standardised_detached:  # "with torch.no_grad(): xhat = ..."
+            z = z.detach()
         if self.clip is not None:  # "to guard outliers"
             z = z.clamp(-self.clip, self.clip)
         if self.unflatten == "T1":
@@ -399,6 +405,8 @@ class GFF(nn.Module):
             return g * a + (1 - z) * b
         if self.roles == "minus":  # the complement's sign flipped
             return g * a + (g - 1) * b
+        if self.roles == "lerp-from-a":  # torch.lerp's form, from the wrong end
+            return a + g * (a - b)
         if self.roles == "glu":  # a gated linear unit: the second term left out
             return g * a
         return g * b + (1 - g) * a if self.roles == "b-gated" else g * a + (1 - g) * b
@@ -500,7 +508,10 @@ PORTS = [
     port("batch-stats-in-inference", {"infer_stats": "batch"}, fm={"batch_in_inference": True}),
     port("moving-stats-never-updated", {"update": "never"}, fm={"update": "never"}),
     port("flatten-channel-major", {"flatten": "F"}, fm={"flatten": "F"}),
+    port("batch-mean-of-every-value", {"train_mean": "all"}, fm={"mean_of_all": True}),
     port("flatten-reads-the-batch", {"flatten": "batch"}, fm={"flatten": "batch"}),
+    port("standardised-under-no-grad", r"^FeatureMixing: the standardised features are "
+         r"treated as constants in backprop", fm={"standardised_detached": True}),
     port("moving-stats-from-numpy", r"^FeatureMixing: a FeatureMixing of this port built at "
          r"the default dtype holds norm.moving_mean, norm.moving_variance in float64 where its "
          r"other weights are float32", fm={"numpy_stats": True}),
@@ -555,6 +566,7 @@ PORTS = [
     port("gff-gate-sees-a", {"sees": "a"}, gff={"sees": "a"}),
     port("gff-gate-sees-a-twice", {"sees": "aa"}, gff={"sees": "aa"}),
     port("gff-gated-residual", {"roles": "residual"}, gff={"roles": "residual"}),
+    port("gff-lerp-from-a", {"roles": "lerp-from-a"}, gff={"roles": "lerp-from-a"}),
     port("gff-complement-parentheses", {"roles": "precedence"}, gff={"roles": "precedence"}),
     port("gff-complement-of-logits", {"roles": "logits"}, gff={"roles": "logits"}),
     port("gff-tanh-rescaled", {"tanh": "rescaled"}, gff={"tanh_rescaled": True}),

@@ -205,6 +205,12 @@ STATS_HELD = (
     "the batch mean and variance are treated as constants in backprop (stop_gradient/detach): "
     "the port's gradients are those of the spec with the batch statistics held fixed"
 )
+STANDARDISED_HELD = (
+    "the standardised features are treated as constants in backprop ((x - mean) / sqrt(var + "
+    "epsilon) computed under torch.no_grad(), or detached): gamma, beta and the Dense layers "
+    "get their gradients, but the input gets only the residual's, none through the "
+    "normalisation"
+)
 GATE_INPUT_HELD = (
     "the gate's input is treated as a constant in backprop (stop_gradient/detach on concat([a, "
     "b])): the port's gradients are those of the spec with the inputs held fixed inside the gate"
@@ -218,19 +224,29 @@ GATE_HELD = (
 def _held_fixed(spec, config, weights, x, cot, training):
     """[(diagnosis, objective of the point)] for the layer's function with an intermediate
     held at its value at ``x``, each a hypothesis; [] where the layer has none."""
-    if spec.name == "FeatureMixing" and training:
-        flat = np.asarray(x, np.float64).reshape(np.shape(x)[0], -1)
+    if spec.name == "FeatureMixing":
+        x0 = np.asarray(x, np.float64)
+        flat = x0.reshape(np.shape(x)[0], -1)
         # inference with the batch's own statistics as moving ones: the training output at x,
         # with the statistics constant
-        stats = {"norm.moving_mean": flat.mean(axis=0), "norm.moving_variance": flat.var(axis=0)}
+        stats = {"norm.moving_mean": flat.mean(axis=0),
+                 "norm.moving_variance": flat.var(axis=0)} if training else {}
+
+        def weights_at(point):
+            return {**weights, **{k: v for k, v in point.items() if not k.startswith("input ")},
+                    **stats}
 
         def held(point):
-            w = {**weights, **{k: v for k, v in point.items() if not k.startswith("input ")},
-                 **stats}
-            out = spec.forward(config, w, point["input 0"], training=False)[0]
+            out = spec.forward(config, weights_at(point), point["input 0"], training=False)[0]
             return float(np.sum(out * cot))
 
-        return [(STATS_HELD, held)]
+        def standardised_held(point):
+            # the branch reads the standardised x0 whatever the input; the residual adds it
+            branch = spec.forward(config, weights_at(point), x0, training=False)[0] - x0
+            return float(np.sum((point["input 0"] + branch) * cot))
+
+        return ([(STATS_HELD, held)] if training else []) + [
+            (STANDARDISED_HELD, standardised_held)]
     if spec.name == "GatedFeatureFusion":
         from portspec.layers.gated_feature_fusion import activate
 
