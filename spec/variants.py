@@ -149,6 +149,9 @@ FM_DEFAULTS = {
     # batch; "all", one mean of every value (x.mean() where x.mean(dim=0) was meant; the
     # variance stays each feature's)
     "train_mean": "batch",
+    # the moving statistics' shape after an update: "kept"; "keepdims", (1, L*N): the batch
+    # statistics computed with keepdims=True and stored as they are
+    "state_shape": "kept",
     # feature index t*N + c; "F": c*L + t; "batch": the batch read into the features, a
     # (batch, L, N) input flattened as x.reshape(L*N, batch).T (and back as its inverse), so
     # that feature j's statistics are taken over the batch consecutive values j*batch ..
@@ -359,6 +362,10 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                                "twice": x + x + y}[c["residual"]]))
     if pair:
         new[pair[0]], new[pair[1]] = new[pair[1]], new[pair[0]]
+    if c["state_shape"] == "keepdims":
+        for k in (MEAN, VAR):
+            if k in new and new[k] is not w.get(k):  # updated: stored as computed, (1, L*N)
+                new[k] = np.reshape(new[k], (1, -1))
     return out, new
 
 
@@ -608,6 +615,7 @@ FM_SPACE = Space(
         "training_flag": ["ignored"],
         "var_update": ["std"],
         "train_mean": ["all"],
+        "state_shape": ["keepdims"],
         "flatten": ["F", "batch"],
         "activation": [a for a in _ACT if a != "relu"],
         "biases": [("dense2",), ("dense1",), ()],
@@ -667,6 +675,11 @@ FM_SPACE = Space(
                        "all": "one mean of every value of the batch in training, subtracted "
                        "from every feature and taken by the moving mean (x.mean() where "
                        "x.mean(dim=0) was meant; the variance is each feature's)"},
+        "state_shape": {"kept": "the moving statistics keep their shape",
+                        "keepdims": "the moving statistics stored with the batch axis kept: "
+                        "after a training call they take the shape (1, L*N) (batch statistics "
+                        "computed with keepdims=True and written back as they are), their "
+                        "values the spec's"},
         "var_update": {"variance": "the moving variance updated with the batch variance",
                        "std": "the moving variance updated with the batch standard deviation "
                        "(std where var was meant)"},
@@ -851,7 +864,7 @@ AREAS = {
         **dict.fromkeys(("norm", "affine", "position", "eps", "eps_where", "momentum",
                          "var_momentum", "var_ddof", "update_ddof", "train_stats",
                          "infer_stats", "update", "norm_training", "flatten", "var_update",
-                         "clip", "batch_one", "train_mean"),
+                         "clip", "batch_one", "train_mean", "state_shape"),
                         "normalisation"),
         "training_flag": "training flag",
         **dict.fromkeys(("activation", "biases", "transpose"), "MLP"),

@@ -362,12 +362,23 @@ class PortHandle(Handle):
         else:  # a part (``part``) is written into its weight later (set_weights)
             own = _part_shape(native[entry.path][0], entry.index)
             staged.append((entry.path, entry.transform.to_native(value, own)))
+        first = self.__dict__.setdefault("_first_shapes", {
+            p: tuple(shape) for p, (shape, _) in native.items()})
+        fitted = []
         for path, part in staged:
             own = _part_shape(native[path][0], entry.index)
             if tuple(np.shape(part)) != own:
+                if (entry.index is None and first.get(path) == tuple(np.shape(part))
+                        and np.size(part) == int(np.prod(own))):
+                    # a shape the port's own call gave the weight since it was first written
+                    # (a moving statistic stored with keepdims=True): the values as it holds
+                    # them now; the clause that reads the weight back shows the change
+                    fitted.append((path, np.reshape(part, own)))
+                    continue
                 hint = "" if entry.parts else self._hint(name, entry, value, native)
                 raise ValueError(f"{name!r} maps to {path} of shape {own}{hint}")
-        return staged
+            fitted.append((path, part))
+        return fitted
 
     def _hint(self, name, entry, value, native) -> str:
         """What the map may have meant where canonical ``value`` does not fit the one weight

@@ -115,6 +115,7 @@ class FM(nn.Module):
     numpy_stats = False  # torch.from_numpy(np.zeros(n)): float64 buffers in a float32 layer
     standardised_detached = False  # the standardisation computed under no_grad
     mean_of_all = False  # training's mean of every value, not each feature's
+    stats_keepdims = False  # the moving statistics rebound at shape (1, L*N) by an update
     standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
@@ -213,6 +214,8 @@ class FM(nn.Module):
                 mean, var = mean.clone(), var.clone()
             if moves and self.update_tracked:  # rebound to what autograd recorded
                 self.moving_mean, self.moving_var = new_m, new_s
+            elif moves and self.stats_keepdims:  # "mean(0, keepdim=True)", stored as it is
+                self.moving_mean, self.moving_var = new_m.reshape(1, -1), new_s.reshape(1, -1)
             elif moves:
                 self.moving_mean.copy_(new_m)
                 self.moving_var.copy_(new_s)
@@ -508,6 +511,7 @@ PORTS = [
     port("batch-stats-in-inference", {"infer_stats": "batch"}, fm={"batch_in_inference": True}),
     port("moving-stats-never-updated", {"update": "never"}, fm={"update": "never"}),
     port("flatten-channel-major", {"flatten": "F"}, fm={"flatten": "F"}),
+    port("moving-stats-keepdims", {"state_shape": "keepdims"}, fm={"stats_keepdims": True}),
     port("batch-mean-of-every-value", {"train_mean": "all"}, fm={"mean_of_all": True}),
     port("flatten-reads-the-batch", {"flatten": "batch"}, fm={"flatten": "batch"}),
     port("standardised-under-no-grad", r"^FeatureMixing: the standardised features are "
