@@ -1810,8 +1810,42 @@ def attach(results, exchange: list | None = None):
             # a located cause is the layer's cause above, whose calls this clause is not
             why = "" if finding.fits or finding.located else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
-    return _step_after_gradient(_dropped_input(_bigger_module(out, findings), findings),
-                                findings)
+    return _held_shapes(_step_after_gradient(_dropped_input(_bigger_module(out, findings),
+                                                            findings), findings), findings)
+
+
+_HELD_SHAPE = re.compile(r"(\w+\.\w+) \([\d, ]*\) for the spec's \(")
+_SHAPE_ERROR = re.compile(r"raised \w+: .*(shape|broadcast|mat1 and mat2|size of tensor|"
+                          r"dimension|dot_general)", re.IGNORECASE)
+
+
+def _held_shapes(results, findings):
+    """Where the layer's weight-table or count clause finds weights the port holds at other
+    shapes than the spec's (``the port holds dense2.kernel (16, 6) for the spec's (16, 5)``,
+    checked), the spec's weights refused at those shapes (the map's "'dense2.kernel' maps to
+    ... of shape") and calls no variant explains that raise a shape error are that same
+    design: they point to it, one root cause."""
+    held = {}
+    for r in results:
+        if r.status == "failed" and r.cause and ": the port holds " in r.cause:
+            names = _HELD_SHAPE.findall(r.cause)
+            if names:
+                held.setdefault((r.impl, r.clause.split("-")[0]), (r.cause, names))
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        if key in held and r.status == "failed" and r.cause != held[key][0]:
+            cause, names = held[key]
+            line = found.line() if found is not None else ""
+            refused = r.cause == line and any(f"'{n}' maps to" in line for n in names)
+            unexplained = (r.cause or "").startswith(UNEXPLAINED) and bool(
+                _SHAPE_ERROR.search(r.message) or any(f"'{n}' maps to" in r.message
+                                                      for n in names))
+            if refused or unexplained:
+                r = replace(r, cause=cause)
+        out.append(r)
+    return out
 
 
 def _dropped_input(results, findings):

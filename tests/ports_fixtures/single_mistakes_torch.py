@@ -855,6 +855,36 @@ class DenseInPlainList(Conforming):
         "dense2.kernel": ("mlp.1.weight", transpose), "dense2.bias": ("mlp.1.bias", identity)}}
 
 
+class GateSizedByAxis1(Conforming):
+    """The gate built for ``input_shape[1]`` features (written for (batch, features) inputs),
+    where the last axis was meant: right at rank 2, a gate of the wrong width at rank 3."""
+
+    name, layers = "gff-gate-sized-by-axis-1", ("GatedFeatureFusion",)
+    expected = (r"^GatedFeatureFusion: the port holds gate.kernel \(10, 5\) for the spec's "
+                r"\(12, 6\) \(sized by the inputs' axis 1 where the spec's is by the inputs' "
+                r"last axis\)")
+
+    def construct(self, layer, config, *, input_shapes, dtype):
+        return self.gff(input_shapes[0][1], **LAYERS[layer].validate_config(config))
+
+
+class _FMDense2ToTime(FM):
+    """The second Dense projects back to input_size where n_series was meant."""
+
+    def __init__(self, n_series, input_size, dropout, ff_dim):
+        super().__init__(n_series, input_size, dropout, ff_dim)
+        self.lin2 = nn.Linear(ff_dim, input_size)
+        nn.init.xavier_uniform_(self.lin2.weight)
+        nn.init.zeros_(self.lin2.bias)
+
+
+class Dense2ToInputSize(Conforming):
+    name, layers, fm = "dense2-to-input-size", ("FeatureMixing",), _FMDense2ToTime
+    expected = (r"^FeatureMixing: the port holds dense2.kernel \(16, 6\) for the spec's "
+                r"\(16, 5\) \(sized by input_size where the spec's is by n_series\)")
+
+
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
             ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels(),
-            GateBiasDrawnWithKernel(), DenseOverTime(), DenseInPlainList()]
+            GateBiasDrawnWithKernel(), DenseOverTime(), DenseInPlainList(), GateSizedByAxis1(),
+            Dense2ToInputSize()]

@@ -368,17 +368,27 @@ def unheld(spec, error: str) -> str | None:
     return no_weight(m["name"], f"the spec's weights refused ({error.strip()})")
 
 
-def _dims(held: tuple, want: tuple, config: dict) -> str:
-    """The config parameters that size a weight the port holds at another shape, where the
-    case's values tell them apart: " (sized by input_size where the spec's is by n_series)"
-    for a Dense over the time axis, " (an extra axis of input_size: one per time step)";
-    '' where the dimensions name nothing or the same parameters."""
+def _dims(held: tuple, want: tuple, config: dict, input_shapes=()) -> str:
+    """The config parameters, or else the input axes, that size a weight the port holds at
+    another shape, where the case's values tell them apart: " (sized by input_size where the
+    spec's is by n_series)" for a Dense over the time axis, " (sized by the inputs' axis 1
+    where the spec's is by the inputs' last axis)" for a gate sized off the wrong axis, " (an
+    extra axis of input_size: one per time step)"; '' where the dimensions name nothing or
+    the same parameters."""
     names = {}
     for k, v in config.items():
         if isinstance(v, int) and not isinstance(v, bool):
             names.setdefault(v, []).append(k)
     if any(len(n) > 1 for n in names.values()):
         return ""  # two parameters of one value: a dimension names neither
+    shape = tuple(input_shapes[0]) if input_shapes else ()
+    axes = {}
+    for i in range(1, len(shape)):
+        axes.setdefault(shape[i], []).append(
+            "the inputs' last axis" if i == len(shape) - 1 else f"the inputs' axis {i}")
+    for v, said in axes.items():
+        if v not in names and len(said) == 1:  # a config parameter names it first
+            names[v] = said
 
     def named(dims):
         return [names[d][0] if d in names else None for d in dims]
@@ -436,7 +446,8 @@ def _holding(ctx, case, handle, info) -> str | None:
     got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
     other_shape = [w for w in table if w.name in got and got[w.name][0] != tuple(w.shape)]
     reshaped = [f"{w.name} {got[w.name][0]} for the spec's {tuple(w.shape)}"
-                + _dims(got[w.name][0], tuple(w.shape), case.config) for w in other_shape]
+                + _dims(got[w.name][0], tuple(w.shape), case.config, case.input_shapes)
+                for w in other_shape]
     if reshaped and counts == spec_counts:  # the counts need no reading; the shapes may
         same = all(int(np.prod(got[w.name][0])) == size[w.name] for w in other_shape)
         if not same or any(k not in size for k in got):
