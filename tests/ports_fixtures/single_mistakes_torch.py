@@ -74,6 +74,8 @@ class FM(nn.Module):
     activation = staticmethod(F.relu)
     drop_scale, rate_as_keep, sites, in_inference, shared = "inverted", False, (1, 2), False, False
     mask_axis = None  # 0, 1, 2: one mask broadcast along batch, time or channels
+    drop_path = False  # the second site drops a sample's whole branch
+    mask_product = False  # x * mask / (1 - p) written out: NaN at rate 1
     residual = "input"
     drop_after_residual = False  # the second dropout on x + dense2(...)
     float32_inside = bias1_ignored = relu_after_dense2 = mean_only = False
@@ -263,9 +265,11 @@ class FM(nn.Module):
             return v
         if not (self.training or self.in_inference):  # classic dropout: * (1 - p) here
             return v * (1 - p) if self.drop_scale == "classic" else v
+        kept = {"inverted": 1 - p, "none": 1.0, "rate": p, "classic": 1.0}[self.drop_scale]
+        if self.mask_product:  # x * mask / keep_prob, no case for rate 1: 0 / 0 there
+            return v * mask / kept
         if p == 1:
             return torch.zeros_like(v)
-        kept = {"inverted": 1 - p, "none": 1.0, "rate": p, "classic": 1.0}[self.drop_scale]
         return torch.where(mask, v / kept, torch.zeros_like(v))
 
     def _mask(self, shape, dtype, p):
@@ -286,6 +290,8 @@ class FM(nn.Module):
         p = self._rate()
         m1 = self._mask(h.shape, h.dtype, p)
         m2 = self._mask((*h.shape[:-1], self.n_series), h.dtype, p)
+        if self.drop_path:  # stochastic depth: one decision per sample at the second site
+            m2 = (torch.rand((h.shape[0], 1, 1), dtype=h.dtype) >= p).expand_as(m2).clone()
         if self.shared:  # unit c of both sites: one decision
             k = min(self.ff_dim, self.n_series)
             m1[..., :k] = m2[..., :k]
@@ -542,6 +548,10 @@ PORTS = [
     port("dropout-shared-mask", {"shared_mask": True}, fm={"shared": True}),
     port("dropout-mask-over-batch", {"mask_axis": "batch"}, fm={"mask_axis": 0}),
     port("dropout-mask-over-channels", {"mask_axis": "channel"}, fm={"mask_axis": 2}),
+    port("dropout-one-divides-by-zero", r"^FeatureMixing: at dropout 1.0 the kept units are "
+         r"divided by the keep probability 1 - rate = 0", fm={"mask_product": True}),
+    port("drop-path-second-site", r"^FeatureMixing: the second dropout draws one decision per "
+         r"sample, broadcast over time and channels", fm={"drop_path": True}),
     # the residual
     port("no-residual", {"residual": "none"}, fm={"residual": "none"}),
     port("residual-twice", {"residual": "twice"}, fm={"residual_scale": 2.0}),

@@ -80,6 +80,7 @@ def dropout_sites(ctx):
         raise ClauseFailure(
             "; ".join(problems + found),
             diagnosis="; ".join(why) or _rate_diagnosis(dropped2 / n, dropped1 / kept2),
+            checked=bool(why),  # the independence probe's 6-sigma agreement, not the rate
         )
     if np.array_equal(branch, _branch(handle, x, True)):
         # a third call tells a key never advanced from two calls that happened to agree
@@ -93,8 +94,8 @@ def dropout_sites(ctx):
             checked=again,
         )
     found, why = _independence(handle, config, x)
-    if found:
-        raise ClauseFailure("; ".join(found), diagnosis="; ".join(why))
+    if found:  # the rates are right: the neighbours' agreement, 6 sigma off, is the evidence
+        raise ClauseFailure("; ".join(found), diagnosis="; ".join(why), checked=bool(why))
 
 
 # The probe's branch (output - input, input 0) at each drop decision: site 2 drops the
@@ -254,6 +255,7 @@ def _independence(handle, config, x) -> tuple[list[str], list[str]]:
         )
         diagnoses.append("the two dropout sites share their random draws (one mask reused)")
     expected = P**2 + (1 - P) ** 2
+    shared = []
     for axis, name in ((0, "batch"), (1, "time"), (2, "channel")):
         agree, pairs = _agreement(kept2, axis)
         if abs(agree - expected) > 6 * np.sqrt(expected * (1 - expected) / pairs):
@@ -261,11 +263,29 @@ def _independence(handle, config, x) -> tuple[list[str], list[str]]:
                 f"site 2's decisions of neighbours along the {name} axis agree {agree:.3f} of "
                 f"the time; independent decisions agree p^2 + (1-p)^2 = {expected:.3f}"
             )
-            diagnoses.append(
-                f"the dropout mask is not drawn per element: it is shared along the {name} "
-                "axis (drawn for fewer axes and broadcast)"
-            )
+            shared.append(name)
+    if {"time", "channel"} <= set(shared) and "batch" in shared:
+        # one decision per sample: the batch axis's pairs are the samples' alone, far fewer
+        # than the elements counted above
+        agree, pairs = _agreement(kept2[:, :1, :1], 0)
+        if abs(agree - expected) <= 6 * np.sqrt(expected * (1 - expected) / pairs):
+            shared.remove("batch")
+            problems[:] = [p for p in problems if "along the batch axis" not in p]
+    if shared == ["time", "channel"]:
+        diagnoses.append(DROP_PATH)
+    elif shared:
+        diagnoses.append(
+            f"the dropout mask is not drawn per element: it is shared along the "
+            f"{' and '.join(shared)} {'axes' if len(shared) > 1 else 'axis'} (drawn for fewer "
+            "axes and broadcast)")
     return problems, list(dict.fromkeys(diagnoses))
+
+
+DROP_PATH = (
+    "the second dropout draws one decision per sample, broadcast over time and channels: it "
+    "drops a sample's whole branch (drop path, stochastic depth; nnx.Dropout(broadcast_dims=(1, "
+    "2))), where the spec drops each element"
+)
 
 
 def _scaling_diagnosis(branch):
@@ -342,6 +362,13 @@ def dropout_inference(ctx):
     ctx.expect_close("inference with dropout 0.5", first, expected, FORWARD["float64"])
 
 
+ZERO_KEEP = (
+    "at dropout 1.0 the kept units are divided by the keep probability 1 - rate = 0: the "
+    "dropped ones become 0 / 0, NaN (x * mask / keep_prob with no case for rate 1), where the "
+    "spec drops every unit and the layer returns its input; rate 0.5 gives finite values"
+)
+
+
 @check("dropout-one")
 def dropout_one(ctx):
     rng = np.random.default_rng(13)
@@ -372,10 +399,16 @@ def dropout_one(ctx):
         ) from None
     if not np.array_equal(out, x):
         inverted = flag_inverted(ctx)
+        said, checked = (FLAG_INVERTED, True) if inverted else (None, False)
+        if not inverted and not np.all(np.isfinite(out)):
+            # the evidence: the same layer at rate 0.5 gives finite values
+            half = training_call(0.5)[1]
+            if np.all(np.isfinite(half)):
+                said, checked = ZERO_KEEP, True
         raise ClauseFailure(
             f"dropout 1.0 in training: output differs from the input by up to "
             f"{np.max(np.abs(np.asarray(out, np.float64) - x)):.3g}",
-            diagnosis=FLAG_INVERTED if inverted else None, checked=inverted,
+            diagnosis=said, checked=checked,
         )
     gx, gw = handle.grad(x, np.ones_like(x), training=True)
     bad = [k for k, v in gw.items() if not np.all(np.isfinite(v))]
