@@ -343,6 +343,7 @@ class GFF(nn.Module):
     pooled = False  # the gate computed from the inputs averaged over the middle axes
     act_twice = False  # the activation applied to the gate again
     naive_softmax = False  # exp(z) / sum(exp(z)), the max not subtracted
+    global_max = False  # exp(z - z.max()) / sum over the row: the whole tensor's max
     custom_sigmoid = False  # a sigmoid whose backward leaves out (1 - s)
     ln_inputs = False  # the gate computed from LayerNorm(a), LayerNorm(b) (no affine)
 
@@ -359,6 +360,9 @@ class GFF(nn.Module):
             return torch.log_softmax(z, dim=-1)
         if name == "softmax" and self.naive_softmax:  # "the textbook formula"
             return torch.exp(z) / torch.exp(z).sum(-1, keepdim=True)
+        if name == "softmax" and self.global_max:  # stabilised, but by the tensor's max
+            e = torch.exp(z - z.max())
+            return e / e.sum(-1, keepdim=True)
         if name == "softmax":
             if self.axis == "all":  # by hand, no axis given: every element at once
                 e = torch.exp(z - z.max())
@@ -643,6 +647,9 @@ PORTS = [
          r"1e-05", gff={"ln_inputs": True}),
     port("gff-softmax-unguarded", r"the softmax overflows: computed as exp\(z\) / "
          r"sum\(exp\(z\)\) without subtracting the max", gff={"naive_softmax": True}),
+    port("gff-softmax-global-max", r"the softmax is not stable: computed as exp\(z - max z\) "
+         r"/ sum\(exp\(z - max z\)\) with the max of the whole tensor",
+         gff={"global_max": True}),
     port("moving-stats-updated-then-used-in-training", r"in training the normalisation "
          r"subtracts the moving mean as this call updated it \(updated first, then used\)",
          fm={"update_first": True}),
