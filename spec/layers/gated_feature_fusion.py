@@ -96,7 +96,9 @@ CLAUSES = [
         "GRAD",
         "gradients",
         "Gradients of sum(output * cotangent) with respect to both inputs, gate.kernel and "
-        "gate.bias agree with central differences of the float64 forward.",
+        "gate.bias agree with central differences of the float64 forward, and are finite where "
+        "the gate saturates (|pre-activation| up to 1000, where the spec's gate is 0 or 1 and "
+        "its derivative 0).",
     ),
     _c(
         "DTYPE",

@@ -344,6 +344,7 @@ class GFF(nn.Module):
     act_twice = False  # the activation applied to the gate again
     naive_softmax = False  # exp(z) / sum(exp(z)), the max not subtracted
     global_max = False  # exp(z - z.max()) / sum over the row: the whole tensor's max
+    formula_sigmoid = False  # 1 / (1 + exp(-z)) by hand
     custom_sigmoid = False  # a sigmoid whose backward leaves out (1 - s)
     ln_inputs = False  # the gate computed from LayerNorm(a), LayerNorm(b) (no affine)
 
@@ -360,6 +361,8 @@ class GFF(nn.Module):
             return torch.log_softmax(z, dim=-1)
         if name == "softmax" and self.naive_softmax:  # "the textbook formula"
             return torch.exp(z) / torch.exp(z).sum(-1, keepdim=True)
+        if name == "sigmoid" and self.formula_sigmoid:  # its derivative: inf / inf past 709
+            return 1 / (1 + torch.exp(-z))
         if name == "softmax" and self.global_max:  # stabilised, but by the tensor's max
             e = torch.exp(z - z.max())
             return e / e.sum(-1, keepdim=True)
@@ -647,6 +650,8 @@ PORTS = [
          r"1e-05", gff={"ln_inputs": True}),
     port("gff-softmax-unguarded", r"the softmax overflows: computed as exp\(z\) / "
          r"sum\(exp\(z\)\) without subtracting the max", gff={"naive_softmax": True}),
+    port("gff-sigmoid-from-its-formula", r"^GatedFeatureFusion: the sigmoid is written from "
+         r"its formula, 1 / \(1 \+ exp\(-z\)\)", gff={"formula_sigmoid": True}),
     port("gff-softmax-global-max", r"the softmax is not stable: computed as exp\(z - max z\) "
          r"/ sum\(exp\(z - max z\)\) with the max of the whole tensor",
          gff={"global_max": True}),

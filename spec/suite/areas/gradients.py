@@ -134,6 +134,62 @@ def gradients(ctx):
                     raise ClauseFailure(str(failure), diagnosis=skip, details=failure.details,
                                         checked=True)
                 raise failure
+    if ctx.spec.name == "GatedFeatureFusion":
+        _saturated_gradients(ctx)
+
+
+def _saturated_gradients(ctx):
+    """GatedFeatureFusion's gradients are finite where the gate saturates: its weights scaled
+    so that |pre-activation| reaches 1000 (``numerics.SATURATED``), as the saturated forward
+    calls of GFF-ACTIVATIONS, for each activation."""
+    from portspec.suite.areas.numerics import SATURATED
+
+    for case in ctx.spec.config_cases():
+        rng = np.random.default_rng(15)
+        weights = ctx.spec.random_weights(case.config, case.input_shapes, rng)
+        x = ctx.inputs(case, rng, "float64")
+        z = np.concatenate(x, axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
+        scale = SATURATED / float(np.abs(z).max())
+        handle = ctx.build(case, dtype="float64")
+        handle.set_weights({k: v * scale for k, v in weights.items()})
+        cot = rng.standard_normal(case.input_shapes[0])
+        gx, gw = handle.grad(x, cot, training=False)
+        grads = {**{f"input {i}": g for i, g in enumerate(gx)}, **gw}
+        bad = sorted(k for k, g in grads.items() if not np.all(np.isfinite(g)))
+        if not bad:
+            continue
+        activation = case.config["activation"]
+        said = _unguarded_derivative(activation, z * scale, grads)
+        raise ClauseFailure(
+            f"{case.label} saturated (|pre-activation| up to {SATURATED:g}): non-finite "
+            f"gradients of {', '.join(bad)}, where the spec's are finite (its gate's derivative "
+            "is 0 there)", diagnosis=said, checked=bool(said))
+
+
+# the pre-activations where exp(-z) (sigmoid) or exp(z), exp(-z) (tanh, softmax) overflow
+_EXP_MAX = float(np.log(np.finfo(np.float64).max))
+
+
+def _unguarded_derivative(activation, z, grads) -> str | None:
+    """Where the samples with non-finite gradients are exactly those with a pre-activation
+    past exp's float64 overflow, the activation written from its formula: its forward is
+    right (1 / inf = 0), its derivative inf / inf."""
+    over = {"sigmoid": -z > _EXP_MAX, "tanh": np.abs(z) > _EXP_MAX,
+            "softmax": np.abs(z) > _EXP_MAX}.get(activation)
+    if over is None:
+        return None
+    rows = over.reshape(-1, z.shape[-1]).any(axis=-1)
+    nonfinite = [(~np.isfinite(g)).reshape(-1, np.shape(g)[-1]).any(axis=-1)
+                 for k, g in grads.items() if k.startswith("input ")]
+    if not nonfinite or any(not np.array_equal(n, rows) for n in nonfinite):
+        return None
+    formula = {"sigmoid": "1 / (1 + exp(-z))", "tanh": "(exp(z) - exp(-z)) / (exp(z) + "
+               "exp(-z))", "softmax": "exp(z) / sum(exp(z))"}[activation]
+    return (f"the {activation} is written from its formula, {formula}: its forward saturates "
+            f"to the right value, but where exp overflows (|pre-activation| past "
+            f"{_EXP_MAX:.2f}) autodiff's derivative is inf / inf, NaN ({int(rows.sum())} of "
+            f"{rows.size} samples, exactly those); the framework's own {activation} "
+            "(jax.nn.sigmoid, torch.sigmoid, keras.ops.sigmoid) has a finite derivative there")
 
 
 SKIP_DETACHED = ("the residual's own gradient is missing: the input's gradient is the "
