@@ -90,3 +90,20 @@ def test_the_root_cause_names_the_line_of_a_cast():
     (cause,) = [c for _, c, ids in report.root_causes(results) if "FM-DTYPE" in ids]
     assert "a value is converted to float32 inside the call" in cause, cause
     assert "`z = z.float().to(x.dtype)`" in cause, cause
+
+
+@pytest.mark.home("keras-tensorflow", "keras-jax")
+def test_a_compiled_call_that_raises_names_the_ports_line():
+    """Eager runs, compiled raises: the cause names the tracer's refusal and the port's line
+    the exception passed through (JAX's traceback; TensorFlow quotes it in its message)."""
+    pytest.importorskip("keras")
+    from portspec import report
+    from portspec.verify import verify
+
+    path = str(FIXTURES / "compile_raises_keras.py")
+    results = verify([path], tasks=[("finite-check-in-python", "FM-COMPILE")], isolate=False)
+    (cause,) = [c for _, c, ids in report.root_causes(results) if "FM-COMPILE" in ids]
+    assert "the compiled call raises where the eager call runs: the port uses a traced value "\
+        "as a Python value" in cause, cause
+    assert "compile_raises_keras.py:" in cause and "`if not bool(ops.all(ops.isfinite(x))):`" \
+        in cause, cause

@@ -37,10 +37,11 @@ def _shown(path: str) -> str:
     return os.path.basename(path)
 
 
-def _source(path: str, line: int) -> str:
-    """The line's code in backquotes; nothing where it holds a square bracket, which the
-    report keeps for its evidence (``portspec.report``): the file and line still say where."""
-    text = linecache.getline(path, line).strip()
+def source(path: str, line: int) -> str:
+    """The line's code in backquotes, its inline comment left out; nothing where it holds a
+    square bracket, which the report keeps for its evidence (``portspec.report``): the file
+    and line still say where."""
+    text = linecache.getline(path, line).split("  #", 1)[0].strip()
     return f" `{text}`" if text and not set(text) & set("[]") else ""
 
 
@@ -57,14 +58,14 @@ def describe(frames, port_files, dtype: str, op: str) -> str:
     if at is None or (port is not None and at == port):
         file, line, function = port
         return (f"a float64 value is converted to {dtype} in the port's own code, "
-                f"{_shown(file)}:{line} in {function}{_source(file, line)}")
+                f"{_shown(file)}:{line} in {function}{source(file, line)}")
     file, line, function = at
     words = (f"a float64 value is converted to {dtype} at {_shown(file)}:{line} in "
-             f"{function}{_source(file, line)}")
+             f"{function}{source(file, line)}")
     if port is not None:
         pfile, pline, pfunction = port
         words += (f", reached from the port's {_shown(pfile)}:{pline} in "
-                  f"{pfunction}{_source(pfile, pline)}")
+                  f"{pfunction}{source(pfile, pline)}")
     return words
 
 

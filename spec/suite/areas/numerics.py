@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -579,7 +581,14 @@ def compile_(ctx):
         # statistics, which a port's training output may read (its own mistake, not the
         # compiler's)
         handle.set_weights(now)
-        compiled = handle.forward_compiled(x, training=training)  # NotApplicable: a skip
+        try:
+            compiled = handle.forward_compiled(x, training=training)  # NotApplicable: a skip
+        except NotApplicable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the eager call above ran: say where
+            raise ClauseFailure(f"training={training}: the compiled call raised "
+                                f"{_first_line(exc)}, where the eager call runs",
+                                diagnosis=compiled_raises(exc, handle), checked=True) from None
         try:
             ctx.expect_close(
                 f"compiled vs eager, training={training}", compiled, eager, FORWARD["float32"]
@@ -600,6 +609,55 @@ def compile_(ctx):
             raise
     if "dropout" in case.config and ctx.spec.clauses_of("dropout-sites"):
         _compiled_dropout_draws(ctx)
+
+
+# the exceptions a tracing compiler raises for a Python use of a traced value
+_CONCRETE = ("TracerBoolConversion", "Concretization", "TracerArrayConversion",
+             "TracerIntegerConversion", "OperatorNotAllowedInGraph")
+
+
+def _first_line(exc) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc) else ''}"
+
+
+def _chain(exc):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def compiled_raises(exc, handle) -> str:
+    """Words for a compiled call that raises where the eager one runs: the port's line the
+    exception passed through (its traceback, or the line a graph compiler quotes in its
+    message), and, for a tracer's refusal of a concrete value, what that means."""
+    import os
+
+    from portspec.ports.narrowing import source
+
+    files = {os.path.realpath(f) for f in getattr(handle, "port_files", list)()}
+    where = None
+    for e in _chain(exc):
+        tb = e.__traceback__
+        while tb is not None:
+            path = tb.tb_frame.f_code.co_filename
+            if os.path.realpath(path) in files:
+                where = (path, tb.tb_lineno)
+            tb = tb.tb_next
+        if where is None:  # a graph compiler's own message: 'File "...", line N'
+            for path, line in re.findall(r'File "([^"]+)", line (\d+)', str(e)):
+                if os.path.realpath(path) in files:
+                    where = (path, int(line))
+    names = " ".join(type(e).__name__ for e in _chain(exc))
+    concrete = any(c in names for c in _CONCRETE)
+    said = ("the compiled call raises where the eager call runs: the port uses a traced value "
+            "as a Python value (bool(), if, float() or int() of a tensor), which a compiled "
+            "function does not have until it runs; compute it with the framework's ops "
+            "(ops.where, ops.cond, ops.all) or outside the compiled function"
+            if concrete else "the compiled call raises where the eager call runs: a path the "
+            "compiler cannot trace or lower")
+    if where is not None:
+        said += f" (the port's {os.path.basename(where[0])}:{where[1]}{source(*where)})"
+    return f"{said} [{_first_line(exc).replace('[', '(').replace(']', ')')}]"
 
 
 STALE_WEIGHTS = (
