@@ -225,6 +225,7 @@ def _narrowing(adapter, spec, records) -> list[dict]:
 
 
 OUTPUT_DTYPE = "output dtype"  # the probe's record of a float64 call's narrower output
+NARROW_STORAGE = "narrow storage"  # of the weights a float64 layer holds narrower
 
 
 def _first_case(adapter, spec, dtype, case=None):
@@ -247,11 +248,15 @@ def _output_dtype(adapter, spec) -> list[dict]:
     try:
         handle, x, _ = _first_case(adapter, spec, "float64")
         got = np.asarray(handle.forward(x, training=False)).dtype.name
-        held = {np.asarray(v).dtype.name for v in handle.get_weights().values()}
+        dtypes = {k: np.asarray(v).dtype.name for k, v in handle.get_weights().items()}
     except Exception:  # noqa: BLE001 - a refused float64 call is the other records' evidence
         return []
-    if held - {"float64"}:  # a layer held narrower: its storage, not a cast of its output
-        return []
+    narrow = {k: d for k, d in dtypes.items() if d != "float64"}
+    if narrow and len(narrow) == len(dtypes) and len(set(narrow.values())) == 1:
+        narrow = {"all its weights": next(iter(narrow.values()))}  # one wording, both layers
+    if narrow:  # a layer held narrower: its storage, not a cast of its output
+        return [_record(NARROW_STORAGE, None, None, None, False, None, None, None,
+                        state={"weights": narrow})]
     return [] if got == "float64" else [_record(OUTPUT_DTYPE, None, None, None, False, None,
                                                 None, None, state={"dtype": got})]
 
@@ -573,6 +578,7 @@ class Finding:
     plain: str = ""
     cast: str | None = None  # the dtype a float64 call returns, where it is not float64
     narrowed: str | None = None  # where a float64 call turns a value float32 (NARROWING)
+    held: dict = field(default_factory=dict)  # weights a float64 layer holds narrower
 
     @property
     def says(self) -> bool:
@@ -643,6 +649,12 @@ class Finding:
             parts.append("float64 arithmetic a little off the oracle's (below float32 "
                          "rounding, so not float32: the framework's own approximation of a "
                          "function such as erf or tanh)")
+        elif self.precision and self.held and not set(self.held) <= {MEAN, VAR}:
+            names = ", ".join(sorted(self.held))
+            dtypes = "/".join(sorted(set(self.held.values())))
+            parts.append(f"a float64 call computed partly in {self.precision}: the float64 "
+                         f"layer holds {names} in {dtypes} (a sublayer or weight built without "
+                         f"the layer's dtype), and what they touch is computed in {dtypes}")
         elif self.precision and self.narrowed:  # the place is evidence: in the brackets
             parts.append(f"a float64 call computed partly in {self.precision}: a value is "
                          f"converted to {self.precision} inside the call (errors of "
@@ -1038,14 +1050,15 @@ def search(spec, records):
     plain = next((r["state"]["plain"] for r in records if r["label"] == PLAIN_STATE), "")
     cast = next((r["state"]["dtype"] for r in records if r["label"] == OUTPUT_DTYPE), None)
     narrowed = next((r["state"]["where"] for r in records if r["label"] == NARROWING), None)
+    held = next((r["state"]["weights"] for r in records if r["label"] == NARROW_STORAGE), {})
     _LOCAL.fits = {}
     try:
         found = _search(spec, [r for r in records if r["label"] not in (
-            "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE, NARROWING)
+            "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE, NARROWING, NARROW_STORAGE)
             and not r["label"].startswith(STAGE)])
     finally:
         _LOCAL.fits = None
-    found = replace(found, plain=plain, cast=cast, narrowed=narrowed)
+    found = replace(found, plain=plain, cast=cast, narrowed=narrowed, held=dict(held))
     found = _input_site(found, records)
     if not found.says:  # outside the variant space (or the GFF probe's training calls,
         # which the search has not): read part by part

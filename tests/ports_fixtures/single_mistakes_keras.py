@@ -50,12 +50,15 @@ class FeatureMixing(layers.Layer):
         policy = self.dtype_policy
         self.norm = self.make_norm(policy)
         self.dense1 = layers.Dense(self.ff_dim, dtype=policy, name="dense1")
-        self.dense2 = layers.Dense(self.n_series, dtype=policy, name="dense2")
+        self.dense2 = self.make_dense2(policy)
         self.dropout1 = layers.Dropout(self.rate(), dtype=policy, name="dropout1")
         self.dropout2 = layers.Dropout(self.rate(), dtype=policy, name="dropout2")
 
     def make_norm(self, policy):
         return layers.BatchNormalization(momentum=0.01, epsilon=1e-3, dtype=policy, name="norm")
+
+    def make_dense2(self, policy):
+        return layers.Dense(self.n_series, dtype=policy, name="dense2")
 
     def rate(self):
         return self.dropout
@@ -344,6 +347,9 @@ PORTS = [
     port("transpose-not-undone", r"the features flattened channel-major \(the input "
          r"transposed to \(batch, N, L\) first\) and reshaped back",
          fm={"normalise": _transpose_not_undone}),
+    port("dense2-without-the-dtype", r"^FeatureMixing: a float64 call computed partly in "
+         r"float32: the float64 layer holds dense2.bias, dense2.kernel in float32",
+         fm={"make_dense2": lambda self, policy: layers.Dense(self.n_series, name="dense2")}),
 ]
 
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS)]
