@@ -946,11 +946,24 @@ def _fit_eps(spec, space, records, choices):
     """Least-squares epsilon (a log-spaced grid, narrowed in rounds), then the roundest value
     (1-3 significant digits) that fits as well: real ports write 1e-5, not 1.0000003e-5."""
 
-    def bracket(points):
-        i = int(np.argmin(_eps_losses(spec, space, records, choices, points)))
+    def bracket(points, losses=None):
+        losses = _eps_losses(spec, space, records, choices, points) if losses is None else losses
+        i = int(np.argmin(losses))
         return points[max(i - 1, 0)], points[min(i + 1, len(points) - 1)]
 
-    lo, hi = bracket(EPS_GRID)
+    # the grid and the spec's epsilon 2 % either side, in one pass: where the grid's best is
+    # the spec's own epsilon and neither side does better, the loss has its minimum within
+    # 2 % of it, which _evaluate reads as no epsilon of the port's own (the rounds would
+    # only find it again: most candidates of a search are of this kind)
+    default = float(space.defaults["eps"])
+    near = np.log10([default * 0.98, default * 1.02])
+    losses = _eps_losses(spec, space, records, choices, np.concatenate([EPS_GRID, near]))
+    grid, sides = losses[:len(EPS_GRID)], losses[len(EPS_GRID):]
+    at = int(np.argmin(grid))
+    if (np.isfinite(grid[at]) and abs(EPS_GRID[at] - np.log10(default)) < 1e-9
+            and np.all(sides >= grid[at])):
+        return default
+    lo, hi = bracket(EPS_GRID, grid)
     for _ in range(ROUNDS):
         lo, hi = bracket(np.linspace(lo, hi, POINTS))
     best = float(10.0 ** ((lo + hi) / 2))

@@ -264,9 +264,13 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         return np.reshape(pick, like.shape)
 
     def normalise(v):
-        if c["flatten"] == "batch" and c["norm"] != "none":  # the inverse of the mix below
+        if c["flatten"] == "batch" and c["norm"] != "none":
+            # feature j of the port's flat array holds x's values j*B .. j*B + B - 1 in
+            # memory; the result goes back the same way (leading axes: fitted epsilons)
             mixed = standardise(v.reshape(length * n, -1).T.reshape(v.shape))
-            return mixed.reshape(v.shape[0], length * n).T.reshape(v.shape)
+            lead = mixed.shape[:-3]
+            flat = mixed.reshape(*lead, v.shape[0], length * n)
+            return np.swapaxes(flat, -1, -2).reshape(*lead, *v.shape)
         return standardise(v)
 
     def standardise(v):
