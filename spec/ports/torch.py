@@ -248,9 +248,12 @@ class TorchPortHandle(PortHandle):
         return found
 
     def _unregistered(self, prefix, module) -> dict:
-        """The modules ``module`` keeps in plain lists, tuples or dicts: path -> module."""
+        """The modules ``module`` keeps in plain lists, tuples or dicts and nowhere the
+        module registers them (a list of its registered submodules, kept to iterate over, is
+        not one): path -> module."""
         nn = self.adapter.torch.nn
         internal = _module_internals(nn)
+        registered = {id(m) for m in self.obj.modules()}
         out = {}
         for name, value in vars(module).items():
             if name in internal:
@@ -258,7 +261,7 @@ class TorchPortHandle(PortHandle):
             items = (value.items() if isinstance(value, dict) else enumerate(value)
                      if isinstance(value, (list, tuple)) else ())
             for key, item in items:
-                if isinstance(item, nn.Module):
+                if isinstance(item, nn.Module) and id(item) not in registered:
                     out[f"{prefix}.{name}.{key}" if prefix else f"{name}.{key}"] = item
         return out
 
