@@ -273,11 +273,11 @@ def _independence(handle, config, x) -> tuple[list[str], list[str]]:
             problems[:] = [p for p in problems if "along the batch axis" not in p]
     if shared == ["time", "channel"]:
         diagnoses.append(DROP_PATH)
-    elif shared:
+    elif shared:  # the variant's words (variants.FM_SPACE's mask_axis), one reading
         diagnoses.append(
-            f"the dropout mask is not drawn per element: it is shared along the "
-            f"{' and '.join(shared)} {'axes' if len(shared) > 1 else 'axis'} (drawn for fewer "
-            "axes and broadcast)")
+            f"one dropout mask broadcast along the {' and '.join(shared)} "
+            f"{'axes' if len(shared) > 1 else 'axis'}: the mask is not drawn per element "
+            "(drawn for fewer axes and broadcast)")
     return problems, list(dict.fromkeys(diagnoses))
 
 
