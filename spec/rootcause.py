@@ -203,13 +203,14 @@ NARROWING = "narrowing"  # the probe's record of where a float64 call turns floa
 
 def _as_spec(spec, record) -> bool:
     """Does the recorded call give the spec oracle's output to float64's tolerance? False
-    where the oracle cannot take the record's weights (one the port lacks)."""
+    where the oracle cannot take the record's weights (one the port lacks) or the output has
+    another shape."""
     try:
         want, _ = spec.forward(record["config"], record["weights"], record["x"],
                                training=record["training"])
-    except Exception:  # noqa: BLE001 - weights the oracle cannot take: not shown the same
-        return False
-    return close(np.asarray(record["out"]), want, FORWARD["float64"])
+        return close(np.asarray(record["out"]), want, FORWARD["float64"])
+    except Exception:  # noqa: BLE001 - weights the oracle cannot take, an output of another
+        return False  # shape: not the spec's
 
 
 def _narrowing(adapter, spec, records) -> list[dict]:
