@@ -312,26 +312,55 @@ def float64_storage(adapter, spec) -> str | None:
 _DEFAULT: dict = {}
 
 
-def default_storage(adapter, spec) -> str | None:
-    """Where a build at the framework's default dtype holds some weights in another float
-    dtype than the rest (float64 moving statistics among float32 weights: ``torch.from_numpy``
-    or ``np.zeros`` keep NumPy's float64), words naming them; None where they agree."""
+def _default_build(adapter, spec) -> dict:
+    """What one build of the layer's first case at the framework's default dtype says, read
+    once per port and layer: ``plain``, ``plain_state``'s words for the tensors a PyTorch
+    port does not register; ``mixed``, ``default_storage``'s words; ``error``, the exception
+    where the build raised."""
     key = (adapter.name, spec.name)
     if key not in _DEFAULT:
         case = spec.cases()[0]
-        handle = adapter.build(spec.name, case.config, input_shapes=case.input_shapes, seed=0)
-        held = {k: np.asarray(v).dtype.name for k, v in handle.get_weights().items()}
-        counts = Counter(held.values())
-        common = counts.most_common(1)[0][0] if counts else None
-        odd = sorted(k for k, d in held.items() if d != common)
-        _DEFAULT[key] = (
-            f"a {spec.name} of this port built at the default dtype holds {', '.join(odd)} in "
+        read = _DEFAULT[key] = {"plain": None, "mixed": None, "error": None}
+        try:
+            handle = adapter.build(spec.name, case.config, input_shapes=case.input_shapes,
+                                   seed=0)
+        except Exception as exc:  # noqa: BLE001 - a port that cannot build shows that elsewhere
+            read["error"] = exc
+            return read
+        try:
+            read["plain"] = getattr(handle, "plain_words", lambda: None)()
+        except Exception:  # noqa: BLE001 - no words: the failure stays as it was
+            pass
+        try:
+            held = {k: np.asarray(v).dtype.name for k, v in handle.get_weights().items()}
+            read["mixed"] = _mixed(spec, held)
+        except Exception as exc:  # noqa: BLE001 - its weights unread: default_storage raises
+            read["error"] = exc
+    return _DEFAULT[key]
+
+
+def _mixed(spec, held: dict) -> str | None:
+    counts = Counter(held.values())
+    common = counts.most_common(1)[0][0] if counts else None
+    odd = sorted(k for k, d in held.items() if d != common)
+    if not (odd and common):
+        return None
+    return (f"a {spec.name} of this port built at the default dtype holds {', '.join(odd)} in "
             f"{'/'.join(sorted({held[k] for k in odd}))} where its other weights are {common} "
             "(a weight made from a NumPy array, torch.from_numpy(np.zeros(n)), keeps NumPy's "
             "float64; Module.to() casts them only when the layer is cast): a call at the "
-            "default dtype meets both"
-            if odd and common else None)
-    return _DEFAULT[key]
+            "default dtype meets both")
+
+
+def default_storage(adapter, spec) -> str | None:
+    """Where a build at the framework's default dtype holds some weights in another float
+    dtype than the rest (float64 moving statistics among float32 weights: ``torch.from_numpy``
+    or ``np.zeros`` keep NumPy's float64), words naming them; None where they agree. Raises
+    as the build did."""
+    read = _default_build(adapter, spec)
+    if read["error"] is not None:
+        raise read["error"]
+    return read["mixed"]
 
 
 def explain_mixed_storage(result, clause, adapter, spec):
@@ -375,22 +404,11 @@ def plain_state(paths, containers=()) -> str:
             "them (a float64 layer meets them in float32)")
 
 
-_PLAIN: dict = {}
-
-
 def plain_words(adapter, spec) -> str | None:
     """``plain_state``'s words for a freshly built layer of the port (PyTorch handles only:
-    ``plain_words``); None for every other, or where it registers every tensor."""
-    key = (adapter.name, spec.name)
-    if key not in _PLAIN:
-        case = spec.cases()[0]
-        try:
-            handle = adapter.build(spec.name, case.config, input_shapes=case.input_shapes,
-                                   seed=0)
-            _PLAIN[key] = getattr(handle, "plain_words", lambda: None)()
-        except Exception:  # noqa: BLE001 - a port that cannot build shows that elsewhere
-            _PLAIN[key] = None
-    return _PLAIN[key]
+    ``plain_words``); None for every other, where it registers every tensor, or where it
+    cannot build."""
+    return _default_build(adapter, spec)["plain"]
 
 
 def explain_plain(result, clause, adapter, spec):

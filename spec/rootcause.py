@@ -224,17 +224,22 @@ def _narrowing(adapter, spec, records) -> list[dict]:
     if not calls or all(_as_spec(spec, r) for r in calls):
         return []  # no float64 call to explain: the traces would cost a JAX port seconds
     first = spec.cases()[0]
-    tries = [(first, False), (first, True)] + [
-        (case, False) for case in spec.config_cases() if case.config != first.config]
-    for case, training in tries:
-        try:
+    tries = [(first, (False, True))] + [
+        (case, (False,)) for case in spec.config_cases() if case.config != first.config]
+    for case, modes in tries:
+        try:  # one build a case: an inference trace changes no state
             handle, x, _ = _first_case(adapter, spec, "float64", case)
-            where = getattr(handle, "narrowing", lambda *a, **k: None)(x, training=training)
-        except Exception:  # noqa: BLE001 - no trace, no words: the finding stays as it was
+        except Exception:  # noqa: BLE001 - no build, no words: the finding stays as it was
             continue
-        if where:
-            return [_record(NARROWING, None, None, None, training, None, None, None,
-                            state={"where": where})]
+        for training in modes:
+            try:
+                where = getattr(handle, "narrowing", lambda *a, **k: None)(x,
+                                                                           training=training)
+            except Exception:  # noqa: BLE001 - no trace, no words
+                continue
+            if where:
+                return [_record(NARROWING, None, None, None, training, None, None, None,
+                                state={"where": where})]
     return []
 
 

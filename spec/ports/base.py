@@ -282,12 +282,6 @@ class PortHandle(Handle):
                       if inspect.isfunction(f)]
         return list(dict.fromkeys(files))
 
-    def tracked_state(self) -> list[str]:
-        """The port's weights outside its trainable parameters (moving statistics) that hold
-        autograd history after a training gradient call: a framework whose state is values,
-        not graph nodes (JAX, Keras), has none."""
-        return []
-
     def narrowing(self, inputs, *, training) -> str | None:
         """Where a float64 layer's call turns a float64 value into a narrower float, as words
         (``portspec.ports.narrowing``); None where it does not, the layer is not float64, or

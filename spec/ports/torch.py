@@ -395,7 +395,11 @@ class TorchPortHandle(PortHandle):
                 f"outside autocast's cast operations (linear, matmul), where the spec computes "
                 f"in {self.dtype}")
 
-    def tracked_state(self):
+    def tracked_state(self) -> list[str]:
+        """The port's tensors outside its parameters (moving statistics) that hold autograd
+        history after a training gradient call (FM-BN-UPDATE). Only PyTorch handles have
+        this: JAX's and Keras's state is values, not graph nodes, so the clause makes no
+        gradient call for them."""
         nn = self.adapter.torch.nn
         return sorted(path for path, t in self._tensors().items()
                       if not isinstance(t, nn.Parameter)

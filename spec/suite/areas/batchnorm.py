@@ -84,7 +84,8 @@ TRACKED = (
 
 def _state_without_history(ctx):
     """After a training call that computes gradients, no state the port holds outside its
-    trainable parameters carries autograd history (``PortHandle.tracked_state``)."""
+    trainable parameters carries autograd history (``TorchPortHandle.tracked_state``; other
+    handles hold values, not graph nodes, and are not asked)."""
     case = ctx.spec.cases()[0]
     handle = ctx.build(case, dtype="float64", config={**case.config, "dropout": 0.0})
     tracked = getattr(handle, "tracked_state", None)

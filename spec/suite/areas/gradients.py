@@ -142,16 +142,11 @@ def _saturated_gradients(ctx):
     """GatedFeatureFusion's gradients are finite where the gate saturates: its weights scaled
     so that |pre-activation| reaches 1000 (``numerics.SATURATED``), as the saturated forward
     calls of GFF-ACTIVATIONS, for each activation."""
-    from portspec.suite.areas.numerics import SATURATED
+    from portspec.suite.areas.numerics import SATURATED, saturated
 
     for case in ctx.spec.config_cases():
         rng = np.random.default_rng(15)
-        weights = ctx.spec.random_weights(case.config, case.input_shapes, rng)
-        x = ctx.inputs(case, rng, "float64")
-        z = np.concatenate(x, axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
-        scale = SATURATED / float(np.abs(z).max())
-        handle = ctx.build(case, dtype="float64")
-        handle.set_weights({k: v * scale for k, v in weights.items()})
+        handle, _, x, z = saturated(ctx, case, rng)
         cot = rng.standard_normal(case.input_shapes[0])
         gx, gw = handle.grad(x, cot, training=False)
         grads = {**{f"input {i}": g for i, g in enumerate(gx)}, **gw}
@@ -159,7 +154,7 @@ def _saturated_gradients(ctx):
         if not bad:
             continue
         activation = case.config["activation"]
-        said = _unguarded_derivative(activation, z * scale, grads)
+        said = _unguarded_derivative(activation, z, grads)
         raise ClauseFailure(
             f"{case.label} saturated (|pre-activation| up to {SATURATED:g}): non-finite "
             f"gradients of {', '.join(bad)}, where the spec's are finite (its gate's derivative "

@@ -301,24 +301,30 @@ def _far_from_zero(ctx):
 SATURATED = 1000.0
 
 
+def saturated(ctx, case, rng):
+    """A float64 GatedFeatureFusion of ``case`` whose gate saturates: random weights and
+    inputs drawn from ``rng``, the gate's weights scaled so that |pre-activation| reaches
+    SATURATED. (handle, the weights set, inputs, pre-activations.)"""
+    weights = ctx.spec.random_weights(case.config, case.input_shapes, rng)
+    x = ctx.inputs(case, rng, "float64")
+    z = np.concatenate(x, axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
+    scale = SATURATED / float(np.abs(z).max())
+    weights = {k: v * scale for k, v in weights.items()}
+    handle = ctx.build(case, dtype="float64")
+    handle.set_weights(dict(weights))
+    return handle, weights, x, z * scale
+
+
 @check("activations")
 def activations(ctx):
     for case in ctx.spec.config_cases():
         compare_with_oracle(ctx, case, dtype="float64", training=False)
-    # saturated gates: the gate's weights scaled so that |pre-activation| reaches SATURATED
     for case in ctx.spec.config_cases():
-        rng = np.random.default_rng(7)
-        weights = ctx.spec.random_weights(case.config, case.input_shapes, rng)
-        x = ctx.inputs(case, rng, "float64")
-        z = np.concatenate(x, axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
-        scale = SATURATED / float(np.abs(z).max())
-        weights = {k: v * scale for k, v in weights.items()}
-        handle = ctx.build(case, dtype="float64")
-        handle.set_weights(dict(weights))
+        handle, weights, x, z = saturated(ctx, case, np.random.default_rng(7))
         out = handle.forward(x, training=False)
         expected, _ = ctx.spec.forward(case.config, weights, x, training=False)
         what = f"{case.label} saturated (|pre-activation| up to {SATURATED:g})"
-        overflow = _overflowed(case.config["activation"], z * scale, x, out, expected)
+        overflow = _overflowed(case.config["activation"], z, x, out, expected)
         if overflow:
             raise ClauseFailure(f"{what}: {overflow}", diagnosis=overflow, checked=True)
         expect_float64(ctx, what, handle, case.config, weights, x, out, expected,
