@@ -298,6 +298,11 @@ def float64_storage(adapter, spec) -> str | None:
             for k, v in handle.get_weights().items()
             if np.asarray(v).dtype != np.float64
         }
+        # every narrow weight held by a tensor PyTorch does not register: Module.to() left it
+        plain = set(getattr(handle, "plain_paths", list)())
+        _PLAIN_HELD[key] = bool(narrow) and bool(plain) and all(
+            k in handle.held and all(p in plain for p, _ in handle.held[k].pieces)
+            for k in narrow)
         which = "all its weights" if len(narrow) == len(handle.get_weights()) else sorted(narrow)
         dtypes = "/".join(sorted(set(narrow.values())))
         _STORAGE[key] = (
@@ -309,7 +314,22 @@ def float64_storage(adapter, spec) -> str | None:
     return _STORAGE[key]
 
 
+def storage_cause(adapter, spec, then: str | None = None) -> str | None:
+    """``float64_storage``'s words, followed by ``then`` (what a float64 call shows); where
+    every weight held narrower is a tensor PyTorch does not register, those tensors are the
+    cause (``Module.to()`` left them as they were), worded as every other clause they fail
+    words them (``plain_words``), with the storage as its evidence."""
+    storage = float64_storage(adapter, spec)
+    if storage and _PLAIN_HELD.get((adapter.name, spec.name)):
+        plain = plain_words(adapter, spec)
+        if plain:
+            said = "; ".join(filter(None, [storage, then]))
+            return f"{plain} [{said.replace('[', '(').replace(']', ')')}]"
+    return "; ".join(filter(None, [storage, then])) or None
+
+
 _DEFAULT: dict = {}
+_PLAIN_HELD: dict = {}  # (port, layer): float64_storage's narrow weights all plain tensors
 
 
 def _default_build(adapter, spec) -> dict:
@@ -383,12 +403,15 @@ def explain_mixed_storage(result, clause, adapter, spec):
                    details={**result.details, "checked": True})
 
 
-def plain_state(paths, containers=()) -> str:
+def plain_state(paths, containers=(), weights=()) -> str:
     """One wording, whatever clause shows it (the parameter counts, the native save, a float64
     call), so that the report reads one root cause: tensors a PyTorch port computes with that
     are not registered, as plain attributes of its modules or inside modules kept in plain
-    lists, tuples or dicts (``containers``, their paths)."""
+    lists, tuples or dicts (``containers``, their paths); ``weights``, the plain attributes
+    that hold a weight the spec trains (an nn.Parameter, not a buffer, is what they lack)."""
     held = [p for p in paths if not any(p.startswith(c + ".") for c in containers)]
+    trained = [p for p in held if p in weights]
+    held = [p for p in held if p not in weights]
     said = []
     if containers:
         inside = [p for p in paths if p not in held]
@@ -396,6 +419,10 @@ def plain_state(paths, containers=()) -> str:
                     "container that PyTorch does not register (nn.ModuleList or nn.ModuleDict "
                     f"does), so their weights {', '.join(inside)} are not the module's "
                     "parameters")
+    if trained:
+        said.append(f"the port keeps {', '.join(trained)}, a trainable weight of the spec's, "
+                    "as a plain tensor attribute, not an nn.Parameter (requires_grad=True does "
+                    "not make one): parameters(), and so an optimiser, never sees it")
     if held:
         said.append(f"the port keeps {', '.join(held)} as plain tensor attributes, not "
                     "registered buffers (register_buffer)")
@@ -460,5 +487,9 @@ def explain_result(result, clause, adapter, spec):
     unsized = no_size and why and result.diagnosis is None
     # a clause that re-ran the port has tested more than the storage dtype says
     if storage and not result.details.get("checked") and (rounding_sized or unsized):
-        result = replace(result, diagnosis=storage + why)
+        said = storage_cause(adapter, spec, why.lstrip(": ;"))
+        # the unregistered tensors, read off the built module, are checked evidence
+        plain = said != storage + why
+        result = replace(result, diagnosis=said,
+                         details={**result.details, "checked": True} if plain else result.details)
     return result

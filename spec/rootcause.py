@@ -1669,6 +1669,13 @@ def variant_adapter(spec, finding: Finding, low_precision=()):
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
 
 
+_NAN = re.compile(r"\bnan\b")
+
+
+def _nan(value) -> bool:
+    return isinstance(value, float) and value != value
+
+
 def same_failure(a: str, b: str, loose: bool = False, words: bool = False) -> bool:
     """Do two failure messages say the same thing: equal words, numbers within 5 % (or both
     rounding-sized)? ``loose`` (outcomes drawn at random, or rounding): numbers within 10x,
@@ -1753,6 +1760,12 @@ def explains(spec, finding: Finding, result, exchange: list | None = None) -> bo
     if again.status != "failed":
         return False
     mine = result.message.replace(result.impl, again.impl)  # the pairs name the reader
+    if _nan(finding.spec_error) and _NAN.search(mine) and _NAN.search(again.message):
+        # the variant fits a port whose outputs are NaN where the spec's are finite: a clause
+        # the variant fails with NaNs of its own fails on them, whatever it measures through
+        # them (a central difference of a NaN sum is NaN at every weight, where the port's
+        # autodiff masks some of them)
+        return True
     # outputs drawn at random (dropout in inference) agree in size only, like rounding
     random = drawn(finding.diff)
     loose = bool(finding.precision) or random
@@ -1939,9 +1952,15 @@ def _step_after_gradient(results, findings):
     spec's (no variant, no refusal), its portability failures in which every failing pair read
     the writer's inference output right and differs only after the training step come from
     that gradient: they point to its cause."""
+    from portspec.suite.areas.batchnorm import UPDATED_TWICE
+
     grads = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
              if r.status == "failed" and r.clause.endswith("-GRAD") and r.cause
              and not r.cause.startswith(UNEXPLAINED)}
+    # the moving statistics a gradient call updates twice: the step's statistics differ
+    twice = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+             if r.status == "failed" and r.clause.endswith("-BN-UPDATE")
+             and r.diagnosis == UPDATED_TWICE and r.cause}
     out = []
     for r in results:
         key = (r.impl, r.clause.split("-")[0])
@@ -1949,10 +1968,14 @@ def _step_after_gradient(results, findings):
         pairs = r.details.get("pairs", {}) if r.clause.endswith("-PORTABLE") else {}
         failed = [v for k, v in pairs.items() if v != "ok"
                   and k not in r.details.get("not_judged", ())]
-        if (key in grads and failed and (r.cause or "").startswith(UNEXPLAINED)
-                and found is not None and found.fits and not found.says
+        unexplained = (failed and (r.cause or "").startswith(UNEXPLAINED) and found is not None
+                       and found.fits and not found.says)
+        if (unexplained and key in grads
                 and all(" after the step differs by " in v for v in failed)):
             r = replace(r, cause=grads[key])
+        elif unexplained and key in twice and all(
+                re.search(r"\.moving_\w+ after the step differs by ", v) for v in failed):
+            r = replace(r, cause=twice[key])
         out.append(r)
     return out
 

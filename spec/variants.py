@@ -149,6 +149,11 @@ FM_DEFAULTS = {
     # batch; "all", one mean of every value (x.mean() where x.mean(dim=0) was meant; the
     # variance stays each feature's)
     "train_mean": "batch",
+    # the batch statistics in training: "mean-var"; "var-mean": each taken for the other (the
+    # pair unpacked in the wrong order, torch.var_mean returning (var, mean)): training
+    # subtracts the batch variance and divides by sqrt(batch mean + eps), and the moving mean
+    # takes the variance, the moving variance the mean
+    "batch_stats": "mean-var",
     # the moving statistics' shape after an update: "kept"; "keepdims", (1, L*N): the batch
     # statistics computed with keepdims=True and stored as they are
     "state_shape": "kept",
@@ -290,6 +295,7 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 bn_training = False  # a batch of one normalised as in inference, not updated
             if bn_training and c["train_mean"] == "all":  # x.mean() for x.mean(dim=0)
                 mean = np.full_like(mean, float(np.mean(v)))
+            swapped = bn_training and c["batch_stats"] == "var-mean"
             frozen = c["batch_one"] == "frozen" and v.shape[0] == 1
             use_batch = (c["train_stats"] == "batch" if bn_training
                          else c["infer_stats"] == "batch")
@@ -303,10 +309,13 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 a = c["momentum"]
                 av = a if c["var_momentum"] is None else c["var_momentum"]
                 old_m, old_v = grid(w[MEAN]), grid(w[VAR])
-                new[MEAN] = flat(a * old_m + (1 - a) * mean[0], w[MEAN])
-                new[VAR] = flat(av * old_v + (1 - av) * uvar[0], w[VAR])
+                took_m, took_v = (uvar, mean) if swapped else (mean, uvar)
+                new[MEAN] = flat(a * old_m + (1 - a) * took_m[0], w[MEAN])
+                new[VAR] = flat(av * old_v + (1 - av) * took_v[0], w[VAR])
             if not use_batch:
                 mean, var = grid(w[MEAN]), grid(w[VAR])
+            elif swapped:
+                mean, var = var, mean
         with np.errstate(invalid="ignore"):  # a negative variance a port holds: NaN, quietly
             if c["eps_where"] == "inside":
                 denom = np.sqrt(var + c["eps"])
@@ -331,8 +340,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             return v
         if not active:  # classic dropout scales by the keep probability here instead
             return v * (1.0 - rate) if c["dropout_scale"] == "classic" else v
-        if rate == 1.0:
-            return np.zeros_like(v)
+        if rate == 1.0:  # v * 0: a NaN or inf the branch holds stays NaN, as a mask multiply
+            return v * 0.0
         if masks is None:
             raise ValueError(f"the oracle needs masks[{site!r}] for dropout {rate}")
         mask = masks[site]
@@ -341,7 +350,7 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             mask = np.concatenate([masks["dropout2"][..., :m], mask[..., m:]], axis=-1)
         kept = {"inverted": 1.0 - rate, "none": 1.0, "rate": rate, "classic": 1.0}[
             c["dropout_scale"]]
-        return np.where(mask, v / kept, 0.0)
+        return np.where(mask, v / kept, v * 0.0)
 
     def branch(v):
         b1, b2 = (w[f"{d}.bias"] if d in c["biases"] else 0.0 for d in ("dense1", "dense2"))
@@ -619,6 +628,7 @@ FM_SPACE = Space(
         "training_flag": ["ignored"],
         "var_update": ["std"],
         "train_mean": ["all"],
+        "batch_stats": ["var-mean"],
         "state_shape": ["keepdims"],
         "flatten": ["F", "batch"],
         "activation": [a for a in _ACT if a != "relu"],
@@ -679,6 +689,13 @@ FM_SPACE = Space(
                        "all": "one mean of every value of the batch in training, subtracted "
                        "from every feature and taken by the moving mean (x.mean() where "
                        "x.mean(dim=0) was meant; the variance is each feature's)"},
+        "batch_stats": {"mean-var": "the batch mean and variance each used as itself",
+                        "var-mean": "the batch mean and variance each used for the other in "
+                        "training (the pair unpacked in the wrong order, as mean, var = "
+                        "torch.var_mean(...), which returns (var, mean)): the normalisation "
+                        "subtracts the batch variance and divides by sqrt(batch mean + eps), "
+                        "NaN where that mean is below -eps, and the moving mean takes the "
+                        "variance, the moving variance the mean"},
         "state_shape": {"kept": "the moving statistics keep their shape",
                         "keepdims": "the moving statistics stored with the batch axis kept: "
                         "after a training call they take the shape (1, L*N) (batch statistics "
@@ -868,7 +885,7 @@ AREAS = {
         **dict.fromkeys(("norm", "affine", "position", "eps", "eps_where", "momentum",
                          "var_momentum", "var_ddof", "update_ddof", "train_stats",
                          "infer_stats", "update", "norm_training", "flatten", "var_update",
-                         "clip", "batch_one", "train_mean", "state_shape"),
+                         "clip", "batch_one", "train_mean", "batch_stats", "state_shape"),
                         "normalisation"),
         "training_flag": "training flag",
         **dict.fromkeys(("activation", "biases", "transpose"), "MLP"),

@@ -292,7 +292,19 @@ class TorchPortHandle(PortHandle):
         from portspec.diagnose import plain_state
 
         paths = self.plain_paths()
-        return plain_state(paths, self.unregistered_containers()) if paths else None
+        return plain_state(paths, self.unregistered_containers(),
+                           self.plain_weights(trainable=True)) if paths else None
+
+    def plain_weights(self, trainable: bool | None = None) -> list[str]:
+        """The port's paths of the unregistered tensors (``_plain``) that hold a weight of the
+        spec's table, every piece of it (with ``trainable``, only those of weights the spec
+        trains, or does not)."""
+        plain = set(self._plain())
+        table = {} if trainable is None else {
+            w.name: w.trainable for w in self.spec.weight_table(self.config, self.input_shapes)}
+        return sorted(p for name, entry in self.held.items()
+                      if trainable is None or table.get(name) == trainable
+                      for p, _ in entry.pieces if p in plain)
 
     def _native(self):
         params = {id(p) for p in self.obj.parameters() if p.requires_grad}

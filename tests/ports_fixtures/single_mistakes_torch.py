@@ -118,6 +118,9 @@ class FM(nn.Module):
     standardised_detached = False  # the standardisation computed under no_grad
     mean_of_all = False  # training's mean of every value, not each feature's
     stats_keepdims = False  # the moving statistics rebound at shape (1, L*N) by an update
+    stats_swapped = False  # mean, var = torch.var_mean(...), which returns (var, mean)
+    bias2_plain = False  # lin2.bias a plain tensor with requires_grad, not an nn.Parameter
+    checkpointed = False  # normalisation under torch.utils.checkpoint: the backward re-runs it
     standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
@@ -147,6 +150,9 @@ class FM(nn.Module):
         for lin in (self.lin1, self.lin2):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
+        if self.bias2_plain:  # "self.b2 = torch.zeros(n, requires_grad=True)"
+            del self.lin2.bias
+            self.lin2.bias = torch.zeros(n_series, requires_grad=True)
 
     def _axes(self):
         return {"feature": (0,), "channel": (0, 1), "time": (0, 2), "scalar": (0, 1, 2),
@@ -180,6 +186,8 @@ class FM(nn.Module):
         var = v.var(axes, keepdim=True, correction=self.ddof)
         if self.mean_of_all and self.training:  # x.mean() where x.mean(dim=0) was meant
             mean = v.mean().expand_as(mean)
+        if self.stats_swapped and self.training:
+            mean, var = torch.var_mean(v, axes, keepdim=True, correction=self.ddof)
         if self.one_pass:  # "one pass over the data"
             var = (v * v).mean(axes, keepdim=True) - mean * mean
         if self.std_squared:  # torch's std masks its derivative at 0; a sqrt does not
@@ -197,6 +205,7 @@ class FM(nn.Module):
             if moves:
                 with contextlib.nullcontext() if self.update_tracked else torch.no_grad():
                     stat_var = v.var(axes, keepdim=True, correction=self.update_ddof)
+                    stat_var = var if self.stats_swapped else stat_var  # the mean, swapped
                     stat_var = stat_var.sqrt() if self.update_std else stat_var
                     if self.var_centre:
                         stat_var = var
@@ -315,7 +324,10 @@ class FM(nn.Module):
         if self.position == "after":
             y = self.branch(x)
             return self.normalise(x + y)
-        z = self.normalise(x)
+        if self.checkpointed and self.training and torch.is_grad_enabled():
+            z = torch.utils.checkpoint.checkpoint(self.normalise, x, use_reentrant=False)
+        else:
+            z = self.normalise(x)
         z = x if self.norm_output_unused else z  # dense1(x) where dense1(z) was meant
         if self.float32_inside:  # a sublayer that rounds to float32 whatever it is given
             z = z.float().to(x.dtype)
@@ -527,6 +539,8 @@ PORTS = [
     port("moving-stats-keepdims", {"state_shape": "keepdims"}, fm={"stats_keepdims": True}),
     port("batch-mean-of-every-value", {"train_mean": "all"}, fm={"mean_of_all": True}),
     port("flatten-reads-the-batch", {"flatten": "batch"}, fm={"flatten": "batch"}),
+    port("batch-mean-and-variance-swapped", {"batch_stats": "var-mean"},
+         fm={"stats_swapped": True}),
     port("standardised-under-no-grad", r"^FeatureMixing: the standardised features are "
          r"treated as constants in backprop", fm={"standardised_detached": True}),
     port("moving-stats-from-numpy", r"^FeatureMixing: a FeatureMixing of this port built at "
@@ -701,6 +715,11 @@ PORTS = [
     port("moving-stats-plain-attributes", r"^FeatureMixing: the port keeps moving_mean, "
          r"moving_var as plain tensor attributes, not registered buffers",
          fm={"plain_stats": True}),
+    port("normalisation-checkpointed", r"^FeatureMixing: a training call that computes "
+         r"gradients updates the moving statistics twice", fm={"checkpointed": True}),
+    port("trainable-bias-as-a-plain-tensor", r"^FeatureMixing: the port keeps lin2.bias, a "
+         r"trainable weight of the spec's, as a plain tensor attribute, not an nn.Parameter",
+         fm={"bias2_plain": True}),
     port("moving-stats-not-persistent", r"the native load does not restore norm.moving_mean, "
          r"norm.moving_variance: .* \(the port's moving_mean, moving_var are buffers "
          r"registered with persistent=False", fm={"persistent": False}),

@@ -69,7 +69,7 @@ def bn_update(ctx):
                     failure.diagnosis,
                 ]))
             raise
-    _state_without_history(ctx)
+    _state_after_gradient(ctx)
 
 
 TRACKED = (
@@ -82,18 +82,49 @@ TRACKED = (
 )
 
 
-def _state_without_history(ctx):
-    """After a training call that computes gradients, no state the port holds outside its
-    trainable parameters carries autograd history (``TorchPortHandle.tracked_state``; other
-    handles hold values, not graph nodes, and are not asked)."""
+UPDATED_TWICE = (
+    "a training call that computes gradients updates the moving statistics twice: the backward "
+    "pass runs the normalisation's forward again (activation checkpointing, "
+    "torch.utils.checkpoint or jax.checkpoint/nnx.remat around the BatchNorm, recomputes it "
+    "with its update); keep the BatchNorm outside the checkpointed part, or skip the update "
+    "when recomputing"
+)
+
+
+def _state_after_gradient(ctx):
+    """A training call that computes gradients moves the moving statistics as one training
+    call does (or leaves them, where the framework's gradient call keeps state apart), and,
+    on PyTorch, no state the port holds outside its trainable parameters then carries autograd
+    history (``TorchPortHandle.tracked_state``; other handles hold values, not graph nodes)."""
     case = ctx.spec.cases()[0]
-    handle = ctx.build(case, dtype="float64", config={**case.config, "dropout": 0.0})
+    rng = np.random.default_rng(18)
+    handle, config, weights = _primed(ctx, case, rng)
+    x = ctx.inputs(case, rng, "float64")
+    handle.grad(x, np.ones_like(x), training=True)
+    got = handle.get_weights()
+    _, once = ctx.spec.forward(config, weights, x, training=True)
+    tol = FORWARD["float64"]
+
+    def near(a, b):
+        return np.shape(a) == np.shape(b) and close(a, b, tol)
+
+    if not all(near(got[k], weights[k]) or near(got[k], once[k]) for k in (MEAN, VAR)):
+        _, twice = ctx.spec.forward(config, {**weights, **once}, x, training=True)
+        again = all(near(got[k], twice[k]) for k in (MEAN, VAR))
+        raise ClauseFailure(
+            "after a training call that computes gradients the moving statistics are "
+            + ("those of two training calls" if again else "neither those of one training "
+               "call nor unchanged") + f" (moving mean off one call's by up to "
+            f"{float(np.max(np.abs(np.ravel(got[MEAN]) - np.ravel(once[MEAN])))):.3g})",
+            diagnosis=UPDATED_TWICE if again else None, checked=again)
     tracked = getattr(handle, "tracked_state", None)
     if tracked is None:
         return
-    x = ctx.inputs(case, np.random.default_rng(18), "float64")
-    handle.grad(x, np.ones_like(x), training=True)
-    held = tracked()
+    # a tensor that holds a trainable weight (one the port keeps outside nn.Parameter, which
+    # the weight-table clauses find) requires grad as a weight should
+    weights = {p for w in ctx.spec.weight_table(case.config, case.input_shapes) if w.trainable
+               for p, _ in getattr(handle.held.get(w.name), "pieces", ())}
+    held = [path for path in tracked() if path not in weights]
     if held:
         raise ClauseFailure(
             f"after a training call that computes gradients, {', '.join(held)} hold autograd "

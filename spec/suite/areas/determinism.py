@@ -24,8 +24,10 @@ MASKS_UNSEEDED = (
 )
 
 
+# Every comparison here is of the port with itself: a NaN it gives again at the same place is
+# reproduced (a NaN output is the forward clauses' finding, not a seed's).
 def _differing(a: dict, b: dict) -> list[str]:
-    return [k for k in a if k not in b or not np.array_equal(a[k], b[k])]
+    return [k for k in a if k not in b or not np.array_equal(a[k], b[k], equal_nan=True)]
 
 
 @check("determinism")
@@ -51,11 +53,13 @@ def determinism(ctx):
         if w.init == "glorot_uniform"
     ]
     same = [
-        k for k in random_names if k in other and np.array_equal(other[k], first.get_weights()[k])
+        k for k in random_names
+        if k in other and np.array_equal(other[k], first.get_weights()[k], equal_nan=True)
     ]
     if same:
         # a third seed tells a seed not used from two seeds that happen to map alike
-        fixed = all(np.array_equal(ctx.build(case, seed=9).get_weights()[k], other[k])
+        fixed = all(np.array_equal(ctx.build(case, seed=9).get_weights()[k], other[k],
+                                    equal_nan=True)
                     for k in same)
         raise ClauseFailure(
             f"seeds 7 and 8 give the same {same}: the seed is ignored"
@@ -65,13 +69,13 @@ def determinism(ctx):
 
     x = ctx.inputs(case, rng)
     a, b = first.forward(x, training=False), first.forward(x, training=False)
-    if not np.array_equal(a, b):
+    if not np.array_equal(a, b, equal_nan=True):
         why = random_in_inference(ctx, first, case, case.config, first.get_weights(), x,
                                   dtype="float32")
         raise ClauseFailure("two inference calls on the same input differ"
                             + (" (with dropout 0 they agree)" if why else ""),
                             diagnosis=why, checked=bool(why))
-    if not np.array_equal(a, second.forward(x, training=False)):
+    if not np.array_equal(a, second.forward(x, training=False), equal_nan=True):
         raise ClauseFailure("two layers built with the same seed give different outputs")
 
     dropout = _dropout_config(case.config)
@@ -81,7 +85,7 @@ def determinism(ctx):
         for _ in range(2):
             handle = ctx.build(case, seed=5, config=dropout)
             outs.append(handle.forward(x, training=True))
-        if not np.array_equal(*outs):
+        if not np.array_equal(*outs, equal_nan=True):
             # the weights and the inference outputs of same-seed builds agreed above, so the
             # training calls differ in what they draw: the dropout masks
             raise ClauseFailure("training with dropout 0.5 is not reproducible under seed 5",
@@ -91,7 +95,7 @@ def determinism(ctx):
         # port's calls are seeded by its handle)
         pair = [ctx.build(case, seed=5, config=dropout) for _ in range(2)]
         again = [h.forward(x, training=True) for h in pair]
-        if not np.array_equal(*again):
+        if not np.array_equal(*again, equal_nan=True):
             raise ClauseFailure("two layers built with seed 5, then called in training one "
                                 "after the other, draw different dropout masks",
                                 diagnosis=MASKS_SHARED, checked=True)
