@@ -805,16 +805,26 @@ def _momentum(spec, space, records, choices, keys=(MEAN, VAR)):
     return num / den if den > 0 else None
 
 
-def _violation(got, want, tol):
+def _violation(got, want, tol, nan_exact=False):
     """(max |error|, max ratio to tol*(1+|want|)); where the variant is undefined (NaN, as
-    an unbiased variance of one sample) any value fits; a NaN of the port counts as NaN."""
+    an unbiased variance of one sample) any value fits; a NaN of the port counts as NaN.
+    With ``nan_exact`` (a variant whose NaNs are its computation's, ``NAN_EXACT``), the port
+    must give NaN exactly where the variant does: else a variant NaN nearly everywhere would
+    fit any port."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if nan_exact and not np.array_equal(np.isnan(got), np.isnan(want)):
+        return float("nan"), float("inf")
     defined = np.isfinite(want)
     err = np.abs(got - want)[defined]
     if np.isnan(err).any():
         return float("nan"), float("inf")
     ratio = err / (tol * (1.0 + np.abs(want[defined])))
     return float(err.max(initial=0.0)), float(ratio.max(initial=0.0))
+
+
+# choices whose NaNs are what they compute (a square root of a negative batch mean), not an
+# undefined value: the port's NaNs must fall where theirs do (_violation)
+NAN_EXACT = {"batch_stats"}
 
 
 def _errors(spec, space, records, choices, tol, stop=True, states=True):
@@ -845,7 +855,8 @@ def _errors(spec, space, records, choices, tol, stop=True, states=True):
         for got, want in pairs:
             if want is None or np.shape(got) != np.shape(want):
                 return float("inf"), float("inf")
-            err, ratio = _violation(got, want, tol * _conditioning(space, r, choices, tol))
+            err, ratio = _violation(got, want, tol * _conditioning(space, r, choices, tol),
+                                    nan_exact=bool(NAN_EXACT & set(choices)))
             worst = max(worst, ratio)
             worst_err = err if err != err else max(worst_err, err)
             if stop and worst > 1.0:
@@ -1016,8 +1027,9 @@ def _evaluate(spec, space, records, choices, tol):
             if a is None or b is None or abs(b - a) < 1e-6:
                 return None  # one momentum for both: the candidate without this choice
             choices["var_momentum"] = b
-        else:
-            a = _memo("momentum", base, _momentum, spec, space, records, base)
+        else:  # a mixture's variance is not linear in the momentum: the mean's says it
+            keys = (MEAN,) if choices.get("var_update") == "mixture" else (MEAN, VAR)
+            a = _memo("momentum", base, _momentum, spec, space, records, base, keys)
         if a is not None and abs(a - 1.0) < 1e-9:
             return None  # nothing moves: the "never updated" candidate says it
         if a is not None and abs(a - LAYERS[spec.name].momentum) > 1e-6:

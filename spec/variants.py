@@ -312,6 +312,9 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 took_m, took_v = (uvar, mean) if swapped else (mean, uvar)
                 new[MEAN] = flat(a * old_m + (1 - a) * took_m[0], w[MEAN])
                 new[VAR] = flat(av * old_v + (1 - av) * took_v[0], w[VAR])
+                if c["var_update"] == "mixture":  # the pooled variance's between-means term
+                    new[VAR] = new[VAR] + flat(av * (1 - av) * (took_m[0] - old_m) ** 2,
+                                               w[VAR])
             if not use_batch:
                 mean, var = grid(w[MEAN]), grid(w[VAR])
             elif swapped:
@@ -339,7 +342,9 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         if site not in c["sites"] or rate == 0.0:
             return v
         if not active:  # classic dropout scales by the keep probability here instead
-            return v * (1.0 - rate) if c["dropout_scale"] == "classic" else v
+            classic = c["dropout_scale"] == "classic" or (
+                c["dropout_scale"] == "twice" and site == "dropout2")
+            return v * (1.0 - rate) if classic else v
         if rate == 1.0:  # v * 0: a NaN or inf the branch holds stays NaN, as a mask multiply
             return v * 0.0
         if masks is None:
@@ -348,7 +353,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         if c["shared_mask"] and site == "dropout1":  # unit c of both sites, one decision
             m = min(v.shape[-1], n)
             mask = np.concatenate([masks["dropout2"][..., :m], mask[..., m:]], axis=-1)
-        kept = {"inverted": 1.0 - rate, "none": 1.0, "rate": rate, "classic": 1.0}[
+        kept = {"inverted": 1.0 - rate, "none": 1.0, "rate": rate, "classic": 1.0,
+                "twice": 1.0 - rate}[
             c["dropout_scale"]]
         return np.where(mask, v / kept, v * 0.0)
 
@@ -510,6 +516,10 @@ def _fuse(c, g, a, b, z):
         return a + g * (a - b)
     if c["roles"] == "lerp-from-b":
         return b + g * (b - a)
+    if c["roles"] == "complement-clamped":
+        return g * a + np.maximum(1.0 - g, 0.0) * b
+    if c["roles"] == "complement-clipped":
+        return g * a + np.clip(1.0 - g, 0.0, 1.0) * b
     if c["roles"] == "b-gated":
         a, b = b, a
     return g * a + (1.0 - g) * b
@@ -626,14 +636,14 @@ FM_SPACE = Space(
         "update": ["never", "always"],
         "norm_training": ["inverted"],
         "training_flag": ["ignored"],
-        "var_update": ["std"],
+        "var_update": ["std", "mixture"],
         "train_mean": ["all"],
         "batch_stats": ["var-mean"],
         "state_shape": ["keepdims"],
         "flatten": ["F", "batch"],
         "activation": [a for a in _ACT if a != "relu"],
         "biases": [("dense2",), ("dense1",), ()],
-        "dropout_scale": ["none", "rate", "classic"],
+        "dropout_scale": ["none", "rate", "classic", "twice"],
         "dropout_rate": ["keep", "fixed"],  # "fixed": the rate fitted (rootcause)
         "sites": [("dropout1",), ("dropout2",), ()],
         "dropout_inference": [True],
@@ -702,6 +712,10 @@ FM_SPACE = Space(
                         "computed with keepdims=True and written back as they are), their "
                         "values the spec's"},
         "var_update": {"variance": "the moving variance updated with the batch variance",
+                       "mixture": "the moving variance updated as the variance of the two "
+                       "statistics' mixture: m var + (1 - m) batch var + m (1 - m) (batch mean "
+                       "- moving mean)^2, the last term (the spread between the two means) "
+                       "added to the spec's average",
                        "std": "the moving variance updated with the batch standard deviation "
                        "(std where var was meant)"},
         "flatten": {"C": "row-major flatten (t*N + c)",
@@ -720,6 +734,10 @@ FM_SPACE = Space(
         "dropout_scale": {"inverted": "kept units scaled by 1/(1-p)",
                           "none": "kept units not scaled (dropout not inverted)",
                           "rate": "kept units scaled by 1/p",
+                          "twice": "both conventions at once: kept units scaled by 1/(1-p) in "
+                          "training (inverted dropout) and the MLP's output scaled by 1-p in "
+                          "inference too (classic dropout's test-time scaling), so the branch "
+                          "is 1-p of the spec's in inference",
                           "classic": "classic (non-inverted) dropout: kept units not scaled in "
                           "training, every unit scaled by 1-p in inference (Srivastava et al. "
                           "2014)"},
@@ -781,7 +799,7 @@ GFF_SPACE = Space(
     {
         "concat": ["ba"],
         "roles": ["b-gated", "both", "residual", "precedence", "logits", "lerp-from-a",
-                  "lerp-from-b"],
+                  "lerp-from-b", "complement-clamped", "complement-clipped"],
         "bias": [False],
         "activation": list(gff.ACTIVATIONS),
         "axis": [0, 1, "implicit", "all"],
@@ -813,7 +831,14 @@ GFF_SPACE = Space(
                   "b",
                   "lerp-from-b": "b + gate * (b - a), an interpolation with its difference "
                   "reversed (b + gate * (a - b) is the spec's): the output is (1 + gate) b - "
-                  "gate a"},
+                  "gate a",
+                  "complement-clamped": "gate * a + max(1 - gate, 0) * b, the complement "
+                  "clamped at 0 (b's weight 0 where a gate passes 1, as relu, softplus or "
+                  "linear can; the spec's complement is 1 - gate, unclamped)",
+                  "complement-clipped": "gate * a + clip(1 - gate, 0, 1) * b, the complement "
+                  "clipped to [0, 1] (b's weight 0 where a gate passes 1, as relu, softplus "
+                  "or linear can, and 1 where it falls below 0, as tanh can; the spec's "
+                  "complement is 1 - gate, unclipped)"},
         "bias": {True: "a gate bias", False: "no gate bias"},
         "activation": {None: "the configured activation",
                        **{a: f"a {a} gate whatever the activation parameter says"

@@ -150,6 +150,13 @@ class FlaxPortHandle(PortHandle):
         with self.adapter.placed():
             for path, value in staged:
                 var = variables[path]
+                if not isinstance(var, self.adapter.nnx.Variable):
+                    # said first in few words: a refusal is quoted to 120 characters
+                    raise TypeError(
+                        f"a call rebound the port's {path} to a plain {type(var).__name__} "
+                        "(self.x = v where self.x[...] = v updates the nnx.Variable): it is no "
+                        "longer the layer's state (nnx.state, nnx.split and a save no longer "
+                        "see it as a Variable of its kind)")
                 var.set_value(self.adapter.jax.numpy.asarray(value, dtype=var.dtype))
 
     def _mode(self, training):

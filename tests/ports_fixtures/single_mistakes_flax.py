@@ -35,6 +35,7 @@ class TorchStyleBatchNorm(nnx.Module):
     ``eps_outside`` are the two habits it brings along."""
 
     unbiased, eps_outside = True, False
+    rebind = False  # self.mean = ... where self.mean[...] = ... was meant: a plain array after
 
     def __init__(self, features, *, momentum, epsilon, param_dtype, rngs):
         self.momentum, self.epsilon = momentum, epsilon
@@ -51,8 +52,12 @@ class TorchStyleBatchNorm(nnx.Module):
             mean, var = x.mean(0), x.var(0)
             running = x.var(0, ddof=1) if self.unbiased and x.shape[0] > 1 else var
             m = self.momentum
-            self.mean[...] = m * self.mean[...] + (1 - m) * mean
-            self.var[...] = m * self.var[...] + (1 - m) * running
+            if self.rebind:
+                self.mean = m * self.mean[...] + (1 - m) * mean
+                self.var = m * self.var[...] + (1 - m) * running
+            else:
+                self.mean[...] = m * self.mean[...] + (1 - m) * mean
+                self.var[...] = m * self.var[...] + (1 - m) * running
         if self.eps_outside:
             return self.scale[...] * (x - mean) / (jnp.sqrt(var) + self.epsilon) + self.bias[...]
         return self.scale[...] * (x - mean) / jnp.sqrt(var + self.epsilon) + self.bias[...]
@@ -297,6 +302,8 @@ PORTS = [
     port("batchnorm-flax-defaults", {"momentum": 0.99, "eps": 1e-5, "precision": "float32"},
          fm=_batch_norm(wide=False)),
     port("unbiased-running-variance", {"update_ddof": 1}, fm=_torch_style()),
+    port("moving-stats-rebound-to-arrays", r"a call rebound the port's norm\.mean to a plain",
+         fm=_torch_style(unbiased=False, rebind=True)),
     port("epsilon-outside-sqrt", {"eps_where": "outside"},
          fm=_torch_style(unbiased=False, eps_outside=True)),
     port("use-running-average-inverted", {"norm_training": "inverted"},

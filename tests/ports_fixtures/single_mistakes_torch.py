@@ -121,6 +121,7 @@ class FM(nn.Module):
     stats_swapped = False  # mean, var = torch.var_mean(...), which returns (var, mean)
     bias2_plain = False  # lin2.bias a plain tensor with requires_grad, not an nn.Parameter
     checkpointed = False  # normalisation under torch.utils.checkpoint: the backward re-runs it
+    update_mixture = False  # the moving variance + m (1 - m) (batch mean - moving mean)^2
     standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
@@ -219,6 +220,8 @@ class FM(nn.Module):
                     kv = self.keep if self.var_keep is None else self.var_keep
                     bv = 1 - kv if self.batch_weight is None else self.batch_weight
                     s = kv * self._as_grid(self.moving_var) + bv * stat_var[0]
+                    if self.update_mixture:  # the pooled variance of old and batch statistics
+                        s = s + kv * bv * (mean[0] - self._as_grid(self.moving_mean)) ** 2
                     new_m, new_s = self._store(m, self.moving_mean), self._store(s, self.moving_var)
             if not use_batch:
                 mean, var = self._as_grid(self.moving_mean), self._as_grid(self.moving_var)
@@ -273,8 +276,10 @@ class FM(nn.Module):
         if site not in self.sites or p == 0:
             return v
         if not (self.training or self.in_inference):  # classic dropout: * (1 - p) here
-            return v * (1 - p) if self.drop_scale == "classic" else v
-        kept = {"inverted": 1 - p, "none": 1.0, "rate": p, "classic": 1.0}[self.drop_scale]
+            classic = self.drop_scale == "classic" or (self.drop_scale == "twice" and site == 2)
+            return v * (1 - p) if classic else v  # "twice": the branch scaled at test time
+        kept = {"inverted": 1 - p, "none": 1.0, "rate": p, "classic": 1.0,
+                "twice": 1 - p}[self.drop_scale]
         if self.mask_product:  # x * mask / keep_prob, no case for rate 1: 0 / 0 there
             return v * mask / kept
         if p == 1:
@@ -437,6 +442,10 @@ class GFF(nn.Module):
             return a + g * (a - b)
         if self.roles == "glu":  # a gated linear unit: the second term left out
             return g * a
+        if self.roles == "complement-clamped":  # "keep both weights non-negative"
+            return g * a + (1 - g).clamp_min(0) * b
+        if self.roles == "complement-clipped":
+            return g * a + (1 - g).clamp(0, 1) * b
         return g * b + (1 - g) * a if self.roles == "b-gated" else g * a + (1 - g) * b
 
 
@@ -561,6 +570,8 @@ PORTS = [
     port("dropout-not-inverted", {"dropout_scale": "none"}, fm={"drop_scale": "none"}),
     port("dropout-scaled-by-1-over-p", {"dropout_scale": "rate"}, fm={"drop_scale": "rate"}),
     port("dropout-classic", {"dropout_scale": "classic"}, fm={"drop_scale": "classic"}),
+    port("dropout-inverted-and-scaled-at-test-time", {"dropout_scale": "twice"},
+         fm={"drop_scale": "twice"}),
     port("dropout-rate-as-keep", {"dropout_rate": "keep"}, fm={"rate_as_keep": True}),
     port("dropout-rate-hard-coded", {"dropout_rate": 0.2}, fm={"fixed_rate": 0.2}),
     port("dropout-first-site-only", {"sites": ("dropout1",)}, fm={"sites": (1,)}),
@@ -581,6 +592,8 @@ PORTS = [
     # the moving statistics
     port("moving-stats-updated-in-inference", {"update": "always"}, fm={"update": "always"}),
     port("moving-variance-updated-with-std", {"var_update": "std"}, fm={"update_std": True}),
+    port("moving-variance-of-the-mixture", {"var_update": "mixture"},
+         fm={"update_mixture": True}),
     port("training-flag-ignored", {"training_flag": "ignored"}, fm={"flag_ignored": True}),
     # precision
     port("float32-inside", {"precision": "float32"}, fm={"float32_inside": True}),
@@ -592,6 +605,10 @@ PORTS = [
     port("gff-kernel-halves-transposed", {"halves_transposed": True},
          gff={"halves_transposed": True}),
     port("gff-roles-swapped", {"roles": "b-gated"}, gff={"roles": "b-gated"}),
+    port("gff-complement-clamped-at-zero", {"roles": "complement-clamped"},
+         gff={"roles": "complement-clamped"}),
+    port("gff-complement-clipped", {"roles": "complement-clipped"},
+         gff={"roles": "complement-clipped"}),
     port("gff-gate-on-both", {"roles": "both"}, gff={"roles": "both"}),
     port("gff-no-bias", {"bias": False}, gff={"bias": False}),
     port("gff-softmax-axis-0", {"axis": 0}, gff={"axis": 0}),

@@ -134,7 +134,10 @@ def _fixed(var):
 DEFAULTS = [
     Initialiser("PyTorch's default Linear initialisation U(±1/sqrt(fan_in))", UNIFORM,
                 lambda fi, fo: None if fi is None else 1 / (3 * fi), "1/(3 fan_in)"),
-    Initialiser("LeCun-uniform U(±sqrt(3/fan_in))", UNIFORM, _fan(1), "1/fan_in"),
+    Initialiser("LeCun-uniform U(±sqrt(3/fan_in)) (the same distribution as Glorot-uniform "
+                "with fan_out counted as fan_in, as for a (2F, F) gate kernel held as (2, F, F), "
+                "whose fans Keras and jax count as (2F, 2F) over its leading axis)", UNIFORM,
+                _fan(1), "1/fan_in"),
     Initialiser("He/Kaiming-uniform U(±sqrt(6/fan_in)) (torch's kaiming_uniform_, Keras's "
                 "HeUniform; the same distribution as Glorot-uniform with fan_in + fan_out "
                 "counted as fan_in, as for a (2F, F) kernel drawn as two (F, F) halves)",
