@@ -1462,6 +1462,9 @@ class VariantHandle:
         from portspec.suite.checks import numpy_dtype
 
         self.dtype = numpy_dtype(dtype or "float32")
+        # mixed precision, as the spec's layers: float32 weights under a low-precision compute
+        self.wdtype = numpy_dtype("float32" if dtype in ("bfloat16", "float16") else
+                                  dtype or "float32")
         self.rng = np.random.default_rng(seed)
         table = spec.weight_table(self.config, input_shapes)
         norm = self.choices.get("norm", "batch-feature")
@@ -1474,7 +1477,7 @@ class VariantHandle:
         elif affine in ("scale", "offset"):
             keep -= {"norm.beta" if affine == "scale" else "norm.gamma"}
         keep -= set(absent)  # the weights the port does not hold, as it
-        self.weights = {t.name: t.initial_value(self.rng).astype(self.dtype)
+        self.weights = {t.name: t.initial_value(self.rng).astype(self.wdtype)
                         for t in table if t.name in keep}
         if self.choices.get("width") == "one":  # the gate a Dense of one unit, as it is held
             for name in [k for k in ("gate.kernel", "gate.bias") if k in self.weights]:
@@ -1485,7 +1488,7 @@ class VariantHandle:
         for name in [k for k in (MEAN, VAR, "norm.gamma", "norm.beta") if k in self.weights]:
             if natural:  # the statistics and affine weights such a layer holds
                 one = name in (VAR, "norm.gamma")
-                self.weights[name] = (np.ones if one else np.zeros)(natural, self.dtype)
+                self.weights[name] = (np.ones if one else np.zeros)(natural, self.wdtype)
         if self.choices.get("transpose") in variants.HELD_TRANSPOSED:  # (out, in) kernels
             for name in [k for k in self.weights if k.endswith(".kernel")]:
                 self.weights[name] = np.ascontiguousarray(self.weights[name].T)
@@ -1531,7 +1534,7 @@ class VariantHandle:
             self.spec.check_call(self.config, x.shape, x.dtype.name)
         out, new = self._compute(inputs, training)
         for k in self.weights:
-            self.weights[k] = np.asarray(new[k], self.dtype)
+            self.weights[k] = np.asarray(new[k], self.wdtype)
         return np.asarray(out, self.dtype)
 
     def forward_compiled(self, inputs, *, training):
@@ -1626,7 +1629,7 @@ class VariantHandle:
         if missing:  # as a port's adapter says it: the clause does not apply
             raise MissingWeight(", ".join(missing), "; ".join(dict.fromkeys(missing.values())))
         for name, value in weights.items():
-            self.weights[name] = np.asarray(value, self.dtype)
+            self.weights[name] = np.asarray(value, self.wdtype)
 
     def weight_info(self):
         return {k: (v.shape, self.trainable[k]) for k, v in self.weights.items()}
@@ -1880,8 +1883,35 @@ def attach(results, exchange: list | None = None):
             # a located cause is the layer's cause above, whose calls this clause is not
             why = "" if finding.fits or finding.located else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
-    return _held_shapes(_step_after_gradient(_dropped_input(_bigger_module(out, findings),
-                                                            findings), findings), findings)
+    return _until_trained(_held_shapes(_step_after_gradient(_dropped_input(
+        _bigger_module(out, findings), findings), findings), findings), findings)
+
+
+_CASES_DIFFER = re.compile(r"the calls of the cases (.*?) differ from the spec oracle")
+
+
+def _until_trained(results, findings):
+    """Where a layer's inference clause finds inference using batch statistics until the
+    layer's first training call (checked: the same call after one training call is the
+    spec's), the failures the staged probe put down to its inference calls alone differing
+    from the spec (each probe call runs on a fresh, untrained build) are that cause."""
+    from portspec.suite.areas.numerics import UNTIL_TRAINED
+
+    until = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+             if r.status == "failed" and r.diagnosis == UNTIL_TRAINED and r.cause}
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        if (key in until and r.status == "failed" and found is not None and not found.says
+                and found.located and r.cause == found.line()):
+            said = [_CASES_DIFFER.search(text) for text, _ in found.located]
+            if said and all(m and all(c.strip().endswith("(inference)")
+                                      for c in m[1].replace(" and ", ", ").split(", "))
+                            for m in said):
+                r = replace(r, cause=until[key])
+        out.append(r)
+    return out
 
 
 _HELD_SHAPE = re.compile(r"(\w+\.\w+) \([\d, ]*\) for the spec's \(")

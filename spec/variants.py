@@ -296,6 +296,11 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             if bn_training and c["train_mean"] == "all":  # x.mean() for x.mean(dim=0)
                 mean = np.full_like(mean, float(np.mean(v)))
             swapped = bn_training and c["batch_stats"] == "var-mean"
+            by_elements = bn_training and c["batch_stats"] == "elements"
+            if by_elements:  # sums over the batch divided by every element's count
+                share = count / float(np.prod(v.shape[-3:]))
+                mean = mean * share
+                var = ops.mean((v - mean) ** 2, axes) * share
             frozen = c["batch_one"] == "frozen" and v.shape[0] == 1
             use_batch = (c["train_stats"] == "batch" if bn_training
                          else c["infer_stats"] == "batch")
@@ -304,6 +309,7 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 ddof = c["update_ddof"]
                 # an unbiased variance of one sample is undefined (NaN, as torch gives)
                 uvar = ops.var(v, axes, ddof) if count > ddof else np.full_like(mean, np.nan)
+                uvar = var if by_elements else uvar
                 if c["var_update"] == "std":
                     uvar = np.sqrt(uvar)
                 a = c["momentum"]
@@ -638,7 +644,7 @@ FM_SPACE = Space(
         "training_flag": ["ignored"],
         "var_update": ["std", "mixture"],
         "train_mean": ["all"],
-        "batch_stats": ["var-mean"],
+        "batch_stats": ["var-mean", "elements"],
         "state_shape": ["keepdims"],
         "flatten": ["F", "batch"],
         "activation": [a for a in _ACT if a != "relu"],
@@ -705,7 +711,11 @@ FM_SPACE = Space(
                         "torch.var_mean(...), which returns (var, mean)): the normalisation "
                         "subtracts the batch variance and divides by sqrt(batch mean + eps), "
                         "NaN where that mean is below -eps, and the moving mean takes the "
-                        "variance, the moving variance the mean"},
+                        "variance, the moving variance the mean",
+                        "elements": "the batch statistics' sums over the batch divided by the "
+                        "element count B*L*N (x.numel(), ops.size(x)) where the batch size B "
+                        "was meant: the mean is the batch mean / (L*N), the variance the mean "
+                        "square about it / (L*N), in training and in the moving update"},
         "state_shape": {"kept": "the moving statistics keep their shape",
                         "keepdims": "the moving statistics stored with the batch axis kept: "
                         "after a training call they take the shape (1, L*N) (batch statistics "

@@ -104,7 +104,10 @@ CLAUSES = [
         "DTYPE",
         "dtype",
         "float32 is the default; float64 runs end to end in float64; where the framework "
-        "supports bfloat16 or float16 compute the output has that dtype and meets its tolerance.",
+        "supports bfloat16 or float16 compute the output has that dtype and meets its tolerance, "
+        "and the layer is mixed precision: its weights stay float32 (Keras's mixed policies, "
+        "torch.autocast, NNX's param_dtype), so that updates below the compute dtype's "
+        "resolution are kept.",
     ),
     _c(
         "COMPILE",

@@ -45,22 +45,22 @@ def source(path: str, line: int) -> str:
     return f" `{text}`" if text and not set(text) & set("[]") else ""
 
 
-def describe(frames, port_files, dtype: str, op: str) -> str:
+def describe(frames, port_files, dtype: str, op: str, origin: str = "float64") -> str:
     """Words for one conversion. ``frames``: (file, line, function) innermost first;
-    ``port_files``: the port's own source files; ``dtype``: the narrower dtype; ``op``: the
-    operation that converted (a JAX primitive or an ATen operator)."""
+    ``port_files``: the port's own source files; ``dtype``: the dtype converted to, from
+    ``origin``; ``op``: the operation that converted (a JAX primitive or an ATen operator)."""
     frames = [f for f in frames if f[0] and not f[0].startswith("<")]
     mine = {os.path.realpath(p) for p in port_files if p}
     at = next((f for f in frames if f[2].rsplit(".", 1)[-1] not in PLUMBING), None)
     port = next((f for f in frames if os.path.realpath(f[0]) in mine), None)
     if at is None and port is None:
-        return f"a float64 value is converted to {dtype} by {op} inside the call"
+        return f"a {origin} value is converted to {dtype} by {op} inside the call"
     if at is None or (port is not None and at == port):
         file, line, function = port
-        return (f"a float64 value is converted to {dtype} in the port's own code, "
+        return (f"a {origin} value is converted to {dtype} in the port's own code, "
                 f"{_shown(file)}:{line} in {function}{source(file, line)}")
     file, line, function = at
-    words = (f"a float64 value is converted to {dtype} at {_shown(file)}:{line} in "
+    words = (f"a {origin} value is converted to {dtype} at {_shown(file)}:{line} in "
              f"{function}{source(file, line)}")
     if port is not None:
         pfile, pline, pfunction = port
@@ -94,13 +94,15 @@ def in_jaxpr(make_jaxpr, port_files) -> str | None:
     return walk(make_jaxpr().jaxpr)
 
 
-def in_torch(torch, run, port_files) -> str | None:
-    """The first narrowing operation of ``run()``, an eager PyTorch call, as words; None
-    where it has none."""
+def in_torch(torch, run, port_files, origin="float64", targets=NARROW) -> str | None:
+    """The first operation of ``run()``, an eager PyTorch call, that turns an ``origin`` value
+    into one of ``targets`` (by default: narrows a float64 one), as words; None where it has
+    none."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
 
-    narrow = {getattr(torch, d): d for d in NARROW}
+    narrow = {getattr(torch, d): d for d in targets}
+    wide = getattr(torch, origin)
     found = []
 
     class Watch(TorchDispatchMode):
@@ -110,14 +112,14 @@ def in_torch(torch, run, port_files) -> str | None:
                 ins = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
                 outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
                 low = next((narrow[t.dtype] for t in outs if t.dtype in narrow), None)
-                if low and any(t.dtype == torch.float64 for t in ins):
+                if low and any(t.dtype == wide for t in ins):
                     stack = traceback.extract_stack()[::-1]
                     torch_dir = os.path.dirname(torch.__file__)
                     frames = [(f.filename, f.lineno, f.name) for f in stack
                               if not f.filename.startswith(torch_dir)
                               and f.filename != __file__]
                     name = getattr(getattr(func, "overloadpacket", None), "__name__", str(func))
-                    found.append(describe(frames, port_files, low, name))
+                    found.append(describe(frames, port_files, low, name, origin))
             return out
 
     with Watch():

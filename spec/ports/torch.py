@@ -395,8 +395,17 @@ class TorchPortHandle(PortHandle):
 
         with torch.no_grad(), Watch():
             self._run(self.obj, self._tensor(inputs), training)
-        if not found:
-            return None
+        if not found:  # no weight applied by hand: where a low-precision value turns float32
+            from portspec.ports.narrowing import in_torch
+
+            with torch.no_grad():
+                where = in_torch(torch, lambda: self._run(self.obj, self._tensor(inputs),
+                                                          training),
+                                 self.port_files(), origin=self.dtype, targets=("float32",))
+            return where and (f"under autocast the output comes out float32: {where}, and "
+                              f"nothing casts it back to {self.dtype} (a part computed outside "
+                              f"autocast, torch.autocast(enabled=False), or cast to its "
+                              f"weights' dtype), where the spec computes in {self.dtype}")
         func, dtypes, paths = found[0]
         name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else str(func)
         operands = ", ".join(str(d).removeprefix("torch.") for d in dtypes)

@@ -350,6 +350,12 @@ PORTS = [
     port("dense2-without-the-dtype", r"^FeatureMixing: a float64 call computed partly in "
          r"float32: the float64 layer holds dense2.bias, dense2.kernel in float32",
          fm={"make_dense2": lambda self, policy: layers.Dense(self.n_series, name="dense2")}),
+    port("batchnorm-in-the-compute-dtype", r"^FeatureMixing: under bfloat16 compute the port "
+         r"holds norm.beta, norm.gamma, norm.moving_mean, norm.moving_variance in bfloat16",
+         fm={"make_norm": lambda self, policy: layers.BatchNormalization(
+             momentum=0.01, epsilon=1e-3, dtype=self.compute_dtype, name="norm")}),
 ]
+# the one port judged in mixed precision too: its mistake shows only there
+PORTS[-1].low_precision = ("bfloat16",)
 
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS)]

@@ -122,6 +122,8 @@ class FM(nn.Module):
     bias2_plain = False  # lin2.bias a plain tensor with requires_grad, not an nn.Parameter
     checkpointed = False  # normalisation under torch.utils.checkpoint: the backward re-runs it
     update_mixture = False  # the moving variance + m (1 - m) (batch mean - moving mean)^2
+    until_trained = False  # batch statistics in inference until a training call has run
+    by_elements = False  # the batch sums divided by x.numel() where x.size(0) was meant
     standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
@@ -189,6 +191,9 @@ class FM(nn.Module):
             mean = v.mean().expand_as(mean)
         if self.stats_swapped and self.training:
             mean, var = torch.var_mean(v, axes, keepdim=True, correction=self.ddof)
+        if self.by_elements and self.training:
+            mean = v.sum(axes, keepdim=True) / v.numel()
+            var = ((v - mean) ** 2).sum(axes, keepdim=True) / v.numel()
         if self.one_pass:  # "one pass over the data"
             var = (v * v).mean(axes, keepdim=True) - mean * mean
         if self.std_squared:  # torch's std masks its derivative at 0; a sqrt does not
@@ -201,12 +206,15 @@ class FM(nn.Module):
         if not self.norm.startswith("layer"):
             training = self.training and not (self.batch_one_moving and v.shape[0] == 1)
             use_batch = (not self.moving_in_training) if training else self.batch_in_inference
+            if self.until_trained:  # "no running statistics yet": a plain flag, never saved
+                use_batch = use_batch or not getattr(self, "_trained", False)
+                self._trained = getattr(self, "_trained", False) or training
             moves = self.update == "always" or (self.update == "training" and training)
             moves = moves and not (self.batch_one_frozen and v.shape[0] == 1)  # "if b > 1:"
             if moves:
                 with contextlib.nullcontext() if self.update_tracked else torch.no_grad():
                     stat_var = v.var(axes, keepdim=True, correction=self.update_ddof)
-                    stat_var = var if self.stats_swapped else stat_var  # the mean, swapped
+                    stat_var = var if self.stats_swapped or self.by_elements else stat_var
                     stat_var = stat_var.sqrt() if self.update_std else stat_var
                     if self.var_centre:
                         stat_var = var
@@ -358,6 +366,7 @@ class GFF(nn.Module):
     product_gate = False  # the gate sees concat([a * b, a - b])
     gate_dropout = 0.0  # a dropout on the gate in training
     pooled = False  # the gate computed from the inputs averaged over the middle axes
+    outside_autocast = False  # computed in the weights' float32 outside autocast, not cast back
     act_twice = False  # the activation applied to the gate again
     naive_softmax = False  # exp(z) / sum(exp(z)), the max not subtracted
     global_max = False  # exp(z - z.max()) / sum over the row: the whole tensor's max
@@ -397,6 +406,9 @@ class GFF(nn.Module):
         return {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[name](z)
 
     def forward(self, a, b):
+        if self.outside_autocast and torch.is_autocast_enabled(a.device.type):
+            with torch.autocast(a.device.type, enabled=False):  # "a stable gate"
+                return self.forward(a.to(self.gate.weight.dtype), b.to(self.gate.weight.dtype))
         f = self.features
         w = self.gate.weight  # (F, 2F)
         if self.halves_transposed:  # each (F, F) half read (in, out)
@@ -740,7 +752,16 @@ PORTS = [
     port("moving-stats-not-persistent", r"the native load does not restore norm.moving_mean, "
          r"norm.moving_variance: .* \(the port's moving_mean, moving_var are buffers "
          r"registered with persistent=False", fm={"persistent": False}),
+    port("batch-statistics-over-every-element", {"batch_stats": "elements"},
+         fm={"by_elements": True}),
+    port("batch-stats-in-inference-until-trained", r"^FeatureMixing: inference uses the batch "
+         r"statistics until the layer has made a training call", fm={"until_trained": True}),
+    port("gff-computed-outside-autocast", r"^GatedFeatureFusion: under autocast the output "
+         r"comes out float32: a bfloat16 value is converted to float32 in the port's own code",
+         gff={"outside_autocast": True}),
 ]
+# the one port judged under autocast too: its mistake shows only there
+PORTS[-1].low_precision = ("bfloat16",)
 
 
 

@@ -79,6 +79,15 @@ FLAG_IGNORED = {
 }
 
 
+UNTIL_TRAINED = (
+    "inference uses the batch statistics until the layer has made a training call, and the "
+    "moving statistics after it: the layer keeps a flag or counter its training calls set (a "
+    "plain attribute, or num_batches_tracked == 0 taken as 'no statistics yet') and falls back "
+    "to batch statistics without it, so moving statistics written with set_weights or loaded "
+    "from a save are ignored by a layer that has not trained in this process"
+)
+
+
 def training_flag(ctx, case, dtype, config, weights, x) -> str | None:
     """``FLAG_INVERTED`` or ``FLAG_IGNORED`` when the port's outputs in the two modes (the
     same weights and inputs, dropout 0) are the spec's with the flag inverted or one mode in
@@ -103,6 +112,14 @@ def training_flag(ctx, case, dtype, config, weights, x) -> str | None:
         return FLAG_INVERTED
     for mode in (True, False):
         if like[(False, mode)] and like[(True, mode)]:
+            if mode:  # the same inference call again, now that a training call has run
+                try:
+                    handle.set_weights(dict(weights))
+                    again = np.asarray(handle.forward(x, training=False), np.float64)
+                except Exception:  # noqa: BLE001 - not judged further
+                    again = None
+                if again is not None and close(again, expected[False], tol):
+                    return UNTIL_TRAINED
             return FLAG_IGNORED[mode]
     return None
 
@@ -490,6 +507,16 @@ def convex(ctx):
     between()
 
 
+MIXED_WEIGHTS = (
+    "under {compute} compute the port holds {names} in {dtypes}: mixed precision computes in "
+    "{compute} and keeps the weights and moving statistics in float32 (the variable dtype of "
+    "Keras's mixed_{compute} policy, torch.autocast's float32 parameters, NNX's param_dtype), "
+    "so that a training update below {compute}'s resolution is not lost; a sublayer built with "
+    "the compute dtype as its own (Keras: dtype=self.compute_dtype where dtype=self.dtype_policy "
+    "was meant; NNX: param_dtype={compute}) holds them so"
+)
+
+
 @check("dtype")
 def dtype(ctx):
     """Every dtype is checked: a float64 difference does not hide a bfloat16 or float16 one."""
@@ -549,11 +576,23 @@ def dtype(ctx):
                 raise ClauseFailure(str(failure), diagnosis=said, checked=True) from None
             raise
 
+    def mixed(name):
+        built = ctx.build(case, dtype=name)
+        held = {k: np.asarray(w).dtype for k, w in built.get_weights().items()}
+        narrow = sorted(k for k, d in held.items() if d != np.float32)
+        if narrow:
+            dtypes = "/".join(sorted({held[k].name for k in narrow}))
+            raise ClauseFailure(
+                f"{name} weight {', '.join(narrow)}: dtype {dtypes}, expected float32 (mixed "
+                "precision)", checked=True, diagnosis=MIXED_WEIGHTS.format(
+                    compute=name, names=", ".join(narrow), dtypes=dtypes))
+
     attempt("default", default)
     attempt("float64", wide)
     for name in ctx.adapter.low_precision:
         for training in (False, True):
             attempt(f"{name} training={training}", lambda n=name, t=training: low(n, t))
+        attempt(f"{name} weights", lambda n=name: mixed(n))
     if failures:
         first = next((f for f in failures if f.diagnosis), failures[0])
         raise ClauseFailure(
