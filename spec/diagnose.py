@@ -319,13 +319,19 @@ def storage_cause(adapter, spec, then: str | None = None) -> str | None:
     every weight held narrower is a tensor PyTorch does not register, those tensors are the
     cause (``Module.to()`` left them as they were), worded as every other clause they fail
     words them (``plain_words``), with the storage as its evidence."""
-    storage = float64_storage(adapter, spec)
-    if storage and _PLAIN_HELD.get((adapter.name, spec.name)):
-        plain = plain_words(adapter, spec)
-        if plain:
-            said = "; ".join(filter(None, [storage, then]))
-            return f"{plain} [{said.replace('[', '(').replace(']', ')')}]"
-    return "; ".join(filter(None, [storage, then])) or None
+    said = "; ".join(filter(None, [float64_storage(adapter, spec), then]))
+    plain = _plain_cause(adapter, spec)
+    if plain:
+        return f"{plain} [{said.replace('[', '(').replace(']', ')')}]"
+    return said or None
+
+
+def _plain_cause(adapter, spec) -> str | None:
+    """``plain_words`` where every weight a float64 build holds narrower is a tensor PyTorch
+    does not register (``float64_storage`` reads that), else None."""
+    if float64_storage(adapter, spec) and _PLAIN_HELD.get((adapter.name, spec.name)):
+        return plain_words(adapter, spec)
+    return None
 
 
 _DEFAULT: dict = {}
@@ -487,9 +493,9 @@ def explain_result(result, clause, adapter, spec):
     unsized = no_size and why and result.diagnosis is None
     # a clause that re-ran the port has tested more than the storage dtype says
     if storage and not result.details.get("checked") and (rounding_sized or unsized):
-        said = storage_cause(adapter, spec, why.lstrip(": ;"))
         # the unregistered tensors, read off the built module, are checked evidence
-        plain = said != storage + why
-        result = replace(result, diagnosis=said,
-                         details={**result.details, "checked": True} if plain else result.details)
+        checked = bool(_plain_cause(adapter, spec))
+        result = replace(result, diagnosis=storage_cause(adapter, spec, why.lstrip(": ;")),
+                         details={**result.details, "checked": True} if checked
+                         else result.details)
     return result
