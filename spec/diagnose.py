@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from portspec.layers import Case
 from portspec.tolerances import FORWARD, close, max_violation
 
 
@@ -216,16 +217,54 @@ IN_PLACE = ("an in-place operation autograd refuses: the port changes in place a
             "(x = x + ...) computes the same")
 
 
+# PyTorch refuses to record a tensor made under torch.inference_mode() for the backward pass
+# (c10/core/InferenceMode, torch/csrc/autograd: "Inference tensors cannot be saved for
+# backward"; "Inplace update to inference tensor outside InferenceMode").
+INFERENCE_MODE_ERROR = re.compile(r"Inference tensors cannot be saved for backward|Inplace "
+                                  r"update to inference tensor outside InferenceMode")
+INFERENCE_MODE = ("part of the call runs under torch.inference_mode(): tensors made there "
+                  "cannot join autograd afterwards, so a gradient call raises where the "
+                  "forward alone runs; torch.no_grad() computes the same and lets a later "
+                  "backward through")
+
+
+# FM/GFF-DTYPE's words for a low-precision call the port refused: the dtype, the exception,
+# its text
+LOW_REFUSED = re.compile(r"^(bfloat16|float16) training=\w+: raised (\w+): ([^;]*)")
+
+# Keras's serialization refusing a layer whose get_config returned None (keras/src/saving).
+GET_CONFIG_ERROR = re.compile(r"get_config\(\)` method of .* should return a dict\. It "
+                              r"returned: None")
+
+
 def explain_refusal(result, clause, adapter, spec):
     """A failed Result whose port raised, explained by evidence rather than by its framework's
     wording: a batch of one refused where a batch of two runs; a float64 call refused where
     the same call in float32 runs. Both re-run the port, so the diagnosis is marked checked."""
+    low = LOW_REFUSED.match(result.message)
+    if (result.status == "failed" and not result.diagnosis and clause.family == "dtype" and low
+            and re.search(rf"\b{low[1]}\b", low[3])):
+        case = spec.cases()[0]
+        config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
+        if _runs(adapter, spec, Case(config, case.input_shapes, case.label), "float32", False):
+            return replace(result, details={**result.details, "checked": True}, diagnosis=(
+                f"a {low[1]} call raises where the same call in float32 runs, and the port's "
+                f"error names {low[1]} ({low[2]}: {low[3][:100]}): the port refuses "
+                "low-precision floats (a dtype check that accepts float32 and float64 alone, "
+                "or a part fixed to them), where the spec computes in the floating dtype it "
+                "is given"))
     if result.status != "failed" or result.diagnosis or not result.message.startswith("raised"):
         return result
     if IN_PLACE_ERROR.search(result.message):  # autograd's own check of its saved tensors
         return replace(result, details={**result.details, "checked": True}, diagnosis=IN_PLACE)
-    from portspec.layers import Case
+    if GET_CONFIG_ERROR.search(result.message):  # Keras's own words for a None config
+        from portspec.suite.areas.serialization import GET_CONFIG_NONE
 
+        return replace(result, details={**result.details, "checked": True},
+                       diagnosis=GET_CONFIG_NONE)
+    if INFERENCE_MODE_ERROR.search(result.message):  # autograd's own refusal, in its words
+        return replace(result, details={**result.details, "checked": True},
+                       diagnosis=INFERENCE_MODE)
     case = spec.cases()[0]
     config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
     if clause.family == "bn-batch1":
@@ -248,6 +287,9 @@ def explain_refusal(result, clause, adapter, spec):
     return result
 
 
+COUNTER = "one non-trainable scalar more than the spec"
+
+
 def explain_counts(message: str) -> str | None:
     """What wrong (trainable, non-trainable) counts point to, from the param-counts message."""
     m = re.search(r"\((\d+), (\d+)\), spec \((\d+), (\d+)\)", message)
@@ -256,7 +298,7 @@ def explain_counts(message: str) -> str | None:
     got_t, got_n, want_t, want_n = map(int, m.groups())
     if got_t == want_t and got_n == want_n + 1:
         return (
-            "one non-trainable scalar more than the spec: a bookkeeping counter held as state "
+            f"{COUNTER}: a bookkeeping counter held as state "
             "(torch BatchNorm's num_batches_tracked)"
         )
     if want_n and got_n == 0 and got_t == want_t + want_n:

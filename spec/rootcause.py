@@ -47,7 +47,7 @@ import numpy as np
 
 from portspec import variants
 from portspec.layers import LAYERS, Case
-from portspec.tolerances import FORWARD, close
+from portspec.tolerances import FORWARD, close, same_nans_zeroed
 
 PROBE = "probe:"  # clause-ID prefix of the probe's pseudo-results
 UNEXPLAINED = "unexplained"
@@ -195,10 +195,60 @@ def probe(adapter, spec) -> list[dict]:
     return (records + _layout(adapter, spec) + _aliases(adapter, spec)
             + _float32_call(adapter, spec, records) + _plain(adapter, spec, records)
             + _output_dtype(adapter, spec) + _narrowing(adapter, spec, records)
-            + _staged(adapter, spec))
+            + _grad_mode(adapter, spec, records) + _staged(adapter, spec))
 
 
 NARROWING = "narrowing"  # the probe's record of where a float64 call turns float32
+GRAD_MODE = "grad mode"  # the probe's record of a call whose output follows autograd's mode
+
+
+def _grad_mode(adapter, spec, records) -> list[dict]:
+    """The first case's float64 calls made again with autograd recording, where the handle
+    can (``forward_recorded``: a PyTorch port's value calls run under torch.no_grad): a
+    record of each whose output differs from the same call's under no_grad, with both
+    outputs in its state (its own ``out`` None: the search fits the no_grad calls)."""
+    calls = [r for r in records if r["out"] is not None and r["dtype"] == "float64"
+             and r["x"] is not None]
+    calls = [r for r in calls if r["label"] == calls[0]["label"]] if calls else []
+    found = []
+    for r in calls:
+        try:
+            handle = adapter.build(spec.name, dict(r["config"]), seed=0, dtype="float64",
+                                   input_shapes=[np.shape(v) for v in _as_list(r["x"])])
+            if not hasattr(handle, "forward_recorded"):
+                return []
+            _restore(handle, r["weights"])
+            got = np.asarray(handle.forward_recorded(r["x"], training=r["training"]),
+                             np.float64)
+        except Exception:  # noqa: BLE001 - a recorded call that raises: the clauses say it
+            continue
+        if got.shape == np.shape(r["out"]) and close(
+                *same_nans_zeroed(got, np.asarray(r["out"])), FORWARD["float64"]):
+            continue  # a NaN both calls give at one place is the same result
+        found.append(_record(GRAD_MODE, r["config"], None, None, r["training"], None, None,
+                             "float64", state={"recorded": got, "no_grad": r["out"],
+                                               "spec": _as_spec(spec, {**r, "out": got})}))
+    return found
+
+
+def grad_mode_words(records) -> str:
+    """What the ``GRAD_MODE`` records show, in words; "" where there are none."""
+    said = [r for r in records if r["label"] == GRAD_MODE]
+    if not said:
+        return ""
+    modes = " and ".join(dict.fromkeys("training" if r["training"] else "inference"
+                                       for r in said))
+    diff = max(float(np.nanmax(np.abs(np.asarray(r["state"]["recorded"])
+                                      - np.asarray(r["state"]["no_grad"])), initial=0.0))
+               for r in said)
+    spec = [("training" if r["training"] else "inference") for r in said if r["state"]["spec"]]
+    return (f"the layer's computation follows autograd's grad mode, not the training flag "
+            f"alone: its {modes} call{'s give' if ' and ' in modes else ' gives'} other "
+            f"outputs with gradients recorded than under "
+            f"torch.no_grad (max |difference| {_g(diff)}; torch.is_grad_enabled() read as the "
+            f"mode, or a branch on it)"
+            + (f"; with gradients recorded its {' and '.join(spec)} call is the spec's"
+               if spec else ""))
 
 
 def _as_spec(spec, record) -> bool:
@@ -598,6 +648,9 @@ class Finding:
     cast: str | None = None  # the dtype a float64 call returns, where it is not float64
     narrowed: str | None = None  # where a float64 call turns a value float32 (NARROWING)
     held: dict = field(default_factory=dict)  # weights a float64 layer holds narrower
+    # where the port's output follows autograd's mode (``GRAD_MODE``): words leading the line,
+    # the rest of it then what the no_grad calls compute
+    grad_mode: str = ""
 
     @property
     def says(self) -> bool:
@@ -616,6 +669,12 @@ class Finding:
             "spec_error": self.spec_error, "variant_error": self.variant_error}
 
     def line(self) -> str:
+        if not self.grad_mode:
+            return self._line()
+        rest = self._line().removeprefix(f"{self.layer}: ")
+        return f"{self.layer}: {self.grad_mode}; under torch.no_grad, {rest}"
+
+    def _line(self) -> str:
         space = variants.SPACES.get(self.layer)  # None: a layer no variant describes
         if self.located and not self.says and self.evidence:
             return (f"{self.layer}: " + "; ".join(text for text, _ in self.located)
@@ -839,7 +898,7 @@ def _errors(spec, space, records, choices, tol, stop=True, states=True):
             if not _dropout_fits(spec, space, r, choices, tol):
                 return float("inf"), float("inf")
             continue
-        if r["config"].get("dropout", 0.0) and choices.get("dropout_inference"):
+        if r["config"].get("dropout", 0.0) and variants.drops_in_inference(choices):
             continue
         # a rate fixed in the port drops in training whatever the config says: the output of
         # such a call is drawn at random (the dropout probe judges it), its statistics are not
@@ -898,7 +957,7 @@ def _dropout_fits(spec, space, r, choices, tol):
         return False
     c = {**variants.FM_DEFAULTS, **choices}
     rate = variants.drop_rate(c, r["config"]["dropout"])
-    active = r["training"] or c["dropout_inference"]
+    active = r["training"] or variants.drops_in_inference(c)
     m2_dropped = match[(0, 0)] | match[(1, 0)]
     m2_kept = match[(0, 1)] | match[(1, 1)]
     m1_dropped = match[(0, 1)]
@@ -1032,6 +1091,7 @@ def _evaluate(spec, space, records, choices, tol):
             a = _memo("momentum", base, _momentum, spec, space, records, base, keys)
         if a is not None and abs(a - 1.0) < 1e-9:
             return None  # nothing moves: the "never updated" candidate says it
+        a = 0.0 if a is not None and abs(a) < 1e-9 else a  # the batch's taken as they are
         if a is not None and abs(a - LAYERS[spec.name].momentum) > 1e-6:
             choices["momentum"] = a
     if choices.get("eps") == "fit":
@@ -1098,11 +1158,13 @@ def search(spec, records):
     _LOCAL.fits = {}
     try:
         found = _search(spec, [r for r in records if r["label"] not in (
-            "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE, NARROWING, NARROW_STORAGE)
+            "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE, NARROWING, NARROW_STORAGE,
+            GRAD_MODE)
             and not r["label"].startswith(STAGE)])
     finally:
         _LOCAL.fits = None
-    found = replace(found, plain=plain, cast=cast, narrowed=narrowed, held=dict(held))
+    found = replace(found, plain=plain, cast=cast, narrowed=narrowed, held=dict(held),
+                    grad_mode=grad_mode_words(records))
     found = _input_site(found, records)
     if not found.says:  # outside the variant space (or the GFF probe's training calls,
         # which the search has not): read part by part
@@ -1343,6 +1405,14 @@ def _raised(records) -> str | None:
     """A call the port refuses that the spec allows, from the records' errors."""
     others_ran = any(r["out"] is not None and r["training"] and r["label"] != "batch 1"
                      for r in records)
+    from portspec.ports.base import REBOUND
+
+    rebound = next((r["error"] for r in records if r["error"] and REBOUND in r["error"]), None)
+    if rebound:  # the state rebound by one call: every later write meets it, whatever the case
+        head, words = rebound.split(REBOUND, 1)
+        words = words.split(": it is no longer")[0]
+        return (f"a call rebinds the port's {words}: after it the layer's state is no longer "
+                f"an nnx.Variable [{head}{REBOUND}{words.split(' (')[0]}]")
     for r in records:
         if r["error"] and r["label"] == "batch 1" and r["training"] and others_ran:
             from portspec.diagnose import BATCH_OF_ONE
@@ -1497,7 +1567,7 @@ class VariantHandle:
 
     def _masks(self, x, training):
         c = {**variants.FM_DEFAULTS, **self.choices}
-        if self.spec.multi_input or not (training or c["dropout_inference"]):
+        if self.spec.multi_input or not (training or variants.drops_in_inference(c)):
             return None
         rate = variants.drop_rate(c, self.config["dropout"])
         shape = np.shape(x)
@@ -1883,8 +1953,133 @@ def attach(results, exchange: list | None = None):
             # a located cause is the layer's cause above, whose calls this clause is not
             why = "" if finding.fits or finding.located else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
-    return _until_trained(_held_shapes(_step_after_gradient(_dropped_input(
-        _bigger_module(out, findings), findings), findings), findings), findings)
+    for post_pass in (_bigger_module, _dropped_input, _step_after_gradient, _held_shapes,
+                      _until_trained, _grad_mode_calls, _seeded, _constant_seed, _frozen_norm,
+                      _raised_alone):
+        out = post_pass(out, findings)
+    return out
+
+
+def _seeded(results, findings):
+    """Where FM-BN-UPDATE finds the first training call copying the batch statistics and the
+    later ones updating as the spec (``batchnorm.SEEDED``, checked), the search's momentum 0
+    (its calls each the first of a fresh build) and the counter or flag it keeps
+    (``diagnose.COUNTER``) are that design: they point to it."""
+    from portspec.diagnose import COUNTER
+    from portspec.suite.areas.batchnorm import SEEDED
+
+    head = SEEDED.split("{")[0]
+    layers = {spec.prefix: spec.name for spec in LAYERS.values()}
+    seeded = {(r.impl, r.clause.split("-")[0]): f"{layers[r.clause.split('-')[0]]}: "
+              f"{r.diagnosis}"
+              for r in results if r.status == "failed" and (r.diagnosis or "").startswith(head)
+              and r.details.get("checked")}
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        first = (found is not None and set(found.diff) == {"momentum"}
+                 and found.diff["momentum"] == 0.0 and r.cause == found.line())
+        if key in seeded and r.status == "failed" and (
+                first or (r.diagnosis or "").startswith((COUNTER, head))):
+            r = replace(r, cause=seeded[key])
+        out.append(r)
+    return out
+
+
+FROZEN_NORM = (
+    "the normalisation is frozen: gamma and beta are held non-trainable, and a training call "
+    "normalises with the moving statistics and leaves them, as inference does (Keras's "
+    "BatchNormalization with trainable=False runs in inference mode whatever the training "
+    "argument; in PyTorch, a BatchNorm kept in eval() with requires_grad_(False)); the spec's "
+    "normalisation trains"
+)
+
+
+_RAISED = re.compile(r"raised ([A-Za-z_][\w.]*): (.+)")
+
+
+def _raised_alone(results, findings):
+    """A failure nothing explains whose clause met an exception (``raised Type: text``): its
+    cause is that error, quoted, where the spec's layer runs: what a reader acts on first,
+    not "unexplained". The text goes in brackets, so that one exception type of a layer met
+    by several clauses is one cause."""
+    layers = {spec.prefix: spec.name for spec in LAYERS.values()}
+    out = []
+    for r in results:
+        said = _RAISED.search(r.message) if r.status == "failed" else None
+        if said and (r.cause or "").startswith(UNEXPLAINED):
+            text = said[2].split("; ")[0].strip()[:160].replace("[", "(").replace("]", ")")
+            r = replace(r, cause=f"{layers[r.clause.split('-')[0]]}: a call raises {said[1]}, "
+                        "which no reading of the spec's computation explains: the port's own "
+                        f"error, where the spec's layer runs [{text}]")
+        out.append(r)
+    return out
+
+
+def _frozen_norm(results, findings):
+    """Where the search finds a training call normalising with the moving statistics and
+    never updating them, and the weight-table clause finds gamma and beta held non-trainable
+    (checked), the two are one design, a frozen normalisation: its clauses, and a gradient
+    clause that gets no gradient for gamma and beta, point to one cause."""
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        frozen = (found is not None and found.diff.get("train_stats") == "moving"
+                  and found.diff.get("update") == "never" and any(
+                      o.status == "failed" and (o.impl, o.clause.split("-")[0]) == key
+                      and re.search(r"norm\.gamma: [^;]*trainable=False", o.message)
+                      and re.search(r"norm\.beta: [^;]*trainable=False", o.message)
+                      for o in results))
+        if frozen and r.status == "failed" and (
+                r.cause == found.line() or "gamma and beta are left out" in (r.cause or "")
+                or re.match(r"no gradient returned for trainable \['norm\.beta', "
+                            r"'norm\.gamma'\]$", r.message)):
+            said = found.line().split(": ", 1)[1].replace("[", "(").replace("]", ")")
+            r = replace(r, cause=f"{found.layer}: {FROZEN_NORM} [{said}]")
+        out.append(r)
+    return out
+
+
+def _constant_seed(results, findings):
+    """Where the initial-weights clause finds weights set to a constant (``[name: every value
+    equal]``) and the determinism clause finds exactly those weights the same under every
+    seed, the constant is why: no seed changes a constant, and nothing is drawn from a fixed
+    seed. The determinism failure points to the constant's cause."""
+    constant = {}
+    for r in results:
+        if r.status == "failed" and r.clause.endswith("-INIT") and r.cause:
+            names = re.findall(r"([\w.]+): every value equal", r.cause)
+            if names:
+                constant[(r.impl, r.clause.split("-")[0])] = (r.cause, set(names))
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        same = re.match(r"seeds \d+ and \d+ give the same \[([^\]]*)\]", r.message)
+        if (key in constant and r.status == "failed" and r.clause.endswith("-DETERMINISM")
+                and same and set(re.findall(r"'([\w.]+)'", same[1])) <= constant[key][1]):
+            r = replace(r, cause=constant[key][0])
+        out.append(r)
+    return out
+
+
+def _grad_mode_calls(results, findings):
+    """Where the probe found a layer's output following autograd's grad mode (``GRAD_MODE``),
+    the failures of its calls made with gradients recorded (the gradient clause's, checked:
+    ``gradients.RECORDED``; an inference gradient call moving the moving statistics) are that
+    cause, which the search's no_grad calls show otherwise."""
+    from portspec.suite.areas.gradients import RECORDED
+
+    out = []
+    for r in results:
+        found = findings.get((r.impl, r.clause.split("-")[0]))
+        if (found is not None and found.grad_mode and r.status == "failed"
+                and ((r.diagnosis or "").startswith(RECORDED)
+                     or re.search(r"changed in an inference gradient call", r.message))):
+            r = replace(r, cause=found.line())
+        out.append(r)
+    return out
 
 
 _CASES_DIFFER = re.compile(r"the calls of the cases (.*?) differ from the spec oracle")

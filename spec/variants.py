@@ -197,6 +197,12 @@ def fixed_rate(choices: dict) -> float | None:
     return None if isinstance(how, str) else float(how)
 
 
+def drops_in_inference(choices: dict) -> bool:
+    """Whether a variant draws dropout in an inference call: dropout active in inference, or
+    a layer that trains whatever the flag (``training_flag`` "always")."""
+    return bool(choices.get("dropout_inference")) or choices.get("training_flag") == "always"
+
+
 def drop_rate(choices: dict, p: float) -> float:
     """The probability a variant drops a unit with, for the config's dropout ``p``: p, 1 - p
     (the rate read as the keep probability), or a rate fixed in the port whatever p is."""
@@ -227,8 +233,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         raise TypeError(f"unknown FeatureMixing choices {sorted(unknown)}")
     if c["momentum"] is None:
         c["momentum"] = fm.SPEC.momentum
-    if c["training_flag"] == "ignored":
-        training = False
+    if c["training_flag"] in ("ignored", "always"):
+        training = c["training_flag"] == "always"
     x = np.asarray(inputs, dtype=np.float64)
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     # two canonical weights exchanged by the port's weight map: the layer holds each under the
@@ -641,7 +647,7 @@ FM_SPACE = Space(
         "infer_stats": ["batch"],
         "update": ["never", "always"],
         "norm_training": ["inverted"],
-        "training_flag": ["ignored"],
+        "training_flag": ["ignored", "always"],
         "var_update": ["std", "mixture"],
         "train_mean": ["all"],
         "batch_stats": ["var-mean", "elements"],
@@ -700,7 +706,11 @@ FM_SPACE = Space(
         "training_flag": {"honoured": "the training flag honoured",
                           "ignored": "the training flag never reaching the layer: every call "
                           "computes inference (moving statistics used and left unchanged, no "
-                          "dropout)"},
+                          "dropout)",
+                          "always": "the training flag never reaching the layer: every call "
+                          "trains, inference too (batch statistics used and the moving ones "
+                          "updated, dropout drawn: a call argument defaulting to train=True "
+                          "that the mode switch, .eval() or training=False, does not set)"},
         "train_mean": {"batch": "each feature's batch mean in training",
                        "all": "one mean of every value of the batch in training, subtracted "
                        "from every feature and taken by the moving mean (x.mean() where "

@@ -107,3 +107,30 @@ def test_a_compiled_call_that_raises_names_the_ports_line():
         "as a Python value" in cause, cause
     assert "compile_raises_keras.py:" in cause and "`if not bool(ops.all(ops.isfinite(x))):`" \
         in cause, cause
+
+
+@pytest.mark.home("flax")
+def test_only_an_upcast_that_reaches_the_output_in_float32_is_named():
+    """``widened_output``: a bfloat16 call normalised in float32 and cast back returns
+    bfloat16, so that upcast is not named; an input upcast and added to the result is, at its
+    own line."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from portspec.ports.narrowing import widened_output
+
+    def cast_back(x):
+        z = x.astype(jnp.float32)
+        return (z - z.mean()).astype(x.dtype)
+
+    def residual_upcast(x):
+        z = (x.astype(jnp.float32) - x.mean()).astype(x.dtype)
+        up = x.astype(jnp.float32)
+        return up + z
+
+    x = jnp.ones((4, 3), jnp.bfloat16)
+    here = [__file__]
+    assert widened_output(lambda: jax.make_jaxpr(cast_back)(x), here, "bfloat16") is None
+    words = widened_output(lambda: jax.make_jaxpr(residual_upcast)(x), here, "bfloat16")
+    assert words is not None and "converted to float32 in the port's own code" in words, words
+    assert "`up = x.astype(jnp.float32)`" in words, words

@@ -55,6 +55,27 @@ DRAWS = [
 ]
 
 
+@pytest.mark.parametrize("convention, fans", [("PyTorch's xavier_", (64 * 64, 2 * 64)),
+                                               ("Keras's and jax's", (2 * 64, 2 * 64))])
+def test_a_kernel_held_at_rank_3_is_named_by_the_fans_it_was_drawn_with(convention, fans):
+    """A (128, 64) gate kernel held as (2, 64, 64) and drawn Glorot-uniform over that tensor:
+    each framework counts its fans otherwise (PyTorch: dimensions past the second a receptive
+    field; Keras and jax: those before the last two), and the reading names the one that
+    fits. The spec's own Glorot-uniform over (128, 64) is not named."""
+    from portspec.ports.base import identity
+
+    entry = SimpleNamespace(pieces=(("kernel", identity),))
+    handle = SimpleNamespace(held={"gate.kernel": entry},
+                             _native=lambda: {"kernel": ((2, 64, 64), True)})
+    rng = np.random.default_rng(0)
+    limit = np.sqrt(6 / sum(fans))
+    said = init_area._native_fans(handle, "gate.kernel", rng.uniform(-limit, limit, (128, 64)))
+    assert said and f"fan_in {fans[0]} and fan_out {fans[1]} ({convention}" in said, said
+    spec = np.sqrt(6 / (128 + 64))
+    assert init_area._native_fans(handle, "gate.kernel",
+                                  rng.uniform(-spec, spec, (128, 64))) is None
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("name, draw", DRAWS, ids=[d[0] for d in DRAWS])
 def test_each_default_initialiser_is_the_one_its_draws_fit(name, draw, seed):

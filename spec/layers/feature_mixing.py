@@ -83,7 +83,8 @@ CLAUSES = [
         "determinism",
         "Two layers built with the same seed have identical weights and outputs; inference is "
         "repeatable; training with dropout > 0 is reproducible under a seed, whichever of two "
-        "layers built alike is called first (each draws its masks from a generator it owns).",
+        "layers built alike is called first (each draws its masks from a generator it owns, "
+        "seeded by its seed: a layer built with another seed draws other masks).",
     ),
     *serialization_clauses(PREFIX),
     _c(

@@ -185,6 +185,11 @@ def _entry(value) -> Entry:
 
 # What a refusal adds where the spec's weight is several of the port's (``split_guess``);
 # portspec.suite.areas.structure reads it back.
+# How a weight write begins when a call rebound the state it held to a plain array (a Flax
+# ``self.mean = v`` where ``self.mean[...] = v`` updates the nnx.Variable): the root causes
+# name the rebinding from these words (rootcause._raised), whatever call met it first.
+REBOUND = "a call rebound the port's "
+
 SPLIT_HINT = ("the spec's is several of the port's weights: map it with {call}, in the order "
               "the layer uses them")
 
@@ -527,6 +532,8 @@ class PortHandle(Handle):
 
     def get_config(self):
         config = self.adapter.config_of(self.layer, self.obj)
+        if not isinstance(config, dict):  # as it came: FM/GFF-CONFIG-ROUNDTRIP says what it is
+            return config
         names = {self.adapter.config_names.get(n, n): n for n, _ in self.spec.config_params}
         return {names[k]: v for k, v in config.items() if k in names}
 

@@ -15,7 +15,14 @@ import os
 
 import numpy as np
 
-from portspec.ports.base import PortAdapter, PortHandle, identity, load_meta, save_arrays
+from portspec.ports.base import (
+    REBOUND,
+    PortAdapter,
+    PortHandle,
+    identity,
+    load_meta,
+    save_arrays,
+)
 
 # Keras's weight names (the canonical ones) in flax.nnx; kernels are (in, out) in both
 FLAX_NAMES = {"gamma": "scale", "beta": "bias", "moving_mean": "mean", "moving_variance": "var"}
@@ -108,8 +115,10 @@ class FlaxPortHandle(PortHandle):
     def promotion(self, inputs, *, training) -> str | None:
         """Where a low-precision layer's sublayers compute in another dtype: each NNX module
         of the port built with a ``dtype`` (NNX's computation dtype; ``param_dtype`` is its
-        weights') other than the compute dtype, as words; None where none is. ``inputs`` and
-        ``training`` are not needed: the modules say it as built."""
+        weights') other than the compute dtype, as words. Where none is, the call is traced
+        and the first conversion to float32 from which the output is reached in float32 alone
+        is named (``narrowing.widened_output``: a residual added to an upcast input, say);
+        None where there is none."""
         if self.dtype not in ("bfloat16", "float16"):
             return None
         jnp = self.adapter.jax.numpy
@@ -118,8 +127,21 @@ class FlaxPortHandle(PortHandle):
                  for path, node in self.adapter.nnx.iter_modules(self.obj)
                  if path and getattr(node, "dtype", None) is not None
                  and hasattr(node, "param_dtype") and jnp.dtype(node.dtype) != want]
-        if not other:
-            return None
+        if not other:  # no sublayer of another dtype: where a value turns float32 for good
+            from portspec.ports.narrowing import widened_output
+
+            nnx, jax, call = self.adapter.nnx, self.adapter.jax, self.adapter.call
+            with self.adapter.placed():
+                self._mode(training)
+                graphdef, state = nnx.split(self.obj)
+                x = self._jax(inputs)
+                where = widened_output(lambda: jax.make_jaxpr(lambda s, v: call(
+                    nnx.merge(graphdef, s), v, training=training))(state, x),
+                    self.port_files(), self.dtype)
+            return where and (f"under {self.dtype} compute the output comes out float32: "
+                              f"{where}, and the output is computed from it in float32 "
+                              f"without a cast back to {self.dtype}, where the spec computes "
+                              f"in {self.dtype}")
         said = ", ".join(f"{path} (dtype={dtype})" for path, dtype in other)
         return (f"under {self.dtype} compute the port's {said} compute in "
                 f"{other[0][1]}: NNX's dtype is a module's computation dtype (param_dtype its "
@@ -153,7 +175,7 @@ class FlaxPortHandle(PortHandle):
                 if not isinstance(var, self.adapter.nnx.Variable):
                     # said first in few words: a refusal is quoted to 120 characters
                     raise TypeError(
-                        f"a call rebound the port's {path} to a plain {type(var).__name__} "
+                        f"{REBOUND}{path} to a plain {type(var).__name__} "
                         "(self.x = v where self.x[...] = v updates the nnx.Variable): it is no "
                         "longer the layer's state (nnx.state, nnx.split and a save no longer "
                         "see it as a Variable of its kind)")

@@ -81,6 +81,7 @@ class KerasPortAdapter(PortAdapter):
         handle = self._handle(layer, obj, config, input_shapes, dtype)
         handle._rng = np.random.default_rng(seed)  # the seeds of its eager calls on torch
         paths = {p for e in handle.held.values() for p, _ in e.pieces}
+        handle.made_by_call = sorted(paths - set(handle._native()))  # build() left them
         if not paths <= set(handle._native()):
             # Sublayers made in build() create their weights on their first call: one
             # inference call on float32 zeros (Keras casts them to the layer's dtype), which
@@ -330,6 +331,19 @@ class KerasPortHandle(PortHandle):
                 "super().get_config(), which holds name, trainable and the dtype policy): a "
                 "native load rebuilds the layer at Keras's default float32 "
                 f"[get_config() keys: {', '.join(sorted(config))}]")
+
+    made_by_call: list = []  # the mapped weights build() did not make (``build`` sets it)
+
+    def unbuilt(self) -> str | None:
+        """Words for a layer whose build() leaves mapped weights to the first call (sublayers
+        not built there): a native load builds the layer, then restores its weights, and
+        finds no variables for those; None where build() made every one."""
+        if not self.made_by_call:
+            return None
+        return (f"build() leaves {', '.join(self.made_by_call)} to the layer's first call (its "
+                "sublayers are not built in build()): a native load builds the layer and then "
+                "restores its weights, and finds no variables to restore those into; build "
+                "each sublayer in build() (self.dense.build(shape))")
 
     def unregistered(self) -> str | None:
         """Words for a layer class the Keras registry cannot give back by its registered name

@@ -94,6 +94,34 @@ def in_jaxpr(make_jaxpr, port_files) -> str | None:
     return walk(make_jaxpr().jaxpr)
 
 
+def widened_output(make_jaxpr, port_files, origin: str, target: str = "float32") -> str | None:
+    """Where a traced call's output comes out ``target`` although it computes in ``origin``
+    (a bfloat16 layer returning float32): the first equation, in program order, that turns an
+    ``origin`` value into a ``target`` one from which the output is reached through
+    ``target`` values alone, as words; None where none is. An upcast the layer casts back
+    (a normalisation computed in float32, then cast to bfloat16) does not reach the output in
+    float32, so it is not named."""
+    from jax._src import source_info_util
+
+    jaxpr = make_jaxpr().jaxpr
+
+    def dtype(v):
+        return str(getattr(getattr(v, "aval", None), "dtype", ""))
+
+    reach = {id(v) for v in jaxpr.outvars if dtype(v) == target}
+    for eqn in reversed(jaxpr.eqns):
+        if any(id(v) in reach for v in eqn.outvars):
+            reach.update(id(v) for v in eqn.invars if dtype(v) == target)
+    for eqn in jaxpr.eqns:
+        if (any(id(v) in reach for v in eqn.outvars)
+                and any(dtype(v) == origin for v in eqn.invars)):
+            tb = eqn.source_info.traceback
+            frames = [] if tb is None else [(f.file_name, f.start_line, f.function_name)
+                                             for f in source_info_util.user_frames(tb)]
+            return describe(frames, port_files, target, str(eqn.primitive), origin)
+    return None
+
+
 def in_torch(torch, run, port_files, origin="float64", targets=NARROW) -> str | None:
     """The first operation of ``run()``, an eager PyTorch call, that turns an ``origin`` value
     into one of ``targets`` (by default: narrows a float64 one), as words; None where it has

@@ -362,6 +362,14 @@ class TorchPortHandle(PortHandle):
         with self.adapter.torch.no_grad():
             return self._numpy(self._run(self.obj, self._tensor(inputs), training))
 
+    def forward_recorded(self, inputs, *, training):
+        """``forward`` with autograd recording (``torch.enable_grad``), as a training loop
+        calls the layer: the value calls run under ``torch.no_grad``, and a port whose
+        computation reads the grad mode (``torch.is_grad_enabled()``) differs between the two
+        (the root causes' ``GRAD_MODE`` record, FM/GFF-GRAD)."""
+        with self.adapter.torch.enable_grad():
+            return self._numpy(self._run(self.obj, self._tensor(inputs), training))
+
     def promotion(self, inputs, *, training) -> str | None:
         """Where a mixed-precision (autocast) call's result comes out float32: the first
         operation that meets a low-precision operand with one of the port's float32 weights

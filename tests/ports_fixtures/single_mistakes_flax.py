@@ -285,6 +285,35 @@ def _linears_in_param_dtype(self, *args, rngs, **kwargs):
                                        kernel_init=glorot, bias_init=zeros, rngs=rngs))
 
 
+def _train_argument(self, x, train=True):
+    """A linen-style ``train`` argument defaulting to True: .eval() does not reach it."""
+    FM_SPEC.check_call(self.get_config(), tuple(x.shape), str(x.dtype))
+    flat = x.reshape(x.shape[0], self.input_size * self.n_series)
+    z = self.norm(flat, use_running_average=not train).reshape(x.shape)
+    h = self.dropout1(self.activation(self.dense1(z)), deterministic=not train)
+    return x + self.dropout2(self.dense2(h), deterministic=not train)
+
+
+def _dropouts_of_seed_0(self, *args, rngs, **kwargs):
+    FeatureMixing.__init__(self, *args, rngs=rngs, **kwargs)
+    self.dropout1 = nnx.Dropout(self.rate(), rngs=nnx.Rngs(0))
+    self.dropout2 = nnx.Dropout(self.rate(), rngs=nnx.Rngs(0))
+
+
+def _dense2_zeros(self, *args, rngs, **kwargs):
+    FeatureMixing.__init__(self, *args, rngs=rngs, **kwargs)
+    old = self.dense2
+    self.dense2 = nnx.Linear(self.ff_dim, self.n_series, dtype=old.dtype,
+                             param_dtype=old.param_dtype, kernel_init=zeros, bias_init=zeros,
+                             rngs=rngs)
+
+
+def _float_inputs_only(self, x):
+    if x.dtype not in (jnp.float32, jnp.float64):  # "floating" meant float32 or float64
+        raise TypeError(f"FeatureMixing input dtype must be floating, got {x.dtype}")
+    return FeatureMixing.__call__(self, x)
+
+
 PORTS = [
     # nnx.BatchNorm's constants
     port("batchnorm-flax-momentum", {"momentum": 0.99}, fm=_batch_norm(epsilon=1e-3)),
@@ -302,7 +331,8 @@ PORTS = [
     port("batchnorm-flax-defaults", {"momentum": 0.99, "eps": 1e-5, "precision": "float32"},
          fm=_batch_norm(wide=False)),
     port("unbiased-running-variance", {"update_ddof": 1}, fm=_torch_style()),
-    port("moving-stats-rebound-to-arrays", r"a call rebound the port's norm\.mean to a plain",
+    port("moving-stats-rebound-to-arrays",
+         r"a call rebinds the port's norm\.mean to a plain .*: after it the layer's state",
          fm=_torch_style(unbiased=False, rebind=True)),
     port("epsilon-outside-sqrt", {"eps_where": "outside"},
          fm=_torch_style(unbiased=False, eps_outside=True)),
@@ -338,6 +368,20 @@ PORTS = [
              self.activation(self.dense1(z))))}),
     # the residual
     port("no-residual", {"residual": "none"}, fm={"residual": lambda self, x, z, y: y}),
+    port("train-argument-defaulting-to-true", {"training_flag": "always"},
+         fm={"__call__": _train_argument}),
+    port("dropout-rngs-of-seed-0", r"^FeatureMixing: the dropout masks do not depend on the "
+         r"layer's seed", fm={"__init__": _dropouts_of_seed_0}),
+    port("residual-added-in-float32", r"^FeatureMixing: under bfloat16 compute the output "
+         r"comes out float32: a bfloat16 value is converted to float32 in the port's own code",
+         fm={"residual": lambda self, x, z, y: x.astype(jnp.promote_types(x.dtype,
+                                                                           jnp.float32)) + y}),
+    port("low-precision-inputs-refused", r"^FeatureMixing: a bfloat16 call raises where the "
+         r"same call in float32 runs, and the port's error names bfloat16",
+         fm={"__call__": _float_inputs_only}),
+    port("dense2-kernel-initialised-to-zeros", r"^FeatureMixing: initial weights set to the "
+         r"constant 0 instead of Glorot-uniform \[dense2.kernel: every value equal\]",
+         fm={"__init__": _dense2_zeros}),
     # GatedFeatureFusion
     port("gff-hard-sigmoid", {"sigmoid": "hard"}, gff=_when("sigmoid", jax.nn.hard_sigmoid)),
     port("gff-softmax-axis-0", {"axis": 0},

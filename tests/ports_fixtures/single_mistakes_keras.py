@@ -188,6 +188,19 @@ keras.saving.register_keras_serializable(PACKAGE, "FeatureMixing")(FeatureMixing
 keras.saving.register_keras_serializable(PACKAGE, "GatedFeatureFusion")(GatedFeatureFusion)
 
 
+def _dropout1_over_time(self, *args, **kwargs):
+    """The first Dropout with noise_shape (None, 1, ff_dim): one mask for every time step."""
+    FeatureMixing.__init__(self, *args, **kwargs)
+    self.dropout1 = layers.Dropout(self.rate(), noise_shape=(None, 1, self.ff_dim),
+                                   dtype=self.dtype_policy, name="dropout1")
+
+
+def _frozen(norm):
+    """``norm.trainable = False``: Keras then runs it in inference mode in every call."""
+    norm.trainable = False
+    return norm
+
+
 def _norm(**kwargs):
     def make_norm(self, policy):
         return layers.BatchNormalization(**{"momentum": 0.01, "epsilon": 1e-3, **kwargs},
@@ -350,6 +363,19 @@ PORTS = [
     port("dense2-without-the-dtype", r"^FeatureMixing: a float64 call computed partly in "
          r"float32: the float64 layer holds dense2.bias, dense2.kernel in float32",
          fm={"make_dense2": lambda self, policy: layers.Dense(self.n_series, name="dense2")}),
+    port("get-config-returns-update", r"^FeatureMixing: get_config returns None, not a dict",
+         fm={"get_config": lambda self: {**super(FeatureMixing, self).get_config()}.update(
+             self._config())}),
+    port("first-dropout-mask-shared-over-time", r"^FeatureMixing: the first dropout site's "
+         r"mask broadcast along the time axis",
+         fm={"__init__": _dropout1_over_time}),
+    port("batchnorm-not-trainable", r"^FeatureMixing: the normalisation is frozen: gamma and "
+         r"beta are held non-trainable, and a training call normalises with the moving",
+         fm={"make_norm": lambda self, policy: _frozen(layers.BatchNormalization(
+             momentum=0.01, epsilon=1e-3, dtype=policy, name="norm"))}),
+    port("sublayers-not-built", r"^FeatureMixing: build\(\) leaves .* to the layer's first "
+         r"call \(its sublayers are not built in build\(\)\)",
+         fm={"build": lambda self, input_shape: None}),
     port("batchnorm-in-the-compute-dtype", r"^FeatureMixing: under bfloat16 compute the port "
          r"holds norm.beta, norm.gamma, norm.moving_mean, norm.moving_variance in bfloat16",
          fm={"make_norm": lambda self, policy: layers.BatchNormalization(

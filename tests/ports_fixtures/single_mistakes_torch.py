@@ -125,6 +125,10 @@ class FM(nn.Module):
     until_trained = False  # batch statistics in inference until a training call has run
     by_elements = False  # the batch sums divided by x.numel() where x.size(0) was meant
     standardise, norm_output_unused = True, False  # gamma x + beta; the first Dense reads x
+    affine_detached = False  # "gamma.data * z + beta.data" in training: no gradient reaches them
+    mode_from_grad = False  # batch statistics "if torch.is_grad_enabled()", not self.training
+    seeded = False  # the first training call copies the batch statistics into the moving ones
+    inference_mode = False  # the inference normalisation under torch.inference_mode()
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
         super().__init__()
@@ -205,6 +209,7 @@ class FM(nn.Module):
             var = ((v - centre) ** 2).mean(axes, keepdim=True)
         if not self.norm.startswith("layer"):
             training = self.training and not (self.batch_one_moving and v.shape[0] == 1)
+            training = torch.is_grad_enabled() if self.mode_from_grad else training
             use_batch = (not self.moving_in_training) if training else self.batch_in_inference
             if self.until_trained:  # "no running statistics yet": a plain flag, never saved
                 use_batch = use_batch or not getattr(self, "_trained", False)
@@ -238,6 +243,11 @@ class FM(nn.Module):
                 self.moving_mean, self.moving_var = new_m, new_s
             elif moves and self.stats_keepdims:  # "mean(0, keepdim=True)", stored as it is
                 self.moving_mean, self.moving_var = new_m.reshape(1, -1), new_s.reshape(1, -1)
+            elif moves and self.seeded and not getattr(self, "_seeded", False):
+                with torch.no_grad():  # "no running statistics yet": the batch's as they are
+                    self.moving_mean.copy_(self._store(mean[0], self.moving_mean))
+                    self.moving_var.copy_(self._store(stat_var[0], self.moving_var))
+                self._seeded = True
             elif moves:
                 self.moving_mean.copy_(new_m)
                 self.moving_var.copy_(new_s)
@@ -254,6 +264,9 @@ class FM(nn.Module):
             z = (v - mean) / (var.sqrt() + self.eps)
         elif self.inplace_input:  # the input itself standardised: the residual reads it
             z = v.sub_(mean).div_(torch.sqrt(var + self.eps))
+        elif self.inference_mode and not self.training:  # "no autograd needed in eval"
+            with torch.inference_mode():
+                z = (v - mean) / torch.sqrt(var + self.eps)
         else:
             z = (v - mean) / torch.sqrt(var + self.eps)
         if self.standardised_detached:  # "with torch.no_grad(): xhat = ..."
@@ -269,6 +282,8 @@ class FM(nn.Module):
         if self.affine == "offset":  # scale=False
             return z + self._as_grid(self.beta)
         scale = 1 + self._as_grid(self.gamma) if self.scale_offset else self._as_grid(self.gamma)
+        if self.affine_detached and self.training:
+            return scale.data * z + self._as_grid(self.beta).data
         return scale * z + self._as_grid(self.beta)
 
     fixed_rate = None  # a rate written into the layer, whatever the config's dropout
@@ -756,6 +771,16 @@ PORTS = [
          fm={"by_elements": True}),
     port("batch-stats-in-inference-until-trained", r"^FeatureMixing: inference uses the batch "
          r"statistics until the layer has made a training call", fm={"until_trained": True}),
+    port("affine-detached-in-training", r"^FeatureMixing: norm\.beta, norm\.gamma get no "
+         r"gradient in training: autodiff gives exactly 0", fm={"affine_detached": True}),
+    port("batchnorm-mode-from-grad-mode", r"^FeatureMixing: the layer's computation follows "
+         r"autograd's grad mode, not the training flag alone: its inference and training "
+         r"calls give", fm={"mode_from_grad": True}),
+    port("moving-stats-seeded-by-the-first-batch", r"^FeatureMixing: the first training call "
+         r"copies the batch's mean and variance into the moving statistics",
+         fm={"seeded": True}),
+    port("inference-under-inference-mode", r"^FeatureMixing: part of the call runs under "
+         r"torch\.inference_mode\(\)", fm={"inference_mode": True}),
     port("gff-computed-outside-autocast", r"^GatedFeatureFusion: under autocast the output "
          r"comes out float32: a bfloat16 value is converted to float32 in the port's own code",
          gff={"outside_autocast": True}),
@@ -859,6 +884,34 @@ class GateBiasDrawnWithKernel(Conforming):
     gff = _GFFFusedBias
     weights = {**_weights(FM), "GatedFeatureFusion": {
         "gate.kernel": part("gate_w", slice(None, -1)), "gate.bias": part("gate_w", -1)}}
+
+
+class _GFFStackedKernel(GFF):
+    """The gate's kernel held as (2, F, F), one (F, F) slice per input, drawn with
+    xavier_uniform_ over that tensor: PyTorch counts its fans as (F * F, 2F)."""
+
+    def __init__(self, features, activation="sigmoid"):
+        super().__init__(features, activation)
+        del self.gate
+        self.kernel = nn.Parameter(torch.empty(2, features, features))
+        self.offset = nn.Parameter(torch.zeros(features))
+        nn.init.xavier_uniform_(self.kernel)
+
+    def forward(self, a, b):
+        z = torch.einsum("...i,ij->...j", a, self.kernel[0]) + torch.einsum(
+            "...i,ij->...j", b, self.kernel[1]) + self.offset
+        g = self._act(z)
+        return g * a + (1 - g) * b
+
+
+class StackedGateKernelXavier(Conforming):
+    name, layers = "gff-stacked-kernel-xavier-over-3d", ("GatedFeatureFusion",)
+    expected = (r"^GatedFeatureFusion: gate.kernel drawn Glorot-uniform over the port's "
+                r"\(2, 64, 64\) tensor with the fans it has as that tensor, fan_in 4096 and "
+                r"fan_out 128 \(PyTorch's xavier_")
+    gff = _GFFStackedKernel
+    weights = {**_weights(FM), "GatedFeatureFusion": {
+        "gate.kernel": ("kernel", reshape()), "gate.bias": ("offset", identity)}}
 
 
 class StatsSwappedInMap(Conforming):
@@ -965,5 +1018,5 @@ class Dense2ToInputSize(Conforming):
 
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
             ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels(),
-            GateBiasDrawnWithKernel(), DenseOverTime(), DenseInPlainList(), GateSizedByAxis1(),
-            Dense2ToInputSize()]
+            GateBiasDrawnWithKernel(), StackedGateKernelXavier(), DenseOverTime(),
+            DenseInPlainList(), GateSizedByAxis1(), Dense2ToInputSize()]

@@ -99,6 +99,26 @@ def determinism(ctx):
             raise ClauseFailure("two layers built with seed 5, then called in training one "
                                 "after the other, draw different dropout masks",
                                 diagnosis=MASKS_SHARED, checked=True)
+        # another seed, the same weights: other masks (a generator seeded by the layer's seed,
+        # not by a constant of the port's)
+        other, five = ctx.build(case, seed=6, config=dropout), ctx.build(case, seed=5,
+                                                                         config=dropout)
+        if hasattr(other, "_write_all") and hasattr(five, "_read"):
+            other._write_all(list(five._read().items()))  # a port's own tensors, map aside
+        else:
+            other.set_weights(five.get_weights())
+        if np.array_equal(other.forward(x, training=True), outs[0], equal_nan=True):
+            raise ClauseFailure("layers built with seeds 5 and 6, given the same weights, draw "
+                                "the same dropout masks in training", diagnosis=MASKS_FIXED,
+                                checked=True)
+
+
+MASKS_FIXED = (
+    "the dropout masks do not depend on the layer's seed: its generator is seeded with a "
+    "constant of the port's (nnx.Dropout(rate, rngs=nnx.Rngs(0)), keras.random.SeedGenerator(42), "
+    "torch.Generator().manual_seed(0)) instead of the seed the layer is built with, so every "
+    "layer draws the same masks (and two dropouts of one shape, the same mask)"
+)
 
 
 MASKS_SHARED = (

@@ -237,6 +237,17 @@ def _agreement(mask, axis):
     return float(np.mean(m[0 : 2 * pairs : 2] == m[1 : 2 * pairs : 2])), pairs * m[0].size
 
 
+def _agreement_where(first, second, known, axis):
+    """(agreement, pairs) of neighbours along ``axis`` of two masks, counted over the pairs
+    where ``known`` holds at both elements."""
+    moved = [np.moveaxis(m, axis, 0) for m in (first, second, known)]
+    pairs = moved[0].shape[0] // 2
+    both = moved[2][0:2 * pairs:2] & moved[2][1:2 * pairs:2]
+    same = [(m[0:2 * pairs:2] == m[1:2 * pairs:2])[both] for m in moved[:2]]
+    count = sum(v.size for v in same)
+    return (float(sum(v.sum() for v in same)) / count if count else 0.0), count
+
+
 def _independence(handle, config, x) -> tuple[list[str], list[str]]:
     """(what fails, the diagnoses) of the second probe; empty lists when independent."""
     set_held_weights(handle, _independence_weights(config))  # as the first probe: any norm
@@ -271,6 +282,24 @@ def _independence(handle, config, x) -> tuple[list[str], list[str]]:
         if abs(agree - expected) <= 6 * np.sqrt(expected * (1 - expected) / pairs):
             shared.remove("batch")
             problems[:] = [p for p in problems if "along the batch axis" not in p]
+    # the first site's decisions, read where site 2 kept (elsewhere they do not show): unit c
+    # and unit N + c of neighbours along batch and time
+    first = []
+    for axis, name in ((0, "batch"), (1, "time")):
+        agree, pairs = _agreement_where(m1a, m1b, kept2, axis)
+        if pairs and abs(agree - expected) > 6 * np.sqrt(expected * (1 - expected) / pairs):
+            problems.append(
+                f"site 1's decisions of neighbours along the {name} axis agree {agree:.3f} of "
+                f"the time (where site 2 kept both); independent decisions agree "
+                f"p^2 + (1-p)^2 = {expected:.3f}")
+            first.append(name)
+    if first and not shared:
+        diagnoses.append(
+            f"the first dropout site's mask broadcast along the {' and '.join(first)} "
+            f"{'axes' if len(first) > 1 else 'axis'}: one decision per hidden unit shared by "
+            f"every {' and '.join('sample' if a == 'batch' else 'time step' for a in first)} "
+            "(a noise_shape or broadcast_dims with 1 there, a mask drawn for fewer axes), "
+            "where the spec drops each element; the second site's mask is per element")
     if shared == ["time", "channel"]:
         diagnoses.append(DROP_PATH)
     elif shared:  # the variant's words (variants.FM_SPACE's mask_axis), one reading

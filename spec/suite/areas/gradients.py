@@ -16,7 +16,7 @@ from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure
 from portspec.suite.areas.numerics import float64_failure
 from portspec.suite.checks import check
-from portspec.tolerances import FD_STEP, GRADIENT
+from portspec.tolerances import FD_STEP, FORWARD, GRADIENT, close, same_nans_zeroed
 
 DIRECTIONS = 2
 
@@ -110,6 +110,11 @@ def gradients(ctx):
                 problems = [p for name in point
                             for p in _agrees(f, point, grads, _directions(rng, point, [name]),
                                              name)]
+                mode = _grad_mode(handle, weights, x, training, outside)
+                if mode:  # not the backward: two forwards, one differentiated, one measured
+                    raise ClauseFailure(f"{case.label} training={training}: "
+                                        + "; ".join(problems[:4]), diagnosis=mode,
+                                        details={"problems": problems}, checked=True)
                 said = _diagnosis(problems, training, ctx.spec.prefix)
                 failure = ClauseFailure(
                     f"{case.label} training={training}: " + "; ".join(problems[:4]),
@@ -121,6 +126,10 @@ def gradients(ctx):
                     failure.diagnosis = NOISE
                     raise float64_failure(ctx, failure, handle, config, weights, x,
                                           training=training)
+                none = _no_gradient(problems, grads, training)
+                if none:
+                    raise ClauseFailure(str(failure), diagnosis=none, details=failure.details,
+                                        checked=True)
                 # a hypothesis of the spec's function: none with weights the port keeps
                 hypotheses = [] if weights.own else _held_fixed(ctx.spec, config, weights, x,
                                                                 cot, training)
@@ -185,6 +194,56 @@ def _unguarded_derivative(activation, z, grads) -> str | None:
             f"{_EXP_MAX:.2f}) autodiff's derivative is inf / inf, NaN ({int(rows.sum())} of "
             f"{rows.size} samples, exactly those); the framework's own {activation} "
             "(jax.nn.sigmoid, torch.sigmoid, keras.ops.sigmoid) has a finite derivative there")
+
+
+RECORDED = ("the port's forward with gradients recorded differs from the same call under "
+            "torch.no_grad")
+
+
+def _grad_mode(handle, weights, x, training, outside) -> str | None:
+    """``RECORDED``, with the difference, where the handle's call with autograd recording
+    (``forward_recorded``, PyTorch's) gives other outputs than its no_grad call: autodiff then
+    differentiates one computation and the central differences measure the other, and the
+    backward is not what is wrong. None otherwise, and for handles without a grad mode."""
+    if not hasattr(handle, "forward_recorded"):
+        return None
+    outs = []
+    for call in (handle.forward, handle.forward_recorded):
+        if outside:
+            handle._write_all(list(outside.items()))
+        handle.set_weights(weights)
+        outs.append(np.asarray(call(x, training=training), np.float64))
+    handle.set_weights(weights)
+    if outs[0].shape != outs[1].shape:
+        said = f"shape {outs[1].shape} against {outs[0].shape}"
+    elif close(*same_nans_zeroed(outs[1], outs[0]), FORWARD["float64"]):
+        return None  # a NaN both calls give at one place is the same result
+    else:
+        said = f"max |difference| {float(np.nanmax(np.abs(outs[0] - outs[1]), initial=0)):.3g}"
+    return (f"{RECORDED} ({said}): autodiff differentiates the recorded "
+            "computation and the central differences measure the no_grad one, so the "
+            "gradients disagree without a wrong backward; the layer's computation follows "
+            "autograd's grad mode (torch.is_grad_enabled())")
+
+
+NO_GRADIENT = "get no gradient"
+
+
+def _no_gradient(problems, grads, training) -> str | None:
+    """Where the wrong gradients are exactly some weights', each 0 everywhere while the
+    central differences of the port's own forward are not, and every other tensor's matches:
+    the forward reads those weights detached. None otherwise."""
+    wrong = sorted({p.split(":", 1)[0].removeprefix("d/d") for p in problems})
+    if not wrong or any(n.startswith("input ") or n not in grads for n in wrong):
+        return None
+    if any(np.any(np.asarray(grads[n]) != 0) for n in wrong):
+        return None
+    names = ", ".join(wrong)
+    return (f"{names} {NO_GRADIENT} in {'training' if training else 'inference'}: autodiff "
+            "gives exactly 0 where central differences of the port's own forward do not, and "
+            "every other gradient matches them: the forward reads them detached (.data, "
+            ".detach(), stop_gradient, or a copy taken under no_grad), so an optimizer never "
+            "moves them")
 
 
 SKIP_DETACHED = ("the residual's own gradient is missing: the input's gradient is the "
@@ -344,7 +403,10 @@ BACKWARD = {
 
 
 def _diagnosis(problems, training, prefix=None):
-    if training and all("norm." in p or "input" in p for p in problems):
+    # batch statistics held fixed change the input's gradient (gamma's and beta's are read off
+    # the same standardised values): without it among the wrong ones, it is not that
+    if training and all("norm." in p or "input" in p for p in problems) and any(
+            p.startswith("d/dinput") for p in problems):
         return (
             "only the input and BatchNorm gradients are off in training: the batch "
             "statistics are treated as constants (stop_gradient/detach)"

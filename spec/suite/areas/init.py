@@ -311,6 +311,39 @@ def _odd_part(handle, name, w) -> str | None:
             f"[{path}: {evidence}]")
 
 
+def _native_fans(handle, name, w) -> str | None:
+    """The diagnosis of a kernel the port holds as one tensor of rank 3 or more (a (2F, F)
+    gate kernel as (2, F, F)) drawn Glorot over that tensor with a framework's fans for it:
+    PyTorch's ``xavier_uniform_``/``xavier_normal_`` count the dimensions past the second as
+    a receptive field (fan_in = shape[1] x field, fan_out = shape[0] x field), Keras's and
+    jax's initialisers those before the last two (fan_in = shape[-2] x field, fan_out =
+    shape[-1] x field). None where no such fans fit, or they are the spec's."""
+    entry = getattr(handle, "held", {}).get(name)
+    if entry is None or len(entry.pieces) != 1 or not hasattr(handle, "_native"):
+        return None
+    shape = handle._native().get(entry.pieces[0][0], ((),))[0]
+    if len(shape) < 3 or math.prod(shape) != w.size:
+        return None
+    v = np.asarray(w, np.float64).ravel()
+    torch_field, keras_field = math.prod(shape[2:]), math.prod(shape[:-2])
+    conventions = [((shape[1] * torch_field, shape[0] * torch_field), "PyTorch's xavier_ "
+                    "initialisers count the dimensions past the second as a receptive field"),
+                   ((shape[-2] * keras_field, shape[-1] * keras_field), "Keras's and jax's "
+                    "initialisers count those before the last two as a receptive field")]
+    for fans, how in conventions:
+        if sorted(fans) == sorted(w.shape):
+            continue  # the spec's own fans: Glorot there passes
+        for dist, what in ((UNIFORM, "Glorot-uniform"), (NORMAL, "Glorot-normal")):
+            drawn = Initialiser(what, dist, lambda fi, fo: 2.0 / (fi + fo), "")
+            if drawn.problems(v, *fans) == []:
+                return (f"{name} drawn {what} over the port's {tuple(shape)} tensor with the "
+                        f"fans it has as that tensor, fan_in {fans[0]} and fan_out {fans[1]} "
+                        f"({how}), instead of over the spec's {tuple(w.shape)} kernel with "
+                        f"fans {tuple(w.shape)} [variance {v.var():.4g}, 2/(fan_in + fan_out) "
+                        f"= {2.0 / sum(fans):.4g}; the spec's {2.0 / sum(w.shape):.4g}]")
+    return None
+
+
 def _drawn_whole(handle, table, failed) -> dict[str, str]:
     """{weight: diagnosis} of failed weights the port holds as parts of one of its own
     (``part``: a kernel and its bias as the rows of one weight, say) where that whole weight
@@ -380,7 +413,8 @@ def init(ctx):
         else:
             found = [f"{spec_w.name}: {p}" for p in glorot_uniform_problems(w)]
             split = found and (_per_part(handle, spec_w.name, w)
-                               or _odd_part(handle, spec_w.name, w))
+                               or _odd_part(handle, spec_w.name, w)
+                               or _native_fans(handle, spec_w.name, w))
             if split:
                 problems, parted = problems + found, [*parted, split]
                 continue

@@ -30,6 +30,9 @@ def config_roundtrip(ctx):
         want = ctx.spec.validate_config(config)
         handle = ctx.build(case, config=config)
         got = handle.get_config()
+        if got is None:
+            raise ClauseFailure(f"get_config() returned None, built from {want}",
+                                diagnosis=GET_CONFIG_NONE, checked=True)
         if got != want:
             lost = _config_lost(got, want, _reports(ctx), _own_config(handle))
             raise ClauseFailure(f"get_config() returned {_returned(handle, got, want)}, built "
@@ -40,6 +43,13 @@ def config_roundtrip(ctx):
             raise ClauseFailure(f"a layer built from {got} reports {again.get_config()}")
         if again.weight_info() != ctx.build(case, config=config).weight_info():
             raise ClauseFailure(f"a layer rebuilt from {got} has another weight table")
+
+
+# a get_config that returns None: its words, which diagnose.explain_refusal gives a native
+# save refused for it too (one root cause)
+GET_CONFIG_NONE = ("get_config returns None, not a dict (return config.update({...}) returns "
+                   "dict.update's None: update the dict, then return it), so nothing can "
+                   "rebuild or save the layer from its config")
 
 
 def _own_config(handle) -> dict | None:
@@ -138,7 +148,8 @@ def save_native(ctx):
                 lost = got != want and _config_lost(got, want, _reports(ctx),
                                                     own=_own_config(handle))
                 # the class unknown to the framework's registry (Keras: checked there)
-                unknown = getattr(handle, "unregistered", lambda: None)()
+                unknown = (getattr(handle, "unregistered", lambda: None)()
+                           or getattr(handle, "unbuilt", lambda: None)())
                 raise ClauseFailure(
                     f"{what}: the save ran, loading raised {said}",
                     diagnosis=(f"get_config {lost} [the native load rebuilds the layer from "
