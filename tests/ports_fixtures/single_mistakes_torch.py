@@ -538,6 +538,15 @@ class Conforming(TorchPortAdapter):
         return super().call(module, inputs, training=training)
 
 
+def _with_default_dropouts(self, *args, **kwargs):
+    FM.__init__(self, *args, **kwargs)
+    self.drop_a, self.drop_b = nn.Dropout(), nn.Dropout()  # the rate never passed: p = 0.5
+
+
+def _default_dropouts_branch(self, z):
+    return self.drop_b(self.lin2(self.drop_a(F.relu(self.lin1(z)))))
+
+
 def port(name, expected, fm=None, gff=None, kernel=transpose):
     """A port like Conforming with one mistake: FM / GFF class attributes, or the kernel map."""
     fm_class = type(f"FM_{name}", (FM,), fm or {})
@@ -601,6 +610,9 @@ PORTS = [
          fm={"drop_scale": "twice"}),
     port("dropout-rate-as-keep", {"dropout_rate": "keep"}, fm={"rate_as_keep": True}),
     port("dropout-rate-hard-coded", {"dropout_rate": 0.2}, fm={"fixed_rate": 0.2}),
+    # nn.Dropout() at its default p = 0.5: its draws at dropout 0 are no grad mode of the layer
+    port("dropout-modules-without-their-rate", {"dropout_rate": 0.5},
+         fm={"__init__": _with_default_dropouts, "branch": _default_dropouts_branch}),
     port("dropout-first-site-only", {"sites": ("dropout1",)}, fm={"sites": (1,)}),
     port("dropout-second-site-only", {"sites": ("dropout2",)}, fm={"sites": (2,)}),
     port("dropout-in-inference", {"dropout_inference": True}, fm={"in_inference": True}),

@@ -208,12 +208,16 @@ def _grad_mode(handle, weights, x, training, outside) -> str | None:
     if not hasattr(handle, "forward_recorded"):
         return None
     outs = []
-    for call in (handle.forward, handle.forward_recorded):
+    for call in (handle.forward, handle.forward, handle.forward_recorded):
         if outside:
             handle._write_all(list(outside.items()))
         handle.set_weights(weights)
         outs.append(np.asarray(call(x, training=training), np.float64))
     handle.set_weights(weights)
+    again = outs.pop(1)
+    if outs[0].shape != again.shape or not close(*same_nans_zeroed(again, outs[0]),
+                                                 FORWARD["float64"]):
+        return None  # two no_grad calls differ: no one computation to compare with
     if outs[0].shape != outs[1].shape:
         said = f"shape {outs[1].shape} against {outs[0].shape}"
     elif close(*same_nans_zeroed(outs[1], outs[0]), FORWARD["float64"]):
@@ -242,8 +246,9 @@ def _no_gradient(problems, grads, training) -> str | None:
     return (f"{names} {NO_GRADIENT} in {'training' if training else 'inference'}: autodiff "
             "gives exactly 0 where central differences of the port's own forward do not, and "
             "every other gradient matches them: the forward reads them detached (.data, "
-            ".detach(), stop_gradient, or a copy taken under no_grad), so an optimizer never "
-            "moves them")
+            ".detach(), stop_gradient, or a copy taken under no_grad) or a custom backward "
+            "(torch.autograd.Function, jax.custom_vjp) returns no gradient for them, so an "
+            "optimizer never moves them")
 
 
 SKIP_DETACHED = ("the residual's own gradient is missing: the input's gradient is the "
