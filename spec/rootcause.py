@@ -47,7 +47,7 @@ import numpy as np
 
 from portspec import variants
 from portspec.layers import LAYERS, Case
-from portspec.tolerances import FORWARD, close, same_nans_zeroed
+from portspec.tolerances import FORWARD, close, same_result
 
 PROBE = "probe:"  # clause-ID prefix of the probe's pseudo-results
 UNEXPLAINED = "unexplained"
@@ -224,20 +224,14 @@ def _grad_mode(adapter, spec, records) -> list[dict]:
         except Exception:  # noqa: BLE001 - a recorded call that raises: the clauses say it
             continue
         plain, again, got = outs
-        if not _agree(plain, again):
+        if not same_result(plain, again, FORWARD["float64"]):
             continue  # two no_grad calls differ (a rate fixed in the port draws at dropout 0)
-        if _agree(plain, got):
+        if same_result(plain, got, FORWARD["float64"]):
             continue
         found.append(_record(GRAD_MODE, r["config"], None, None, r["training"], None, None,
                              "float64", state={"recorded": got, "no_grad": plain,
                                                "spec": _as_spec(spec, {**r, "out": got})}))
     return found
-
-
-def _agree(a, b) -> bool:
-    """Two outputs of one call of the port, to float64's tolerance; a NaN both give at one
-    place is the same result."""
-    return np.shape(a) == np.shape(b) and close(*same_nans_zeroed(a, b), FORWARD["float64"])
 
 
 def grad_mode_words(records) -> str:
@@ -2032,17 +2026,17 @@ def _frozen_norm(results, findings):
     never updating them, and the weight-table clause finds gamma and beta held non-trainable
     (checked), the two are one design, a frozen normalisation: its clauses, and a gradient
     clause that gets no gradient for gamma and beta, point to one cause."""
+    frozen = {(o.impl, o.clause.split("-")[0]) for o in results
+              if o.status == "failed" and re.search(r"norm\.gamma: [^;]*trainable=False", o.message)
+              and re.search(r"norm\.beta: [^;]*trainable=False", o.message)}
     out = []
     for r in results:
         key = (r.impl, r.clause.split("-")[0])
         found = findings.get(key)
-        frozen = (found is not None and found.diff.get("train_stats") == "moving"
-                  and found.diff.get("update") == "never" and any(
-                      o.status == "failed" and (o.impl, o.clause.split("-")[0]) == key
-                      and re.search(r"norm\.gamma: [^;]*trainable=False", o.message)
-                      and re.search(r"norm\.beta: [^;]*trainable=False", o.message)
-                      for o in results))
-        if frozen and r.status == "failed" and (
+        frozen_here = (key in frozen and found is not None
+                       and found.diff.get("train_stats") == "moving"
+                       and found.diff.get("update") == "never")
+        if frozen_here and r.status == "failed" and (
                 r.cause == found.line() or "gamma and beta are left out" in (r.cause or "")
                 or re.match(r"no gradient returned for trainable \['norm\.beta', "
                             r"'norm\.gamma'\]$", r.message)):

@@ -74,5 +74,11 @@ def same_nans_zeroed(a, b) -> tuple[np.ndarray, np.ndarray]:
     return (np.where(both, 0, a), np.where(both, 0, b)) if both.any() else (a, b)
 
 
+def same_result(a, b, tol: float) -> bool:
+    """Are ``a`` and ``b`` two results of one computation of a layer: the same shape, close
+    to ``tol``, a NaN both give at one place the same (``same_nans_zeroed``)?"""
+    return np.shape(a) == np.shape(b) and close(*same_nans_zeroed(a, b), tol)
+
+
 def close(actual, expected, tol: float) -> bool:
     return max_violation(actual, expected, tol)[1] <= 1.0

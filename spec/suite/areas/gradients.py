@@ -16,7 +16,7 @@ from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure
 from portspec.suite.areas.numerics import float64_failure
 from portspec.suite.checks import check
-from portspec.tolerances import FD_STEP, FORWARD, GRADIENT, close, same_nans_zeroed
+from portspec.tolerances import FD_STEP, FORWARD, GRADIENT, same_result
 
 DIRECTIONS = 2
 
@@ -214,16 +214,14 @@ def _grad_mode(handle, weights, x, training, outside) -> str | None:
         handle.set_weights(weights)
         outs.append(np.asarray(call(x, training=training), np.float64))
     handle.set_weights(weights)
-    again = outs.pop(1)
-    if outs[0].shape != again.shape or not close(*same_nans_zeroed(again, outs[0]),
-                                                 FORWARD["float64"]):
+    plain, again, recorded = outs
+    if not same_result(again, plain, FORWARD["float64"]):
         return None  # two no_grad calls differ: no one computation to compare with
-    if outs[0].shape != outs[1].shape:
-        said = f"shape {outs[1].shape} against {outs[0].shape}"
-    elif close(*same_nans_zeroed(outs[1], outs[0]), FORWARD["float64"]):
-        return None  # a NaN both calls give at one place is the same result
-    else:
-        said = f"max |difference| {float(np.nanmax(np.abs(outs[0] - outs[1]), initial=0)):.3g}"
+    if same_result(recorded, plain, FORWARD["float64"]):
+        return None
+    said = (f"shape {recorded.shape} against {plain.shape}" if recorded.shape != plain.shape
+            else f"max |difference| "
+            f"{float(np.nanmax(np.abs(plain - recorded), initial=0)):.3g}")
     return (f"{RECORDED} ({said}): autodiff differentiates the recorded "
             "computation and the central differences measure the no_grad one, so the "
             "gradients disagree without a wrong backward; the layer's computation follows "
