@@ -90,11 +90,16 @@ class FlatBatchNorm(layers.Layer):
         shape = (input_shape[-1],)
         self.gamma = self.add_weight(shape=shape, initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=shape, initializer="zeros", name="beta")
+        # autocast=False, as keras.layers.BatchNormalization's: under a mixed policy a call
+        # would read them in the compute dtype, and the update would start from a bfloat16
+        # rounding of the old value (on the torch backend the assignment was lost outright)
         self.moving_mean = self.add_weight(
-            shape=shape, initializer="zeros", trainable=False, name="moving_mean"
+            shape=shape, initializer="zeros", trainable=False, name="moving_mean",
+            autocast=False,
         )
         self.moving_variance = self.add_weight(
-            shape=shape, initializer="ones", trainable=False, name="moving_variance"
+            shape=shape, initializer="ones", trainable=False, name="moving_variance",
+            autocast=False,
         )
 
     def call(self, inputs, training=None):
