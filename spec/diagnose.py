@@ -192,6 +192,17 @@ BATCH_OF_ONE = ("the port refuses a training batch of one while larger batches r
                 "output is beta")
 
 
+def _foreign_compute(adapter, spec, case, dtype) -> str | None:
+    """The handle's words for sublayers computing in another dtype than the layer's under
+    ``dtype`` compute (``PortHandle.foreign_compute``: Keras's dtype policies), or None."""
+    try:
+        handle = adapter.build(spec.name, dict(case.config), input_shapes=case.input_shapes,
+                               seed=0, dtype=dtype)
+        return getattr(handle, "foreign_compute", lambda: None)()
+    except Exception:  # noqa: BLE001 - no build, no reading
+        return None
+
+
 def _runs(adapter, spec, case, dtype, training) -> bool:
     """Does a layer of ``case`` build and run one call in ``dtype``?"""
     try:
@@ -247,6 +258,10 @@ def explain_refusal(result, clause, adapter, spec):
         case = spec.cases()[0]
         config = {**case.config, "dropout": 0.0} if "dropout" in case.config else case.config
         if _runs(adapter, spec, Case(config, case.input_shapes, case.label), "float32", False):
+            foreign = _foreign_compute(adapter, spec, case, low[1])
+            if foreign:
+                return replace(result, details={**result.details, "checked": True},
+                               diagnosis=f"{foreign} ({low[2]}: {low[3][:100]})")
             return replace(result, details={**result.details, "checked": True}, diagnosis=(
                 f"a {low[1]} call raises where the same call in float32 runs, and the port's "
                 f"error names {low[1]} ({low[2]}: {low[3][:100]}): the port refuses "

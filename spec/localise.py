@@ -1152,6 +1152,10 @@ def _calls_differ(spec, calls) -> list[tuple[str, str]]:
         if named:
             return [(named, "both")]
     worst = _g(max(e for _, e in differ))
+    guarded = _zero_guard(spec, [r for r, _ in differ])
+    if guarded:
+        return [(f"{guarded} (max |error| {worst}; the other calls match the spec oracle)",
+                 "inference")]
     modes = {_mode(r["training"]) for r, _ in differ}
     scope = modes.pop() if len(modes) == 1 else "both"
     for key, what in ((lambda r: _shape_of(r["x"]), "inputs"),
@@ -1169,6 +1173,28 @@ def _calls_differ(spec, calls) -> list[tuple[str, str]]:
     return [(f"the calls of the cases {cases} differ from the spec oracle (max |error| "
              f"{worst}), where {fine} match it: the port handles what sets those cases apart "
              "otherwise (their config, their shapes or their mode)", scope)]
+
+
+def _zero_guard(spec, differ) -> str | None:
+    """Where only the calls with a moving variance of 0 differ, and each is the spec's with
+    the standardised features 0 (the oracle with gamma 0: the output's normalisation is beta):
+    a guard that maps a zero variance to 0, where the spec divides by sqrt(epsilon)."""
+    if spec.prefix != "FM" or not differ or any(
+            r["label"] != "moving variance 0" for r in differ):
+        return None
+    for r in differ:
+        w = dict(r["weights"])
+        w["norm.gamma"] = np.zeros_like(np.asarray(w["norm.gamma"], np.float64))
+        try:
+            want, _ = spec.forward(r["config"], w, r["x"], training=False)
+        except (KeyError, ValueError, TypeError):
+            return None
+        if _rel(r["out"], want) > MATCH:
+            return None
+    return ("where the variance is 0 the port sets the standardised features to 0 (a guard "
+            "such as where(var > 0, rsqrt(var + eps), 0)), where the spec divides x - mean by "
+            "sqrt(epsilon): epsilon is the guard against a zero variance, and a constant "
+            "feature stays as far from its moving mean as it is")
 
 
 def _gff_outputs(records) -> str | None:

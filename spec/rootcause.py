@@ -195,7 +195,59 @@ def probe(adapter, spec) -> list[dict]:
     return (records + _layout(adapter, spec) + _aliases(adapter, spec)
             + _float32_call(adapter, spec, records) + _plain(adapter, spec, records)
             + _output_dtype(adapter, spec) + _narrowing(adapter, spec, records)
-            + _grad_mode(adapter, spec, records) + _staged(adapter, spec))
+            + _grad_mode(adapter, spec, records) + _stuck(adapter, spec)
+            + _narrowed32(adapter, spec, records) + _staged(adapter, spec))
+
+
+NARROWED32 = "float32 narrowed"  # the probe's record of a float32 call computed narrower
+
+
+def _narrowed32(adapter, spec, records) -> list[dict]:
+    """Where every float64 call of the probe is the spec's, one float32 inference call of the
+    first case compared with the oracle on the same (float32) numbers: where it errs beyond
+    float32's tolerance, a record of its error (``state["error"]``, relative) and of the first
+    operation that turns a float32 value float16 or bfloat16 (``state["where"]``, where the
+    handle can trace it; an autocast region the layer opens itself)."""
+    calls = [r for r in records if r["dtype"] == "float64" and r["out"] is not None
+             and r["label"] != "dropout"]
+    if not calls or not all(_as_spec(spec, r) for r in calls):
+        return []
+    try:
+        handle, x, config = _first_case(adapter, spec, "float32")
+        got = np.asarray(handle.forward(x, training=False), np.float64)
+        weights = {k: np.asarray(v, np.float64) for k, v in handle.get_weights().items()}
+        wide = [np.asarray(v, np.float64) for v in x] if isinstance(x, list) else (
+            np.asarray(x, np.float64))
+        want = np.asarray(spec.forward(config, weights, wide, training=False)[0])
+    except Exception:  # noqa: BLE001 - the clauses say what a refused call is
+        return []
+    if got.shape != want.shape:
+        return []
+    err = float(np.max(np.abs(got - want) / (1.0 + np.abs(want)), initial=0.0))
+    if not err > FORWARD["float32"] * 10:
+        return []
+    try:
+        where = getattr(handle, "narrowing", lambda *a, **k: None)(x, training=False)
+    except Exception:  # noqa: BLE001 - no trace, no words
+        where = None
+    return [_record(NARROWED32, None, None, None, False, None, None, None,
+                    state={"error": err, "where": where or ""})]
+
+
+STUCK = "stuck in training"  # the probe's record of submodules .eval() leaves training
+
+
+def _stuck(adapter, spec) -> list[dict]:
+    """Where the port's layer, switched to inference (``PortHandle.stuck_in_training``: a
+    PyTorch module's ``train(False)``), leaves submodules in training mode, a record of their
+    paths (``state["paths"]``): a layer that trains in every call is then put down to that."""
+    try:
+        handle, _, _ = _first_case(adapter, spec, "float64")
+        paths = getattr(handle, "stuck_in_training", list)()
+    except Exception:  # noqa: BLE001 - no build, no evidence
+        return []
+    return [_record(STUCK, None, None, None, False, None, None, None,
+                    state={"paths": list(paths)})] if paths else []
 
 
 NARROWING = "narrowing"  # the probe's record of where a float64 call turns float32
@@ -654,6 +706,8 @@ class Finding:
     # where the port's output follows autograd's mode (``GRAD_MODE``): words leading the line,
     # the rest of it then what the no_grad calls compute
     grad_mode: str = ""
+    stuck: tuple = ()  # submodules the layer's switch to inference leaves training (STUCK)
+    narrowed32: dict = field(default_factory=dict)  # a float32 call computed narrower
 
     @property
     def says(self) -> bool:
@@ -717,6 +771,10 @@ class Finding:
             parts.append(config_swap(*self.swap, "").removesuffix(" []"))
         if self.diff:  # what the layer computes leads; a refused call of the same design after
             text = variants.describe(space, self.diff)
+            if self.stuck and self.diff.get("training_flag") == "always":
+                text = text.replace(variants.ALWAYS_HOW, (
+                    f".eval() leaves the submodules {', '.join(self.stuck)} in training mode: a "
+                    "train() override that does not pass the mode on (super().train(mode))"))
             if self.also:
                 text += " (the evidence cannot tell this from: " + "; ".join(
                     variants.describe(space, d) for d in self.also) + ")"
@@ -1033,6 +1091,7 @@ def _eps_losses(spec, space, records, choices, log_eps) -> np.ndarray:
 # the epsilon fit: a log-spaced grid over 1e-12..1, then rounds of POINTS points across the
 # two grid steps around the best; each round narrows the bracket 16-fold, 1 decade -> 1e-6
 EPS_GRID, POINTS, ROUNDS = np.linspace(-12, 0, 25), 33, 5
+MACHINE64 = float(np.finfo(np.float64).eps)  # tried apart: a port's finfo(x.dtype).eps
 
 
 def _fit_eps(spec, space, records, choices):
@@ -1049,9 +1108,13 @@ def _fit_eps(spec, space, records, choices):
     # 2 % of it, which _evaluate reads as no epsilon of the port's own (the rounds would
     # only find it again: most candidates of a search are of this kind)
     default = float(space.defaults["eps"])
-    near = np.log10([default * 0.98, default * 1.02])
+    near = np.log10([default * 0.98, default * 1.02, MACHINE64])
     losses = _eps_losses(spec, space, records, choices, np.concatenate([EPS_GRID, near]))
-    grid, sides = losses[:len(EPS_GRID)], losses[len(EPS_GRID):]
+    grid, sides, machine = losses[:len(EPS_GRID)], losses[len(EPS_GRID):-1], losses[-1]
+    if machine < min(grid) * 1e-6 or (machine == 0 and min(grid) > 0):
+        # float64's machine epsilon, below the grid, fits where nothing on it does: the
+        # probe's float64 calls add the input dtype's own epsilon
+        return variants.MACHINE
     at = int(np.argmin(grid))
     if (np.isfinite(grid[at]) and abs(EPS_GRID[at] - np.log10(default)) < 1e-9
             and np.all(sides >= grid[at])):
@@ -1100,7 +1163,8 @@ def _evaluate(spec, space, records, choices, tol):
             choices["momentum"] = a
     if choices.get("eps") == "fit":
         choices["eps"] = _memo("eps", choices, _fit_eps, spec, space, records, choices)
-        if abs(choices["eps"] / space.defaults["eps"] - 1) < 0.02:
+        if choices["eps"] != variants.MACHINE and abs(
+                choices["eps"] / space.defaults["eps"] - 1) < 0.02:
             return None
     ratio, err = _errors(spec, space, records, choices, tol)
     return choices, ratio, err
@@ -1163,12 +1227,15 @@ def search(spec, records):
     try:
         found = _search(spec, [r for r in records if r["label"] not in (
             "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE, NARROWING, NARROW_STORAGE,
-            GRAD_MODE)
+            GRAD_MODE, STUCK, NARROWED32)
             and not r["label"].startswith(STAGE)])
     finally:
         _LOCAL.fits = None
+    stuck = next((r["state"]["paths"] for r in records if r["label"] == STUCK), ())
+    low = next((r["state"] for r in records if r["label"] == NARROWED32), {})
     found = replace(found, plain=plain, cast=cast, narrowed=narrowed, held=dict(held),
-                    grad_mode=grad_mode_words(records))
+                    grad_mode=grad_mode_words(records), stuck=tuple(stuck),
+                    narrowed32=dict(low))
     found = _input_site(found, records)
     if not found.says:  # outside the variant space (or the GFF probe's training calls,
         # which the search has not): read part by part
@@ -1959,7 +2026,7 @@ def attach(results, exchange: list | None = None):
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
     for post_pass in (_bigger_module, _dropped_input, _step_after_gradient, _held_shapes,
                       _until_trained, _grad_mode_calls, _seeded, _constant_seed, _frozen_norm,
-                      _raised_alone):
+                      _flag_folded, _float32_narrowed, _raised_alone):
         out = post_pass(out, findings)
     return out
 
@@ -2109,6 +2176,49 @@ def _until_trained(results, findings):
                                       for c in m[1].replace(" and ", ", ").split(", "))
                             for m in said):
                 r = replace(r, cause=until[key])
+        out.append(r)
+    return out
+
+
+def _float32_narrowed(results, findings):
+    """Where every float64 call of the probe is the spec's and a float32 call errs past
+    float32's tolerance (``NARROWED32``), the failures nothing else explains, and FM/GFF-COMPILE's
+    compiled-only reading (which assumes the eager computation the spec's), are that float32
+    call computing partly in a narrower float."""
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        low = found.narrowed32 if found is not None else {}
+        if (r.status == "failed" and low and not found.says and r.cause
+                and (r.cause.startswith(UNEXPLAINED) or COMPILED_ONLY in r.cause)):
+            where = low["where"] or "the place is not traced here"
+            r = replace(r, cause=(
+                f"{found.layer}: a float32 call computed partly in float16 or bfloat16 (an "
+                "autocast region the layer opens itself, torch.autocast or a .half()/"
+                f".bfloat16() cast; float64 calls are exact, which autocast leaves alone): "
+                f"{where} [every float64 call of the probe matches the spec oracle (max error "
+                f"{_g(found.spec_error)}); a float32 inference call errs by {_g(low['error'])} "
+                "relative, of bfloat16/float16 size]"))
+        out.append(r)
+    return out
+
+
+def _flag_folded(results, findings):
+    """Where the search found the layer training in every call (``training_flag`` "always"),
+    or computing inference in every call ("ignored"), the inference or training clauses whose
+    own checked reading is the flag ignored that way (``numerics.FLAG_IGNORED``: the same
+    computation in both modes) are that one cause, not a second one."""
+    from portspec.suite.areas.numerics import FLAG_IGNORED
+
+    same = {"always": FLAG_IGNORED[True], "ignored": FLAG_IGNORED[False]}
+    out = []
+    for r in results:
+        found = findings.get((r.impl, r.clause.split("-")[0]))
+        flag = found.diff.get("training_flag") if found is not None and found.fits else None
+        if (r.status == "failed" and flag in same and r.diagnosis == same[flag]
+                and r.cause == f"{found.layer}: {r.diagnosis}"):
+            r = replace(r, cause=found.line())
         out.append(r)
     return out
 

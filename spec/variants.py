@@ -235,6 +235,10 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         c["momentum"] = fm.SPEC.momentum
     if c["training_flag"] in ("ignored", "always"):
         training = c["training_flag"] == "always"
+    if isinstance(c["eps"], str) and c["eps"] == MACHINE:  # the input dtype's own epsilon
+        import ml_dtypes
+
+        c["eps"] = float(ml_dtypes.finfo(np.asarray(inputs).dtype).eps)
     x = np.asarray(inputs, dtype=np.float64)
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     # two canonical weights exchanged by the port's weight map: the layer holds each under the
@@ -550,8 +554,24 @@ class Space:
     words: dict  # choice -> value -> phrase (a callable for continuous values)
 
 
+# how a layer trains in every call, where the probe has not seen which (``rootcause.STUCK``
+# replaces it with what it saw)
+ALWAYS_HOW = ("a call argument defaulting to train=True that the mode switch, .eval() or "
+              "training=False, does not set")
+
+
+# epsilon the input dtype's machine epsilon (torch.finfo(x.dtype).eps, jnp.finfo): 2.2e-16 at
+# float64, 1.2e-7 at float32, so a port writing it computes another layer per dtype
+MACHINE = "machine"
+
+
 def _eps_words(v):
-    known = " (the PyTorch and Flax default)" if abs(v / 1e-5 - 1) < 0.05 else ""
+    if isinstance(v, str):
+        return ("epsilon the input dtype's machine epsilon (torch.finfo(x.dtype).eps or "
+                "jnp.finfo(x.dtype).eps: 2.22e-16 at float64, 1.19e-07 at float32)")
+    known = (" (the PyTorch and Flax default)" if abs(v / 1e-5 - 1) < 0.05 else
+             " (float32's machine epsilon, torch.finfo(torch.float32).eps)"
+             if abs(v / 1.1920929e-07 - 1) < 0.02 else "")
     return f"epsilon {v:.3g}{known}" if v > 1e-11 else "epsilon ~0"
 
 
@@ -709,8 +729,7 @@ FM_SPACE = Space(
                           "dropout)",
                           "always": "the training flag never reaching the layer: every call "
                           "trains, inference too (batch statistics used and the moving ones "
-                          "updated, dropout drawn: a call argument defaulting to train=True "
-                          "that the mode switch, .eval() or training=False, does not set)"},
+                          f"updated, dropout drawn: {ALWAYS_HOW})"},
         "train_mean": {"batch": "each feature's batch mean in training",
                        "all": "one mean of every value of the batch in training, subtracted "
                        "from every feature and taken by the moving mean (x.mean() where "

@@ -121,6 +121,62 @@ def test_no_initialiser_is_named_where_a_moment_contradicts_it(draw):
                      "scales; Keras's and jax's fixed-scale defaults; a constant)"]
 
 
+def test_a_uniform_not_centred_on_0_is_named_by_its_ends():
+    """torch.rand(...) * limit (U(0, limit)) and 2 * limit * rand (U(0, 2 limit)) are named
+    by their ends as multiples of the Glorot limit; Glorot-uniform itself, and a uniform whose
+    ends are no such multiples, are not."""
+    rng, limit = np.random.default_rng(7), np.sqrt(6 / (FAN_IN + FAN_OUT))
+    for hi, words in ((1, "U(0, limit)"), (2, "U(0, 2 limit)")):
+        [(name, evidence)] = init_area.fitting(rng.uniform(0, hi * limit, (FAN_IN, FAN_OUT)),
+                                               FAN_IN, FAN_OUT)
+        assert name.startswith(f"a uniform not centred on 0, {words} with the Glorot limit")
+        assert f"limit {limit:.4g}" in evidence
+    assert init_area._shifted(rng.uniform(-limit, limit, FAN_IN * FAN_OUT), FAN_IN,
+                              FAN_OUT) == []
+    assert init_area._shifted(rng.uniform(0.5 * limit, 1.3 * limit, FAN_IN * FAN_OUT), FAN_IN,
+                              FAN_OUT) == []
+
+
+def test_an_orthogonal_kernel_is_named_and_no_random_draw_is():
+    """Orthonormal columns (torch's orthogonal_, Keras's Orthogonal) are named, with a gain
+    where the norm is not 1; independent draws of the same variance are not orthogonal."""
+    rng = np.random.default_rng(8)
+    q, _ = np.linalg.qr(rng.standard_normal((FAN_IN, FAN_OUT)))
+    [(name, _)] = init_area.fitting(q, FAN_IN, FAN_OUT)
+    assert name.startswith("an orthogonal initialiser (torch's orthogonal_")
+    [(name, _)] = init_area.fitting(2 * q.T, FAN_OUT, FAN_IN)
+    assert name.startswith("an orthogonal initialiser with gain 2 ")
+    normal = rng.normal(0, np.sqrt(1 / FAN_IN), (FAN_IN, FAN_OUT))
+    assert init_area._orthogonal(normal) == []
+
+
+def test_a_vector_left_at_keras_s_add_weight_default_is_named():
+    """add_weight without an initializer draws glorot_uniform, and Keras counts a (n,) shape
+    as fans (n, n): U(±sqrt(3/n)). Named for a vector of the spec's (no fans of a Dense), not
+    for a kernel, and not for a vector of another scale."""
+    rng, n = np.random.default_rng(9), 192
+    vector = rng.uniform(-np.sqrt(3 / n), np.sqrt(3 / n), n)
+    names = [name for name, _ in init_area.fitting(vector, None, None)]
+    assert names == [f"Glorot-uniform over its own ({n},) shape, fans ({n}, {n}): Keras's "
+                     "add_weight default initializer, where no initializer is given"]
+    assert init_area.fitting(vector * 1.5, None, None) == []
+
+
+def test_a_weight_too_short_to_tell_goes_to_its_framework_s_own_default():
+    """Several defaults fit 64 bias values; a PyTorch port's nn.Linear leaves them U(±1/sqrt(
+    fan_in)), so a torch port's is put down to that, and a port of no known framework's is
+    left open."""
+    rng, bound = np.random.default_rng(10), 1 / np.sqrt(FAN_IN)
+    b = ("dense1.bias", "zeros", init_area.fitting(rng.uniform(-bound, bound, FAN_OUT),
+                                                   FAN_IN, None))
+    assert len(b[2]) > 1
+    said, tails = init_area.identify([b], "torch")
+    assert said.startswith("initial weights drawn from PyTorch's default Linear "
+                           "initialisation U(±1/sqrt(fan_in)), the port's framework's default")
+    assert not tails
+    assert init_area.identify([b])[0] is None
+
+
 def test_a_bias_too_short_to_tell_goes_with_its_kernel_or_is_left_open():
     """torch draws a Linear's bias from its kernel's U(±1/sqrt(fan_in)); 64 values fit several
     defaults, so the bias is put down to the one its kernel fits, and alone it is left open."""

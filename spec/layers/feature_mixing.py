@@ -45,7 +45,8 @@ CLAUSES = [
         "SHAPE",
         "shape",
         "The input is (batch, input_size, n_series) and the output has the same shape, for "
-        "every batch >= 1, in training and inference.",
+        "every batch >= 1, in training and inference; one layer, once called, runs on "
+        "another batch size as a fresh one does.",
     ),
     _c(
         "RESIDUAL",

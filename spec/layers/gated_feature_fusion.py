@@ -44,7 +44,8 @@ CLAUSES = [
         "SHAPE",
         "shape",
         "Inputs are two tensors of identical shape (..., F) of rank >= 2, features last; the "
-        "output has that shape, for batch 1 and larger, ranks 2, 3 and 4.",
+        "output has that shape, for batch 1 and larger, ranks 2, 3 and 4; one layer, once "
+        "called, runs on another batch size as a fresh one does.",
     ),
     _c(
         "WEIGHTS",

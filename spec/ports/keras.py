@@ -345,6 +345,48 @@ class KerasPortHandle(PortHandle):
                 "restores its weights, and finds no variables to restore those into; build "
                 "each sublayer in build() (self.dense.build(shape))")
 
+    def foreign_compute(self) -> str | None:
+        """Words for sublayers whose compute dtype is not the layer's (under a mixed policy, a
+        sublayer built with ``dtype=self.dtype``, the variable dtype, computes in float32); None
+        where every sublayer computes in the layer's."""
+        own = self.obj.compute_dtype
+        odd = [(layer.name, layer.compute_dtype) for layer in self.obj._flatten_layers(
+            include_self=False, recursive=True) if getattr(layer, "compute_dtype", own) != own]
+        if not odd:
+            return None
+        dtypes = "/".join(sorted({d for _, d in odd}))
+        return (f"the sublayers {', '.join(n for n, _ in odd)} compute in {dtypes} under the "
+                f"layer's {self.obj.dtype_policy.name} policy, which computes in {own}: they "
+                "were built with the variable dtype (dtype=self.dtype, float32 under a mixed "
+                "policy) where the policy was meant (dtype=self.dtype_policy), and their "
+                f"{dtypes} results meet {own} values inside the call")
+
+    def list_shapes_refused(self) -> str | None:
+        """Words for a layer whose build() refuses its input shape given as lists, as a native
+        load gives it (Keras rebuilds a loaded layer with the shape its config stored in JSON:
+        lists, not tuples), where a fresh layer of the same config builds from the tuples;
+        None where both build, or neither does."""
+        lists = [list(s) for s in self.input_shapes]
+        tuples = [tuple(s) for s in self.input_shapes]
+        if not self.spec.multi_input:
+            lists, tuples = lists[0], tuples[0]
+        outcomes = []
+        for shape in (tuples, lists):
+            layer = self.adapter.construct(
+                self.layer, self.adapter.port_config(self.layer, self.config),
+                input_shapes=self.input_shapes,
+                dtype=None if self.dtype is None else POLICIES[self.dtype])
+            try:
+                layer.build(shape)
+                outcomes.append(None)
+            except Exception as exc:  # noqa: BLE001 - the refusal is the evidence
+                outcomes.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+        if outcomes[0] is not None or outcomes[1] is None:
+            return None
+        return (f"build() refuses the input shape as lists, {lists}, where it builds from "
+                f"tuples: a native load rebuilds the layer with the shapes its config stored "
+                f"in JSON, as lists ({outcomes[1]}); accept any sequence (tuple(shape))")
+
     def unregistered(self) -> str | None:
         """Words for a layer class the Keras registry cannot give back by its registered name
         (``keras.saving.register_keras_serializable`` left off), so that ``load_model`` cannot
@@ -353,8 +395,15 @@ class KerasPortHandle(PortHandle):
         if cls.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow"):
             return None
         name = keras.saving.get_registered_name(cls)
-        if keras.saving.get_registered_object(name) is cls:
+        other = keras.saving.get_registered_object(name)
+        if other is cls:
             return None
+        if isinstance(other, type):  # the name taken over by a class registered after it
+            return (f"the name {name!r} the layer class {cls.__qualname__} is registered "
+                    f"under gives another class, {other.__qualname__}: it was registered "
+                    "under the same name after it (a register_keras_serializable(package, "
+                    "name) copied with its name), so a saved model that holds the layer "
+                    f"rebuilds it as {other.__qualname__} when it is loaded")
         return (f"the layer class {cls.__qualname__} is not registered with "
                 "Keras (keras.saving.register_keras_serializable), so a saved model that "
                 "holds it cannot be rebuilt by name when it is loaded")

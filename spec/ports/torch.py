@@ -424,6 +424,17 @@ class TorchPortHandle(PortHandle):
                 f"outside autocast's cast operations (linear, matmul), where the spec computes "
                 f"in {self.dtype}")
 
+    def stuck_in_training(self) -> list[str]:
+        """The outermost submodules (``named_modules`` paths) still in training mode after the
+        layer's ``train(False)``, which ``Module.eval()`` calls: a ``train()`` override that
+        sets ``self.training`` and does not pass the mode on (``super().train(mode)``) leaves
+        them there. Empty where the layer itself stays in training mode too."""
+        self.obj.train(False)
+        if self.obj.training:
+            return []
+        stuck = [name for name, m in self.obj.named_modules() if name and m.training]
+        return [n for n in stuck if not any(n.startswith(f"{o}.") for o in stuck)]  # outermost
+
     def tracked_state(self) -> list[str]:
         """The port's tensors outside its parameters (moving statistics) that hold autograd
         history after a training gradient call (FM-BN-UPDATE). Only PyTorch handles have
@@ -435,13 +446,19 @@ class TorchPortHandle(PortHandle):
                       and (t.requires_grad or t.grad_fn is not None))
 
     def narrowing(self, inputs, *, training):
-        if self.dtype != "float64":
+        """Where a float64 call turns a value narrower, or a float32 call turns one float16
+        or bfloat16 (an autocast region inside the layer: ``torch.autocast`` on the CPU
+        computes its listed operations in bfloat16), as words; None elsewhere."""
+        if self.dtype not in ("float64", "float32"):
             return None
         from portspec.ports.narrowing import in_torch
 
         torch, x = self.adapter.torch, self._tensor(inputs)
+        low = {} if self.dtype == "float64" else {"origin": "float32",
+                                                  "targets": ("float16", "bfloat16")}
         with torch.no_grad():
-            return in_torch(torch, lambda: self._run(self.obj, x, training), self.port_files())
+            return in_torch(torch, lambda: self._run(self.obj, x, training), self.port_files(),
+                            **low)
 
     def forward_compiled(self, inputs, *, training):
         torch = self.adapter.torch

@@ -47,12 +47,15 @@ class FeatureMixing(layers.Layer):
                                           "dropout": dropout, "ff_dim": ff_dim})
         self.n_series, self.input_size = config["n_series"], config["input_size"]
         self.dropout, self.ff_dim = config["dropout"], config["ff_dim"]
-        policy = self.dtype_policy
+        policy = self.sublayer_dtype()
         self.norm = self.make_norm(policy)
         self.dense1 = layers.Dense(self.ff_dim, dtype=policy, name="dense1")
         self.dense2 = self.make_dense2(policy)
         self.dropout1 = layers.Dropout(self.rate(), dtype=policy, name="dropout1")
         self.dropout2 = layers.Dropout(self.rate(), dtype=policy, name="dropout2")
+
+    def sublayer_dtype(self):
+        return self.dtype_policy
 
     def make_norm(self, policy):
         return layers.BatchNormalization(momentum=0.01, epsilon=1e-3, dtype=policy, name="norm")
@@ -376,12 +379,109 @@ PORTS = [
     port("sublayers-not-built", r"^FeatureMixing: build\(\) leaves .* to the layer's first "
          r"call \(its sublayers are not built in build\(\)\)",
          fm={"build": lambda self, input_shape: None}),
+    port("moving-mean-left-at-the-add-weight-default", r"^FeatureMixing: initial weights "
+         r"drawn from Glorot-uniform over its own \(\d+,\) shape, fans",
+         fm=_norm(moving_mean_initializer="glorot_uniform")),
+    port("sublayers-in-the-variable-dtype", r"^FeatureMixing: the sublayers norm, dense1, "
+         r".* compute in float32 under the layer's mixed_bfloat16 policy",
+         fm={"sublayer_dtype": lambda self: self.dtype}),  # the variable dtype, float32
+    port("moving-stats-read-in-the-compute-dtype", r"^FeatureMixing: under bfloat16 compute "
+         r"the moving statistics' update reads their old values in bfloat16",
+         fm={"make_norm": lambda self, policy: type("OldRead", (_StatsAutocast,), {
+             "update_wide": True})(dtype=policy, name="norm")}),
+    port("moving-stats-updated-in-the-compute-dtype", r"^FeatureMixing: under bfloat16 "
+         r"compute the moving statistics' update is computed in bfloat16",
+         fm={"make_norm": lambda self, policy: _StatsAutocast(dtype=policy, name="norm")}),
     port("batchnorm-in-the-compute-dtype", r"^FeatureMixing: under bfloat16 compute the port "
          r"holds norm.beta, norm.gamma, norm.moving_mean, norm.moving_variance in bfloat16",
          fm={"make_norm": lambda self, policy: layers.BatchNormalization(
              momentum=0.01, epsilon=1e-3, dtype=self.compute_dtype, name="norm")}),
 ]
-# the one port judged in mixed precision too: its mistake shows only there
-PORTS[-1].low_precision = ("bfloat16",)
+# the ports judged in mixed precision too: their mistakes show only there
+for judged in PORTS[-4:]:
+    judged.low_precision = ("bfloat16",)
 
-ADAPTERS = [Conforming(), *(cls() for cls in PORTS)]
+class _StatsAutocast(layers.Layer):
+    """A BatchNormalization written by hand whose moving statistics are add_weight'ed without
+    autocast=False: under a mixed policy a call reads them in the compute dtype, and the
+    update, computed there, is assigned back rounded to it (``update_wide``: computed in
+    float32 from the old values read in the compute dtype)."""
+
+    update_wide = False
+
+    def build(self, input_shape):
+        n = input_shape[-1]
+        self.gamma = self.add_weight(shape=(n,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(n,), initializer="zeros", name="beta")
+        self.moving_mean = self.add_weight(shape=(n,), initializer="zeros", trainable=False,
+                                           name="moving_mean")
+        self.moving_variance = self.add_weight(shape=(n,), initializer="ones", trainable=False,
+                                               name="moving_variance")
+
+    def call(self, x, training=False):
+        low = keras.backend.standardize_dtype(x.dtype)
+        wide = "float64" if low == "float64" else "float32"
+        if training:
+            mean, var = ops.mean(ops.cast(x, wide), axis=0), ops.var(ops.cast(x, wide), axis=0)
+            at = wide if self.update_wide else low  # the update's dtype
+            for stat, batch in ((self.moving_mean, mean), (self.moving_variance, var)):
+                stat.assign(0.01 * ops.cast(stat, at) + 0.99 * ops.cast(batch, at))
+        else:
+            mean, var = self.moving_mean, self.moving_variance
+        z = (ops.cast(x, wide) - ops.cast(mean, wide)) / ops.sqrt(ops.cast(var, wide) + 1e-3)
+        return ops.cast(z * ops.cast(self.gamma, wide) + ops.cast(self.beta, wide), low)
+
+
+def _tuples_only(self, input_shape):
+    """build() checking its shapes with isinstance(..., tuple): a load passes lists."""
+    if not (isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
+            and all(isinstance(s, tuple) for s in input_shape)):
+        raise ValueError(f"GatedFeatureFusion needs two input shapes, got {input_shape}")
+    GatedFeatureFusion.build(self, input_shape)
+
+
+GFFTuplesOnly = keras.saving.register_keras_serializable(PACKAGE, "GFFTuplesOnly")(
+    type("GFFTuplesOnly", (GatedFeatureFusion,), {"build": _tuples_only}))
+
+
+class BuildRefusingListShapes(Conforming):
+    name, layers, gff = "build-refusing-list-shapes", ("GatedFeatureFusion",), GFFTuplesOnly
+    expected = (r"^GatedFeatureFusion: build\(\) refuses the input shape as lists, .* where it "
+                r"builds from tuples")
+
+
+@keras.saving.register_keras_serializable(PACKAGE, "FMRenamed")
+class _FMRenamed(FeatureMixing):
+    """The constructor takes names of the port's own; get_config, inherited, writes the
+    spec's names, which this constructor does not take."""
+
+    def __init__(self, num_series, seq_len, dropout_rate, hidden_dim, **kwargs):
+        super().__init__(num_series, seq_len, dropout_rate, hidden_dim, **kwargs)
+
+
+class ConfigInTheSpecsNames(Conforming):
+    name, layers, fm = "config-in-the-specs-names", ("FeatureMixing",), _FMRenamed
+    config_names = {"n_series": "num_series", "input_size": "seq_len",
+                    "dropout": "dropout_rate", "ff_dim": "hidden_dim"}
+    expected = (r"^FeatureMixing: get_config writes n_series, input_size, dropout, ff_dim "
+                r"under the spec's names, where the port's constructor takes 'num_series'")
+
+
+@keras.saving.register_keras_serializable(PACKAGE, "FMNameTaken")
+class _FMNameTaken(FeatureMixing):
+    pass
+
+
+# the gate's class registered after it under the same name: its decorator copied unchanged
+keras.saving.register_keras_serializable(PACKAGE, "FMNameTaken")(
+    type("GFFNameTaken", (GatedFeatureFusion,), {}))
+
+
+class RegisteredNameTaken(Conforming):
+    name, layers, fm = "registered-name-taken-by-another-class", ("FeatureMixing",), _FMNameTaken
+    expected = (r"^FeatureMixing: the name '.*>FMNameTaken' the layer class _FMNameTaken is "
+                r"registered under gives another class, GFFNameTaken")
+
+
+ADAPTERS = [Conforming(), *(cls() for cls in PORTS), ConfigInTheSpecsNames(),
+            RegisteredNameTaken(), BuildRefusingListShapes()]

@@ -129,6 +129,13 @@ class FM(nn.Module):
     mode_from_grad = False  # batch statistics "if torch.is_grad_enabled()", not self.training
     seeded = False  # the first training call copies the batch statistics into the moving ones
     inference_mode = False  # the inference normalisation under torch.inference_mode()
+    batch_kept = False  # the first call's shape kept ("as build() would") and reshaped to
+    kernel_rand = False  # Glorot by hand as torch.rand(...) * limit: U(0, limit), not centred
+    bias_default = False  # the biases left as nn.Linear drew them (zeros_ left out)
+    eps_machine = False  # epsilon torch.finfo(x.dtype).eps: 2.2e-16 at float64
+    cached_inv_std = False  # inference reads a buffer 1/sqrt(var + eps) only training updates
+    zero_guard = False  # where(var > 0, rsqrt(var + eps), 0): a zero variance standardises to 0
+    update_on_copy = False  # buffer.to(x.dtype).copy_(...): under autocast a copy takes it
 
     def __init__(self, n_series, input_size, dropout, ff_dim):
         super().__init__()
@@ -145,6 +152,8 @@ class FM(nn.Module):
                     else (lambda f: getattr(torch, f.__name__)(shape)))
             self.register_buffer("moving_mean", make(np.zeros), persistent=self.persistent)
             self.register_buffer("moving_var", make(np.ones), persistent=self.persistent)
+        if self.cached_inv_std:  # "rsqrt once, not every call"
+            self.register_buffer("inv_std", torch.full(shape, (1 + self.eps) ** -0.5))
         if self.dropout_module:  # one module for both sites, under the config's name
             self.dropout = nn.Dropout(dropout)
         if self.residual_projection:  # kept from a block whose widths differ
@@ -156,7 +165,12 @@ class FM(nn.Module):
         self.lin1, self.lin2 = nn.Linear(n_series, ff_dim), nn.Linear(ff_dim, n_series)
         for lin in (self.lin1, self.lin2):
             nn.init.xavier_uniform_(lin.weight)
-            nn.init.zeros_(lin.bias)
+            if self.kernel_rand:
+                with torch.no_grad():
+                    limit = (6.0 / sum(lin.weight.shape)) ** 0.5
+                    lin.weight.copy_(torch.rand(lin.weight.shape) * limit)
+            if not self.bias_default:
+                nn.init.zeros_(lin.bias)
         if self.bias2_plain:  # "self.b2 = torch.zeros(n, requires_grad=True)"
             del self.lin2.bias
             self.lin2.bias = torch.zeros(n_series, requires_grad=True)
@@ -248,9 +262,16 @@ class FM(nn.Module):
                     self.moving_mean.copy_(self._store(mean[0], self.moving_mean))
                     self.moving_var.copy_(self._store(stat_var[0], self.moving_var))
                 self._seeded = True
+            elif moves and self.update_on_copy:  # "in the input's dtype"
+                self.moving_mean.to(v.dtype).copy_(new_m)
+                self.moving_var.to(v.dtype).copy_(new_s)
             elif moves:
                 self.moving_mean.copy_(new_m)
                 self.moving_var.copy_(new_s)
+            if moves and self.cached_inv_std:
+                self.inv_std.copy_(torch.rsqrt(self.moving_var + self.eps))
+            if not use_batch and self.cached_inv_std:  # sqrt(var + eps) = 1 / inv_std
+                var = self._as_grid(self.inv_std) ** -2 - self.eps
             if moves and self.update_first:  # training normalises with what it just stored
                 mean = self._as_grid(self.moving_mean).clone()
                 var = self._as_grid(self.moving_var).clone()
@@ -268,7 +289,11 @@ class FM(nn.Module):
             with torch.inference_mode():
                 z = (v - mean) / torch.sqrt(var + self.eps)
         else:
-            z = (v - mean) / torch.sqrt(var + self.eps)
+            eps = torch.finfo(v.dtype).eps if self.eps_machine else self.eps
+            z = (v - mean) / torch.sqrt(var + eps)
+            if self.zero_guard:  # "guard the division"
+                z = (v - mean) * torch.where(var > 0, torch.rsqrt(var + eps),
+                                             torch.zeros_like(var))
         if self.standardised_detached:  # "with torch.no_grad(): xhat = ..."
             z = z.detach()
         if self.clip is not None:  # "to guard outliers"
@@ -366,6 +391,9 @@ class FM(nn.Module):
             self.residual]
         out = F.relu(out) if self.relu_after_residual else out
         out = self.drop(out, 2, self._m2) if self.drop_after_residual else out
+        if self.batch_kept:
+            self._shape = getattr(self, "_shape", None) or tuple(x.shape)
+            out = out.reshape(self._shape)
         return out.float() if self.output_float32 else out
 
 
@@ -388,12 +416,16 @@ class GFF(nn.Module):
     formula_sigmoid = False  # 1 / (1 + exp(-z)) by hand
     custom_sigmoid = False  # a sigmoid whose backward leaves out (1 - s)
     ln_inputs = False  # the gate computed from LayerNorm(a), LayerNorm(b) (no affine)
+    orthogonal = False  # the gate kernel drawn with nn.init.orthogonal_
+    forced_autocast = False  # the gate under torch.autocast(device_type): bfloat16 on the CPU
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
         self.features, self.activation = features, activation
         self.gate = nn.Linear(2 * features, self.width or features)
         nn.init.xavier_uniform_(self.gate.weight)
+        if self.orthogonal:
+            nn.init.orthogonal_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
 
     def _act(self, z):
@@ -436,6 +468,10 @@ class GFF(nn.Module):
                              for v in (first, second))
         if self.act_first:  # the activation on the concatenation, the Dense after it
             g = self.gate(self._act(torch.cat([first, second], -1)))
+            return g * a + (1 - g) * b
+        if self.forced_autocast and a.dtype == torch.float32:  # "faster gates"
+            with torch.autocast(a.device.type):
+                g = self._act(self.gate(torch.cat([first, second], -1))).to(a.dtype)
             return g * a + (1 - g) * b
         if self.product_gate:
             z = torch.cat([a * b, a - b], -1) @ w.T
@@ -571,6 +607,7 @@ PORTS = [
     port("post-norm", {"position": "after"}, fm={"position": "after"}),
     port("epsilon-1e-5", {"eps": 1e-5}, fm={"eps": 1e-5}),
     port("epsilon-outside-sqrt", {"eps_where": "outside"}, fm={"eps_outside": True}),
+    port("epsilon-machine-of-the-dtype", {"eps": "machine"}, fm={"eps_machine": True}),
     port("momentum-torch-sense", {"momentum": 0.99}, fm={"keep": 0.99}),
     port("momentum-0.1", {"momentum": 0.1}, fm={"keep": 0.1}),
     port("momentum-flipped-for-the-variance", {"var_momentum": 0.99}, fm={"var_keep": 0.99}),
@@ -793,12 +830,31 @@ PORTS = [
          fm={"seeded": True}),
     port("inference-under-inference-mode", r"^FeatureMixing: part of the call runs under "
          r"torch\.inference_mode\(\)", fm={"inference_mode": True}),
+    port("batch-size-kept-from-the-first-call", r"^FeatureMixing: the layer keeps a shape "
+         r"from its first call or its build", fm={"batch_kept": True}),
+    port("kernels-drawn-from-rand-times-limit", r"^FeatureMixing: initial weights drawn "
+         r"from a uniform not centred on 0, U\(0, limit\)", fm={"kernel_rand": True}),
+    port("biases-left-at-the-linear-default", r"^FeatureMixing: initial weights drawn from "
+         r"PyTorch's default Linear initialisation .*, the port's framework's default",
+         fm={"bias_default": True}),
+    port("gff-gate-kernel-orthogonal", r"^GatedFeatureFusion: initial weights drawn from an "
+         r"orthogonal initialiser", gff={"orthogonal": True}),
+    port("gff-gate-under-a-forced-autocast", r"^GatedFeatureFusion: a float32 call computed "
+         r"partly in float16 or bfloat16 .*converted to bfloat16 in the port's own code",
+         gff={"forced_autocast": True}),
+    port("inverse-std-cached-as-a-buffer", r"^FeatureMixing: .*inv_std caches 1/sqrt\("
+         r"moving_variance \+ epsilon\)", fm={"cached_inv_std": True}),
+    port("zero-variance-guarded-to-zero", r"^FeatureMixing: where the variance is 0 the port "
+         r"sets the standardised features to 0", fm={"zero_guard": True}),
+    port("moving-stats-updated-on-a-cast-copy", r"^FeatureMixing: a bfloat16 training call "
+         r"leaves norm.moving_mean, norm.moving_variance as they were",
+         fm={"update_on_copy": True}),
     port("gff-computed-outside-autocast", r"^GatedFeatureFusion: under autocast the output "
          r"comes out float32: a bfloat16 value is converted to float32 in the port's own code",
          gff={"outside_autocast": True}),
 ]
-# the one port judged under autocast too: its mistake shows only there
-PORTS[-1].low_precision = ("bfloat16",)
+# the ports judged under autocast too: their mistakes show only there
+PORTS[-1].low_precision = PORTS[-2].low_precision = ("bfloat16",)
 
 
 
@@ -1028,7 +1084,35 @@ class Dense2ToInputSize(Conforming):
                 r"\(16, 5\) \(sized by input_size where the spec's is by n_series\)")
 
 
+class _FMModeInChild(FM):
+    """The computation reads the mode of a child module (as nn.BatchNorm1d and nn.Dropout
+    children read their own), and train() is overridden without super().train(mode): the
+    child never leaves training mode."""
+
+    def __init__(self, n_series, input_size, dropout, ff_dim):
+        super().__init__(n_series, input_size, dropout, ff_dim)
+        self.core = nn.Module()
+
+    def forward(self, x):
+        was, self.training = self.training, self.core.training
+        try:
+            return super().forward(x)
+        finally:
+            self.training = was
+
+    def train(self, mode=True):  # "switch the mode": the children are left as they are
+        self.training = mode
+        return self
+
+
+class TrainOverriddenWithoutSuper(Conforming):
+    name, layers, fm = "train-overridden-without-super", ("FeatureMixing",), _FMModeInChild
+    expected = (r"^FeatureMixing: the training flag never reaching the layer: every call "
+                r"trains, .*\.eval\(\) leaves the submodules .*core in training mode")
+
+
 ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSwapped(),
             ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels(),
             GateBiasDrawnWithKernel(), StackedGateKernelXavier(), DenseOverTime(),
-            DenseInPlainList(), GateSizedByAxis1(), Dense2ToInputSize()]
+            DenseInPlainList(), GateSizedByAxis1(), Dense2ToInputSize(),
+            TrainOverriddenWithoutSuper()]

@@ -170,17 +170,86 @@ SPEC_INIT = {"glorot_uniform": "Glorot-uniform", "zeros": "zeros", "ones": "ones
 def fitting(w: np.ndarray, fan_in: int | None, fan_out: int | None) -> list[tuple[str, str]]:
     """(initialiser, evidence) for each default of ``DEFAULTS`` (or a constant) whose every
     moment ``w`` fits: for a failed weight, what the port may initialise it with instead."""
-    v = np.asarray(w, dtype=np.float64).ravel()
+    w = np.asarray(w, dtype=np.float64)
+    v = w.ravel()
     if v.size == 0:
         return []
     if np.all(v == v[0]):
         return [(f"the constant {v[0]:.4g}", "every value equal")]
+    orthogonal = _orthogonal(w)
+    if orthogonal:
+        return orthogonal
     kurt = np.mean((v - v.mean()) ** 4) / v.var() ** 2
+    inits = DEFAULTS + ([_keras_vector(v.size)] if fan_out is None else [])
     fits = [(init.name, f"variance {v.var():.4g}, {init.scale} = "
                         f"{init.variance(fan_in, fan_out):.4g}; kurtosis {kurt:.3g}, a "
                         f"{init.shape.name} has {init.shape.mu4:.3g}")
-            for init in DEFAULTS if init.problems(v, fan_in, fan_out) == []]
-    return fits or _with_gain(v, fan_in, fan_out, kurt)
+            for init in inits if init.problems(v, fan_in, fan_out) == []]
+    return fits or _with_gain(v, fan_in, fan_out, kurt) or _shifted(v, fan_in, fan_out)
+
+
+def _keras_vector(n: int) -> Initialiser:
+    """Keras's ``add_weight`` without an initializer draws Glorot-uniform (its default,
+    ``glorot_uniform``), and Keras counts a 1-D shape (n,) as fan_in = fan_out = n
+    (``keras.src.initializers.random_initializers.compute_fans``): U(±sqrt(3/n)), variance
+    1/n. A vector of the spec's (a moving statistic, an offset) left so."""
+    return Initialiser(f"Glorot-uniform over its own ({n},) shape, fans ({n}, {n}): Keras's "
+                       "add_weight default initializer, where no initializer is given",
+                       UNIFORM, lambda fi, fo: 1.0 / n, "1/n")
+
+
+def _orthogonal(w: np.ndarray) -> list[tuple[str, str]]:
+    """A 2-D kernel whose columns (a tall one) or rows (a wide one) are orthogonal with one
+    norm, g, to 1e-5 relative: an orthogonal initialiser (torch's ``orthogonal_``, Keras's
+    ``Orthogonal``, ``jax.nn.initializers.orthogonal``) with gain g. No other default gives
+    that: n independent draws are orthogonal to about 1/sqrt(n), not 1e-5."""
+    if w.ndim != 2 or min(w.shape) < 2:
+        return []
+    m = w if w.shape[0] >= w.shape[1] else w.T
+    gram = m.T @ m
+    g2 = float(np.mean(np.diag(gram)))
+    if g2 <= 0 or np.abs(gram - g2 * np.eye(len(gram))).max() > 1e-5 * g2:
+        return []
+    gain = "" if abs(math.sqrt(g2) - 1) < 1e-4 else f" with gain {math.sqrt(g2):.4g}"
+    return [(f"an orthogonal initialiser{gain} (torch's orthogonal_, Keras's Orthogonal, "
+             "jax.nn.initializers.orthogonal)", f"{'columns' if m is w else 'rows'} "
+             f"orthogonal, each of norm {math.sqrt(g2):.4g}, to 1e-5")]
+
+
+# the ends of a uniform not centred on 0, as multiples of the Glorot limit, in words
+ENDS = {-1.0: "-limit", 0.0: "0", 1.0: "limit", 2.0: "2 limit"}
+
+
+def _shifted(v, fan_in, fan_out) -> list[tuple[str, str]]:
+    """A kernel drawn from a uniform not centred on 0 whose ends are round multiples of the
+    Glorot limit l = sqrt(6/(fan_in + fan_out)): U(0, l) is ``torch.rand(...) * l``, where
+    Glorot-uniform is ``(2 * torch.rand(...) - 1) * l``. The shape is a uniform's (variance
+    w^2/12 for the range w, at 6 sd of sd w^2/12 sqrt(0.8/n); kurtosis about the mean 1.8 at
+    6 sd of sqrt(1.34/n)), the centre off 0 by more than 6 sd of the mean (w/sqrt(12 n)), and
+    each end within 20 w/n of its multiple (n draws fall that close to an end). Empty where
+    any of that fails."""
+    n = v.size
+    if fan_out is None or n < 30:
+        return []
+    lo, hi, mean, var = float(v.min()), float(v.max()), float(v.mean()), float(v.var())
+    width = hi - lo
+    if width <= 0:
+        return []
+    kurt = float(np.mean((v - mean) ** 4)) / var**2
+    sd_mean = width / math.sqrt(12 * n)
+    if (abs(var - width**2 / 12) > 6 * width**2 / 12 * math.sqrt(0.8 / n)
+            or abs(kurt - 1.8) > 6 * math.sqrt(1.34 / n) or abs(mean) <= 6 * sd_mean):
+        return []
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    ends = [min(ENDS, key=lambda k, e=e: abs(e - k * limit)) for e in (lo, hi)]
+    if any(abs(e - k * limit) > 20 * width / n for e, k in zip((lo, hi), ends, strict=True)):
+        return []
+    a, b = (ENDS[k] for k in ends)
+    return [(f"a uniform not centred on 0, U({a}, {b}) with the Glorot limit, limit = "
+             "sqrt(6/(fan_in + fan_out)) (a draw in [0, 1) scaled without its shift, as "
+             "torch.rand(...) * limit or jax.nn.initializers.uniform(limit), where "
+             "Glorot-uniform is (2 * torch.rand(...) - 1) * limit, uniform_(-limit, limit))",
+             f"range {lo:.4g}..{hi:.4g}, mean {mean:.4g}, limit {limit:.4g}")]
 
 
 # torch.nn.init.calculate_gain's values, which xavier_uniform_/xavier_normal_ take as gain
@@ -212,11 +281,20 @@ def _with_gain(v, fan_in, fan_out, kurt) -> list[tuple[str, str]]:
     return out
 
 
-def identify(failed: list[tuple[str, str, list]]) -> tuple[str | None, list[str]]:
+# the initialiser a framework's own Dense layer applies when the port leaves a weight as built
+# (PyTorch's nn.Linear.reset_parameters: kernel and bias U(±1/sqrt(fan_in)); Flax's nnx.Linear:
+# kernel LeCun-normal truncated, bias zeros; Keras's Dense: the spec's own, Glorot-uniform and
+# zeros)
+BUILT = {"torch": DEFAULTS[0].name, "flax": DEFAULTS[3].name}
+
+
+def identify(failed: list[tuple[str, str, list]],
+             framework: str | None = None) -> tuple[str | None, list[str]]:
     """(diagnosis, message tails) for the failed weights, each (name, spec init, fits): a
     weight is put down to the one default it fits; of several (too few values to tell), to
-    the one another weight of the clause was put down to, where exactly one is; otherwise
-    the tail says what it fits."""
+    the one another weight of the clause was put down to, where exactly one is; else to the
+    one the port's ``framework`` (``BUILT``) gives a weight it is left with, where that fits;
+    otherwise the tail says what it fits."""
     named, tails = {}, []
     for name, init, fits in failed:
         if len(fits) == 1:
@@ -226,8 +304,14 @@ def identify(failed: list[tuple[str, str, list]]) -> tuple[str | None, list[str]
             continue
         seen = {f[0][0] for f in named.values()}
         shared = [f for f in fits if f[0] in seen]
+        built = [f for f in fits if f[0] == BUILT.get(framework)]
         if len(shared) == 1:
             named[name] = (shared[0], init)
+        elif built and not shared:
+            what, evidence = built[0]
+            named[name] = ((f"{what}, the port's framework's default: the weight left as its "
+                            "Dense layer initialised it", f"{evidence}; the values alone fit "
+                            f"{len(fits)} defaults"), init)
         elif not fits:
             tails.append(f"{name} fits none of the frameworks' default initialisers (uniform, "
                          "normal and 2-sd truncated normal at LeCun, He, Glorot and PyTorch "
@@ -392,6 +476,12 @@ def _exchanged(spec, table, weights, failed) -> dict[str, str]:
     return {}
 
 
+def _framework(handle) -> str | None:
+    """"torch" or "flax" where the port's layer is a PyTorch or Flax module, else None."""
+    names = {c.__module__.split(".")[0] for c in type(getattr(handle, "obj", None)).__mro__}
+    return "torch" if "torch" in names else "flax" if "flax" in names else None
+
+
 @check("init")
 def init(ctx):
     case = ctx.spec.init_case()
@@ -426,7 +516,7 @@ def init(ctx):
     failed = [f for f in failed if f[0] not in swapped and f[0] not in whole]
     parted += list(swapped.values())[:1] + list(dict.fromkeys(whole.values()))
     if problems:
-        diagnosis, tails = identify(failed)
+        diagnosis, tails = identify(failed, _framework(handle))
         diagnosis = "; ".join(parted + ([diagnosis] if diagnosis else [])) or None
         raise ClauseFailure("; ".join(problems + tails), diagnosis=diagnosis,
                             checked=diagnosis is not None)

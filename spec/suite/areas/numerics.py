@@ -15,7 +15,7 @@ from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
 from portspec.suite.areas import dropout
 from portspec.suite.checks import cast, check, numpy_dtype
-from portspec.tolerances import FORWARD, close, same_nans_zeroed
+from portspec.tolerances import FORWARD, close, max_violation, same_nans_zeroed
 
 
 def compare_with_oracle(ctx, case, *, dtype, training, seed=0, config=None):
@@ -517,6 +517,29 @@ MIXED_WEIGHTS = (
 )
 
 
+STATS = ("norm.moving_mean", "norm.moving_variance")
+UPDATE_LOST = (
+    "a {compute} training call leaves {names} as they were: under mixed precision the update "
+    "is lost, written into a copy the compute dtype made of the variable (Keras: a moving "
+    "statistic add_weight'ed without autocast=False and assigned inside the policy's "
+    "autocast; PyTorch: buffer.to(x.dtype).copy_(...), a new tensor when the dtypes differ), "
+    "where the spec updates them in every training call"
+)
+OLD_NARROWED = (
+    "under {compute} compute the moving statistics' update reads their old values in "
+    "{compute}: the share the momentum keeps is rounded to {compute}'s resolution before the "
+    "float32 update (a moving statistic add_weight'ed without autocast=False and read under "
+    "the policy's autocast), where mixed precision keeps it in float32"
+)
+UPDATE_NARROWED = (
+    "under {compute} compute the moving statistics' update is computed in {compute}: {names} "
+    "come out of a training call as {compute} values (a float32 variable read in the compute "
+    "dtype and assigned back: Keras's add_weight without autocast=False, or statistics of the "
+    "{compute} input not upcast), so every update rounds to {compute}'s resolution, where "
+    "mixed precision keeps it in float32"
+)
+
+
 @check("dtype")
 def dtype(ctx):
     """Every dtype is checked: a float64 difference does not hide a bfloat16 or float16 one."""
@@ -587,12 +610,87 @@ def dtype(ctx):
                 "precision)", checked=True, diagnosis=MIXED_WEIGHTS.format(
                     compute=name, names=", ".join(narrow), dtypes=dtypes))
 
+    def kept(name):
+        # What mixed precision keeps (the clause: updates below {name}'s resolution), read
+        # against the same layer's float32 call on the same numbers (another update formula
+        # is FM-BN-UPDATE's finding, the same in both dtypes), three ways:
+        # (1) an update computed in {name} leaves every moved value exactly a {name} value,
+        #     which a float32 result is with chance 2^-16 per value (bfloat16);
+        # (2) an update from the old values read in {name} equals the float32 call's from old
+        #     values rounded to {name}, to float32's FORWARD (1e-5; the five built-ins' are
+        #     within 4.6e-7 of the oracle);
+        # (3) an update lost, or off by more than {name}'s own tolerance: the batch statistics
+        #     may carry {name}'s rounding where a normalisation does not upcast first (Keras's
+        #     BatchNormalization, autocast's batch_norm and NNX's reductions do).
+        if not ctx.spec.clauses_of("training"):
+            return
+        config = {**case.config, "dropout": 0.0}
+        seeded = np.random.default_rng(9)
+        built = ctx.build(case, dtype=name, config=config)
+        weights = cast(ctx.spec.random_weights(config, case.input_shapes, seeded), "float32")
+        built.set_weights(dict(weights))
+        xl = ctx.inputs(case, seeded, name)
+        built.forward(xl, training=True)
+        got = built.get_weights()
+        # against the port's own float32 call on the same numbers, not the oracle: an update
+        # of another formula is FM-BN-UPDATE's finding, the same in both dtypes
+        wide = ctx.build(case, dtype="float32", config=config)
+        wide.set_weights(dict(weights))
+        wide.forward(cast(xl, "float32"), training=True)
+        want = wide.get_weights()
+        held = [k for k in STATS if k in got and k in want and k in weights
+                and np.shape(got[k]) == np.shape(weights[k]) == np.shape(want[k])]
+        moved = {k: np.asarray(got[k], np.float64) for k in held
+                 if not np.array_equal(got[k], weights[k])}
+        narrow = sorted(k for k, v in moved.items() if v.size >= 8 and np.array_equal(
+            cast(v, name).astype(np.float64), v))
+        if narrow:
+            raise ClauseFailure(
+                f"{name} training: every moved value of {', '.join(narrow)} is a {name} value "
+                f"after the update (a float32 update gives one with chance 2^-"
+                f"{16 if name == 'bfloat16' else 13} per value)", checked=True,
+                diagnosis=UPDATE_NARROWED.format(compute=name, names=", ".join(narrow)))
+        tol = FORWARD["float32"]
+        off = {k: max_violation(got[k], want[k], tol) for k in held}
+        bad = [k for k in held if off[k][1] > 1.0]
+        if bad and all(k in moved for k in held):
+            # the old values read in the compute dtype, the update in float32: the float32
+            # call from old values rounded to {name} gives the same statistics
+            rounded_old = {**weights, **{k: cast(cast(weights[k], name), "float32")
+                                         for k in held}}
+            wide = ctx.build(case, dtype="float32", config=config)
+            wide.set_weights(dict(rounded_old))
+            wide.forward(cast(xl, "float32"), training=True)
+            again = wide.get_weights()
+            if all(max_violation(got[k], again[k], tol)[1] <= 1.0 for k in held):
+                raise ClauseFailure(
+                    f"{name} training: the moving statistics after the call are those of the "
+                    f"same call in float32 from old values rounded to {name}: "
+                    + "; ".join(f"{k} max |error| {off[k][0]:.3g} from the float32 call's"
+                                for k in bad), checked=True,
+                    diagnosis=OLD_NARROWED.format(compute=name))
+        # beyond that, batch statistics of the {name} input may carry {name}'s rounding (a
+        # normalisation that does not upcast first): judged at {name}'s own tolerance
+        low_tol = FORWARD[name]
+        far = [k for k in held if max_violation(got[k], want[k], low_tol)[1] > 1.0]
+        if far:
+            still = [k for k in far if k not in moved]
+            raise ClauseFailure(
+                f"{name} training: the moving statistics after the call are not those of the "
+                "same call in float32: " + "; ".join(
+                    f"{k} max |error| {off[k][0]:.3g} exceeds tolerance {low_tol:g}*"
+                    f"(1+|expected|)" + (" (left as they were)" if k in still else "")
+                    for k in far),
+                checked=bool(still), diagnosis=UPDATE_LOST.format(
+                    compute=name, names=", ".join(still)) if still else None)
+
     attempt("default", default)
     attempt("float64", wide)
     for name in ctx.adapter.low_precision:
         for training in (False, True):
             attempt(f"{name} training={training}", lambda n=name, t=training: low(n, t))
         attempt(f"{name} weights", lambda n=name: mixed(n))
+        attempt(f"{name} update", lambda n=name: kept(n))
     if failures:
         first = next((f for f in failures if f.diagnosis), failures[0])
         raise ClauseFailure(

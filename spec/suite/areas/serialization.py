@@ -34,7 +34,8 @@ def config_roundtrip(ctx):
             raise ClauseFailure(f"get_config() returned None, built from {want}",
                                 diagnosis=GET_CONFIG_NONE, checked=True)
         if got != want:
-            lost = _config_lost(got, want, _reports(ctx), _own_config(handle))
+            lost = _config_lost(got, want, _reports(ctx), _own_config(handle),
+                                _renames(handle))
             raise ClauseFailure(f"get_config() returned {_returned(handle, got, want)}, built "
                                 f"from {want}",
                                 diagnosis=lost and f"get_config {lost}", checked=bool(lost))
@@ -62,6 +63,21 @@ def _own_config(handle) -> dict | None:
     return own if isinstance(own, dict) else None
 
 
+def _quietly(read):
+    """``read()``, or None where there is no such reading or it raises."""
+    try:
+        return read() if read is not None else None
+    except Exception:  # noqa: BLE001 - a reading that cannot be made says nothing
+        return None
+
+
+def _renames(handle) -> dict:
+    """The port's adapter's ``config_names`` (spec name -> the port's constructor's), with
+    only the parameters it renames; empty for a built-in handle."""
+    names = getattr(getattr(handle, "adapter", None), "config_names", None) or {}
+    return {k: v for k, v in names.items() if k != v}
+
+
 def _returned(handle, got: dict, want: dict) -> str:
     """What get_config() returned, as a reader would check it: the spec's parameters in it
     (``got``), the keys of the port's own config where the handle kept only the spec's (a
@@ -73,6 +89,10 @@ def _returned(handle, got: dict, want: dict) -> str:
         said = f"the keys {', '.join(map(str, own)) or 'none'}: " + (
             f"of the spec's parameters {got}" if got else "none of the spec's parameters")
     missing = [k for k in want if not isinstance(got, dict) or k not in got]
+    spec_named = [k for k in missing if k in own and k in _renames(handle)]
+    if spec_named:  # the keys a reader sees are there: under the spec's names, not the port's
+        said += (f" ({', '.join(spec_named)} under the spec's names, where the port's "
+                 f"constructor takes {', '.join(_renames(handle)[k] for k in spec_named)})")
     return said + (f" (missing: {', '.join(missing)})" if missing else "")
 
 
@@ -88,15 +108,27 @@ def _reports(ctx) -> list[tuple[dict, dict]]:
     return out
 
 
-def _config_lost(got: dict, want: dict, reports=(), own: dict | None = None) -> str | None:
+def _config_lost(got: dict, want: dict, reports=(), own: dict | None = None,
+                 renames: dict | None = None) -> str | None:
     """What a reported config ``got`` leaves out or changes of the one the layer was built
-    with: each parameter left out (or written under a key of the port's own, ``own``, that
-    holds its value and names no parameter), each value changed (and whose value it is, where
-    it is another parameter's in every one of ``reports`` whose value differs), each one
-    added."""
+    with: the parameters the port's own config (``own``) writes under the spec's names where
+    its constructor takes others (``renames``, the adapter's config_names), each parameter
+    left out (or written under a key of the port's own that holds its value and names no
+    parameter), each value changed (and whose value it is, where it is another parameter's
+    in every one of ``reports`` whose value differs), each one added."""
     if not isinstance(got, dict):
         return None
     reports = [(g, w) for g, w in reports if isinstance(g, dict)] or [(got, want)]
+    renames = renames or {}
+    spec_named = [k for k in want if k not in got and k in renames and own is not None
+                  and k in own and own[k] == want[k]]
+    if spec_named:
+        lead = (f"writes {', '.join(spec_named)} under the spec's names, where the port's "
+                f"constructor takes {', '.join(repr(renames[k]) for k in spec_named)} (its "
+                "adapter's config_names): a layer rebuilt from get_config() does not get them")
+        rest = _config_lost({**got, **{k: want[k] for k in spec_named}}, want, reports, own,
+                            renames={k: v for k, v in renames.items() if k not in spec_named})
+        return "; ".join([lead] + ([rest] if rest else []))
 
     def left_out(k):
         renamed = [o for o, v in (own or {}).items()
@@ -146,10 +178,12 @@ def save_native(ctx):
                 # tried on every config case, as FM/GFF-CONFIG-ROUNDTRIP tries it: one mistake
                 # worded alike in both clauses is one root cause
                 lost = got != want and _config_lost(got, want, _reports(ctx),
-                                                    own=_own_config(handle))
+                                                    own=_own_config(handle),
+                                                    renames=_renames(handle))
                 # the class unknown to the framework's registry (Keras: checked there)
                 unknown = (getattr(handle, "unregistered", lambda: None)()
-                           or getattr(handle, "unbuilt", lambda: None)())
+                           or getattr(handle, "unbuilt", lambda: None)()
+                           or _quietly(getattr(handle, "list_shapes_refused", None)))
                 raise ClauseFailure(
                     f"{what}: the save ran, loading raised {said}",
                     diagnosis=(f"get_config {lost} [the native load rebuilds the layer from "
@@ -180,7 +214,8 @@ def save_native(ctx):
             # rate: equal only to itself) is the cause, worded as FM/GFF-CONFIG-ROUNDTRIP does
             want, got = ctx.spec.validate_config(case.config), handle.get_config()
             lost = got != want and _config_lost(got, want, _reports(ctx),
-                                                own=_own_config(handle))
+                                                own=_own_config(handle),
+                                                renames=_renames(handle))
             raise ClauseFailure(
                 f"{what}: the loaded config {loaded.get_config()} != {handle.get_config()}",
                 diagnosis=(f"get_config {lost} [the loaded layer's config is compared with "
@@ -245,9 +280,11 @@ def _first_loss(ctx) -> str | None:
     it was built with (``_config_lost``), as FM/GFF-CONFIG-ROUNDTRIP reports it."""
     for case in ctx.spec.config_cases():
         want = ctx.spec.validate_config(case.config)
-        got = ctx.build(case, config=case.config).get_config()
+        handle = ctx.build(case, config=case.config)
+        got = handle.get_config()
         if got != want:
-            return _config_lost(got, want, _reports(ctx))
+            return _config_lost(got, want, _reports(ctx), _own_config(handle),
+                                _renames(handle))
     return None
 
 

@@ -13,6 +13,7 @@ from portspec.clauses import ClauseFailure
 from portspec.layers import Case
 from portspec.ports.base import SPLIT_HINT
 from portspec.suite.checks import check
+from portspec.tolerances import FORWARD, same_result
 
 
 @check("shape")
@@ -37,6 +38,50 @@ def shape(ctx):
             want, got, what = wrong[0]
             raise ClauseFailure(f"{what}: output shape {got}, expected {want}",
                                 diagnosis=_shape_diagnosis(seen), checked=True)
+    _reused(ctx, ctx.spec.cases()[0], rng)
+
+
+# A layer that keeps a shape of its first call (or of the input_shape its build was given, batch
+# axis included) and reshapes later calls to it runs every fresh-layer call above, and fails the
+# first time a training loop's last, smaller batch reaches it.
+BATCH_KEPT = (
+    "the layer keeps a shape from its first call or its build (the batch axis included) and "
+    "uses it in later calls, so another batch size fails once the layer has run: read the "
+    "batch size from each call's own input (x.shape[0], or -1 in a reshape), not from "
+    "build()'s input_shape or an attribute set at the first call"
+)
+
+
+def _reused(ctx, case, rng):
+    """One layer called at batch 3 and then at batch 1 (a training loop's last, smaller
+    batch), in inference: the second call must run and give what a fresh layer with the same
+    weights gives (``FORWARD`` of the dtype; the shape exactly). The diagnosis is checked: the
+    fresh layer runs the call."""
+    later, first = _shape_variants(ctx.spec, case)[:2]
+    handle = ctx.build(first)
+    x_first, x_later = ctx.inputs(first, rng), ctx.inputs(later, rng)
+    handle.forward(x_first, training=False)
+    weights = handle.get_weights()
+    fresh = ctx.build(later)
+    fresh.set_weights(dict(weights))
+    want = np.asarray(fresh.forward(x_later, training=False), np.float64)
+    shapes = (f"one layer called with inputs {tuple(first.input_shapes[0])}, then with "
+              f"{tuple(later.input_shapes[0])}")
+    try:
+        got = np.asarray(handle.forward(x_later, training=False), np.float64)
+    except Exception as exc:  # noqa: BLE001 - the failure is the clause's, with its words
+        raise ClauseFailure(f"{shapes}: the second call raised {type(exc).__name__}: "
+                            f"{str(exc)[:200]}, where a fresh layer with the same weights runs "
+                            "it", diagnosis=BATCH_KEPT, checked=True) from None
+    if got.shape != want.shape:
+        raise ClauseFailure(f"{shapes}: output shape {got.shape}, a fresh layer's "
+                            f"{want.shape}", diagnosis=BATCH_KEPT, checked=True)
+    tol = FORWARD["float32"]
+    if not same_result(got, want, tol):
+        raise ClauseFailure(f"{shapes}: the second call's output differs from a fresh layer's "
+                            f"with the same weights (max |difference| "
+                            f"{np.nanmax(np.abs(got - want)):.3g} beyond {tol:g}*(1+|x|))",
+                            diagnosis=BATCH_KEPT, checked=True)
 
 
 def _shape_variants(spec, case):
@@ -251,6 +296,37 @@ def _source(ctx, extra) -> str | None:
         return None
 
 
+# values a normalisation caches from its moving variance (epsilon the spec's)
+_CACHED = {"1/sqrt(moving_variance + epsilon)": lambda v, e: 1.0 / np.sqrt(v + e),
+           "sqrt(moving_variance + epsilon)": lambda v, e: np.sqrt(v + e),
+           "moving_variance + epsilon": lambda v, e: v + e}
+
+
+def _derived(handle, native, extra, weights, off, tol) -> str | None:
+    """A weight outside the table that holds a value derived from the moving variance
+    (``_CACHED``): written as derived from the weights just set, the port's float64 inference
+    output is the spec's. As words, or None."""
+    var = weights.get("norm.moving_variance")
+    if var is None:
+        return None
+    from portspec.layers.feature_mixing import EPSILON
+
+    var = np.ravel(np.asarray(var, np.float64))
+    for path in extra:
+        shape = tuple(native[path][0])
+        if int(np.prod(shape)) != var.size:
+            continue
+        for words, fn in _CACHED.items():
+            handle._write_all([(path, fn(var, EPSILON).reshape(shape))])
+            if off() <= tol:
+                return (f"{path} caches {words}, a value derived from the layer's weights, as "
+                        "state of its own: set_weights and a load write the moving variance "
+                        "and leave the cache as it was, so inference reads a stale value "
+                        f"(written as {words} of the weights set, the port's float64 inference "
+                        "output is the spec's): compute it in the call")
+    return None
+
+
 def _reduction(ctx, extra) -> str | None:
     """Values of the port's weights outside the table (``extra``, paths) under which its
     float64 inference output is the spec's, where it is not with the values it is built
@@ -278,6 +354,10 @@ def _reduction(ctx, extra) -> str | None:
 
         if off() <= tol:  # the extra weights change nothing as built: no reading of them
             return None
+        derived = _derived(handle, native, extra, weights, off, tol)
+        if derived:
+            _REDUCES[key] = derived
+            return derived
         options = []
         for path in extra:
             shape = tuple(native[path][0])
