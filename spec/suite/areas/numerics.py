@@ -632,12 +632,18 @@ def dtype(ctx):
         xl = ctx.inputs(case, seeded, name)
         built.forward(xl, training=True)
         got = built.get_weights()
+
+        def float32_update(start):
+            """The weights after the same training call in float32, on the same numbers, from
+            the weights ``start``."""
+            wide = ctx.build(case, dtype="float32", config=config)
+            wide.set_weights(dict(start))
+            wide.forward(cast(xl, "float32"), training=True)
+            return wide.get_weights()
+
         # against the port's own float32 call on the same numbers, not the oracle: an update
         # of another formula is FM-BN-UPDATE's finding, the same in both dtypes
-        wide = ctx.build(case, dtype="float32", config=config)
-        wide.set_weights(dict(weights))
-        wide.forward(cast(xl, "float32"), training=True)
-        want = wide.get_weights()
+        want = float32_update(weights)
         held = [k for k in STATS if k in got and k in want and k in weights
                 and np.shape(got[k]) == np.shape(weights[k]) == np.shape(want[k])]
         moved = {k: np.asarray(got[k], np.float64) for k in held
@@ -656,12 +662,8 @@ def dtype(ctx):
         if bad and all(k in moved for k in held):
             # the old values read in the compute dtype, the update in float32: the float32
             # call from old values rounded to {name} gives the same statistics
-            rounded_old = {**weights, **{k: cast(cast(weights[k], name), "float32")
-                                         for k in held}}
-            wide = ctx.build(case, dtype="float32", config=config)
-            wide.set_weights(dict(rounded_old))
-            wide.forward(cast(xl, "float32"), training=True)
-            again = wide.get_weights()
+            again = float32_update({**weights, **{k: cast(cast(weights[k], name), "float32")
+                                                  for k in held}})
             if all(max_violation(got[k], again[k], tol)[1] <= 1.0 for k in held):
                 raise ClauseFailure(
                     f"{name} training: the moving statistics after the call are those of the "
