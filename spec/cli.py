@@ -621,7 +621,8 @@ def main(argv=None) -> int:
     from portspec import forkserver
     from portspec.registry import LoadError
 
-    # a port file's next run finds its framework imported (portspec.forkserver)
+    # a port file's worker comes from a process that keeps its framework imported, for this run
+    # and the next (portspec.forkserver)
     forkserver.set_default(args.command in ("verify", "matrix"))
     try:
         return args.func(args)
@@ -631,8 +632,6 @@ def main(argv=None) -> int:
     except (UsageError, LoadError, ValueError, OSError) as exc:
         print(f"portspec {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        forkserver.spawn_pending()
 
 
 if __name__ == "__main__":

@@ -19,8 +19,13 @@ port author's next run finds it. The worker it forks is the same worker (``ports
   ``<cache>/forkserver/``, ``portspec.cache``) hashes the Python executable, portspec's sources
   and the framework versions (``cache.source_key``), the worker's environment and the modules.
   Any change to them is another server; the old one ends when idle.
-- **First run.** No server yet: the worker starts as before, and after the run a server is
-  started in the background for the next one (``spawn_pending``), so a run never waits for one.
+- **First run.** No server yet: the run starts one and takes its worker from it. The server
+  listens before it imports, so the worker waits for the imports a started worker would make
+  anyway (the port's framework, and Dynamo and Inductor for FM-COMPILE), and the next run,
+  however soon, finds the server ready. A second ``verify`` started the moment the first
+  ended took 6.8-8.6 s when servers were started after a run, and 2.7-3.7 s now; the first
+  run's time did not change (BENCHMARKS.md, 2026-12-03). Where the server cannot serve (it
+  dies, or refuses after its imports), the run starts its worker as before.
 - **Safety.** Forking a process that runs several threads can deadlock the child (a lock held
   by a thread that does not exist there). The server checks, after its imports, that it is one
   thread; TensorFlow starts one at import, so a port importing TensorFlow is never preloaded
@@ -30,12 +35,14 @@ port author's next run finds it. The worker it forks is the same worker (``ports
   crash reads as it did.
 - **End.** A server exits after ``IDLE_SECONDS`` with no request and no worker alive, and
   removes its socket. Deleting its socket ends it within 5 s (it looks every 5 s), and killing
-  it loses nothing: the next run starts the worker as before, and a new server after it.
+  it loses nothing: the next run finds the socket nobody answers, and the server it starts
+  takes the name over.
 """
 
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import json
 import os
@@ -61,7 +68,11 @@ KERAS = {"jax": ("keras", *JAX, "portspec.ports.keras"),
 # Imports that start threads: a server is never made for them.
 THREADED = ("tensorflow", "tf_keras")
 VOLATILE = ("PWD", "OLDPWD", "_", "SHLVL")  # differ between shells, read by no framework
-_PENDING: dict[str, tuple] = {}
+# Seconds a run waits for a server it started to listen (a Python start and portspec.cache),
+# and for a server to fork its worker (its imports, on a loaded machine)
+LISTEN_WAIT = 10.0
+FORK_WAIT = 120.0
+_STARTED: list[subprocess.Popen] = []
 
 
 def enabled() -> bool:
@@ -157,8 +168,8 @@ class ForkedWorker:
 def start_worker(port_file: str, env: dict, stderr) -> ForkedWorker | None:
     """A worker for ``port_file`` from its fork server, serving ``isolation``'s protocol on its
     stdin and stdout, its stderr on the file ``stderr``; None (start one as usual) when fork
-    servers are off, none is wanted for this file, or none is running yet (one is started
-    after the run: ``spawn_pending``)."""
+    servers are off, none is wanted for this file, or its server cannot serve. Where none
+    runs yet, one is started and this worker waits for its imports."""
     if not enabled():
         return None
     modules = preloads(port_file, env)
@@ -166,22 +177,21 @@ def start_worker(port_file: str, env: dict, stderr) -> ForkedWorker | None:
         return None
     name = key(env, modules)
     path = folder() / f"{name}.sock"
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        conn.settimeout(10)
-        _connect(conn, path)
-    except OSError:
-        conn.close()
-        if not (folder() / f"{name}.refused").exists():
-            _PENDING[name] = (env, modules)
-        return None
+    conn = _connected(path)
+    if conn is None:
+        if (folder() / f"{name}.refused").exists():
+            return None
+        conn = _connected(path, server=_spawn(name, env, modules))
+        if conn is None:
+            return None
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     try:
         request = json.dumps({"env": env, "cwd": os.getcwd()}).encode()
         socket.send_fds(conn, [request], [in_r, out_w, stderr.fileno()])
+        conn.settimeout(FORK_WAIT)  # a server still importing answers once it has
         pid = json.loads(conn.recv(256))["pid"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError):  # it died, or refused after its imports
         conn.close()
         for fd in (in_w, out_r):
             os.close(fd)
@@ -190,6 +200,23 @@ def start_worker(port_file: str, env: dict, stderr) -> ForkedWorker | None:
         os.close(in_r)
         os.close(out_w)
     return ForkedWorker(conn, pid, os.fdopen(in_w, "wb"), os.fdopen(out_r, "rb"))
+
+
+def _connected(path: Path, server: subprocess.Popen | None = None) -> socket.socket | None:
+    """A connection to the server listening on ``path``; None where none does. With
+    ``server``, the one just started: wait for it to listen while it runs."""
+    deadline = time.monotonic() + LISTEN_WAIT
+    while True:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            conn.settimeout(10)
+            _connect(conn, path)
+            return conn
+        except OSError:
+            conn.close()
+        if server is None or server.poll() is not None or time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
 
 
 def _connect(conn: socket.socket, path: Path) -> None:
@@ -203,21 +230,23 @@ def _connect(conn: socket.socket, path: Path) -> None:
         os.close(fd)
 
 
-def spawn_pending() -> list[subprocess.Popen]:
-    """Start, in the background, the fork servers this run looked for and did not find."""
-    started = []
-    while _PENDING:
-        name, (env, modules) = _PENDING.popitem()
-        where = folder()
-        where.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(where / f"{name}.log", "ab") as log:
-            started.append(subprocess.Popen(
-                [sys.executable, "-m", "portspec.forkserver", str(where / f"{name}.sock"),
-                 *modules],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=where,
-                start_new_session=True,
-            ))
-    return started
+def _spawn(name: str, env: dict, modules: tuple[str, ...]) -> subprocess.Popen:
+    """Start the server ``name`` in the background; it outlives this process."""
+    where = folder()
+    where.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(where / f"{name}.log", "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "portspec.forkserver", str(where / f"{name}.sock"), *modules],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=where,
+            start_new_session=True,
+        )
+    _STARTED.append(server)
+    return server
+
+
+def started() -> list[subprocess.Popen]:
+    """The servers this process started."""
+    return list(_STARTED)
 
 
 # -- the server side --------------------------------------------------------------------------
@@ -228,28 +257,73 @@ def _threads() -> int:
 
 
 def serve(path: str, modules: list[str], idle: float = IDLE_SECONDS) -> int:
-    """Import ``modules``, then fork a worker per request on the socket ``path`` until
-    ``idle`` seconds pass with no request and no worker alive. Exit status 0; 1 where it
-    cannot serve (``<path>.refused`` says why when it is the modules)."""
+    """Listen on the socket ``path``, import ``modules``, then fork a worker per request until
+    ``idle`` seconds pass with no request and no worker alive. A run that connects during the
+    imports waits for them. Exit status 0; 1 where it cannot serve (``<path>.refused`` says
+    why when it is the modules)."""
     import importlib
 
     path = os.path.abspath(path)
     sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]
-    for module in modules:
-        importlib.import_module(module)
-    if _threads() != 1:
-        Path(path).with_suffix(".refused").write_text(
-            f"after importing {', '.join(modules)} this process runs {_threads()} threads; a "
-            "fork could deadlock its child\n")
+    listener = _listen(path)
+    if listener is None:
         return 1
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mine = os.stat(path).st_ino
     try:
-        os.chdir(os.path.dirname(path))
-        listener.bind(os.path.basename(path))  # the bare name: an address holds 107 bytes
-    except OSError as exc:  # another server took it first
-        print(f"cannot serve on {path}: {exc}", file=sys.stderr)
-        return 1
+        for module in modules:
+            importlib.import_module(module)
+        if _threads() != 1:
+            Path(path).with_suffix(".refused").write_text(
+                f"after importing {', '.join(modules)} this process runs {_threads()} threads; "
+                "a fork could deadlock its child\n")
+            return 1
+        _loop(listener, path, mine, idle)
+    finally:
+        listener.close()  # a run still waiting reads the end, and starts its worker itself
+        if _inode(path) == mine:
+            os.unlink(path)
+    return 0
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _listen(path: str) -> socket.socket | None:
+    """A socket listening on ``path``, whose address it binds by the bare name in its folder
+    (an address holds 107 bytes); a socket nobody answers there, left by a server that was
+    killed, is taken over. None where another server listens."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    os.chdir(os.path.dirname(path))
+    name = os.path.basename(path)
+    try:
+        listener.bind(name)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or _answers(name):
+            print(f"cannot serve on {path}: {exc}", file=sys.stderr)
+            listener.close()
+            return None
+        os.unlink(name)
+        listener.bind(name)
     listener.listen(16)
+    return listener
+
+
+def _answers(name: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        probe.connect(name)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _loop(listener: socket.socket, path: str, mine: int, idle: float) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -260,26 +334,21 @@ def serve(path: str, modules: list[str], idle: float = IDLE_SECONDS) -> int:
     selector.register(wake_r, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
     last = time.monotonic()
-    try:
-        while children or time.monotonic() - last < idle:
-            if not os.path.exists(path):
-                break  # removed: end now
-            for item, _ in selector.select(timeout=5.0):
-                if item.fileobj is listener:
-                    conn, _ = listener.accept()
-                    last = time.monotonic()
-                    pid = _fork(conn, [listener, wake_r, wake_w], selector)
-                    if pid:
-                        children[pid] = conn
-                else:
-                    os.read(wake_r, 4096)
-            _reap(children)
-            if children:
+    while children or time.monotonic() - last < idle:
+        if _inode(path) != mine:
+            break  # removed, or taken over: end now
+        for item, _ in selector.select(timeout=5.0):
+            if item.fileobj is listener:
+                conn, _ = listener.accept()
                 last = time.monotonic()
-    finally:
-        if os.path.exists(path):
-            os.unlink(path)
-    return 0
+                pid = _fork(conn, [listener, wake_r, wake_w], selector)
+                if pid:
+                    children[pid] = conn
+            else:
+                os.read(wake_r, 4096)
+        _reap(children)
+        if children:
+            last = time.monotonic()
 
 
 def _fork(conn: socket.socket, close: list, selector) -> int | None:

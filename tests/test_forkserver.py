@@ -44,27 +44,27 @@ def _forked(monkeypatch) -> list:
 
 @pytest.fixture
 def served(monkeypatch, tmp_path):
-    """A run that starts the fork server of its port file, as the CLI does, and waits for it;
-    the workers are then recorded. The server is stopped afterwards."""
+    """A run that starts the fork server of its port file, as the CLI does, and takes its
+    worker from it; the workers of the runs after it are then recorded. The servers are
+    stopped afterwards."""
     monkeypatch.setenv("PORTSPEC_CACHE", str(tmp_path))
     monkeypatch.setenv(forkserver.SETTING, "1")
-    servers = []
+    monkeypatch.setattr(forkserver, "_STARTED", [])
 
     def serve(port: str, impl: str | None = None):
-        # no server yet: the run starts one (FM-SHAPE: no misbehaving port misbehaves there)
-        verify([port], clauses=["FM-SHAPE"], tasks=impl and [(impl, "FM-SHAPE")], timeout=60)
-        servers.extend(forkserver.spawn_pending())
-        assert servers, "the run asked for no fork server"
-        deadline = time.monotonic() + 120
-        while not list((tmp_path / "forkserver").glob("*.sock")):
-            assert servers[-1].poll() is None, [
-                p.read_text() for p in (tmp_path / "forkserver").glob("*.[lr]*")]
-            assert time.monotonic() < deadline, "the fork server did not start"
-            time.sleep(0.2)
+        # no server yet: the run starts one and waits for it (FM-SHAPE: no misbehaving port
+        # misbehaves there)
+        first = _forked(monkeypatch)
+        results = verify([port], clauses=["FM-SHAPE"], tasks=impl and [(impl, "FM-SHAPE")],
+                         timeout=60)
+        logs = [p.read_text() for p in (tmp_path / "forkserver").glob("*.[lr]*")]
+        assert [r.status for r in results] == ["passed"], logs
+        assert len(forkserver.started()) == 1, "the run started no fork server"
+        assert first and all(isinstance(w, forkserver.ForkedWorker) for w in first), logs
         return _forked(monkeypatch)
 
     yield serve
-    for server in servers:
+    for server in forkserver.started():
         server.terminate()
         server.wait(timeout=30)
     assert not list((tmp_path / "forkserver").glob("*.sock")), "a server left its socket"
@@ -83,9 +83,11 @@ def test_a_forked_worker_fails_as_a_started_one(served, monkeypatch, port, reaso
     assert [results[c].status for c in CLAUSES] == ["passed", "failed", "passed"]
 
 
-def test_a_pytorch_port_through_its_fork_server_gets_the_same_verdicts(served):
+def test_a_pytorch_port_through_its_fork_server_gets_the_same_verdicts(served, monkeypatch):
     clauses = ["FM-CONFIG", "FM-SHAPE", "FM-COMPILE", "FM-GRAD"]
+    monkeypatch.setenv(forkserver.SETTING, "0")
     started = verify([TORCH_PORT], clauses=clauses, timeout=120)
+    monkeypatch.setenv(forkserver.SETTING, "1")
     forked = served(TORCH_PORT)
     again = verify([TORCH_PORT], clauses=clauses, timeout=120)
     assert forked and all(isinstance(w, forkserver.ForkedWorker) for w in forked)
@@ -127,8 +129,9 @@ def test_a_process_with_threads_is_not_made_a_server(tmp_path, monkeypatch):
     monkeypatch.setenv(forkserver.SETTING, "1")
     monkeypatch.setattr(forkserver, "key", lambda *_: "k")
     monkeypatch.setattr(forkserver, "folder", lambda: tmp_path)
+    monkeypatch.setattr(forkserver, "_STARTED", [])
     assert forkserver.start_worker(TORCH_PORT, {}, None) is None
-    assert forkserver.spawn_pending() == []
+    assert forkserver.started() == []
 
 
 def test_a_server_ends_when_idle_or_when_its_socket_is_removed(tmp_path):
@@ -158,3 +161,66 @@ def test_fork_servers_are_the_clis_unless_turned_off_or_under_ci(monkeypatch):
     monkeypatch.setenv(forkserver.SETTING, "0")
     monkeypatch.delenv("CI")
     assert not forkserver.enabled()
+
+
+def _serving(sock: Path, idle: str = "600") -> subprocess.Popen:
+    code = "import sys; from portspec.forkserver import serve; sys.exit(serve(sys.argv[1], [], "
+    return subprocess.Popen([sys.executable, "-c", code + f"idle={idle}))", str(sock)])
+
+
+def _await(condition, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_socket_left_by_a_killed_server_is_taken_over(tmp_path):
+    sock = tmp_path / "k.sock"
+    killed = _serving(sock)
+    _await(sock.exists, "the first server did not listen")
+    killed.kill()
+    killed.wait(timeout=30)
+    assert sock.exists()  # SIGKILL: nothing removed it, and nothing listens there
+    second = _serving(sock)
+    _await(lambda: forkserver._connected(sock) is not None, "the second server did not listen")
+    # a live server's socket is not taken over
+    third = _serving(sock)
+    assert third.wait(timeout=60) == 1
+    assert forkserver._connected(sock) is not None
+    sock.unlink()
+    assert second.wait(timeout=60) == 0
+
+
+def test_a_run_started_while_its_server_imports_waits_for_it(tmp_path, monkeypatch):
+    """The server listens before its imports: a request made meanwhile is answered once they
+    are done, and one made to a server that then refuses falls back to a started worker."""
+    modules = tmp_path / "modules"  # not the server's folder, which it takes off sys.path
+    modules.mkdir()
+    (modules / "slow.py").write_text("import time\ntime.sleep(3)\n")
+    (modules / "threaded.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True)"
+        ".start()\n")
+    monkeypatch.setenv("PYTHONPATH", str(modules))
+    monkeypatch.setenv("PORTSPEC_CACHE", str(tmp_path))
+    monkeypatch.setenv(forkserver.SETTING, "1")
+    monkeypatch.setattr(forkserver, "folder", lambda: tmp_path)
+    monkeypatch.setattr(forkserver, "_STARTED", [])
+    for module, served in (("slow", True), ("threaded", False)):
+        monkeypatch.setattr(forkserver, "key", lambda *_, m=module: m)
+        monkeypatch.setattr(forkserver, "preloads", lambda *_, m=module: (m,))
+        with open(tmp_path / f"{module}.err", "wb") as stderr:
+            began = time.monotonic()
+            worker = forkserver.start_worker(TORCH_PORT, dict(os.environ), stderr)
+        if served:
+            assert isinstance(worker, forkserver.ForkedWorker), (tmp_path / "slow.log").read_text()
+            assert time.monotonic() - began > 2.5  # it waited for the import
+            worker.stdin.close()  # no job: the worker's serve loop ends
+            assert worker.wait() == 0
+        else:
+            assert worker is None
+            assert (tmp_path / "threaded.refused").exists()
+            assert not (tmp_path / "threaded.sock").exists()
+    for server in forkserver.started():
+        server.terminate()
+        server.wait(timeout=30)
