@@ -46,6 +46,10 @@ class ExactOps:
         out = exact.var(self._last(x, axes), axis=-1, ddof=ddof)
         return np.expand_dims(out, axes)
 
+    def variances(self, x, axes, mean):
+        """``ddof -> var(x, axes, ddof)``; ``mean`` is ``self.mean(x, axes)``."""
+        return lambda ddof: self.var(x, axes, ddof)
+
     matmul = staticmethod(exact.matmul)
     exp = staticmethod(exact.exp)
     tanh = staticmethod(exact.tanh)
@@ -58,10 +62,27 @@ class NumpyOps(ExactOps):
     """NumPy's own kernels: within a few ulp of ExactOps and much faster, for the search."""
 
     def mean(self, x, axes):
-        return np.mean(x, axis=axes, keepdims=True)
+        # np.mean's own steps for a float64 array (numpy/_core/_methods.py ``_mean``: the sum,
+        # over the count), the same bits at a third of its time on the search's small arrays
+        return np.add.reduce(x, axis=axes, keepdims=True) / math.prod(x.shape[a] for a in axes)
 
     def var(self, x, axes, ddof):
         return np.var(x, axis=axes, keepdims=True, ddof=ddof)
+
+    def variances(self, x, axes, mean):
+        """``ddof -> np.var(x, axes, ddof)`` to the bit, its squared deviations summed once for
+        every ddof: np.var's own steps (numpy/_core/_methods.py ``_var``: the mean as
+        ``np.mean`` gives it, the squares of x - mean summed, over count - ddof). The search
+        asks two ddofs of each call (normalised by one, moving variance updated by another)."""
+        sums = []
+
+        def var(ddof):
+            if not sums:
+                d = x - mean
+                sums.append(np.add.reduce(np.multiply(d, d, out=d), axis=axes, keepdims=True))
+            return sums[0] / max(math.prod(x.shape[a] for a in axes) - ddof, 0)
+
+        return var
 
     matmul = staticmethod(np.matmul)
     exp = staticmethod(np.exp)
@@ -293,10 +314,11 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             return v
         axes = NORM_AXES[c["norm"]]
         batch_norm = c["norm"].startswith("batch")
-        count = int(np.prod([v.shape[a] for a in axes]))
+        count = math.prod(v.shape[a] for a in axes)
         mean = ops.mean(v, axes)
+        variance = ops.variances(v, axes, mean)
         if count > c["var_ddof"]:
-            var = ops.var(v, axes, c["var_ddof"])
+            var = variance(c["var_ddof"])
         else:  # the spec's biased variance of one sample is 0; an unbiased one is undefined
             var = np.zeros_like(mean) if c["var_ddof"] == 0 else np.full_like(mean, np.nan)
         if batch_norm:
@@ -318,7 +340,7 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                                                             and bn_training)):
                 ddof = c["update_ddof"]
                 # an unbiased variance of one sample is undefined (NaN, as torch gives)
-                uvar = ops.var(v, axes, ddof) if count > ddof else np.full_like(mean, np.nan)
+                uvar = variance(ddof) if count > ddof else np.full_like(mean, np.nan)
                 uvar = var if by_elements else uvar
                 if c["var_update"] == "std":
                     uvar = np.sqrt(uvar)
