@@ -151,7 +151,7 @@ def check_file(path: str) -> str:
     return path
 
 
-def _sibling_names(folder: str) -> set[str]:
+def sibling_names(folder: str) -> set[str]:
     """Top-level module names that resolve inside ``folder``: x.py, x/ (packages)."""
     names = set()
     for entry in os.listdir(folder):
@@ -174,7 +174,7 @@ def _prepare_path(folder: str) -> None:
     another port's folder or the current directory. Installed packages (site-packages) and
     the standard library stay: a C extension cannot be imported twice."""
     protected = {"portspec", *sys.builtin_module_names, *getattr(sys, "stdlib_module_names", ())}
-    siblings = _sibling_names(folder) - protected
+    siblings = sibling_names(folder) - protected
     for name in list(sys.modules):
         if name.partition(".")[0] not in siblings:
             continue
@@ -213,7 +213,7 @@ def load_file(path: str) -> list[Adapter | Unavailable]:
         sys.modules.pop(module_name, None)
         top = (exc.name or "").partition(".")[0]
         where = _where(exc, path)
-        if top and top not in _sibling_names(folder) and importlib.util.find_spec(top) is None:
+        if top and top not in sibling_names(folder) and importlib.util.find_spec(top) is None:
             return [Unavailable(shown, f"line {where[1:] or '?'} imports {exc.name!r}, which is "
                                        "not installed here")]
         raise LoadError(f"{shown}{where}: {type(exc).__name__}: {exc}") from None

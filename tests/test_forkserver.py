@@ -224,3 +224,19 @@ def test_a_run_started_while_its_server_imports_waits_for_it(tmp_path, monkeypat
     for server in forkserver.started():
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_port_importing_what_is_not_installed_starts_no_server(tmp_path, monkeypatch):
+    """Its load fails in the worker: a server's imports first would only delay the one line."""
+    (tmp_path / "helper.py").write_text("")
+    port = tmp_path / "PORT.py"
+    port.write_text("import torch\nimport helper\nimport not_installed_xyz.sub\n"
+                    "try:\n    import optional_xyz\nexcept ImportError:\n    pass\n")
+    assert forkserver.unresolved(str(port)) == ["not_installed_xyz"]
+    monkeypatch.setenv("PORTSPEC_CACHE", str(tmp_path))
+    monkeypatch.setenv(forkserver.SETTING, "1")
+    monkeypatch.setattr(forkserver, "_STARTED", [])
+    assert forkserver.start_worker(str(port), dict(os.environ), None) is None
+    assert forkserver.started() == []
+    port.write_text("import torch\nimport helper\n")
+    assert forkserver.unresolved(str(port)) == []
