@@ -23,7 +23,7 @@ port author's next run finds it. The worker it forks is the same worker (``ports
   listens before it imports, so the worker waits for the imports a started worker would make
   anyway (the port's framework, and Dynamo and Inductor for FM-COMPILE), and the next run,
   however soon, finds the server ready. A second ``verify`` started the moment the first
-  ended took 6.8-8.6 s when servers were started after a run, and 2.7-3.7 s now; the first
+  ended took 6.8-8.6 s when servers were started after a run, and 2.6-3.7 s now; the first
   run's time did not change (BENCHMARKS.md, 2026-12-03). Where the server cannot serve (it
   dies, or refuses after its imports), the run starts its worker as before; so it does where
   the port imports a module that is not installed (``unresolved``), whose load then fails
