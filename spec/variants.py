@@ -66,21 +66,20 @@ class NumpyOps(ExactOps):
         # over the count), the same bits at a third of its time on the search's small arrays
         return np.add.reduce(x, axis=axes, keepdims=True) / math.prod(x.shape[a] for a in axes)
 
-    def var(self, x, axes, ddof):
-        return np.var(x, axis=axes, keepdims=True, ddof=ddof)
-
     def variances(self, x, axes, mean):
-        """``ddof -> np.var(x, axes, ddof)`` to the bit, its squared deviations summed once for
-        every ddof: np.var's own steps (numpy/_core/_methods.py ``_var``: the mean as
-        ``np.mean`` gives it, the squares of x - mean summed, over count - ddof). The search
-        asks two ddofs of each call (normalised by one, moving variance updated by another)."""
-        sums = []
+        """``ddof -> np.var(x, axis=axes, keepdims=True, ddof=ddof)`` to the bit, its squared
+        deviations summed once for every ddof: np.var's own steps (numpy/_core/_methods.py
+        ``_var``: the mean as ``np.mean`` gives it, the squares of x - mean summed, over
+        count - ddof). The search asks two ddofs of each call (normalised by one, moving
+        variance updated by another)."""
+        count, squares = math.prod(x.shape[a] for a in axes), None
 
         def var(ddof):
-            if not sums:
+            nonlocal squares
+            if squares is None:
                 d = x - mean
-                sums.append(np.add.reduce(np.multiply(d, d, out=d), axis=axes, keepdims=True))
-            return sums[0] / max(math.prod(x.shape[a] for a in axes) - ddof, 0)
+                squares = np.add.reduce(np.multiply(d, d, out=d), axis=axes, keepdims=True)
+            return squares / max(count - ddof, 0)
 
         return var
 
