@@ -107,6 +107,19 @@ def test_the_root_cause_explaining_most_clauses_comes_first():
 
 FIXTURES = Path(__file__).parent / "ports_fixtures"
 FIXTURE = FIXTURES / "single_mistakes_torch.py"
+
+
+def _torch_fixture(monkeypatch):
+    """The torch single-mistake fixture as a module, its folder on ``sys.path`` for the modules
+    it imports from there (measure_layers), as ``registry.load_file`` puts it: a test run alone
+    must not depend on another having loaded a port from that folder first."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    spec_file = importlib.util.spec_from_file_location("single_mistakes_torch_module", FIXTURE)
+    fixture = importlib.util.module_from_spec(spec_file)
+    spec_file.loader.exec_module(fixture)
+    return fixture
 # the single-mistake ports of each framework, and the module each needs
 MEASURED = {"torch": "torch", "keras": "keras", "flax": "flax"}
 # torch.compile and the other frameworks' portable writers take minutes and name no variant
@@ -381,19 +394,15 @@ def test_a_checked_diagnosis_of_how_the_layer_is_built_is_its_root_cause():
     assert results["FM-INFERENCE"].status == results["FM-TRAINING"].status == "passed"
 
 
-def test_five_choices_of_one_design_are_found_together():
+def test_five_choices_of_one_design_are_found_together(monkeypatch):
     """torch's BatchNorm2d(1) at its defaults after the residual (darts' TimeBatchNorm2d): one
     statistic, epsilon 1e-5, momentum 0.1, unbiased update, post-norm; five choices, one root
     cause. A sixth, unrelated change (a ReLU after the second Dense, outside the space) must
     not fit."""
     pytest.importorskip("torch")
-    import importlib.util
-
     from portspec import rootcause
 
-    spec_file = importlib.util.spec_from_file_location("single_mistakes_deep", FIXTURE)
-    fixture = importlib.util.module_from_spec(spec_file)
-    spec_file.loader.exec_module(fixture)
+    fixture = _torch_fixture(monkeypatch)
     design = {"norm": "scalar", "position": "after", "eps": 1e-5, "update_ddof": 1, "keep": 0.9}
     spec = LAYERS["FeatureMixing"]
     found = rootcause.search(spec, rootcause.probe(fixture.port("deep", None, fm=design)(), spec))
@@ -404,21 +413,17 @@ def test_five_choices_of_one_design_are_found_together():
     assert not rootcause.search(spec, rootcause.probe(unbiased, spec)).fits
 
 
-def test_independent_mistakes_are_separate_root_causes():
+def test_independent_mistakes_are_separate_root_causes(monkeypatch):
     """Two mistakes in different parts of the layer (PyTorch's epsilon in the BatchNorm, exact
     GELU in the MLP) are two root causes, each failing clause attributed to the one that
     fails it alone; the evidence names the variant with both."""
     pytest.importorskip("torch")
-    import importlib.util
-
     import torch.nn.functional as F
 
     from portspec import rootcause
     from portspec.isolation import items_for
 
-    spec_file = importlib.util.spec_from_file_location("single_mistakes_two", FIXTURE)
-    fixture = importlib.util.module_from_spec(spec_file)
-    spec_file.loader.exec_module(fixture)
+    fixture = _torch_fixture(monkeypatch)
     two = fixture.port("two-mistakes", None,
                        fm={"eps": 1e-5, "activation": staticmethod(F.gelu)})()
     clauses = ("FM-BN-EPSILON", "FM-INFERENCE", "FM-TRAINING")
@@ -442,15 +447,12 @@ def test_independent_mistakes_are_separate_root_causes():
     ({"norm": "layer-N", "eps_outside": True, "ddof": 1, "eps": 1e-6},
      {"norm": "layer-N", "eps_where": "outside", "var_ddof": 1, "eps": 1e-6}),
 ])
-def test_a_normalisation_written_from_another_framework_is_one_root_cause(design, expected):
+def test_a_normalisation_written_from_another_framework_is_one_root_cause(design, expected,
+                                                                             monkeypatch):
     pytest.importorskip("torch")
-    import importlib.util
-
     from portspec import rootcause
 
-    spec_file = importlib.util.spec_from_file_location("single_mistakes_design", FIXTURE)
-    fixture = importlib.util.module_from_spec(spec_file)
-    spec_file.loader.exec_module(fixture)
+    fixture = _torch_fixture(monkeypatch)
     spec = LAYERS["FeatureMixing"]
     found = rootcause.search(spec, rootcause.probe(fixture.port("design", None, fm=design)(),
                                                    spec))
@@ -462,19 +464,15 @@ def test_a_normalisation_written_from_another_framework_is_one_root_cause(design
     {"eps": "fit"},  # normalisation before the branch: the branch runs once per epsilon
     {"eps": "fit", "position": "after", "norm": "layer-N", "eps_where": "outside"},
 ])
-def test_the_epsilon_losses_at_once_are_each_epsilons_loss_alone(choices):
+def test_the_epsilon_losses_at_once_are_each_epsilons_loss_alone(choices, monkeypatch):
     """The epsilon fit evaluates its grid as one array of epsilons: each loss is the one a
     forward with that epsilon alone gives (to rounding: a stacked matmul may sum in another
     order), before and after the residual, and on the NaN an unbiased variance of one sample
     gives."""
     pytest.importorskip("torch")
-    import importlib.util
-
     from portspec import rootcause
 
-    spec_file = importlib.util.spec_from_file_location("single_mistakes_eps", FIXTURE)
-    fixture = importlib.util.module_from_spec(spec_file)
-    spec_file.loader.exec_module(fixture)
+    fixture = _torch_fixture(monkeypatch)
     spec = LAYERS["FeatureMixing"]
     design = {"eps": 1e-5, "keep": 0.9, "update_ddof": 1}
     records = [r for r in rootcause.probe(fixture.port("eps", None, fm=design)(), spec)
