@@ -326,7 +326,7 @@ def _listen(path: str) -> socket.socket | None:
     try:
         listener.bind(name)
     except OSError as exc:
-        if exc.errno != errno.EADDRINUSE or _answers(name):
+        if exc.errno != errno.EADDRINUSE or _answers(Path(path)):
             print(f"cannot serve on {path}: {exc}", file=sys.stderr)
             listener.close()
             return None
@@ -336,15 +336,12 @@ def _listen(path: str) -> socket.socket | None:
     return listener
 
 
-def _answers(name: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        probe.connect(name)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
+def _answers(path: Path) -> bool:
+    """Whether a server listens on ``path`` (the connection a run would make, closed)."""
+    conn = _connected(path)
+    if conn is not None:
+        conn.close()
+    return conn is not None
 
 
 def _loop(listener: socket.socket, path: str, mine: int, idle: float) -> None:
