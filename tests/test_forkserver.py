@@ -134,14 +134,22 @@ def test_a_process_with_threads_is_not_made_a_server(tmp_path, monkeypatch):
     assert forkserver.started() == []
 
 
-def test_a_server_ends_when_idle_or_when_its_socket_is_removed(tmp_path):
-    code = "import sys; from portspec.forkserver import serve; sys.exit(serve(sys.argv[1], [], {}))"
-    idle = subprocess.Popen([sys.executable, "-c", code.format("idle=1"), str(tmp_path / "a")])
-    removed = subprocess.Popen([sys.executable, "-c", code.format("idle=600"),
-                                str(tmp_path / "b")])
+def _serving(sock: Path, idle: str = "600") -> subprocess.Popen:
+    code = "import sys; from portspec.forkserver import serve; sys.exit(serve(sys.argv[1], [], "
+    return subprocess.Popen([sys.executable, "-c", code + f"idle={idle}))", str(sock)])
+
+
+def _await(condition, what: str) -> None:
     deadline = time.monotonic() + 60
-    while not (tmp_path / "b").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_server_ends_when_idle_or_when_its_socket_is_removed(tmp_path):
+    idle = _serving(tmp_path / "a", idle="1")
+    removed = _serving(tmp_path / "b")
+    _await((tmp_path / "b").exists, "the server did not listen")
     (tmp_path / "b").unlink()
     assert idle.wait(timeout=60) == 0 and removed.wait(timeout=60) == 0
     assert not (tmp_path / "a").exists()
@@ -163,18 +171,6 @@ def test_fork_servers_are_the_clis_unless_turned_off_or_under_ci(monkeypatch):
     assert not forkserver.enabled()
 
 
-def _serving(sock: Path, idle: str = "600") -> subprocess.Popen:
-    code = "import sys; from portspec.forkserver import serve; sys.exit(serve(sys.argv[1], [], "
-    return subprocess.Popen([sys.executable, "-c", code + f"idle={idle}))", str(sock)])
-
-
-def _await(condition, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_a_socket_left_by_a_killed_server_is_taken_over(tmp_path):
     sock = tmp_path / "k.sock"
     killed = _serving(sock)
@@ -183,11 +179,11 @@ def test_a_socket_left_by_a_killed_server_is_taken_over(tmp_path):
     killed.wait(timeout=30)
     assert sock.exists()  # SIGKILL: nothing removed it, and nothing listens there
     second = _serving(sock)
-    _await(lambda: forkserver._connected(sock) is not None, "the second server did not listen")
+    _await(lambda: forkserver._answers(sock), "the second server did not listen")
     # a live server's socket is not taken over
     third = _serving(sock)
     assert third.wait(timeout=60) == 1
-    assert forkserver._connected(sock) is not None
+    assert forkserver._answers(sock)
     sock.unlink()
     assert second.wait(timeout=60) == 0
 
