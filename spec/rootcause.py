@@ -1094,6 +1094,14 @@ EPS_GRID, POINTS, ROUNDS = np.linspace(-12, 0, 25), 33, 5
 MACHINE64 = float(np.finfo(np.float64).eps)  # tried apart: a port's finfo(x.dtype).eps
 
 
+def _outputs_of(space, records, choices) -> dict:
+    """The part of ``choices`` the deterministic records' outputs depend on
+    (``variants.output_choices``): the key of a fit to those outputs alone."""
+    rates = [(r["config"] or {}).get("dropout", 0.0) for r in records
+             if r["out"] is not None and r["label"] != "dropout"]
+    return variants.output_choices(space, choices, rates)
+
+
 def _fit_eps(spec, space, records, choices):
     """Least-squares epsilon (a log-spaced grid, narrowed in rounds), then the roundest value
     (1-3 significant digits) that fits as well: real ports write 1e-5, not 1.0000003e-5."""
@@ -1147,22 +1155,24 @@ def _evaluate(spec, space, records, choices, tol):
             return None
     if space is variants.FM_SPACE and choices.get("update") != "never":
         base = {k: v for k, v in choices.items() if k not in ("eps", "var_momentum")}
+        moved = variants.state_choices(space, base)  # a fit to the statistics: one per part
         if choices.get("var_momentum") == "fit":  # the mean's and the variance's apart
-            a, b = (_memo(("momentum", k), base, _momentum, spec, space, records,
+            a, b = (_memo(("momentum", k), moved, _momentum, spec, space, records,
                           {**base, "var_momentum": 0.0}, (k,)) for k in (MEAN, VAR))
             if a is None or b is None or abs(b - a) < 1e-6:
                 return None  # one momentum for both: the candidate without this choice
             choices["var_momentum"] = b
         else:  # a mixture's variance is not linear in the momentum: the mean's says it
             keys = (MEAN,) if choices.get("var_update") == "mixture" else (MEAN, VAR)
-            a = _memo("momentum", base, _momentum, spec, space, records, base, keys)
+            a = _memo("momentum", moved, _momentum, spec, space, records, base, keys)
         if a is not None and abs(a - 1.0) < 1e-9:
             return None  # nothing moves: the "never updated" candidate says it
         a = 0.0 if a is not None and abs(a) < 1e-9 else a  # the batch's taken as they are
         if a is not None and abs(a - LAYERS[spec.name].momentum) > 1e-6:
             choices["momentum"] = a
-    if choices.get("eps") == "fit":
-        choices["eps"] = _memo("eps", choices, _fit_eps, spec, space, records, choices)
+    if choices.get("eps") == "fit":  # a fit to the outputs: one per output_choices
+        choices["eps"] = _memo("eps", _outputs_of(space, records, choices), _fit_eps, spec,
+                               space, records, choices)
         if choices["eps"] != variants.MACHINE and abs(
                 choices["eps"] / space.defaults["eps"] - 1) < 0.02:
             return None
@@ -1377,7 +1387,8 @@ def _search(spec, records):
         """Three changes, searched from the BEAM pairs closest to the port (least squares
         over the deterministic records): a LayerNorm with its own epsilon after the residual
         is three choices of one design."""
-        scored = sorted((_memo("loss", got[0], _loss, spec, space, usable, got[0]), i)
+        scored = sorted((_memo("loss", _outputs_of(space, usable, got[0]), _loss, spec, space,
+                               usable, got[0]), i)
                         for i, (key, got) in enumerate(evaluated.items())
                         if got is not None and key[0] == f64[0])
         chosen = [list(evaluated.values())[i][0] for _, i in scored[:BEAM]]

@@ -117,7 +117,12 @@ NORM_AXES = {
     "layer-L": (1,),  # over time per sample and channel: instance norm (RevIN's statistics)
 }
 
-_ERF = np.vectorize(math.erf, otypes=[np.float64])
+def _erf(v):
+    """math.erf of each element (NumPy has no erf; np.vectorize gives the same bits in 1.6
+    times the time)."""
+    v = np.asarray(v, np.float64)
+    return np.fromiter(map(math.erf, v.ravel().tolist()), np.float64, v.size).reshape(v.shape)
+
 
 
 def _overflow_ok(compute):
@@ -129,7 +134,7 @@ def _overflow_ok(compute):
 
 _ACT = {
     "relu": lambda v, ops: np.maximum(v, 0.0),
-    "gelu": lambda v, ops: 0.5 * v * (1.0 + _ERF(v / math.sqrt(2.0))),
+    "gelu": lambda v, ops: 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0))),
     "gelu-tanh": lambda v, ops: 0.5 * v * (
         1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3))
     ),
@@ -424,6 +429,57 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 new[k] = np.reshape(new[k], (1, -1))
     return out, new
 
+
+
+# Choices that change only the moving statistics a FeatureMixing call leaves, never its output:
+# fm_forward reads them where it writes the new moving mean and variance alone (the call
+# normalises with the statistics it was given, or the batch's). ``batch_one`` "frozen" too: it
+# skips the update of a batch of one, which is normalised by its own statistics either way.
+STATE_ONLY = frozenset({"momentum", "var_momentum", "update_ddof", "var_update", "update",
+                        "state_shape"})
+# Choices that change only a dropout that drops: at rate 0, ``drop`` returns its input before
+# it reads any of them.
+DROPOUT_ONLY = frozenset({"dropout_scale", "sites", "shared_mask", "mask_axis",
+                          "residual_dropout", "dropout_inference"})
+
+
+# Choices that change only what a FeatureMixing call does with the statistics it normalises by,
+# never the moving statistics it leaves, where the normalisation comes before the MLP
+# (``position`` "before"): the scale and shift, epsilon, the statistics a call normalises with
+# (its update takes the batch's either way), the MLP and the residual. Not ``transpose``: an
+# (out, in) kernel read as (in, out) may raise on its shape, and a call that raises leaves no
+# statistics.
+OUTPUT_ONLY = frozenset({"affine", "clip", "eps", "eps_where", "var_ddof", "train_stats",
+                         "infer_stats", "activation", "biases", "residual"})
+
+
+def state_choices(space, choices: dict) -> dict:
+    """The part of ``choices`` that can change the moving statistics a call leaves, for calls
+    made without dropout (the dropout's choices, ``DROPOUT_ONLY`` and ``dropout_rate``, left
+    out): two candidates with the same part leave the same statistics, bit for bit, and a fit
+    to the statistics alone (a momentum) is one fit for both. A GatedFeatureFusion candidate
+    is returned whole."""
+    if space is not FM_SPACE:
+        return dict(choices)
+    before = choices.get("position", FM_DEFAULTS["position"]) == "before"
+    return {k: v for k, v in choices.items()
+            if k not in DROPOUT_ONLY and k != "dropout_rate"
+            and not (before and k in OUTPUT_ONLY)}
+
+
+def output_choices(space, choices: dict, rates) -> dict:
+    """The part of ``choices`` that can change the output of calls whose configured dropout
+    rates are ``rates``: two candidates with the same part compute the same outputs, bit for
+    bit, and a fit to the outputs alone (an epsilon, a least-squares loss) is one fit for both.
+    Without the moving statistics' choices (``STATE_ONLY``), and without the dropout's where
+    every rate is 0 and the rate is the config's (``DROPOUT_ONLY``). A GatedFeatureFusion
+    candidate is returned whole."""
+    if space is not FM_SPACE:
+        return dict(choices)
+    undropped = all(p == 0.0 for p in rates) and choices.get("dropout_rate", "rate") == "rate"
+    return {k: v for k, v in choices.items()
+            if k not in STATE_ONLY and not (k == "batch_one" and v == "frozen")
+            and not (undropped and k in DROPOUT_ONLY)}
 
 # -- GatedFeatureFusion ---------------------------------------------------------------------
 
