@@ -2378,8 +2378,9 @@ def _search_records(layer: str, records: list) -> Finding:
 def _search_all(searches: list) -> list[Finding]:
     """``_search_records`` of each (layer, records), in order. Several run on the CPUs at
     once (``schedule.jobs()`` lanes), each in a process of its own, ``python -m
-    portspec.rootcause`` (the search is NumPy on small arrays, held by the GIL: 12 s for one
-    of the public ports, 25 s for the six). A process started by ``multiprocessing`` (the test
+    portspec.rootcause`` (the search is NumPy on small arrays, held by the GIL: up to some
+    10 s for a port outside the variant space, whose search runs every level of its plan).
+    A process started by ``multiprocessing`` (the test
     suite's measures, one port per CPU already) runs them in turn, and so does this process
     for a search whose process fails."""
     import multiprocessing
