@@ -2380,9 +2380,8 @@ def _search_all(searches: list) -> list[Finding]:
     once (``schedule.jobs()`` lanes), each in a process of its own, ``python -m
     portspec.rootcause`` (the search is NumPy on small arrays, held by the GIL: up to some
     10 s for a port outside the variant space, whose search runs every level of its plan).
-    A process started by ``multiprocessing`` (the test
-    suite's measures, one port per CPU already) runs them in turn, and so does this process
-    for a search whose process fails."""
+    A process started by ``multiprocessing`` (the test suite's measures, one port per CPU
+    already) runs them in turn, and so does this process for a search whose process fails."""
     import multiprocessing
     import pickle
     import subprocess

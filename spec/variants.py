@@ -117,12 +117,12 @@ NORM_AXES = {
     "layer-L": (1,),  # over time per sample and channel: instance norm (RevIN's statistics)
 }
 
+
 def _erf(v):
     """math.erf of each element (NumPy has no erf; np.vectorize gives the same bits in 1.6
     times the time)."""
     v = np.asarray(v, np.float64)
     return np.fromiter(map(math.erf, v.ravel().tolist()), np.float64, v.size).reshape(v.shape)
-
 
 
 def _overflow_ok(compute):
@@ -430,7 +430,6 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
     return out, new
 
 
-
 # Choices that change only the moving statistics a FeatureMixing call leaves, never its output:
 # fm_forward reads them where it writes the new moving mean and variance alone (the call
 # normalises with the statistics it was given, or the batch's). ``batch_one`` "frozen" too: it
@@ -480,6 +479,7 @@ def output_choices(space, choices: dict, rates) -> dict:
     return {k: v for k, v in choices.items()
             if k not in STATE_ONLY and not (k == "batch_one" and v == "frozen")
             and not (undropped and k in DROPOUT_ONLY)}
+
 
 # -- GatedFeatureFusion ---------------------------------------------------------------------
 

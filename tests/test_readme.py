@@ -102,3 +102,16 @@ def test_the_port_example_verifies(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert run.returncode == 1 and "✗ GFF-GATE-ORDER [my-port]" in run.stdout, run.stdout
+
+
+def test_toxs_test_envs_have_the_workers_one_thread():
+    """tox.ini's [one-thread] section is the workers' ``isolation.ONE_THREAD``, written out
+    (tox cannot import it): the test processes share the cores as the workers do."""
+    import configparser
+
+    from portspec.isolation import ONE_THREAD
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    lines = tox["one-thread"]["set_env"].strip().splitlines()
+    assert dict(line.split(" = ", 1) for line in lines) == ONE_THREAD
