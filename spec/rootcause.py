@@ -1602,6 +1602,9 @@ def _ones_masks(r):
 # -- a NumPy implementation of a variant (for attribution) ------------------------------------
 
 
+_DRAW = object()  # VariantHandle._compute: draw the dropout masks
+
+
 class VariantHandle:
     """A layer that computes a variant in NumPy; the Handle protocol of portspec.adapter."""
 
@@ -1618,6 +1621,7 @@ class VariantHandle:
         self.wdtype = numpy_dtype("float32" if dtype in ("bfloat16", "float16") else
                                   dtype or "float32")
         self.rng = np.random.default_rng(seed)
+        self._initial_weights = None  # _initial
         table = spec.weight_table(self.config, input_shapes)
         norm = self.choices.get("norm", "batch-feature")
         keep = {t.name for t in table}
@@ -1664,9 +1668,21 @@ class VariantHandle:
         return {"dropout1": draw((*shape[:-1], self.config["ff_dim"])), "dropout2": draw(shape),
                 "input": draw(shape)}
 
-    def _compute(self, inputs, training):
-        w = {**self.spec.initial_weights(self.config, self.input_shapes, np.random.default_rng(0)),
-             **self.weights}
+    def _initial(self) -> dict:
+        """The spec's initial weights (seeded with 0), for the weights the variant does not
+        hold: computed once, read-only (every call reads them, a gradient's thousands too)."""
+        if self._initial_weights is None:
+            weights = self.spec.initial_weights(self.config, self.input_shapes,
+                                                np.random.default_rng(0))
+            for value in weights.values():
+                value.setflags(write=False)
+            self._initial_weights = weights
+        return self._initial_weights
+
+    def _compute(self, inputs, training, masks=_DRAW):
+        """(output, new state) of one call; ``masks`` as ``_masks`` gives them, drawn anew
+        unless given."""
+        w = {**self._initial(), **self.weights}
         x = inputs
         if self.precision:
             w = {k: np.asarray(v, self.precision) for k, v in w.items()}
@@ -1674,17 +1690,20 @@ class VariantHandle:
                 np.asarray(x, self.precision))
         space = variants.SPACES[self.spec.name]
         out, new = space.forward(self.config, w, x, training=training,
-                                 masks=self._masks(_as_list(x)[0], training), ops=variants.FAST,
-                                 **self.choices)
+                                 masks=self._masks(_as_list(x)[0], training)
+                                 if masks is _DRAW else masks, ops=variants.FAST, **self.choices)
         if self.precision:
             out = np.asarray(out, self.precision)
         return out, new
 
     def forward(self, inputs, *, training):
+        return self._forward(inputs, training)
+
+    def _forward(self, inputs, training, masks=_DRAW):
         if self.validate and not self.spec.multi_input:
             x = np.asarray(inputs)
             self.spec.check_call(self.config, x.shape, x.dtype.name)
-        out, new = self._compute(inputs, training)
+        out, new = self._compute(inputs, training, masks)
         for k in self.weights:
             self.weights[k] = np.asarray(new[k], self.wdtype)
         return np.asarray(out, self.dtype)
@@ -1710,12 +1729,18 @@ class VariantHandle:
         return path
 
     def grad(self, inputs, cotangent, *, training):
+        """Central differences of sum(output * cotangent), every evaluation with the dropout
+        masks of one draw, which the call that then updates the state also uses: the
+        gradient of one training call, as a port's autograd gives it (masks drawn anew for
+        each evaluation would difference two different functions)."""
         saved = self.get_weights()
         cot = np.asarray(cotangent, np.float64)
+        xs = [np.asarray(v, np.float64) for v in _as_list(inputs)]
+        masks = self._masks(xs[0], training)
 
         def f(weights, x):
             self.weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
-            out = np.asarray(self._compute(x, training)[0], np.float64)
+            out = np.asarray(self._compute(x, training, masks)[0], np.float64)
             return float(np.sum(out * cot))
 
         def central(value, shifted):
@@ -1726,14 +1751,13 @@ class VariantHandle:
                 g[i] = (shifted(step) - shifted(-step)) / 2e-6
             return g
 
-        xs = [np.asarray(v, np.float64) for v in _as_list(inputs)]
         pack = (lambda v: v) if isinstance(inputs, list) else (lambda v: v[0])
         grads = {k: central(v, lambda d, k=k: f({**saved, k: saved[k] + d}, pack(xs)))
                  for k, v in saved.items() if self.trainable[k]}
         gx = [central(xi, lambda d, i=i: f(saved, pack([*xs[:i], xs[i] + d, *xs[i + 1:]])))
               for i, xi in enumerate(xs)]
         self.weights = {k: v.copy() for k, v in saved.items()}
-        self.forward(inputs, training=training)
+        self._forward(inputs, training, masks)
         return pack(gx), grads
 
     def weight_layout(self):
