@@ -235,6 +235,11 @@ def load_file(path: str) -> list[Adapter | Unavailable]:
             f"{shown}: defines no Adapter subclass (a class deriving from "
             "portspec.adapter.Adapter, or one of portspec.ports' bases, with its layers named)"
         )
+    for adapter in found:  # a malformed weight map: one line now, not every clause failing
+        try:
+            getattr(adapter, "check_weights", lambda: None)()
+        except TypeError as exc:
+            raise LoadError(f"{shown}: {exc}") from None
     return list(found)
 
 

@@ -92,6 +92,44 @@ def test_a_port_that_cannot_be_imported_is_one_load_error(tmp_path, isolate):
         verify([str(port)], clauses=["FM-SHAPE", "GFF-SHAPE"], timeout=20, isolate=isolate)
 
 
+MAP_PORT = """
+from portspec.ports import PortAdapter, transpose
+
+
+class Port(PortAdapter):
+    layers = ("FeatureMixing",)
+    weights = {{"FeatureMixing": {{"dense1.bias": "fc1.bias",
+                                  "dense1.kernel": {kernel}}}}}
+"""
+
+
+@pytest.mark.parametrize("kernel", ['("fc1.weight", "transpose")', '("fc1.weight",)',
+                                    '("fc1.weight", transpose, 0)', "3"])
+def test_a_malformed_weight_map_entry_is_one_load_error_naming_it(tmp_path, kernel):
+    """Refused when the file loads, before any clause runs (each clause would otherwise fail on
+    the same entry), by its layer and canonical name."""
+    port = tmp_path / "PORT.py"
+    port.write_text(MAP_PORT.format(kernel=kernel))
+    with pytest.raises(registry.LoadError) as caught:
+        verify([str(port)], clauses=["FM-SHAPE"], timeout=20)
+    said = str(caught.value)
+    assert "\n" not in said
+    assert "Port.weights['FeatureMixing']['dense1.kernel']" in said, said
+    assert "is not a weight-map entry" in said, said
+
+
+def test_a_path_alone_maps_a_weight_as_the_spec_holds_it(tmp_path):
+    from portspec.ports import identity
+
+    port = tmp_path / "PORT.py"
+    port.write_text(MAP_PORT.format(kernel='("fc1.weight", transpose)'))
+    (adapter,) = registry.load_file(str(port))
+    entries = adapter.weight_map("FeatureMixing", {})
+    assert (entries["dense1.bias"].path, entries["dense1.bias"].transform) == ("fc1.bias",
+                                                                               identity)
+    assert entries["dense1.kernel"].transform.name == "transpose"
+
+
 def test_a_port_that_hangs_while_loading_is_a_load_error(tmp_path):
     port = tmp_path / "PORT.py"
     port.write_text("import time\ntime.sleep(600)\n")

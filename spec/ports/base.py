@@ -175,10 +175,20 @@ def split_parts(value, axis: int, shapes) -> list[np.ndarray]:
 
 
 def _entry(value) -> Entry:
+    """One entry of a weight map: an ``Entry`` (``absent``, ``held_as``, ``concat``,
+    ``part``), a pair (the port's path, a ``Transform``), or the path alone (held as the spec
+    holds it: ``identity``). Raises TypeError for anything else."""
     if isinstance(value, Entry):
         return value
-    path, transform = value
-    return Entry("canonical", path, transform)
+    if isinstance(value, str):
+        return Entry("canonical", value, identity)
+    if (isinstance(value, tuple | list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], Transform)):
+        return Entry("canonical", value[0], value[1])
+    raise TypeError(
+        f"{value!r} is not a weight-map entry: give the port's path ('fc1.bias'), a pair of "
+        "the path and a Transform of portspec.ports (identity, transpose, reshape()), or "
+        "absent(), held_as(), concat() or part()")
 
 
 # -- the generic adapter and handle ---------------------------------------------------------
@@ -197,7 +207,8 @@ SPLIT_HINT = ("the spec's is several of the port's weights: map it with {call}, 
 class PortAdapter(Adapter):
     """What a port author fills in; the framework subclasses do the rest."""
 
-    # layer -> {canonical name: (the port's parameter path, Transform) | absent() | held_as()}
+    # layer -> {canonical name: the port's parameter path | (path, Transform) | absent() |
+    # held_as() | concat() | part()}; a path alone is held as the spec holds it (identity)
     weights: dict[str, dict] = {}
     # layer -> fixed constructor arguments merged into the config ``construct`` gets
     extra_args: dict[str, dict] = {}
@@ -208,6 +219,17 @@ class PortAdapter(Adapter):
         ``extra_args``); ``dtype`` as the framework names it (a Keras policy, a torch dtype,
         a JAX dtype name) or None for the default."""
         raise NotImplementedError
+
+    def check_weights(self) -> None:
+        """Every entry of ``weights`` is one (``_entry``); TypeError naming the first that is
+        not, by its layer and canonical name."""
+        for layer, entries in self.weights.items():
+            for name, value in entries.items():
+                try:
+                    _entry(value)
+                except TypeError as exc:
+                    raise TypeError(f"{type(self).__name__}.weights[{layer!r}][{name!r}]: "
+                                    f"{exc}") from None
 
     def weight_rule(self, name: str):
         """The entry of a canonical weight of a layer ``weights`` does not list: a naming
