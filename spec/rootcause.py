@@ -1621,7 +1621,11 @@ class VariantHandle:
         self.wdtype = numpy_dtype("float32" if dtype in ("bfloat16", "float16") else
                                   dtype or "float32")
         self.rng = np.random.default_rng(seed)
-        self._initial_weights = None  # _initial
+        # the spec's initial weights (seeded with 0), for the weights the variant does not
+        # hold: every call reads them (a gradient's thousands), so made once, read-only
+        self.initial = spec.initial_weights(self.config, input_shapes, np.random.default_rng(0))
+        for value in self.initial.values():
+            value.setflags(write=False)
         table = spec.weight_table(self.config, input_shapes)
         norm = self.choices.get("norm", "batch-feature")
         keep = {t.name for t in table}
@@ -1668,21 +1672,10 @@ class VariantHandle:
         return {"dropout1": draw((*shape[:-1], self.config["ff_dim"])), "dropout2": draw(shape),
                 "input": draw(shape)}
 
-    def _initial(self) -> dict:
-        """The spec's initial weights (seeded with 0), for the weights the variant does not
-        hold: computed once, read-only (every call reads them, a gradient's thousands too)."""
-        if self._initial_weights is None:
-            weights = self.spec.initial_weights(self.config, self.input_shapes,
-                                                np.random.default_rng(0))
-            for value in weights.values():
-                value.setflags(write=False)
-            self._initial_weights = weights
-        return self._initial_weights
-
     def _compute(self, inputs, training, masks=_DRAW):
         """(output, new state) of one call; ``masks`` as ``_masks`` gives them, drawn anew
         unless given."""
-        w = {**self._initial(), **self.weights}
+        w = {**self.initial, **self.weights}
         x = inputs
         if self.precision:
             w = {k: np.asarray(v, self.precision) for k, v in w.items()}

@@ -182,8 +182,10 @@ def _entry(value) -> Entry:
         return value
     if isinstance(value, str):
         return Entry("canonical", value, identity)
+    # a transform is what the handles call: to_canonical and to_native (a Transform, or any
+    # object with both, as before this check)
     if (isinstance(value, tuple | list) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], Transform)):
+            and all(callable(getattr(value[1], f, None)) for f in ("to_canonical", "to_native"))):
         return Entry("canonical", value[0], value[1])
     raise TypeError(
         f"{value!r} is not a weight-map entry: give the port's path ('fc1.bias'), a pair of "
