@@ -209,6 +209,11 @@ class GatedFeatureFusionSpec(LayerSpec):
             BadCall("three inputs", [(4, 6)] * 3, "float32", ("inputs", "two")),
             BadCall("mismatched shapes", [(4, 6), (4, 5)], "float32", ("shape",)),
             BadCall("mismatched batch", [(4, 6), (3, 6)], "float32", ("shape",)),
+            # Shapes that broadcast: a gate computed as a @ Ka + b @ Kb (two Dense layers
+            # instead of one over the concatenation) runs on them without an error and returns
+            # the broadcast shape, silently pairing one row of b with every row of a.
+            BadCall("broadcastable batch", [(4, 6), (1, 6)], "float32", ("shape",)),
+            BadCall("broadcastable ranks", [(2, 4, 6), (4, 6)], "float32", ("shape", "rank")),
             BadCall("rank 1 inputs", [(6,), (6,)], "float32", ("shape", "rank")),
             BadCall(
                 "feature size other than the built one",

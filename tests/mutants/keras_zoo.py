@@ -14,6 +14,7 @@ from keras import ops
 
 from portspec.impls.keras import layers as ref
 from portspec.impls.keras.adapter import KerasAdapter
+from portspec.layers import LAYERS
 from portspec.ports import KerasPortHandle
 
 
@@ -512,6 +513,34 @@ class GFFBroadcasts(_KerasMutant):
         def call(self, inputs):
             a, b = inputs[0], inputs[-1]
             gate = ref._activation(self.activation, self.gate(ops.concatenate([a, b], -1)))
+            return gate * a + (1.0 - gate) * b
+
+
+class GFFShapesByBroadcast(_KerasMutant):
+    mistake = ("inputs of different shapes are accepted where they broadcast: the gate is two "
+               "products, a @ Ka + b @ Kb, and the call checks only that the shapes broadcast")
+    names = r"calls not validated.*accepted: broadcastable batch, broadcastable ranks"
+    catches = ("GFF-CALL",)
+
+    class gff(ref.GatedFeatureFusion):  # noqa: N801
+        def call(self, inputs):
+            if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+                return super().call(inputs)
+            a, b = inputs
+            try:
+                np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+            except ValueError:
+                raise ValueError(f"GatedFeatureFusion inputs must broadcast, got shapes "
+                                 f"{tuple(a.shape)} and {tuple(b.shape)}") from None
+            for t in (a, b):  # rank, features and dtype of each input, as the spec's check
+                shape = tuple(t.shape)
+                LAYERS["GatedFeatureFusion"].check_call(
+                    self._config(), [shape, shape],
+                    [keras.backend.standardize_dtype(t.dtype)] * 2, features=self.gate.units)
+            f = self.gate.units
+            kernel = self.gate.kernel
+            logits = ops.matmul(a, kernel[:f]) + ops.matmul(b, kernel[f:]) + self.gate.bias
+            gate = ref._activation(self.activation, logits)
             return gate * a + (1.0 - gate) * b
 
 
