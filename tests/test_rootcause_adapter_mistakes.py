@@ -19,7 +19,7 @@ import pytest
 
 from portspec import registry, rootcause
 from portspec.layers import LAYERS
-from portspec.suite.areas import errors
+from portspec.suite.areas import errors, structure
 
 pytest.importorskip("torch")
 
@@ -220,3 +220,45 @@ def test_a_refusal_met_at_another_weight_is_the_same_refusal():
              "shape (6, 6); ...)")
     assert rootcause._same_error("ValueError: 'gate.kernel' maps to gate_a.weight of shape (6, "
                                  "6)", split)
+
+
+def test_a_misspelt_path_in_the_weight_map_is_shown_the_path_it_likely_meant():
+    """A weight map naming a path the port lacks: the refusal names the nearest of the port's
+    paths the map leaves unnamed (a typo, 'running_variance' for 'running_var'), and none
+    where every other path is another weight's (the port holds no such weight)."""
+    torch = pytest.importorskip("torch")
+    from portspec.ports import TorchPortAdapter, identity, transpose
+
+    class Norm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm1d(4)
+            self.fc = torch.nn.Linear(2, 3)
+
+    def adapter(weights):
+        class Port(TorchPortAdapter):
+            name, layers = "typo", ("FeatureMixing",)
+
+            def construct(self, layer, config, *, input_shapes, dtype):
+                return Norm()
+        Port.weights = {"FeatureMixing": weights}
+        return Port()
+
+    case = FM.cases()[0]
+
+    def refusal(weights):
+        handle = adapter(weights).build("FeatureMixing", case.config,
+                                        input_shapes=case.input_shapes, seed=0)
+        with pytest.raises(ValueError) as info:
+            handle._entry("norm.moving_variance")
+        return str(info.value)
+
+    both = {"norm.gamma": ("bn.weight", identity), "dense1.kernel": ("fc.weight", transpose)}
+    said = refusal({**both, "norm.moving_variance": ("bn.running_variance", identity)})
+    assert ("the port has no 'bn.running_variance' (did you mean 'bn.running_var'?): it has "
+            "only [") in said, said
+    # 'bn.weight' is near 'bn.weights' but the map names it for norm.gamma: no guess
+    said = refusal({**both, "norm.moving_variance": ("bn.weights", identity)})
+    assert "did you mean" not in said and "but the port has only [" in said, said
+    assert structure._MAP_REFUSAL.search(said) and structure._MAP_REFUSAL.search(
+        refusal({**both, "norm.moving_variance": ("bn.running_variance", identity)}))

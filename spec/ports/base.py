@@ -37,6 +37,7 @@ cause analysis reads ports' weights through it.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 from collections.abc import Callable
@@ -340,6 +341,10 @@ class PortHandle(Handle):
         for path, value in staged:
             self._write(path, value)
 
+    def _mapped(self) -> set[str]:
+        """The port's paths the weight map names for a weight."""
+        return {p for e in self.held.values() for p, _ in e.pieces}
+
     def _entry(self, canonical: str, native=None) -> Entry:
         """The map's entry of ``canonical``, checked against ``native`` (``_native()``, which
         a caller looking up several entries computes once: each call walks the module)."""
@@ -347,9 +352,14 @@ class PortHandle(Handle):
         native = self._native() if native is None else native
         for path, _ in entry.pieces:
             if path not in native:
+                # a misspelt path: the nearest of the paths the map names for no weight
+                mapped = self._mapped()
+                close = difflib.get_close_matches(path, [n for n in native if n not in mapped],
+                                                  n=1)
+                hint = f" no {path!r} (did you mean {close[0]!r}?): it has" if close else ""
                 raise ValueError(
-                    f"the weight map names {path!r} for {canonical!r}, but the port has only "
-                    f"{sorted(native)}"
+                    f"the weight map names {path!r} for {canonical!r}, but the port has{hint} "
+                    f"only {sorted(native)}"
                 )
         return entry
 
@@ -437,7 +447,7 @@ class PortHandle(Handle):
         if len(differ) != 1 or spec[differ[0]] % part[differ[0]]:
             return None
         axis, count = differ[0], spec[differ[0]] // part[differ[0]]
-        mapped = {p for e in self.held.values() for p, _ in e.pieces}
+        mapped = self._mapped()
         others = [p for p, (shape, _) in native.items() if p not in mapped and tuple(shape) == own]
         if count < 2 or len(others) != count - 1:
             return None
@@ -528,7 +538,7 @@ class PortHandle(Handle):
     def weight_info(self):
         native = self._native()
         info = {n: (self._own_shape(n, native), self._trainable(n, native)) for n in self.held}
-        mapped = {p for e in self.held.values() for p, _ in e.pieces}
+        mapped = self._mapped()
         info.update({path: v for path, v in native.items() if path not in mapped})
         return info
 

@@ -429,7 +429,8 @@ def no_weight(names: str, evidence: str) -> str:
 
 
 _MAP_REFUSAL = re.compile(r"the weight map names '(?P<path>[^']+)' for '(?P<name>[^']+)', but "
-                          r"the port has only \[(?P<held>[^\]]*)\]")
+                          r"the port has(?: no '[^']+' \(did you mean '[^']+'\?\): it has)? "
+                          r"only \[(?P<held>[^\]]*)\]")
 
 
 def unheld(spec, error: str) -> str | None:
