@@ -89,6 +89,25 @@ def test_each_default_initialiser_is_the_one_its_draws_fit(name, draw, seed):
     assert "instead of Glorot-uniform [gate.kernel: " in said
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_torch_s_linear_default_on_a_kernel_held_in_out_is_named_with_the_fan_it_read(seed):
+    """nn.Linear's reset_parameters copied onto a raw (in, out) Parameter: torch.nn.init reads
+    fan_in off the last axis, so the draw is U(±1/sqrt(fan_out)); named so, with the fan,
+    where no default fits the kernel's own fans. At the kernel's real fan_in it is the plain
+    default, not this."""
+    rng = np.random.default_rng(seed)
+    bound = 1 / np.sqrt(FAN_OUT)
+    [(name, evidence)] = init_area.fitting(rng.uniform(-bound, bound, (FAN_IN, FAN_OUT)),
+                                           FAN_IN, FAN_OUT)
+    assert name.startswith("PyTorch's default Linear initialisation") and (
+        f"fan_in read off the kernel's last axis ({FAN_OUT}, the output width" in name), name
+    assert f"with fan_in {FAN_OUT}" in evidence
+    bound = 1 / np.sqrt(FAN_IN)
+    [(name, _)] = init_area.fitting(rng.uniform(-bound, bound, (FAN_IN, FAN_OUT)),
+                                    FAN_IN, FAN_OUT)
+    assert name == "PyTorch's default Linear initialisation U(±1/sqrt(fan_in))", name
+
+
 @pytest.mark.parametrize("gain, said", [(np.sqrt(2), "sqrt(2), torch's calculate_gain('relu')"),
                                         (5 / 3, "5/3, torch's calculate_gain('tanh')")])
 @pytest.mark.parametrize("shape", ["uniform", "normal"])

@@ -185,7 +185,26 @@ def fitting(w: np.ndarray, fan_in: int | None, fan_out: int | None) -> list[tupl
                         f"{init.variance(fan_in, fan_out):.4g}; kurtosis {kurt:.3g}, a "
                         f"{init.shape.name} has {init.shape.mu4:.3g}")
             for init in inits if init.problems(v, fan_in, fan_out) == []]
-    return fits or _with_gain(v, fan_in, fan_out, kurt) or _shifted(v, fan_in, fan_out)
+    return (fits or _with_gain(v, fan_in, fan_out, kurt) or _shifted(v, fan_in, fan_out)
+            or _fans_swapped(v, fan_in, fan_out, kurt))
+
+
+def _fans_swapped(v, fan_in, fan_out, kurt) -> list[tuple[str, str]]:
+    """nn.Linear's own initialisation (``reset_parameters``: kaiming_uniform_ with a =
+    sqrt(5), U(±1/sqrt(fan_in))) copied onto a kernel held as the spec's (in, out):
+    torch.nn.init reads fan_in off the last axis (``_calculate_fan_in_and_fan_out``: size(1),
+    torch's Linear layout being (out, in)), so the scale is the output width's. Only where the
+    fans differ and no default fits them as they are; the other defaults are not tried with
+    their fans exchanged, where a Glorot draw times a gain torch does not name would fit one."""
+    if fan_out is None or fan_in == fan_out:
+        return []
+    return [(f"{init.name}, its fan_in read off the kernel's last axis ({fan_out}, the "
+             f"output width, where the input width is {fan_in}: torch.nn.init on a kernel "
+             "held (in, out), which torch takes for (out, in))",
+             f"variance {v.var():.4g}, {init.scale} = {init.variance(fan_out, fan_in):.4g} "
+             f"with fan_in {fan_out}; kurtosis {kurt:.3g}, a {init.shape.name} has "
+             f"{init.shape.mu4:.3g}")
+            for init in DEFAULTS[:1] if init.problems(v, fan_out, fan_in) == []]
 
 
 def _keras_vector(n: int) -> Initialiser:
