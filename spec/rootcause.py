@@ -1024,6 +1024,11 @@ def _dropout_fits(spec, space, r, choices, tol):
     m2_kept = match[(0, 1)] | match[(1, 1)]
     m1_dropped = match[(0, 1)]
     m1_kept = match[(1, 1)]
+    if (m2_dropped & m2_kept).any() or (m1_dropped & m1_kept).any():
+        # a value two decisions give alike (a port without the second Dense's bias: every
+        # dropped unit is 0, whichever site dropped it): the elements told apart would be a
+        # biased sample of one site's decisions, so the rates are read off all the elements
+        return _dropout_levels_at_rates(out, levels, match, c, r["config"]["dropout"], active)
     for dropped, kept, site in ((m2_dropped, m2_kept, "dropout2"), (m1_dropped, m1_kept,
                                                                     "dropout1")):
         sure = dropped ^ kept
@@ -1055,6 +1060,25 @@ def _dropout_fits(spec, space, r, choices, tol):
         if c["shared_mask"] != (share == 0.0):
             return False
     return True
+
+
+def _dropout_levels_at_rates(out, levels, match, c, rate_config, active) -> bool:
+    """The dropout probe's outputs against the variant where its levels do not tell the two
+    sites' decisions apart: the share of elements at the all-kept level, whose probability
+    at each element is that of every pair of decisions giving the same value there (6 sd)."""
+    rate = variants.drop_rate(c, rate_config)
+    p = {site: rate if (active and site in c["sites"]) else 0.0
+         for site in ("dropout1", "dropout2")}
+    kept = levels[(1, 1)]
+    want = np.zeros(out.shape)
+    for (m1, m2), v in levels.items():
+        q = ((1 - p["dropout1"]) if m1 else p["dropout1"]) * (
+            (1 - p["dropout2"]) if m2 else p["dropout2"])
+        want += q * (np.abs(v - kept) <= 1e-6 * (1 + np.abs(kept)))
+    axis = {"batch": 0, "time": 1, "channel": 2}.get(c["mask_axis"])
+    independent = out.size / (out.shape[axis] if axis is not None else 1)
+    got, mean = float(match[(1, 1)].mean()), float(want.mean())
+    return abs(got - mean) <= 6 * np.sqrt(max(mean * (1 - mean), 1e-4) / independent) + 1e-9
 
 
 def _eps_losses(spec, space, records, choices, log_eps) -> np.ndarray:
@@ -2420,19 +2444,58 @@ def _search_all(searches: list) -> list[Finding]:
     return parallel([lambda s=s: apart(*s) for s in searches], lanes)
 
 
+# What a finding says of its arithmetic's precision rather than of its choices: a part of its
+# own where the finding is split, or the normalisation's (``independent``).
+PRECISION_FIELDS = {"precision": None, "stored": False, "close": False, "held": {},
+                    "narrowed": None, "cast": None, "plain": "", "narrowed32": {}}
+
+
 def independent(finding: Finding) -> list[Finding]:
     """The finding as one finding per part of the layer it changes (``variants.parts``):
-    independent mistakes, each its own root cause. One part: the finding itself."""
+    independent mistakes, each its own root cause. One part: the finding itself.
+
+    What the normalisation alone explains goes with its part, or is a part of its own where
+    the normalisation computes as the spec's: a training batch of one refused (what
+    torch.nn.BatchNorm does; the batch statistics are all it lacks) and moving statistics
+    stored in float32 (nnx.BatchNorm's). A float64 call computed partly in float32 elsewhere
+    (Keras's moments on JAX, a cast in the port) is a part of its own: the clauses it fails
+    alone are its, the others the choices'. Any other refusal (a float64 call, a build) may be
+    any part's, and float64 arithmetic a little off the oracle's (``close``) is a function's
+    own approximation (Keras's tanh in its gelu), of the choice that computes it: the finding
+    stays whole."""
+    from portspec.diagnose import BATCH_OF_ONE
+
+    if finding.swap or finding.close or (
+            finding.raised and not finding.raised.startswith(BATCH_OF_ONE)):
+        return [finding]
     split = variants.parts(finding.layer, finding.diff)
-    if len(split) < 2 or finding.precision or finding.raised or finding.swap:
+    areas = variants.AREAS.get(finding.layer, {})
+    norm = next((i for i, d in enumerate(split)
+                 if any(areas.get(k) == "normalisation" for k in d)), None)
+    if (finding.raised or finding.stored) and norm is None:
+        split, norm = [*split, {}], len(split)
+    apart = bool(finding.precision) and not finding.stored  # the precision's own part
+    if apart:
+        split = [*split, {}]
+    if len(split) < 2:
         return [finding]
     evidence = (f"max error vs the spec oracle {_g(finding.spec_error)}, vs the variant with "
                 f"all {len(split)} independent differences {_g(finding.variant_error)}")
-    return [replace(finding, diff=d, also=[], evidence=evidence,
-                    absent=tuple(a for a in finding.absent if any(
-                        a in unused for c, unused in variants.UNUSED.get(finding.layer, [])
-                        if c.items() <= d.items())))
-            for d in split]
+    precise = len(split) - 1 if apart else norm  # the piece that keeps the precision
+
+    where = (f"; {finding.narrowed.replace('[', '(').replace(']', ')')}"
+             if finding.precision and finding.narrowed and not finding.stored else "")
+
+    def piece(i, d):
+        kept = {} if i == precise else PRECISION_FIELDS
+        said = evidence + where if i == precise else evidence  # where it narrows, as _line
+        return replace(finding, diff=d, also=[], evidence=said, **kept,
+                       raised=finding.raised if i == norm else None,
+                       absent=tuple(a for a in finding.absent if any(
+                           a in unused for c, unused in variants.UNUSED.get(finding.layer, [])
+                           if c.items() <= d.items())))
+
+    return [piece(i, d) for i, d in enumerate(split)]
 
 
 def _cause(spec, finding: Finding, result, exchange=None) -> Finding | None:

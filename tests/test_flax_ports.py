@@ -26,3 +26,42 @@ def test_a_flax_port_holding_a_typed_key_in_a_variable_lists_only_its_weights():
     names = sorted(handle.get_weights())
     handle.obj.fixed_key = nnx.Variable(jax.random.key(0))
     assert sorted(handle.get_weights()) == sorted(handle.weight_info()) == names
+
+
+def test_float32_moving_statistics_and_a_dropout_mistake_are_two_root_causes():
+    """nnx.BatchNorm keeps its moving statistics in float32 whatever the layer's dtype; a port
+    that also passes the rate as the keep probability (nnx.Dropout(1 - p)) makes two mistakes
+    in two parts: each is its own root cause, with the clauses it fails alone."""
+    from flax import nnx
+
+    from portspec import rootcause
+    from portspec.impls.jax import layers as ref
+    from portspec.impls.jax.adapter import FlaxAdapter
+    from portspec.isolation import items_for
+
+    class Port(ref.FeatureMixing):
+        def __init__(self, *args, rngs, **kwargs):
+            super().__init__(*args, rngs=rngs, **kwargs)
+            flat = self.input_size * self.n_series
+            self.norm = nnx.BatchNorm(flat, momentum=0.01, epsilon=1e-3, use_fast_variance=False,
+                                      param_dtype=self.param_dtype, rngs=rngs)
+            self.dropout1 = nnx.Dropout(1.0 - self.dropout, rngs=rngs)
+            self.dropout2 = nnx.Dropout(1.0 - self.dropout, rngs=rngs)
+
+    class Adapter(FlaxAdapter):
+        name = "float32-stats-rate-as-keep"
+        layers = ("FeatureMixing",)
+        classes = {**FlaxAdapter.classes, "FeatureMixing": Port}
+
+    port = Adapter()
+    clauses = ("FM-BN-UPDATE", "FM-DTYPE", "FM-DROPOUT-ONE", "FM-DROPOUT-SITES")
+    results = rootcause.attach([run() for _, run in items_for(port, tasks=[
+        (port.name, c) for c in clauses])])
+    cause = {r.clause: r.cause for r in results if r.status == "failed"}
+    assert set(cause) == set(clauses), cause
+    stored, rate = cause["FM-BN-UPDATE"], cause["FM-DROPOUT-ONE"]
+    assert stored != rate, cause
+    assert "moving statistics stored in float32" in stored and "keep probability" not in stored
+    assert "the rate used as the keep probability" in rate and "float32" not in rate, rate
+    assert cause["FM-DTYPE"] == stored and cause["FM-DROPOUT-SITES"] == rate, cause
+    assert "all 2 independent differences" in stored

@@ -438,6 +438,97 @@ def test_independent_mistakes_are_separate_root_causes(monkeypatch):
     assert "all 2 independent differences" in eps[0]
 
 
+@pytest.mark.parametrize("normalisation", [{"update_ddof": 1}, {}], ids=["unbiased", "spec"])
+def test_a_refused_batch_of_one_is_the_normalisations_not_the_mlps(normalisation, monkeypatch):
+    """A port with torch.nn.BatchNorm's refusal of a training batch of one and GELU in its MLP:
+    the refusal goes with the normalisation's own difference (an unbiased moving update, as
+    nn.BatchNorm1d computes it) or, where the normalisation computes as the spec's, is a root
+    cause of its own; the GELU is another, and the clauses each fails alone are its own."""
+    pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from portspec import rootcause
+    from portspec.diagnose import BATCH_OF_ONE
+    from portspec.isolation import items_for
+
+    fixture = _torch_fixture(monkeypatch)
+
+    def forward(self, x):
+        if self.training and x.shape[0] == 1:  # nn.BatchNorm1d's words
+            raise ValueError("Expected more than 1 value per channel when training, got "
+                             f"input size torch.Size([1, {x.shape[1] * x.shape[2]}])")
+        return fixture.FM.forward(self, x)
+
+    port = fixture.port("refusing-gelu", None, fm={
+        **normalisation, "activation": staticmethod(F.gelu), "forward": forward})()
+    clauses = ("FM-BN-BATCH1", "FM-BN-UPDATE", "FM-INFERENCE", "FM-TRAINING")
+    tasks = [(port.name, c) for c in clauses]
+    results = rootcause.attach([run() for _, run in items_for(port, tasks=tasks)])
+    cause = {r.clause: r.cause for r in results if r.status == "failed"}
+    refusal, gelu = cause["FM-BN-BATCH1"], cause["FM-INFERENCE"]
+    assert BATCH_OF_ONE in refusal and "gelu" not in refusal.split("[")[0], cause
+    assert "gelu activation" in gelu and BATCH_OF_ONE not in gelu, cause
+    assert cause["FM-TRAINING"] == gelu
+    if normalisation:
+        assert "unbiased batch variance in the moving update" in refusal
+        assert cause["FM-BN-UPDATE"] == refusal
+    else:
+        assert refusal.startswith(f"FeatureMixing: {BATCH_OF_ONE}"), refusal
+        assert "FM-BN-UPDATE" not in cause
+
+
+@pytest.mark.parametrize("mistake, expected", [
+    ({}, {"biases": ("dense1",)}),
+    ({"rate_as_keep": True}, {"biases": ("dense1",), "dropout_rate": "keep"}),
+])
+def test_a_port_without_the_second_dense_bias_is_found_and_its_dropout_still_read(
+        mistake, expected, monkeypatch):
+    """The dropout probe tells the two sites apart by the second Dense's bias (a unit dropped
+    at the first site still carries it): a port declared without it (``absent``) gives 0 for
+    either site's drop. Its rates are then read off every element, not off the elements one
+    site's decision shows (a biased sample: only the kept ones): the layer is found as it is,
+    a wrong rate still shows, and FM-GRAD judges the gradients it has."""
+    pytest.importorskip("torch")
+    from portspec import rootcause
+    from portspec.ports import absent
+    from portspec.suite.checks import work_items
+    from portspec.suite.runner import run_clause
+
+    fixture = _torch_fixture(monkeypatch)
+
+    def init(self, **config):
+        fixture.FM.__init__(self, **config)
+        self.lin2.register_parameter("bias", None)
+
+    port_class = fixture.port("no-dense2-bias", None, fm={**mistake, "__init__": init})
+    port_class.weights = {**port_class.weights, "FeatureMixing": {
+        **port_class.weights["FeatureMixing"], "dense2.bias": absent("nn.Linear(bias=False)")}}
+    port = port_class()
+    spec = LAYERS["FeatureMixing"]
+    found = rootcause.search(spec, rootcause.probe(port, spec))
+    assert found.fits and found.diff == expected and not found.precision, found.line()
+    items = {c.id: (s, c, fn) for s, c, fn in work_items(None)}
+    grad = run_clause(port, *items["FM-GRAD"])
+    assert grad.status == "passed", grad.message
+
+
+def test_a_keras_gate_without_its_bias_is_judged_on_the_gradients_it_has():
+    """GFF-GRAD of a Keras port whose gate is Dense(use_bias=False), its bias ``absent``: the
+    gradients it has agree with its central differences, and the saturated gate's are finite
+    (set without the bias); the missing bias is GFF-WEIGHTS' and -PARAMS' to say, not a
+    gradient failure or a skip."""
+    pytest.importorskip("keras")
+    from portspec import registry
+    from portspec.suite.checks import work_items
+    from portspec.suite.runner import run_clause
+
+    path = FIXTURES / "single_mistakes_keras.py"
+    port = next(a for a in registry.load_file(str(path)) if a.name == "gff-no-bias")
+    items = {c.id: (s, c, fn) for s, c, fn in work_items(None)}
+    result = run_clause(port, *items["GFF-GRAD"])
+    assert result.status == "passed", result.message
+
+
 @pytest.mark.parametrize("design, expected", [
     # nn.BatchNorm1d(L*N) as it comes: epsilon 1e-5, momentum 0.1 (keeps 0.9), unbiased update;
     # its batch of one gives an undefined (NaN) unbiased variance the fit must step over
