@@ -2488,12 +2488,16 @@ def independent(finding: Finding) -> list[Finding]:
 
     def piece(i, d):
         kept = {} if i == precise else PRECISION_FIELDS
+        absent = tuple(a for a in finding.absent if any(
+            a in unused for c, unused in variants.UNUSED.get(finding.layer, [])
+            if c.items() <= d.items()))
         said = evidence + where if i == precise else evidence  # where it narrows, as _line
-        return replace(finding, diff=d, also=[], evidence=said, **kept,
-                       raised=finding.raised if i == norm else None,
-                       absent=tuple(a for a in finding.absent if any(
-                           a in unused for c, unused in variants.UNUSED.get(finding.layer, [])
-                           if c.items() <= d.items())))
+        if absent:  # as the search says it; the figures where the part is more than that
+            held = f"the port holds no {', '.join(sorted(absent))}"
+            said = held if variants.required(finding.layer, set(absent)) == d else (
+                f"{held}; {said}")
+        return replace(finding, diff=d, also=[], evidence=said, **kept, absent=absent,
+                       raised=finding.raised if i == norm else None)
 
     return [piece(i, d) for i, d in enumerate(split)]
 

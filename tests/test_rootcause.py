@@ -507,6 +507,10 @@ def test_a_port_without_the_second_dense_bias_is_found_and_its_dropout_still_rea
     spec = LAYERS["FeatureMixing"]
     found = rootcause.search(spec, rootcause.probe(port, spec))
     assert found.fits and found.diff == expected and not found.precision, found.line()
+    # the part without the bias says so, whatever other part the port gets wrong
+    mlp = [p for p in rootcause.independent(found) if "biases" in p.diff]
+    assert [p.line().endswith("[the port holds no dense2.bias]") for p in mlp] == [True], [
+        p.line() for p in mlp]
     items = {c.id: (s, c, fn) for s, c, fn in work_items(None)}
     grad = run_clause(port, *items["FM-GRAD"])
     assert grad.status == "passed", grad.message
