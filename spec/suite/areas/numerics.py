@@ -321,16 +321,17 @@ def saturated(ctx, case, rng, held: bool = False):
     """A float64 GatedFeatureFusion of ``case`` whose gate saturates: random weights and
     inputs drawn from ``rng``, the gate's weights scaled so that |pre-activation| reaches
     SATURATED. (handle, the weights set, inputs, pre-activations.) ``held``: only the
-    weights the port holds are set (``set_held_weights``), for a check that compares with no
-    oracle (the gradients' finiteness); the others raise ``MissingWeight``."""
+    weights the port holds as the spec has them are set (``set_held_weights``, whose result
+    is the weights returned), for a check that compares with no oracle (the gradients'
+    finiteness); else the others raise ``MissingWeight``."""
     weights = ctx.spec.random_weights(case.config, case.input_shapes, rng)
     x = ctx.inputs(case, rng, "float64")
     z = np.concatenate(x, axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
     scale = SATURATED / float(np.abs(z).max())
     weights = {k: v * scale for k, v in weights.items()}
     handle = ctx.build(case, dtype="float64")
-    if held:
-        set_held_weights(handle, weights)
+    if held:  # what the layer then holds: ``own`` names those left at the port's values
+        weights = set_held_weights(handle, weights)
     else:
         handle.set_weights(dict(weights))
     return handle, weights, x, z * scale
