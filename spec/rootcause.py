@@ -726,6 +726,13 @@ class Finding:
             "grad_mode": self.grad_mode,
             "spec_error": self.spec_error, "variant_error": self.variant_error}
 
+    def _where(self) -> str:
+        """``; `` and where a float64 call turns a value float32 (``narrowed``), for the
+        evidence in brackets; '' where that is not the finding's precision."""
+        if not (self.precision and self.narrowed and not self.stored):
+            return ""
+        return f"; {self.narrowed.replace('[', '(').replace(']', ')')}"
+
     def line(self) -> str:
         if not self.grad_mode:
             return self._line()
@@ -805,9 +812,7 @@ class Finding:
         spec = (f"max error vs the spec oracle {_g(self.spec_error)}"
                 if self.spec_error != float("inf") else
                 "the spec oracle cannot take the weights as the port reads them back")
-        narrowed = (f"; {self.narrowed.replace('[', '(').replace(']', ')')}"
-                    if self.precision and self.narrowed and not self.stored else "")
-        evidence = (f" [{spec}, vs this variant {_g(self.variant_error)}{narrowed}]"
+        evidence = (f" [{spec}, vs this variant {_g(self.variant_error)}{self._where()}]"
                     if (self.diff or self.precision) else "")
         areas = variants.AREAS[self.layer]
         if self.diff and all(areas.get(k) == "dropout" for k in self.diff) and (
@@ -999,6 +1004,10 @@ def _conditioning(space, record, choices, tol) -> float:
     return float(np.sqrt(spec_eps / eps))
 
 
+# the axis a dropout mask drawn without it is broadcast along (variants: mask_axis)
+MASK_AXES = {"batch": 0, "time": 1, "channel": 2}
+
+
 def _dropout_fits(spec, space, r, choices, tol):
     """Does every element of the dropout probe take a value the variant allows, at the
     variant's rates (6 sd) and with its independence between sites?"""
@@ -1028,7 +1037,7 @@ def _dropout_fits(spec, space, r, choices, tol):
         # a value two decisions give alike (a port without the second Dense's bias: every
         # dropped unit is 0, whichever site dropped it): the elements told apart would be a
         # biased sample of one site's decisions, so the rates are read off all the elements
-        return _dropout_levels_at_rates(out, levels, match, c, r["config"]["dropout"], active)
+        return _dropout_levels_at_rates(out, levels, match, c, rate, active)
     for dropped, kept, site in ((m2_dropped, m2_kept, "dropout2"), (m1_dropped, m1_kept,
                                                                     "dropout1")):
         sure = dropped ^ kept
@@ -1039,9 +1048,7 @@ def _dropout_fits(spec, space, r, choices, tol):
             continue
         want = rate if (active and site in c["sites"]) else 0.0
         frac = float(dropped[sure].sum()) / n
-        axis = {"batch": 0, "time": 1, "channel": 2}.get(c["mask_axis"])
-        independent = n / (out.shape[axis] if axis is not None else 1)  # decisions drawn
-        if abs(frac - want) > 6 * np.sqrt(max(want * (1 - want), 1e-4) / independent) + 1e-9:
+        if not _near_rate(frac, want, n, out.shape, c["mask_axis"]):
             return False
     decided = m2_dropped ^ m2_kept  # site 2's decision, element by element
     if active and "dropout2" in c["sites"] and decided.all():
@@ -1062,11 +1069,18 @@ def _dropout_fits(spec, space, r, choices, tol):
     return True
 
 
-def _dropout_levels_at_rates(out, levels, match, c, rate_config, active) -> bool:
+def _near_rate(frac: float, want: float, n: int, shape, mask_axis) -> bool:
+    """Is ``frac``, a share of ``n`` elements, within 6 sd of the probability ``want``? The
+    decisions drawn are fewer where one mask is broadcast along an axis (``mask_axis``)."""
+    axis = MASK_AXES.get(mask_axis)
+    independent = n / (shape[axis] if axis is not None else 1)  # decisions drawn
+    return abs(frac - want) <= 6 * np.sqrt(max(want * (1 - want), 1e-4) / independent) + 1e-9
+
+
+def _dropout_levels_at_rates(out, levels, match, c, rate, active) -> bool:
     """The dropout probe's outputs against the variant where its levels do not tell the two
     sites' decisions apart: the share of elements at the all-kept level, whose probability
     at each element is that of every pair of decisions giving the same value there (6 sd)."""
-    rate = variants.drop_rate(c, rate_config)
     p = {site: rate if (active and site in c["sites"]) else 0.0
          for site in ("dropout1", "dropout2")}
     kept = levels[(1, 1)]
@@ -1075,10 +1089,8 @@ def _dropout_levels_at_rates(out, levels, match, c, rate_config, active) -> bool
         q = ((1 - p["dropout1"]) if m1 else p["dropout1"]) * (
             (1 - p["dropout2"]) if m2 else p["dropout2"])
         want += q * (np.abs(v - kept) <= 1e-6 * (1 + np.abs(kept)))
-    axis = {"batch": 0, "time": 1, "channel": 2}.get(c["mask_axis"])
-    independent = out.size / (out.shape[axis] if axis is not None else 1)
-    got, mean = float(match[(1, 1)].mean()), float(want.mean())
-    return abs(got - mean) <= 6 * np.sqrt(max(mean * (1 - mean), 1e-4) / independent) + 1e-9
+    return _near_rate(float(match[(1, 1)].mean()), float(want.mean()), out.size, out.shape,
+                      c["mask_axis"])
 
 
 def _eps_losses(spec, space, records, choices, log_eps) -> np.ndarray:
@@ -1685,7 +1697,7 @@ class VariantHandle:
             return None
         rate = variants.drop_rate(c, self.config["dropout"])
         shape = np.shape(x)
-        axis = {"batch": 0, "time": 1, "channel": 2}.get(c["mask_axis"])
+        axis = MASK_AXES.get(c["mask_axis"])
 
         def draw(full):
             drawn = list(full)
@@ -2483,15 +2495,12 @@ def independent(finding: Finding) -> list[Finding]:
                 f"all {len(split)} independent differences {_g(finding.variant_error)}")
     precise = len(split) - 1 if apart else norm  # the piece that keeps the precision
 
-    where = (f"; {finding.narrowed.replace('[', '(').replace(']', ')')}"
-             if finding.precision and finding.narrowed and not finding.stored else "")
-
     def piece(i, d):
         kept = {} if i == precise else PRECISION_FIELDS
         absent = tuple(a for a in finding.absent if any(
             a in unused for c, unused in variants.UNUSED.get(finding.layer, [])
             if c.items() <= d.items()))
-        said = evidence + where if i == precise else evidence  # where it narrows, as _line
+        said = evidence + finding._where() if i == precise else evidence
         if absent:  # as the search says it; the figures where the part is more than that
             held = f"the port holds no {', '.join(sorted(absent))}"
             said = held if variants.required(finding.layer, set(absent)) == d else (

@@ -86,7 +86,7 @@ def gradients(ctx):
             weights = set_held_weights(handle, weights)
             # a weight the adapter declares absent has no gradient to give: FM/GFF-WEIGHTS
             # and -PARAMS say the port lacks it, once
-            held = [n for n in trainable if n not in getattr(weights, "absent", {})]
+            held = [n for n in trainable if n not in weights.absent]
             outside = _outside(handle) if training else {}
             try:
                 gx, gw = handle.grad(x, cot, training=training)
