@@ -193,6 +193,35 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return load_file(os.fspath(path))
 
 
+class HeldAtNeutral:
+    """A handle whose port lacks weights the spec's layer can do without (``LayerSpec.neutral``:
+    a Dense bias, a BatchNorm offset or scale), seen by the clauses as one that holds them at
+    their neutral value, where it computes as the port does: ``set_weights`` takes such a weight
+    at exactly that value and leaves it out, and refuses any other (``MissingWeight``, as the
+    port itself does). Everything else is the port's handle. ``neutral``: name -> value;
+    ``lacked``: name -> the port's reason."""
+
+    def __init__(self, handle, neutral: Mapping[str, float], lacked: Mapping[str, str]):
+        self._handle, self.neutral, self.lacked = handle, dict(neutral), dict(lacked)
+        self.used = False  # whether a call set a weight it lacks at its neutral value
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __setattr__(self, name, value):
+        if name in ("_handle", "neutral", "lacked", "used"):
+            object.__setattr__(self, name, value)
+        else:  # what a clause keeps on the handle (``set_held_weights``' own values)
+            setattr(self._handle, name, value)
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        if any(n in self.neutral and not np.all(np.asarray(v) == self.neutral[n])
+               for n, v in weights.items()):
+            self._handle.set_weights(weights)  # MissingWeight, every weight it lacks named
+        self._handle.set_weights({n: v for n, v in weights.items() if n not in self.neutral})
+        self.used = self.used or any(n in self.neutral for n in weights)
+
+
 def set_held_weights(handle, weights: Mapping[str, np.ndarray]) -> Weights:
     """``handle.set_weights(weights)`` for the weights the port holds as the spec has them;
     the others (``absent``, or ``held_as`` another shape or meaning: see
@@ -217,8 +246,9 @@ def set_held_weights(handle, weights: Mapping[str, np.ndarray]) -> Weights:
         handle.set_weights(weights)
     except MissingWeight as missing:
         refused = missing
-    else:
-        return Weights(weights)
+    else:  # a weight held at its neutral value is still one the port lacks (no gradient)
+        return Weights(weights, {n: why for n, why in getattr(handle, "lacked", {}).items()
+                                 if n in weights})
     layout = handle.weight_layout()
     left = {n: w for n, w in layout.items() if n in weights and w.kind != "canonical"}
     if not left:

@@ -2481,6 +2481,13 @@ def independent(finding: Finding) -> list[Finding]:
             finding.raised and not finding.raised.startswith(BATCH_OF_ONE)):
         return [finding]
     split = variants.parts(finding.layer, finding.diff)
+    # the choice the weights a port's map declares absent force (a Dense without a bias) is
+    # the port's declared design, and any other choice of its part another mistake
+    forced = variants.required(finding.layer, set(finding.absent)) if finding.absent else {}
+    split = [piece for d in split for piece in (
+        (forced, {k: v for k, v in d.items() if k not in forced})
+        if forced and len(d) > len(forced) and all(
+            k in d and d[k] == v for k, v in forced.items()) else (d,))]
     areas = variants.AREAS.get(finding.layer, {})
     norm = next((i for i, d in enumerate(split)
                  if any(areas.get(k) == "normalisation" for k in d)), None)
@@ -2517,7 +2524,16 @@ def _cause(spec, finding: Finding, result, exchange=None) -> Finding | None:
     the finding does not explain it."""
     pieces = independent(finding)
     if len(pieces) > 1:
-        alone = [p for p in pieces if explains(spec, p, result, exchange)]
+        # each piece judged on a port that lacks what this one lacks (the clause ran without
+        # those weights); what the weights' absence alone explains is its own
+        forced = variants.required(finding.layer, set(finding.absent)) if finding.absent else {}
+        alone = []
+        for p in sorted(pieces, key=lambda p: bool(forced) and p.diff != forced):
+            if explains(spec, replace(p, diff={**forced, **p.diff}, absent=finding.absent),
+                        result, exchange):
+                if forced and p.diff == forced:
+                    return p
+                alone.append(p)
         if len(alone) == 1:
             return alone[0]
     return finding if explains(spec, finding, result, exchange) else None

@@ -64,6 +64,13 @@ class LayerSpec:
     multi_input: bool
     clauses: list[Clause]
     config_params: list[tuple[str, str]]  # (name, type and range), for the docs page
+    # The weights the layer can do without, each at the value that makes it compute as it would
+    # without the weight: a Dense bias at 0 is a Dense without a bias (Keras's use_bias=False);
+    # a BatchNorm offset at 0 and scale at 1 are BatchNormalization(center=False) and
+    # (scale=False), whose docs say beta, gamma "is ignored" / "not used". A port that declares
+    # such a weight ``absent`` is judged by the numeric clauses with the spec's weight held there
+    # (``portspec.suite.checks.Context.build``); a moving statistic or a kernel has no such value.
+    neutral: dict[str, float] = {}
 
     # -- configuration -------------------------------------------------------------------
     def validate_config(self, config) -> dict:

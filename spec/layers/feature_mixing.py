@@ -199,6 +199,7 @@ CLAUSES = [
 class FeatureMixingSpec(LayerSpec):
     name = "FeatureMixing"
     prefix = "FM"
+    neutral = {"norm.gamma": 1.0, "norm.beta": 0.0, "dense1.bias": 0.0, "dense2.bias": 0.0}
     multi_input = False
     summary = (
         "Channel mixing of TSMixer: BatchNorm over the flattened (input_size*n_series) "

@@ -134,6 +134,7 @@ CLAUSES = [
 class GatedFeatureFusionSpec(LayerSpec):
     name = "GatedFeatureFusion"
     prefix = "GFF"
+    neutral = {"gate.bias": 0.0}
     multi_input = True
     summary = (
         "gate = activation(concat([a, b]) @ K + bias), output = gate*a + (1-gate)*b, for two "

@@ -31,8 +31,14 @@ reason (each named once), and the clauses that never touch it run as usual. A cl
 expected values do not depend on such a weight's value (the residual with the second Dense
 zeroed, compiled against eager, the dropout probes, gradients against the port's own central
 differences, the round trips) sets weights through ``portspec.adapter.set_held_weights``,
-which leaves those at the port's own values, and runs. The layout is stable API: the root
-cause analysis reads ports' weights through it.
+which leaves those at the port's own values, and runs. A weight the spec's layer can do without
+(a Dense bias, a BatchNorm offset or scale: ``LayerSpec.neutral``) declared ``absent`` is
+different: the numeric clauses judge the port against the spec's layer with that weight at its
+neutral value (a bias 0, a scale 1), which is what a bias-free Dense or Keras's
+``center=False`` computes, and a failure says so ("judged with gate.bias at 0: the port holds
+none"). FM/GFF-WEIGHTS and -PARAMS fail for the missing weight; any other mistake fails the
+clauses that see it, a root cause of its own. The layout is stable API: the root cause
+analysis reads ports' weights through it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from portspec.adapter import Adapter, Handle
+from portspec.adapter import Adapter, Handle, HeldAtNeutral
 from portspec.clauses import Clause, ClauseFailure
 from portspec.layers import LAYERS, Case, LayerSpec
 from portspec.tolerances import max_violation
@@ -49,16 +49,55 @@ class Context:
     # What a passing check wants in the report (the portability pairs, say).
     details: dict = field(default_factory=dict)
 
+    # The weights the port declares absent that the spec's layer can do without
+    # (``LayerSpec.neutral``), name -> the port's reason: learned from each layer built.
+    lacked: dict = field(default_factory=dict)
+    _held: list = field(default_factory=list)  # the HeldAtNeutral handles built
+
     def build(
         self, case: Case, *, seed: int = 0, dtype: str | None = "float32", config=None
     ) -> Handle:
-        return self.adapter.build(
+        """The port's layer for ``case``. Where the port lacks a weight the spec's layer can do
+        without (a bias, a BatchNorm scale or offset: ``LayerSpec.neutral``), the handle holds
+        it at its neutral value (``HeldAtNeutral``), and ``random_weights`` draws it there: the
+        numeric clauses judge the rest of the port against the spec's layer without that
+        weight. FM/GFF-WEIGHTS and -PARAMS fail for the weight itself, once."""
+        handle = self.adapter.build(
             self.spec.name,
             dict(config if config is not None else case.config),
             input_shapes=case.input_shapes,
             seed=seed,
             dtype=dtype,
         )
+        try:
+            layout = handle.weight_layout()
+        except Exception:  # noqa: BLE001 - no layout: the clauses meet the port as it is
+            return handle
+        lacked = {n: w.reason for n, w in layout.items()
+                  if w.kind == "absent" and n in self.spec.neutral}
+        if not lacked:
+            return handle
+        self.lacked.update(lacked)
+        self._held.append(HeldAtNeutral(handle, {n: self.spec.neutral[n] for n in lacked},
+                                        lacked))
+        return self._held[-1]
+
+    def random_weights(self, config, input_shapes, rng) -> dict[str, np.ndarray]:
+        """``spec.random_weights``, with the weights the port lacks (``lacked``, known from a
+        layer built first) at their neutral values; the same draws from ``rng`` either way."""
+        weights = self.spec.random_weights(config, input_shapes, rng)
+        for name in self.lacked:
+            weights[name] = np.full_like(weights[name], self.spec.neutral[name])
+        return weights
+
+    def held_at_neutral(self) -> str:
+        """The words a failing numeric clause adds where it held weights at their neutral
+        values ("" where it held none)."""
+        lacked = sorted({n for h in self._held if h.used for n in h.lacked})
+        if not lacked:
+            return ""
+        held = ", ".join(f"{n} at {self.spec.neutral[n]:g}" for n in lacked)
+        return f" [judged with {held}: the port holds none]"
 
     def inputs(self, case: Case, rng: np.random.Generator, dtype: str = "float32"):
         return cast(self.spec.make_inputs(case, rng), dtype)

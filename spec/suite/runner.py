@@ -37,12 +37,11 @@ def run_clause(adapter, spec, clause, fn) -> Result:
     except NotApplicable as exc:
         return Result(clause.id, adapter.name, "skipped", str(exc), seconds=_since(start))
     except ClauseFailure as exc:
-        return Result(
-            clause.id, adapter.name, "failed", str(exc), exc.diagnosis, _since(start), exc.details
-        )
+        return Result(clause.id, adapter.name, "failed", str(exc) + ctx.held_at_neutral(),
+                      exc.diagnosis, _since(start), exc.details)
     except Exception as exc:  # a port that raises fails the clause; the run goes on
-        return Result(clause.id, adapter.name, "failed", f"raised {_describe(exc)}",
-                      seconds=_since(start))
+        return Result(clause.id, adapter.name, "failed",
+                      f"raised {_describe(exc)}{ctx.held_at_neutral()}", seconds=_since(start))
     return Result(clause.id, adapter.name, "passed", seconds=_since(start), details=ctx.details)
 
 

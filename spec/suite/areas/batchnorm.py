@@ -20,7 +20,7 @@ MEAN, VAR = "norm.moving_mean", "norm.moving_variance"
 def _primed(ctx, case, rng, **overrides):
     config = {**case.config, "dropout": 0.0}
     handle = ctx.build(case, dtype="float64", config=config)
-    weights = ctx.spec.random_weights(config, case.input_shapes, rng)
+    weights = ctx.random_weights(config, case.input_shapes, rng)
     weights.update(overrides)
     handle.set_weights(weights)
     return handle, config, weights
@@ -170,7 +170,7 @@ def bn_frozen(ctx):
     handle = ctx.build(case, dtype="float64", config={**case.config, "dropout": 0.0})
     # inference leaves the statistics as they are, whatever they are: held at another shape,
     # they keep the port's own (absent ones: reading them below does not apply)
-    held = set_held_weights(handle, ctx.spec.random_weights(case.config, case.input_shapes, rng))
+    held = set_held_weights(handle, ctx.random_weights(case.config, case.input_shapes, rng))
     before = handle.get_weights()  # as stored: a float32 port rounds what was set
     x = ctx.inputs(case, rng, "float64")
     calls = {"an inference call": lambda: handle.forward(x, training=False),

@@ -55,6 +55,10 @@ def dropout_sites(ctx):
     handle = ctx.build(CASE, seed=3, dtype="float64")
     # dense1.kernel 0: the hidden units are 1 whatever the norm gives (it may keep its own)
     held = set_held_weights(handle, probe_weights(config))
+    if "dense2.bias" in held.absent:  # its bias is what tells a site-2 drop from site 1's
+        raise NotApplicable("the port holds no dense2.bias: without it the dropout probe "
+                            "cannot tell a drop at the second site from drops at the first "
+                            f"(both give 0) [{held.absent['dense2.bias']}]")
     dense = [n for n in held.own if n.startswith("dense")]
     if dense:  # the probe's values need the Dense layers as the spec has them
         raise NotApplicable(f"the port holds {', '.join(dense)} at another shape or meaning: "
@@ -370,7 +374,7 @@ def dropout_inference(ctx):
     rng = np.random.default_rng(12)
     config = {**CASE.config, "dropout": 0.5}
     handle = ctx.build(CASE, dtype="float64", config=config)
-    weights = ctx.spec.random_weights(config, CASE.input_shapes, rng)
+    weights = ctx.random_weights(config, CASE.input_shapes, rng)
     # determinism needs no norm values (weights the port lacks keep its own); the oracle does
     weights = set_held_weights(handle, weights)
     x = ctx.spec.make_inputs(CASE, rng)
@@ -402,7 +406,7 @@ ZERO_KEEP = (
 def dropout_one(ctx):
     rng = np.random.default_rng(13)
     config = {**CASE.config, "dropout": 1.0}
-    weights = ctx.spec.random_weights(config, CASE.input_shapes, rng)
+    weights = ctx.random_weights(config, CASE.input_shapes, rng)
     x = ctx.spec.make_inputs(CASE, rng)
 
     def training_call(rate):

@@ -79,7 +79,7 @@ def gradients(ctx):
         ]
         for training in modes:
             handle = ctx.build(case, dtype="float64", config=config)
-            weights = ctx.spec.random_weights(config, case.input_shapes, rng)
+            weights = ctx.random_weights(config, case.input_shapes, rng)
             x = ctx.inputs(case, rng, "float64")
             cot = rng.standard_normal(case.input_shapes[0])
             # against the port's own central differences: weights it lacks keep its values

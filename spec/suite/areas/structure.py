@@ -138,7 +138,7 @@ def residual(ctx):
     rng = np.random.default_rng(1)
     case = ctx.spec.cases()[0]
     handle = ctx.build(case)
-    weights = ctx.spec.random_weights(case.config, case.input_shapes, rng)
+    weights = ctx.random_weights(case.config, case.input_shapes, rng)
     weights = {k: (np.zeros_like(v) if k.startswith("dense2.") else v) for k, v in weights.items()}
     x = ctx.inputs(case, rng)
     for training in (False, True):
@@ -342,7 +342,7 @@ def _reduction(ctx, extra) -> str | None:
         handle = ctx.build(case, dtype="float64", config=config)
         native = handle._native()
         rng = np.random.default_rng(5)
-        weights = ctx.spec.random_weights(config, case.input_shapes, rng)
+        weights = ctx.random_weights(config, case.input_shapes, rng)
         handle.set_weights(dict(weights))
         x = ctx.inputs(case, rng, "float64")
         expected, _ = ctx.spec.forward(config, weights, x, training=False)
