@@ -3,7 +3,8 @@
 ``collect`` answers "which code, judged by which suite, where": portspec's version and git
 commit, each port file's path and sha256 (and the version of the package it wraps, when its
 adapter names it with ``package = "..."``), the versions of the frameworks installed, Python,
-the platform and the CPU's vector features, the profile and options of the run, and the date.
+the platform and the CPU's vector features, the profile and options of the run, each layer's
+numeric cases (the labels the clauses' messages name: "expand", "rank2"), and the date.
 
 Nothing here imports a framework: versions come from the installed distributions' metadata
 (``importlib.metadata``), a port's ``package`` is read from its source without running it,
@@ -47,9 +48,23 @@ def collect(targets=(), options: dict | None = None, profile: str | None = None)
         "platform": platform.platform(),
         "cpu": cpu_info(),
         "profile": profile or DEFAULT_PROFILE,
+        "cases": cases(),
         "options": {k: v for k, v in (options or {}).items() if v not in (None, [], False)},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def cases() -> dict[str, str]:
+    """Layer -> what its numeric cases are, by the labels the clauses' messages use
+    ("expand: n_series=5, input_size=6, dropout=0.1, ff_dim=16, input (8, 6, 5); ...")."""
+    from portspec.layers import LAYERS
+
+    def one(case) -> str:
+        config = ", ".join(f"{k}={v!r}" for k, v in case.config.items())
+        shapes = " and ".join(str(tuple(s)) for s in case.input_shapes)
+        return f"{case.label}: {config}, input {shapes}"
+
+    return {name: "; ".join(one(c) for c in spec.cases()) for name, spec in LAYERS.items()}
 
 
 def _version(distribution: str) -> str | None:

@@ -281,6 +281,7 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
                 lines.append(f"    diagnosis: {r.diagnosis}")
             if _cause_of(r):
                 lines.append(f"    root cause: {_cause_of(r)}")
+        lines += cases_named(failed)
     skips = _skips(results)
     if skips:
         lines += ["", "Skipped:"]
@@ -289,6 +290,22 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
     lines += ["", summary_line(results)]
     head = ["Root causes:", *(f"({n}) {_cause_line(*c)}" for n, c in enumerate(causes, 1)), ""]
     return "\n".join((head if causes else []) + lines)
+
+
+def cases_named(failed) -> list[str]:
+    """One line, "cases named: expand = n_series=5, ...", for the layers' numeric cases whose
+    labels the failure messages start with (the labels say nothing by themselves)."""
+    from portspec.meta import cases
+
+    named = []
+    for layer, text in cases().items():
+        prefix = LAYERS[layer].prefix + "-"
+        for one in text.split("; "):
+            label, config = one.split(": ", 1)
+            if any(r.clause.startswith(prefix) and re.match(rf"{re.escape(label)}\b", r.message)
+                   for r in failed):
+                named.append(f"{label} = {config}")
+    return [f"cases named: {'; '.join(named)}"] if named else []
 
 
 def _matrix_lines(writers, readers, cells) -> list[str]:

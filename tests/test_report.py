@@ -234,3 +234,16 @@ def test_one_mistake_in_both_layers_is_one_root_cause():
         ("port", "FeatureMixing: the output is squeezed", ["FM-SHAPE"]),
         ("port", "unexplained", ["GFF-CONVEX"]),
     ]
+
+
+def test_the_case_labels_failures_start_with_are_spelled_out():
+    """"expand float32 training=True: ..." says nothing by itself: the terminal lists each
+    case a failure names with its config and input shapes, and only those."""
+    failed = [Result("FM-INFERENCE", "p", "failed", "expand float32 training=False: max |error|"),
+              Result("GFF-FORWARD", "p", "failed", "rank3 float64 training=False: max |error|"),
+              Result("FM-RESIDUAL", "p", "failed", "output differs from the input by up to 1")]
+    text = report.terminal(failed)
+    assert ("cases named: expand = n_series=5, input_size=6, dropout=0.1, ff_dim=16, input "
+            "(8, 6, 5); rank3 = activation='sigmoid', input (3, 5, 6) and (3, 5, 6)") in text
+    assert "bottleneck" not in text and "rank2" not in text
+    assert "cases named" not in report.terminal(failed[2:])
