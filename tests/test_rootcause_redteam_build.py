@@ -395,3 +395,18 @@ def test_a_round_trip_of_a_layer_random_in_inference_has_dropouts_root_cause(por
     assert "two inference calls of the saved layer differ too" in trip.message
     [(_, cause, ids)] = root_causes(results)
     assert words in cause and sorted(ids) == ["FM-DETERMINISM", "FM-WEIGHTS-ROUNDTRIP"]
+
+
+def test_a_round_trip_saves_before_an_inference_call_that_moves_the_statistics():
+    """A BatchNorm that updates its moving statistics in inference fails FM-BN-FROZEN; the
+    weights round trip saves what was set before any call, so it passes: before, it failed
+    with "norm.moving_mean differs by up to 3.23", which read as a serialisation bug."""
+    pytest.importorskip("torch")
+    from portspec.verify import verify
+
+    port = "moving-stats-updated-in-inference"
+    results = {r.clause: r for r in verify(
+        [str(FIXTURES / "single_mistakes_torch.py")],
+        tasks=[(port, c) for c in ("FM-WEIGHTS-ROUNDTRIP", "FM-BN-FROZEN")], isolate=False)}
+    assert results["FM-BN-FROZEN"].status == "failed", results
+    assert results["FM-WEIGHTS-ROUNDTRIP"].status == "passed", results
