@@ -1080,10 +1080,13 @@ def word(space: Space, choice: str, value) -> str:
 
 
 def describe(space: Space, diff: dict) -> str:
-    """'<what the port does> instead of <what the spec says>' for the choices in ``diff``; the
-    choices of one slip (``JOINT``) said as that slip."""
+    """'<what the port does> instead of <what the spec says>' for each choice in ``diff``, the
+    last pair after ", and" (each choice's own words next to the spec's); the choices of one slip
+    (``JOINT``) said as that slip, instead of the spec's words for all of them."""
     joint = _joint(diff)
-    did = [word(space, k, v) for k, v in diff.items() if not (joint and k in joint[0])]
-    did = ([joint[1]] if joint else []) + did
-    spec = ", ".join(word(space, k, space.defaults[k]) for k in diff)
-    return f"{', '.join(did)} instead of {spec}"
+    pairs = [f"{joint[1]} instead of "
+             + ", ".join(word(space, k, space.defaults[k]) for k in diff if k in joint[0])
+             ] if joint else []
+    pairs += [f"{word(space, k, v)} instead of {word(space, k, space.defaults[k])}"
+              for k, v in diff.items() if not (joint and k in joint[0])]
+    return pairs[0] if len(pairs) == 1 else f"{', '.join(pairs[:-1])}, and {pairs[-1]}"
