@@ -145,8 +145,10 @@ CLAUSES = [
     _c(
         "DROPOUT-INFERENCE",
         "dropout-inference",
-        "In inference nothing is dropped: the output is deterministic and equals the oracle "
-        "whatever the dropout rate.",
+        "In inference nothing is dropped: the output is deterministic and does not depend on "
+        "the dropout rate (it equals the same layer's output at dropout 0, with the same "
+        "weights; FM-INFERENCE compares that output with the oracle, so a mistake elsewhere "
+        "in the layer fails that clause, not this one).",
     ),
     _c(
         "DROPOUT-ONE",

@@ -11,6 +11,7 @@ from torch import nn
 
 from portspec.impls.torch import layers as ref
 from portspec.impls.torch.adapter import TorchAdapter
+from portspec.layers import feature_mixing as fm_spec
 from portspec.layers.feature_mixing import EPSILON
 from portspec.ports import TorchPortHandle, identity
 
@@ -130,6 +131,27 @@ class FunctionalDropoutAlwaysOn(_TorchMutant):
     catches = ("FM-DROPOUT-INFERENCE",)
     names = r"dropout active in inference"
     fm = _EvalIgnoringDropout
+
+
+class _ScaledInInference(ref.FeatureMixing):
+    """Dropout as first published (Srivastava et al. 2014): kept units are not scaled in
+    training, and inference multiplies by the keep probability instead."""
+
+    def forward(self, input):
+        fm_spec.SPEC.check_call(self._config(), tuple(input.shape), str(input.dtype))
+        z = self.norm(input.reshape(input.shape[0], -1)).reshape(input.shape)
+        keep = 1.0 - self.dropout
+        if self.training:
+            h = F.dropout(F.relu(self.dense1(z)), self.dropout) * keep
+            return input + F.dropout(self.dense2(h), self.dropout) * keep
+        return input + self.dense2(F.relu(self.dense1(z)) * keep) * keep
+
+
+class DropoutScaledInInference(_TorchMutant):
+    mistake = "dropout not inverted: inference scales by the keep probability"
+    catches = ("FM-DROPOUT-INFERENCE", "FM-DROPOUT-SITES")
+    names = r"classic \(non-inverted\) dropout: .* every unit scaled by 1-p in inference"
+    fm = _ScaledInInference
 
 
 class _DetachedStatsNorm(ref.BatchNorm):

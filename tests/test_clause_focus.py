@@ -1,0 +1,72 @@
+"""One mistake, the clauses about it: FM-DROPOUT-INFERENCE, FM-BN-EPSILON and FM-BN-BATCH1
+judge their property against the port itself where the property allows it (the same layer at
+dropout 0; its moving variance 0 against 1 - epsilon with the scale divided by sqrt(epsilon);
+a batch of one against an inference call whose moving mean is that sample), so a mistake
+elsewhere in the layer (GELU for ReLU) fails FM-INFERENCE and -TRAINING, not these. Each
+still fails for its own mistake. Before, the GELU failed all five.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.home("torch")
+pytest.importorskip("torch")
+
+sys.path.insert(0, str(Path(__file__).parent / "ports_fixtures"))
+
+import torch  # noqa: E402
+from diagnosis_mutants_torch import FM, mutant  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from portspec.suite.checks import work_items  # noqa: E402
+from portspec.suite.runner import run_clause  # noqa: E402
+
+ITEMS = {clause.id: (spec, clause, fn) for spec, clause, fn in work_items(None)}
+FOCUSED = ("FM-DROPOUT-INFERENCE", "FM-BN-EPSILON", "FM-BN-BATCH1")
+
+
+def _status(port, *clauses):
+    adapter = port()
+    return {c: run_clause(adapter, *ITEMS[c]) for c in clauses}
+
+
+class _Gelu(FM):
+    def branch(self, z):
+        return self.drop2(self.lin2(self.drop1(F.gelu(self.lin1(z)))))
+
+
+class _UnguardedUnbiased(FM):
+    def normalise(self, flat):  # the unbiased batch variance, NaN for a batch of one
+        if not self.training:
+            return super().normalise(flat)
+        mean, var = flat.mean(0), flat.var(0, correction=1)
+        return self.gamma * (flat - mean) / torch.sqrt(var + self.eps) + self.beta
+
+
+class _ScaledInInference(FM):
+    def branch(self, z):  # classic dropout's inference: the branch scaled by the keep rate
+        out = super().branch(z)
+        return out if self.training else out * (1 - self.dropout)
+
+
+def test_a_mistake_in_the_mlp_fails_only_the_clauses_of_the_output():
+    got = _status(mutant("fm-gelu", fm=_Gelu), "FM-INFERENCE", "FM-TRAINING", *FOCUSED)
+    assert {c: r.status for c, r in got.items()} == {
+        "FM-INFERENCE": "failed", "FM-TRAINING": "failed",
+        **dict.fromkeys(FOCUSED, "passed")}, got
+
+
+@pytest.mark.parametrize("fm, clause, says", [
+    ({"eps": 1e-5}, "FM-BN-EPSILON", "epsilon 1e-05"),
+    (_UnguardedUnbiased, "FM-BN-BATCH1", "batch-1 training output"),
+    (_ScaledInInference, "FM-DROPOUT-INFERENCE", "against the same layer and weights at "
+     "dropout 0"),
+])
+def test_each_focused_clause_still_fails_for_its_own_mistake(fm, clause, says):
+    result = _status(mutant(f"fm-{clause.lower()}", fm=fm), clause)[clause]
+    assert result.status == "failed", result
+    assert says in (result.message + " " + (result.diagnosis or "")), result
