@@ -1,9 +1,10 @@
-"""One mistake, the clauses about it: FM-DROPOUT-INFERENCE, FM-BN-EPSILON and FM-BN-BATCH1
-judge their property against the port itself where the property allows it (the same layer at
-dropout 0; its moving variance 0 against 1 - epsilon with the scale divided by sqrt(epsilon);
-a batch of one against an inference call whose moving mean is that sample), so a mistake
-elsewhere in the layer (GELU for ReLU) fails FM-INFERENCE and -TRAINING, not these. Each
-still fails for its own mistake. Before, the GELU failed all five.
+"""One mistake, the clauses about it: FM-DROPOUT-INFERENCE, FM-BN-EPSILON, FM-BN-BATCH1 and
+FM-DTYPE judge their property against the port itself where the property allows it (the same
+layer at dropout 0; its moving variance 0 against 1 - epsilon with the scale divided by
+sqrt(epsilon); a batch of one against an inference call whose moving mean is that sample; a
+low-precision call against its own float32 call, a float64 call by whether it follows changes
+of 1e-9), so a mistake elsewhere in the layer (GELU for ReLU) fails FM-INFERENCE and
+-TRAINING, not these. Each still fails for its own mistake. Before, the GELU failed all six.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from portspec.suite.checks import work_items  # noqa: E402
 from portspec.suite.runner import run_clause  # noqa: E402
 
 ITEMS = {clause.id: (spec, clause, fn) for spec, clause, fn in work_items(None)}
-FOCUSED = ("FM-DROPOUT-INFERENCE", "FM-BN-EPSILON", "FM-BN-BATCH1")
+FOCUSED = ("FM-DROPOUT-INFERENCE", "FM-BN-EPSILON", "FM-BN-BATCH1", "FM-DTYPE")
 
 
 def _status(port, *clauses):
@@ -53,6 +54,11 @@ class _ScaledInInference(FM):
         return out if self.training else out * (1 - self.dropout)
 
 
+class _Float32Inside(FM):
+    def normalise(self, flat):  # a float64 layer normalising in float32
+        return super().normalise(flat.float()).to(flat.dtype)
+
+
 def test_a_mistake_in_the_mlp_fails_only_the_clauses_of_the_output():
     got = _status(mutant("fm-gelu", fm=_Gelu), "FM-INFERENCE", "FM-TRAINING", *FOCUSED)
     assert {c: r.status for c, r in got.items()} == {
@@ -63,6 +69,7 @@ def test_a_mistake_in_the_mlp_fails_only_the_clauses_of_the_output():
 @pytest.mark.parametrize("fm, clause, says", [
     ({"eps": 1e-5}, "FM-BN-EPSILON", "epsilon 1e-05"),
     (_UnguardedUnbiased, "FM-BN-BATCH1", "batch-1 training output"),
+    (_Float32Inside, "FM-DTYPE", "not computed in float64"),
     (_ScaledInInference, "FM-DROPOUT-INFERENCE", "against the same layer and weights at "
      "dropout 0"),
 ])

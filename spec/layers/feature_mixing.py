@@ -166,8 +166,10 @@ CLAUSES = [
     _c(
         "DTYPE",
         "dtype",
-        "float32 is the default; float64 runs end to end in float64; where the framework "
-        "supports bfloat16 or float16 compute the output has that dtype and meets its tolerance, "
+        "float32 is the default; float64 runs end to end in float64 (it matches the oracle, "
+        "or follows changes of 1e-9 in every weight and input); where the framework supports "
+        "bfloat16 or float16 compute the output has that dtype and meets its tolerance against "
+        "the same layer's float32 call (what the layer computes is the inference clause's), "
         "and the layer is mixed precision: its weights stay float32 (Keras's mixed policies, "
         "torch.autocast, NNX's param_dtype), so that updates below the compute dtype's "
         "resolution are kept.",
