@@ -1,12 +1,12 @@
-"""One mistake, the clauses about it: FM-DROPOUT-INFERENCE, FM-BN-EPSILON, FM-BN-BATCH1 and
-FM-DTYPE judge their property against the port itself where the property allows it (the same
-layer at dropout 0; its moving variance 0 against 1 - epsilon with the scale divided by
-sqrt(epsilon); a batch of one against an inference call whose moving mean is that sample; a
-low-precision call against its own float32 call, a float64 call by whether it follows changes
-of 1e-9), so a mistake elsewhere in the layer (GELU for ReLU) fails FM-INFERENCE and
--TRAINING, not these. Each still fails for its own mistake. Before, the GELU failed all six.
+"""One mistake, the clauses about it: FM-DROPOUT-SITES, FM-DROPOUT-INFERENCE, FM-BN-EPSILON,
+FM-BN-BATCH1 and FM-DTYPE judge their property against the port itself where the property
+allows it (the drop levels of the port's own activation; the same layer at dropout 0; its
+moving variance 0 against 1 - epsilon with the scale divided by sqrt(epsilon); a batch of one
+against an inference call whose moving mean is that sample; a low-precision call against its
+own float32 call, a float64 call by whether it follows changes of 1e-9), so a mistake
+elsewhere in the layer (GELU for ReLU) fails FM-INFERENCE and -TRAINING, not these. Each
+still fails for its own mistake. Before, the GELU failed all seven.
 """
-
 from __future__ import annotations
 
 import sys
@@ -27,7 +27,8 @@ from portspec.suite.checks import work_items  # noqa: E402
 from portspec.suite.runner import run_clause  # noqa: E402
 
 ITEMS = {clause.id: (spec, clause, fn) for spec, clause, fn in work_items(None)}
-FOCUSED = ("FM-DROPOUT-INFERENCE", "FM-BN-EPSILON", "FM-BN-BATCH1", "FM-DTYPE")
+FOCUSED = ("FM-DROPOUT-SITES", "FM-DROPOUT-INFERENCE", "FM-BN-EPSILON", "FM-BN-BATCH1",
+           "FM-DTYPE")
 
 
 def _status(port, *clauses):
@@ -54,6 +55,13 @@ class _ScaledInInference(FM):
         return out if self.training else out * (1 - self.dropout)
 
 
+class _GeluNotInverted(_Gelu):
+    def branch(self, z):  # GELU, and kept units not scaled by 1 / (1 - p) in training
+        keep = 1 - self.dropout if self.training else 1.0
+        h = self.drop1(F.gelu(self.lin1(z))) * keep
+        return self.drop2(self.lin2(h)) * keep
+
+
 class _Float32Inside(FM):
     def normalise(self, flat):  # a float64 layer normalising in float32
         return super().normalise(flat.float()).to(flat.dtype)
@@ -70,6 +78,7 @@ def test_a_mistake_in_the_mlp_fails_only_the_clauses_of_the_output():
     ({"eps": 1e-5}, "FM-BN-EPSILON", "epsilon 1e-05"),
     (_UnguardedUnbiased, "FM-BN-BATCH1", "batch-1 training output"),
     (_Float32Inside, "FM-DTYPE", "not computed in float64"),
+    (_GeluNotInverted, "FM-DROPOUT-SITES", "not inverted"),
     (_ScaledInInference, "FM-DROPOUT-INFERENCE", "against the same layer and weights at "
      "dropout 0"),
 ])

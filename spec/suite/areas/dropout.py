@@ -5,7 +5,10 @@ BatchNorm outputs 1; with the first Dense's kernel 0 and bias 1 every hidden uni
 the second Dense's kernel the identity on the first N hidden units and bias 1, channel c of the
 branch is m2 / (1-p) * (m1 / (1-p) + 1), where m1 and m2 are the keep decisions of site 1
 (hidden unit c) and site 2 (output c). The branch therefore takes one of three values:
-0 (site 2 dropped), 1/(1-p) (site 1 dropped) and (1/(1-p) + 1)/(1-p) (both kept).
+0 (site 2 dropped), 1/(1-p) (site 1 dropped) and (1/(1-p) + 1)/(1-p) (both kept). A port
+whose activation gives a = act(1) other than ReLU's 1 (GELU: 0.841) has (a/(1-p) + 1)/(1-p)
+for both kept, a read off its own training call at dropout 0: another activation is
+FM-INFERENCE's finding, not a dropout one.
 """
 
 from __future__ import annotations
@@ -67,12 +70,18 @@ def dropout_sites(ctx):
     branch = _branch(handle, x, True)
     labels = _labels(branch)
     stray = labels == ""
+    hidden = 1.0
+    if stray.any():  # the levels of the port's own activation (GELU's 0.841 for ReLU's 1)
+        hidden = _hidden(ctx, x)
+        if hidden != 1.0 and not (_labels(branch, hidden) == "").any():
+            labels, stray = _labels(branch, hidden), np.zeros_like(stray)
     if stray.any():
         seen = np.unique(np.round(branch[stray], 4))[:6]
         inverted = flag_inverted(ctx)
         raise ClauseFailure(
-            f"branch values {seen.tolist()} are none of {sorted(set(LEVELS.values()))}",
-            diagnosis=FLAG_INVERTED if inverted else _scaling_diagnosis(branch),
+            f"branch values {seen.tolist()} are none of "
+            f"{sorted(set(levels(hidden).values()))}",
+            diagnosis=FLAG_INVERTED if inverted else _scaling_diagnosis(branch, hidden),
             checked=inverted,
         )
     problems = _rate_problems(labels)
@@ -109,12 +118,37 @@ _KEEP = 1.0 / (1.0 - P)
 LEVELS = {"site 2 dropped": 0.0, "site 1 dropped": _KEEP, "both kept": (_KEEP + 1) * _KEEP}
 
 
-def _labels(branch):
+def levels(hidden: float = 1.0) -> dict[str, float]:
+    """The probe's levels where the activation gives ``hidden`` for the hidden units'
+    pre-activation 1 (ReLU: 1, ``LEVELS``; GELU: 0.841): both kept is (hidden/(1-p) + 1)/(1-p),
+    the others do not depend on it."""
+    return {**LEVELS, "both kept": (hidden * _KEEP + 1) * _KEEP}
+
+
+def _labels(branch, hidden: float = 1.0):
     """Each element's drop decisions, by the level it takes ('' for none)."""
     labels = np.full(branch.shape, "", dtype=object)
-    for name, value in LEVELS.items():
+    for name, value in levels(hidden).items():
         labels[np.isclose(branch, value, rtol=1e-6, atol=1e-9)] = name
     return labels
+
+
+def _hidden(ctx, x) -> float:
+    """What the port's activation gives the probe's hidden units, read off a training call of
+    the same layer at dropout 0 (its branch is hidden + 1 everywhere): 1 for ReLU, where the
+    call cannot tell (a branch not one constant, or one that leaves nothing for the hidden
+    units), or the port cannot be run so. Another activation is FM-INFERENCE's finding, not
+    a reason for the drop levels to differ."""
+    try:
+        still = ctx.build(CASE, seed=3, dtype="float64", config={**CASE.config, "dropout": 0.0})
+        set_held_weights(still, probe_weights(CASE.config))
+        branch = _branch(still, x, True)
+    except Exception:  # noqa: BLE001 - not read: the ReLU's levels
+        return 1.0
+    hidden = float(branch.flat[0]) - 1.0
+    if not (np.all(branch == branch.flat[0]) and np.isfinite(hidden) and hidden > 0):
+        return 1.0
+    return hidden
 
 
 def _counts(labels) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -321,12 +355,13 @@ DROP_PATH = (
 )
 
 
-def _scaling_diagnosis(branch):
+def _scaling_diagnosis(branch, hidden: float = 1.0):
     """Name a dropout scaling only when the branch values *and their frequencies* fit it.
 
     Two independent sites with drop rate r and kept units scaled by s give three levels,
-    0 (site 2 dropped, frequency r), s (site 1 dropped, (1-r) r) and (s+1) s (both kept,
-    (1-r)^2); one site gives two. A layer whose values merely lie among these (normalising
+    0 (site 2 dropped, frequency r), s (site 1 dropped, (1-r) r) and (a s + 1) s (both kept,
+    (1-r)^2), a the activation's value at the probe's hidden units (``hidden``: 1 for ReLU);
+    one site gives two. A layer whose values merely lie among these (normalising
     after the residual, say) gets no diagnosis: the root-cause stage decides.
     """
     values, counts = np.unique(np.round(branch, 9), return_counts=True)
@@ -340,7 +375,7 @@ def _scaling_diagnosis(branch):
         s = values[1]
         r2 = rate_of(counts[0], n)
         r1 = rate_of(counts[1], n - counts[0])
-        if not np.isclose(values[2], (s + 1) * s, rtol=1e-6) or abs(r1 - r2) > 2 * tol:
+        if not np.isclose(values[2], (hidden * s + 1) * s, rtol=1e-6) or abs(r1 - r2) > 2 * tol:
             return None
         r = (counts[0] + counts[1]) / (n + n - counts[0])
         if np.isclose(s, 1.0, rtol=1e-6):
@@ -352,10 +387,11 @@ def _scaling_diagnosis(branch):
                     f"dropped and kept ones scaled by 1/{P}")
         return f"both sites drop {r:.3g} and scale kept units by {s:.4g}"
     keep = 1.0 / (1.0 - P)
-    if len(values) == 2 and values[0] == 0.0 and np.isclose(values[1], 2 * keep, rtol=1e-6):
+    if len(values) == 2 and values[0] == 0.0 and np.isclose(values[1], (hidden + 1) * keep,
+                                                             rtol=1e-6):
         if abs(counts[0] / n - P) <= tol:
             return "nothing is dropped after the ReLU: the first dropout site is missing"
-    if len(values) == 2 and np.allclose(values, [1.0, keep + 1.0], rtol=1e-6):
+    if len(values) == 2 and np.allclose(values, [1.0, hidden * keep + 1.0], rtol=1e-6):
         if abs(counts[0] / n - P) <= tol:
             return "nothing is dropped after the second Dense: the second dropout site is missing"
     return None
