@@ -70,18 +70,19 @@ def dropout_sites(ctx):
     branch = _branch(handle, x, True)
     labels = _labels(branch)
     stray = labels == ""
-    hidden = 1.0
-    if stray.any():  # the levels of the port's own activation (GELU's 0.841 for ReLU's 1)
-        hidden = _hidden(ctx, x)
-        if hidden != 1.0 and not (_labels(branch, hidden) == "").any():
-            labels, stray = _labels(branch, hidden), np.zeros_like(stray)
+    hidden = _hidden(ctx, x) if stray.any() else 1.0  # the levels of the port's own
+    if hidden != 1.0 and not (_labels(branch, hidden) == "").any():  # activation (GELU's
+        labels, stray = _labels(branch, hidden), np.zeros_like(stray)  # 0.841 for ReLU's 1)
     if stray.any():
         seen = np.unique(np.round(branch[stray], 4))[:6]
         inverted = flag_inverted(ctx)
+        # a scaling fits the port's own activation's levels, or ReLU's; the message quotes those
+        said = None if inverted else _scaling_diagnosis(branch, hidden)
+        hidden = hidden if said else 1.0
         raise ClauseFailure(
             f"branch values {seen.tolist()} are none of "
             f"{sorted(set(levels(hidden).values()))}",
-            diagnosis=FLAG_INVERTED if inverted else _scaling_diagnosis(branch, hidden),
+            diagnosis=FLAG_INVERTED if inverted else said or _scaling_diagnosis(branch),
             checked=inverted,
         )
     problems = _rate_problems(labels)
