@@ -68,15 +68,15 @@ def test_a_bias_free_gate_passes_the_numeric_clauses():
 def test_a_bias_free_gate_s_hard_sigmoid_is_a_root_cause_of_its_own():
     results = _results("gff-bias-free-hard-sigmoid", "GFF-WEIGHTS", "GFF-PARAMS", *GFF_NUMERIC)
     failed = sorted(c for c, r in results.items() if r.status == "failed")
-    assert failed == ["GFF-ACTIVATIONS", "GFF-DTYPE", "GFF-FORWARD", "GFF-GATE-ORDER",
-                      "GFF-PARAMS", "GFF-WEIGHTS"], results
+    assert failed == ["GFF-ACTIVATIONS", "GFF-FORWARD", "GFF-GATE-ORDER", "GFF-PARAMS",
+                      "GFF-WEIGHTS"], results
     assert results["GFF-FORWARD"].message.endswith(
         "[judged with gate.bias at 0: the port holds none]")
     causes = _causes(results)
     assert len(causes) == 2, causes
     hard = next(c for c in causes if "hard sigmoid" in c)
     assert "no gate bias" not in hard and causes[hard] == [
-        "GFF-ACTIVATIONS", "GFF-DTYPE", "GFF-FORWARD", "GFF-GATE-ORDER"], causes
+        "GFF-ACTIVATIONS", "GFF-FORWARD", "GFF-GATE-ORDER"], causes
 
 
 def test_a_second_dense_without_a_bias_passes_the_numeric_clauses():

@@ -341,7 +341,7 @@ def evidence():
         ("nan-output", "FM-INFERENCE"),
         ("batch1-refused", "FM-BN-BATCH1"),
         ("float64-refused", "FM-INFERENCE"),
-        ("gff-no-bias-bf16", "GFF-DTYPE"),
+        ("gff-float32-bf16", "GFF-DTYPE"),
         ("own-export-fails", "FM-PORTABLE"),
         ("float32-stored-epsilon", "FM-INFERENCE"),
     ]
@@ -361,7 +361,7 @@ def test_refusals_are_explained_by_evidence_not_wording(evidence):
 
 
 def test_dtype_checks_every_dtype_after_a_float64_difference(evidence):
-    message = evidence[("gff-no-bias-bf16", "GFF-DTYPE")].message
+    message = evidence[("gff-float32-bf16", "GFF-DTYPE")].message
     assert "float64" in message and "bfloat16" in message, message
 
 

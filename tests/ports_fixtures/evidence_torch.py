@@ -17,6 +17,14 @@ base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(base)
 
 
+class _Float32OutsideAutocast(base.GFF):
+    outside_autocast = True
+
+    def forward(self, a, b):
+        out = super().forward(a, b)
+        return out.float().double() if out.dtype == torch.float64 else out
+
+
 class _NaNOut(base.FM):
     def forward(self, x):
         return super().forward(x) * torch.nan
@@ -66,10 +74,11 @@ PORTS = [
     type("Batch1Refused", (base.Conforming,), {"name": "batch1-refused", "fm": _Batch1Refused}),
     type("Float64Refused", (base.Conforming,), {"name": "float64-refused",
                                                 "fm": _Float64Refused}),
-    # a float64 difference (no gate bias) and a bfloat16 one (the output stays float32)
-    type("NoBiasLowPrecision", (base.Conforming,), {
-        "name": "gff-no-bias-bf16", "low_precision": ("bfloat16",),
-        "gff": type("GFF_b", (base.GFF,), {"bias": False})}),
+    # a float64 difference (the output rounded to float32) and a bfloat16 one (under autocast
+    # the gate is computed outside it, so the output stays float32)
+    type("Float32AndLowPrecision", (base.Conforming,), {
+        "name": "gff-float32-bf16", "low_precision": ("bfloat16",),
+        "gff": _Float32OutsideAutocast}),
     _OwnExportFails,
     _Float32Stored,
 ]
