@@ -59,12 +59,15 @@ def cases() -> dict[str, str]:
     ("expand: n_series=5, input_size=6, dropout=0.1, ff_dim=16, input (8, 6, 5); ...")."""
     from portspec.layers import LAYERS
 
-    def one(case) -> str:
-        config = ", ".join(f"{k}={v!r}" for k, v in case.config.items())
-        shapes = " and ".join(str(tuple(s)) for s in case.input_shapes)
-        return f"{case.label}: {config}, input {shapes}"
+    return {name: "; ".join(f"{c.label}: {case_text(c)}" for c in spec.cases())
+            for name, spec in LAYERS.items()}
 
-    return {name: "; ".join(one(c) for c in spec.cases()) for name, spec in LAYERS.items()}
+
+def case_text(case) -> str:
+    """A case's config and input shapes: "n_series=5, ..., input (8, 6, 5)"."""
+    config = ", ".join(f"{k}={v!r}" for k, v in case.config.items())
+    shapes = " and ".join(str(tuple(s)) for s in case.input_shapes)
+    return f"{config}, input {shapes}"
 
 
 def _version(distribution: str) -> str | None:

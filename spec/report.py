@@ -295,16 +295,12 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
 def cases_named(failed) -> list[str]:
     """One line, "cases named: expand = n_series=5, ...", for the layers' numeric cases whose
     labels the failure messages start with (the labels say nothing by themselves)."""
-    from portspec.meta import cases
+    from portspec.meta import case_text
 
-    named = []
-    for layer, text in cases().items():
-        prefix = LAYERS[layer].prefix + "-"
-        for one in text.split("; "):
-            label, config = one.split(": ", 1)
-            if any(r.clause.startswith(prefix) and re.match(rf"{re.escape(label)}\b", r.message)
-                   for r in failed):
-                named.append(f"{label} = {config}")
+    named = [f"{case.label} = {case_text(case)}"
+             for spec in LAYERS.values() for case in spec.cases()
+             if any(r.clause.startswith(spec.prefix + "-")
+                    and re.match(rf"{re.escape(case.label)}\b", r.message) for r in failed)]
     return [f"cases named: {'; '.join(named)}"] if named else []
 
 

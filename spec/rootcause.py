@@ -2462,6 +2462,11 @@ PRECISION_FIELDS = {"precision": None, "stored": False, "close": False, "held": 
                     "narrowed": None, "cast": None, "plain": "", "narrowed32": {}}
 
 
+def _forced(finding: Finding) -> dict:
+    """The choices the weights the port lacks force (``variants.required``), or {}."""
+    return variants.required(finding.layer, set(finding.absent)) if finding.absent else {}
+
+
 def independent(finding: Finding) -> list[Finding]:
     """The finding as one finding per part of the layer it changes (``variants.parts``):
     independent mistakes, each its own root cause. One part: the finding itself.
@@ -2483,7 +2488,7 @@ def independent(finding: Finding) -> list[Finding]:
     split = variants.parts(finding.layer, finding.diff)
     # the choice the weights a port's map declares absent force (a Dense without a bias) is
     # the port's declared design, and any other choice of its part another mistake
-    forced = variants.required(finding.layer, set(finding.absent)) if finding.absent else {}
+    forced = _forced(finding)
     split = [piece for d in split for piece in (
         (forced, {k: v for k, v in d.items() if k not in forced})
         if forced and len(d) > len(forced) and all(
@@ -2526,7 +2531,7 @@ def _cause(spec, finding: Finding, result, exchange=None) -> Finding | None:
     if len(pieces) > 1:
         # each piece judged on a port that lacks what this one lacks (the clause ran without
         # those weights); what the weights' absence alone explains is its own
-        forced = variants.required(finding.layer, set(finding.absent)) if finding.absent else {}
+        forced = _forced(finding)
         alone = []
         for p in sorted(pieces, key=lambda p: bool(forced) and p.diff != forced):
             if explains(spec, replace(p, diff={**forced, **p.diff}, absent=finding.absent),

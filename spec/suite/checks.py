@@ -49,10 +49,9 @@ class Context:
     # What a passing check wants in the report (the portability pairs, say).
     details: dict = field(default_factory=dict)
 
-    # The weights the port declares absent that the spec's layer can do without
-    # (``LayerSpec.neutral``), name -> the port's reason: learned from each layer built.
-    lacked: dict = field(default_factory=dict)
-    _held: list = field(default_factory=list)  # the HeldAtNeutral handles built
+    # The HeldAtNeutral handles built: what the port lacks of the weights the spec's layer can
+    # do without (``LayerSpec.neutral``), learned from each layer built.
+    _held: list = field(default_factory=list)
 
     def build(
         self, case: Case, *, seed: int = 0, dtype: str | None = "float32", config=None
@@ -77,16 +76,15 @@ class Context:
                   if w.kind == "absent" and n in self.spec.neutral}
         if not lacked:
             return handle
-        self.lacked.update(lacked)
         self._held.append(HeldAtNeutral(handle, {n: self.spec.neutral[n] for n in lacked},
                                         lacked))
         return self._held[-1]
 
     def random_weights(self, config, input_shapes, rng) -> dict[str, np.ndarray]:
-        """``spec.random_weights``, with the weights the port lacks (``lacked``, known from a
-        layer built first) at their neutral values; the same draws from ``rng`` either way."""
+        """``spec.random_weights``, with the weights the port lacks (known from a layer built
+        first) at their neutral values; the same draws from ``rng`` either way."""
         weights = self.spec.random_weights(config, input_shapes, rng)
-        for name in self.lacked:
+        for name in {n for h in self._held for n in h.lacked}:
             weights[name] = np.full_like(weights[name], self.spec.neutral[name])
         return weights
 

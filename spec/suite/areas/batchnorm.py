@@ -250,18 +250,14 @@ def _epsilon_as_scale(handle, weights, x, out, epsilon, tol) -> bool:
     moving variance 1 - epsilon and the scale divided by sqrt(epsilon)? It does where epsilon
     is added to the variance inside the square root, at the spec's value: both normalise to
     gamma (x - mean) / sqrt(epsilon), whatever the rest of the layer does with that. False where
-    it does not, or cannot be asked (the oracle then judges)."""
+    it does not, or cannot be asked (the oracle then judges; each later call sets its weights
+    first, as ``_as_inference_at_its_mean``'s do)."""
     try:
         handle.set_weights({**weights, VAR: np.full_like(weights[VAR], 1.0 - epsilon),
                             GAMMA: np.asarray(weights[GAMMA]) / np.sqrt(epsilon)})
         again = handle.forward(x, training=False)
     except Exception:  # noqa: BLE001 - a port that cannot be asked this is judged by the oracle
         return False
-    finally:
-        try:
-            handle.set_weights(weights)
-        except Exception:  # noqa: BLE001, S110 - set as they were before, where it can be
-            pass
     return close(np.asarray(again, np.float64), np.asarray(out, np.float64), tol)
 
 

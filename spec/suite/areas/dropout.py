@@ -76,13 +76,15 @@ def dropout_sites(ctx):
     if stray.any():
         seen = np.unique(np.round(branch[stray], 4))[:6]
         inverted = flag_inverted(ctx)
-        # a scaling fits the port's own activation's levels, or ReLU's; the message quotes those
-        said = None if inverted else _scaling_diagnosis(branch, hidden)
-        hidden = hidden if said else 1.0
+        # a scaling that fits the port's own activation's levels, else ReLU's: the message
+        # quotes the levels it was read against
+        said = None if inverted or hidden == 1.0 else _scaling_diagnosis(branch, hidden)
+        if not said:
+            hidden, said = 1.0, None if inverted else _scaling_diagnosis(branch)
         raise ClauseFailure(
             f"branch values {seen.tolist()} are none of "
             f"{sorted(set(levels(hidden).values()))}",
-            diagnosis=FLAG_INVERTED if inverted else said or _scaling_diagnosis(branch),
+            diagnosis=FLAG_INVERTED if inverted else said,
             checked=inverted,
         )
     problems = _rate_problems(labels)
@@ -146,8 +148,10 @@ def _hidden(ctx, x) -> float:
         branch = _branch(still, x, True)
     except Exception:  # noqa: BLE001 - not read: the ReLU's levels
         return 1.0
-    hidden = float(branch.flat[0]) - 1.0
-    if not (np.all(branch == branch.flat[0]) and np.isfinite(hidden) and hidden > 0):
+    hidden = float(np.median(branch)) - 1.0
+    # one value, to the labels' own tolerance (SIMD lanes may round an element differently)
+    if not (np.isfinite(hidden) and hidden > 0
+            and np.allclose(branch, hidden + 1.0, rtol=1e-9, atol=0.0)):
         return 1.0
     return hidden
 

@@ -24,16 +24,7 @@ def compare_with_oracle(ctx, case, *, dtype, training, seed=0, config=None):
     Weights and inputs are rounded to ``dtype`` first, so the oracle sees exactly the values
     the implementation holds; what remains is the implementation's arithmetic error.
     """
-    config = dict(config or case.config)
-    if training and "dropout" in config:
-        config["dropout"] = 0.0  # the oracle needs the masks otherwise; dropout has its clauses
-    rng = np.random.default_rng(seed)
-    handle = ctx.build(case, dtype=dtype, config=config)
-    # Variables stay float32 under bfloat16/float16 compute (mixed precision).
-    wdtype = "float32" if dtype in ("bfloat16", "float16") else dtype
-    weights = cast(ctx.random_weights(config, case.input_shapes, rng), wdtype)
-    handle.set_weights(dict(weights))
-    x = ctx.inputs(case, rng, dtype)
+    handle, config, weights, x = _primed(ctx, case, dtype, training, seed, config)
     out = handle.forward(x, training=training)
     expected, _ = ctx.spec.forward(config, weights, cast(x, "float64"), training=training)
     tol = FORWARD[dtype]
@@ -62,6 +53,22 @@ def compare_with_oracle(ctx, case, *, dtype, training, seed=0, config=None):
         raise ClauseFailure(str(failure), diagnosis=flag, details=failure.details,
                             checked=True) from None
     return out
+
+
+def _primed(ctx, case, dtype, training, seed=0, config=None):
+    """(handle, config, weights, inputs) of ``compare_with_oracle``'s call: ``case`` built in
+    ``dtype`` (dropout 0 for a training call) holding random weights drawn from ``seed``,
+    rounded to the dtype they are stored in, and inputs rounded to ``dtype``."""
+    config = dict(config or case.config)
+    if training and "dropout" in config:
+        config["dropout"] = 0.0  # the oracle needs the masks otherwise; dropout has its clauses
+    rng = np.random.default_rng(seed)
+    handle = ctx.build(case, dtype=dtype, config=config)
+    # Variables stay float32 under bfloat16/float16 compute (mixed precision).
+    wdtype = "float32" if dtype in ("bfloat16", "float16") else dtype
+    weights = cast(ctx.random_weights(config, case.input_shapes, rng), wdtype)
+    handle.set_weights(dict(weights))
+    return handle, config, weights, ctx.inputs(case, rng, dtype)
 
 
 # -- the training flag, tested both ways -----------------------------------------------------
@@ -210,12 +217,10 @@ def float32_parts(call, weights, x, figures=None, fixed=()) -> list[str] | None:
     return found if responded else None
 
 
-def not_float64(spec, handle, config, weights, x, *, training, state=False) -> str | None:
-    """``NOT_FLOAT64`` when a part of the port's float64 ``handle`` (a weight or an input)
-    follows changes of relative size ``COARSE`` but not ``FINE`` (``float32_parts``); else
-    None. ``state``: the moving statistics read back after the call count as its output too.
-    Training calls need dropout 0 in ``config``. The handle's weights are left as ``weights``.
-    ``spec`` and ``config`` are unused: the port is compared with itself, not with the spec."""
+def float64_parts(handle, weights, x, *, training, state=False) -> list[str] | None:
+    """``float32_parts`` of the port's float64 ``handle``, re-run from ``weights`` (the weights
+    it lacks, held at their neutral value, left as they are). ``state``: the moving statistics
+    read back after the call count as its output too. Training calls need dropout 0."""
 
     def call(w, inputs):
         handle.set_weights(w)  # also restores what a training call moved
@@ -225,8 +230,17 @@ def not_float64(spec, handle, config, weights, x, *, training, state=False) -> s
                     for _, v in sorted(handle.get_weights().items())]
         return np.concatenate(out)
 
+    return float32_parts(call, weights, x, fixed=getattr(handle, "neutral", ()))
+
+
+def not_float64(spec, handle, config, weights, x, *, training, state=False) -> str | None:
+    """``NOT_FLOAT64`` when a part of the port's float64 ``handle`` (a weight or an input)
+    follows changes of relative size ``COARSE`` but not ``FINE`` (``float64_parts``); else
+    None. Training calls need dropout 0 in ``config``. The handle's weights are left as
+    ``weights``. ``spec`` and ``config`` are unused: the port is compared with itself, not
+    with the spec."""
     try:
-        found = float32_parts(call, weights, x, fixed=getattr(handle, "neutral", ()))
+        found = float64_parts(handle, weights, x, training=training, state=state)
         handle.set_weights(weights)
     except Exception:  # noqa: BLE001 - a port that cannot be re-run this way is not judged
         return None
@@ -726,20 +740,15 @@ def dtype(ctx):
 
 def _float64_throughout(ctx, case) -> bool:
     """Does a float64 call of the port follow changes of 1e-9 in every weight and input it
-    responds to (``float32_parts`` finds none, and the call responds)? Then an output that
+    responds to (``float64_parts`` finds none, and the call responds)? Then an output that
     differs from the oracle's is another formula, computed in float64. False where it does
     not, or cannot be asked."""
     rng = np.random.default_rng(6)
     handle = ctx.build(case, dtype="float64")
     weights = ctx.random_weights(case.config, case.input_shapes, rng)
     x = ctx.inputs(case, rng, "float64")
-
-    def call(w, inputs):
-        handle.set_weights(w)
-        return np.asarray(handle.forward(inputs, training=False), np.float64)
-
     try:
-        return float32_parts(call, weights, x, fixed=getattr(handle, "neutral", ())) == []
+        return float64_parts(handle, weights, x, training=False) == []
     except Exception:  # noqa: BLE001 - a port that cannot be re-run this way is not judged
         return False
 
@@ -748,16 +757,9 @@ def _as_its_float32(ctx, case, name, training):
     """The port's ``name`` output for ``case`` where it is its own float32 output on the same
     weights and inputs to ``name``'s tolerance (what ``compare_with_oracle`` holds it to), the
     output's dtype left to the caller; None where it is not, or cannot be compared."""
-    config = dict(case.config)
-    if training and "dropout" in config:
-        config["dropout"] = 0.0
-    rng = np.random.default_rng(0)  # compare_with_oracle's draws
     try:
-        low = ctx.build(case, dtype=name, config=config)
+        low, config, weights, x = _primed(ctx, case, name, training)  # compare_with_oracle's
         wide = ctx.build(case, dtype="float32", config=config)
-        weights = cast(ctx.random_weights(config, case.input_shapes, rng), "float32")
-        x = ctx.inputs(case, rng, name)
-        low.set_weights(dict(weights))
         wide.set_weights(dict(weights))
         out = low.forward(x, training=training)
         want = np.asarray(wide.forward(cast(x, "float32"), training=training), np.float64)
