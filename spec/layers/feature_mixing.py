@@ -125,8 +125,9 @@ CLAUSES = [
         "BN-BATCH1",
         "bn-batch1",
         "A training batch of one is valid: the batch variance is 0, the normalised value is "
-        "beta, and the moving statistics update as for any batch (with the profile's momentum, "
-        "as FM-BN-UPDATE states).",
+        "beta, and the moving statistics update as for any batch: each keeps the share of its "
+        "old value that the same layer keeps for a full batch (that this share is the "
+        "profile's momentum is FM-BN-UPDATE's), the batch variance being 0.",
         "Keras accepts it; torch.nn.BatchNorm1d raises, which a port must not inherit.",
     ),
     _c(
@@ -153,8 +154,10 @@ CLAUSES = [
     _c(
         "DROPOUT-ONE",
         "dropout-one",
-        "dropout = 1.0 in training zeroes the branch: the output equals the input, with finite "
-        "gradients.",
+        "dropout = 1.0 in training zeroes the branch: the output equals the input (judged "
+        "against the same layer in training at dropout 0 with the second Dense's kernel and "
+        "bias 0, the layer without its branch; that this is the input is FM-RESIDUAL's), with "
+        "finite gradients.",
     ),
     _c(
         "GRAD",
