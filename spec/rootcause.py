@@ -688,6 +688,9 @@ class Finding:
     note: str = ""  # why nothing could be fitted
     evidence: str = ""  # what shows the diff when no call could run
     absent: tuple = ()  # canonical weights the port does not hold
+    # (name, shape): normalisation weights the port holds at a shape of its own (a LayerNorm's
+    # (L, N) scale), which its clauses leave at its own values (adapter.set_held_weights)
+    own: tuple = ()
     stored: bool = False  # the precision is the moving statistics' storage alone
     # met at the float32 tolerance, yet by a float64 variant to within CLOSE: not float32
     close: bool = False
@@ -857,6 +860,25 @@ def oracle_records(spec) -> list[dict]:
 
     # but the input-dropout record, which draws masks: read by its levels (_input_site)
     return [r for r in probe(_Oracle(), spec) if r["label"] != STAGE + INPUT_DROP]
+
+
+def _own_shapes(spec, records) -> tuple:
+    """(name, shape) of the normalisation weights the records hold at another shape than the
+    spec's: a port's LayerNorm over (L, N) holds its scale (L, N) where the spec's is flat.
+    Each axis is named "L" or "N" where it is the record's input_size or n_series (the probe's
+    configs differ from the clauses'), else its length; a weight whose axes read differently
+    in two records is left out."""
+    own, mixed = {}, set()
+    for r in records:
+        table = spec.weight_table(r["config"], [np.shape(v) for v in _as_list(r["x"])])
+        sizes = {r["config"].get("input_size"): "L", r["config"].get("n_series"): "N"}
+        for t in table:
+            value = r["weights"].get(t.name)
+            if t.name.startswith("norm.") and value is not None and np.shape(value) != t.shape:
+                shape = tuple(sizes.get(d, d) for d in np.shape(value))
+                if own.setdefault(t.name, shape) != shape:
+                    mixed.add(t.name)
+    return tuple(sorted((k, v) for k, v in own.items() if k not in mixed))
 
 
 def _fill(spec, record):
@@ -1389,6 +1411,7 @@ def _search(spec, records):
     # is part of every candidate (filled in at their initial values, they cannot show)
     absent = set().union(*(set(_fill(spec, r)) - set(r["weights"]) for r in usable))
     forced = variants.required(spec.name, absent)
+    own = _own_shapes(spec, usable)
     for r in usable:
         r["weights"] = _fill(spec, r)
     # the evidence quoted: max |error| over the deterministic records (the dropout probe is
@@ -1477,7 +1500,8 @@ def _search(spec, records):
             close = bool(level[1]) and not stored and _errors(
                 spec, space, numeric, diff, CLOSE, stop=False)[0] <= 1.0
             return Finding(spec.name, diff, spec_err, err, level[1], raised, also=found[1:4],
-                           evidence=evidence, absent=tuple(held), stored=stored, close=close)
+                           evidence=evidence, absent=tuple(held), stored=stored, close=close,
+                           own=own)
     return Finding(spec.name, spec_error=spec_err, raised=raised, fits=False)
 
 
@@ -1645,7 +1669,7 @@ class VariantHandle:
     """A layer that computes a variant in NumPy; the Handle protocol of portspec.adapter."""
 
     def __init__(self, spec, config, input_shapes, seed, dtype, choices, precision=None,
-                 absent=(), validate=False):
+                 absent=(), validate=False, own=()):
         self.spec, self.choices, self.precision = spec, dict(choices), precision
         self.validate = validate  # calls checked as the spec's layer checks them
         self.config = spec.validate_config(config)
@@ -1681,10 +1705,16 @@ class VariantHandle:
         length, n = self.config.get("input_size"), self.config.get("n_series")
         natural = {"batch-channel": (n,), "batch-time": (length,), "batch-scalar": (1,),
                    "layer-N": (n,), "layer-L": (n,)}.get(norm)
+        # another normalisation's weights at the port's own shapes, where it holds them at one
+        # (its clauses then leave them at its own values; so does the variant, at the norm's
+        # initial values)
+        shapes = {name: tuple({"L": length, "N": n}.get(d, d) for d in shape)
+                  for name, shape in own} if norm != "batch-feature" else {}
         for name in [k for k in (MEAN, VAR, "norm.gamma", "norm.beta") if k in self.weights]:
-            if natural:  # the statistics and affine weights such a layer holds
+            shape = shapes.get(name, natural)
+            if shape:  # the statistics and affine weights such a layer holds
                 one = name in (VAR, "norm.gamma")
-                self.weights[name] = (np.ones if one else np.zeros)(natural, self.wdtype)
+                self.weights[name] = (np.ones if one else np.zeros)(shape, self.wdtype)
         if self.choices.get("transpose") in variants.HELD_TRANSPOSED:  # (out, in) kernels
             for name in [k for k in self.weights if k.endswith(".kernel")]:
                 self.weights[name] = np.ascontiguousarray(self.weights[name].T)
@@ -1869,7 +1899,8 @@ def variant_adapter(spec, finding: Finding, low_precision=()):
             if finding.swap:  # built as the port is: the two parameters exchanged
                 config = swap_config(config, finding.swap)
             return VariantHandle(spec, config, input_shapes, seed, dtype, finding.diff,
-                                 finding.precision, finding.absent, validate=bool(finding.swap))
+                                 finding.precision, finding.absent, validate=bool(finding.swap),
+                                 own=finding.own)
 
         def load_native(self, layer, path):
             import json

@@ -93,6 +93,24 @@ def test_only_the_clauses_touching_a_missing_weight_do_not_apply(layernorm):
     assert "moving" not in results["FM-INIT"].message and "dense1" in results["FM-INIT"].message
 
 
+def test_a_layernorm_held_at_its_own_shape_is_the_root_cause_of_the_clauses_it_fails():
+    """The root-cause stage re-runs a failed clause on the variant it found; that variant
+    holds the LayerNorm's scale and offset at the port's own (L, N) shape, so a clause that
+    leaves such weights at their own values (FM-RESIDUAL) leaves the variant's too, and the
+    variant fails it the same way. Before, the variant took the spec's random flat weights
+    there, and FM-RESIDUAL and FM-WEIGHTS read "unexplained" or a cause of their own."""
+    from portspec.verify import verify
+
+    clauses = ("FM-RESIDUAL", "FM-WEIGHTS", "FM-PARAMS")
+    results = verify([str(FIXTURES / "ports_asis.py")],
+                     tasks=[("layernorm-after", c) for c in clauses], isolate=False)
+    causes = {r.clause: r.cause for r in results if r.status == "failed"}
+    assert set(causes) == set(clauses), causes
+    assert len(set(causes.values())) == 1, causes
+    assert causes["FM-RESIDUAL"].startswith("FeatureMixing: LayerNorm over (L, N) instead of "
+                                            "BatchNorm"), causes
+
+
 def test_a_config_error_naming_the_port_s_own_parameter_is_the_spec_s_error(layernorm):
     bad = {**CONFIG, "input_size": 0}
     with pytest.raises(ValueError, match="sequence_length") as raised:
