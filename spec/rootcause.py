@@ -2022,6 +2022,12 @@ def explains(spec, finding: Finding, result, exchange: list | None = None) -> bo
     loose = bool(finding.precision) or random
     if same_failure(mine, again.message, loose=loose, words=random):
         return True
+    if _OFF_LEVELS.match(mine) and same_failure(_OFF_LEVELS.sub(r"\1#\2", mine),
+                                                _OFF_LEVELS.sub(r"\1#\2", again.message)):
+        # FM-DROPOUT-SITES' branch values off the spec's levels: where the branch passes
+        # through a normalisation after it (post-norm), each is drawn (its masks); the
+        # levels it was read against, and the words, must agree
+        return True
     if random:  # a drop rate measured on masks broadcast along an axis (fewer independent
         # decisions) falls outside its bounds by chance: the other findings decide
         kept = "; ".join(p for p in mine.split("; ") if not _DROP_RATE.match(p))
@@ -2036,6 +2042,8 @@ def explains(spec, finding: Finding, result, exchange: list | None = None) -> bo
 
 
 LOW_PRECISION = ("bfloat16", "float16")
+# FM-DROPOUT-SITES' message for values off the levels (portspec.suite.areas.dropout)
+_OFF_LEVELS = re.compile(r"^(branch values \[)[^\]]*(\] are none of )")
 
 
 def _rerun(adapter, result, item, exchange: list | None):

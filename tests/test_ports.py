@@ -98,10 +98,13 @@ def test_a_layernorm_held_at_its_own_shape_is_the_root_cause_of_the_clauses_it_f
     holds the LayerNorm's scale and offset at the port's own (L, N) shape, so a clause that
     leaves such weights at their own values (FM-RESIDUAL) leaves the variant's too, and the
     variant fails it the same way. Before, the variant took the spec's random flat weights
-    there, and FM-RESIDUAL and FM-WEIGHTS read "unexplained" or a cause of their own."""
+    there, and FM-RESIDUAL and FM-WEIGHTS read "unexplained" or a cause of their own. The
+    dropout probe's branch values, normalised after the residual, are draws of the masks: the
+    variant's differ from the port's, and FM-DROPOUT-SITES is the same failure where the
+    words and the levels agree."""
     from portspec.verify import verify
 
-    clauses = ("FM-RESIDUAL", "FM-WEIGHTS", "FM-PARAMS")
+    clauses = ("FM-RESIDUAL", "FM-WEIGHTS", "FM-PARAMS", "FM-DROPOUT-SITES")
     results = verify([str(FIXTURES / "ports_asis.py")],
                      tasks=[("layernorm-after", c) for c in clauses], isolate=False)
     causes = {r.clause: r.cause for r in results if r.status == "failed"}
