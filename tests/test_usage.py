@@ -148,6 +148,9 @@ WRONG = [
     (["verify", NUMPY_PORT, "--clause", "FM-NOPE"],
      "portspec verify: error: no clause matches 'FM-NOPE' (an ID or a glob such as FM-BN-*; "
      "known: FM-CONFIG, FM-CALL,"),
+    (["verify", NUMPY_PORT, "--clause", "FM-BN-BATCH9"],
+     "portspec verify: error: no clause matches 'FM-BN-BATCH9' (did you mean FM-BN-BATCH1? an "
+     "ID or a glob such as FM-BN-*; known: FM-CONFIG,"),
     (["verify", NUMPY_PORT, "--clause", "fm-bn"],
      "portspec verify: error: no clause is 'fm-bn': for the family, give the glob FM-BN-*"),
     (["verify", NUMPY_PORT, "--layer", "Foo"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 import time
@@ -83,8 +84,10 @@ def unknown_selection(clauses=None, layers=None) -> str | None:
             family = pattern.strip().rstrip("-") + "-*"
             if any(clause_matches(i, family) for i in ids):  # the old prefix form, FM-BN
                 return f"no clause is {pattern!r}: for the family, give the glob {family.upper()}"
-            return f"no clause matches {pattern!r} (an ID or a glob such as FM-BN-*; known: " \
-                f"{', '.join(ids)})"
+            near = difflib.get_close_matches(pattern.strip().upper(), ids, n=1, cutoff=0.8)
+            hint = f"did you mean {near[0]}? " if near else ""
+            return f"no clause matches {pattern!r} ({hint}an ID or a glob such as FM-BN-*; " \
+                f"known: {', '.join(ids)})"
     return None
 
 
