@@ -866,12 +866,16 @@ def _own_shapes(spec, records) -> tuple:
     """(name, shape) of the normalisation weights the records hold at another shape than the
     spec's: a port's LayerNorm over (L, N) holds its scale (L, N) where the spec's is flat.
     Each axis is named "L" or "N" where it is the record's input_size or n_series (the probe's
-    configs differ from the clauses'), else its length; a weight whose axes read differently
-    in two records is left out."""
+    configs differ from the clauses'), else its length; a record whose two are equal cannot
+    tell them apart and names none, and a weight whose axes read differently in two records
+    is left out."""
     own, mixed = {}, set()
     for r in records:
         table = spec.weight_table(r["config"], [np.shape(v) for v in _as_list(r["x"])])
-        sizes = {r["config"].get("input_size"): "L", r["config"].get("n_series"): "N"}
+        length, n = r["config"].get("input_size"), r["config"].get("n_series")
+        if length is not None and length == n:
+            continue
+        sizes = {length: "L", n: "N"}
         for t in table:
             value = r["weights"].get(t.name)
             if t.name.startswith("norm.") and value is not None and np.shape(value) != t.shape:

@@ -18,6 +18,7 @@ import numpy as np
 from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure, NotApplicable
 from portspec.layers import Case
+from portspec.suite.areas.structure import branch_zeroed
 from portspec.suite.checks import check
 from portspec.tolerances import FORWARD, close
 
@@ -507,7 +508,7 @@ def dropout_one(ctx):
             diagnosis=said, checked=checked,
         )
 
-    zeroed = {k: (np.zeros_like(v) if k.startswith("dense2.") else v) for k, v in weights.items()}
+    zeroed = branch_zeroed(weights)
     the_input = np.array_equal(out, x)
     if not the_input and not _as_its_zeroed_branch(training_call, zeroed, out):
         raise not_the_input()

@@ -133,13 +133,19 @@ def misshaped(seen) -> str | None:
         f"the output's shape is not the input's, as the spec's is ({reshaped(seen)})")
 
 
+def branch_zeroed(weights: dict) -> dict:
+    """``weights`` with the second Dense's kernel and bias 0: a FeatureMixing's branch is
+    then 0, and the layer returns what its residual path alone gives."""
+    return {k: (np.zeros_like(v) if k.startswith("dense2.") else v) for k, v in weights.items()}
+
+
 @check("residual")
 def residual(ctx):
     rng = np.random.default_rng(1)
     case = ctx.spec.cases()[0]
     handle = ctx.build(case)
     weights = ctx.random_weights(case.config, case.input_shapes, rng)
-    weights = {k: (np.zeros_like(v) if k.startswith("dense2.") else v) for k, v in weights.items()}
+    weights = branch_zeroed(weights)
     x = ctx.inputs(case, rng)
     for training in (False, True):
         # dense2 zero: the output is the input whatever the norm holds (any it lacks may stay)
