@@ -303,9 +303,10 @@ def serve(path: str, modules: list[str], idle: float = IDLE_SECONDS) -> int:
             return 1
         _loop(listener, path, mine, idle)
     finally:
-        listener.close()  # a run still waiting reads the end, and starts its worker itself
+        # the name first: a run that reads the end below finds no socket left behind
         if _inode(path) == mine:
             os.unlink(path)
+        listener.close()  # a run still waiting reads the end, and starts its worker itself
     return 0
 
 
