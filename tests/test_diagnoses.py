@@ -298,6 +298,26 @@ def test_epsilon_near_zero():
     assert "BatchNorm epsilon ~0 instead of 1e-3" in found
 
 
+@pytest.mark.parametrize("eps", [1e-5, 2.5e-4, 0.02, 0.3])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("training", [False, True])
+def test_the_epsilon_fitted_in_numpys_arithmetic_is_the_exact_oracles(eps, dtype, training):
+    """The fit's evaluations run in NumPy's arithmetic (``Fitted.fast``); the value it finds
+    is the one the exact oracle's evaluations find, to the digits the diagnosis prints, from
+    an output in float64 and one rounded to float32."""
+    from portspec.layers.feature_mixing import _forward
+
+    spec, case, w, x = _fm_case("expand")
+    config = {**case.config, "dropout": 0.0}
+    fitted = next(a for _, a in spec.alternatives() if isinstance(a, diagnose.Fitted))
+    actual = _forward(config, w, x, training=training, eps=eps)[0].astype(dtype)
+    fast = fitted.fit(config, w, x, actual, training=training)
+    exact = diagnose.Fitted(fitted.oracle, fitted.describe, fitted.spec_value).fit(
+        config, w, x, actual, training=training)
+    assert fitted.fast is not fitted.oracle
+    assert f"{fast:.3g}" == f"{exact:.3g}" == f"{eps:.3g}", (fast, exact)
+
+
 # Diagnoses checked by a mutant above, and those checked on the oracle or the evidence alone.
 BY_MUTANT = 38
 BY_EVIDENCE = 6  # transposed square kernels, float32 precision, another momentum, float32-only

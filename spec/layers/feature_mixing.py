@@ -366,6 +366,12 @@ class FeatureMixingSpec(LayerSpec):
         def with_eps(config, w, x, training, eps):
             return _forward(config, w, x, training=training, eps=eps)[0]
 
+        def with_eps_fast(config, w, x, training, eps):  # the same, in NumPy's arithmetic
+            from portspec import variants
+
+            return variants.fm_forward(config, w, x, training=training, eps=eps,
+                                       ops=variants.FAST)[0]
+
         def describe_eps(eps):
             if eps < 1e-11:
                 return "BatchNorm epsilon ~0 instead of 1e-3 (fitted to the output)"
@@ -388,7 +394,8 @@ class FeatureMixingSpec(LayerSpec):
                 "Dense kernels transposed (torch (out, in) layout loaded as (in, out))",
                 square_transposed,
             ),
-            ("BatchNorm epsilon (fitted)", Fitted(with_eps, describe_eps, EPSILON)),
+            ("BatchNorm epsilon (fitted)",
+             Fitted(with_eps, describe_eps, EPSILON, fast=with_eps_fast)),
             (
                 "features flattened time-last (c*input_size + t) instead of row-major",
                 option(flatten="F"),
