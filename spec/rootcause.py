@@ -927,26 +927,9 @@ def _memo(kind, choices, fit, *args):
 
 
 def _predict(spec, space, record, choices, masks=None):
-    """The variant's (output, state) for ``record``'s call; within a search, remembered by
-    the record and the choices (the search asks a third of its forwards again: a candidate
-    at another tolerance, a base fitted anew, the beam's losses). The record's input and
-    weights are kept with the entry and must be the same objects when it is read."""
-    cache = getattr(_LOCAL, "predicted", None)
-    if cache is None or masks is not None:
-        return _forward_of(space, record, choices, masks)
-    key = (id(record), tuple(sorted((k, _choice_key(v)) for k, v in choices.items())))
-    hit = cache.get(key)
-    if hit is not None and hit[0] is record["x"] and hit[1] is record["weights"]:
-        return hit[2]
-    found = _forward_of(space, record, choices, None)
-    cache[key] = (record["x"], record["weights"], found)
-    return found
-
-
-def _forward_of(space, record, choices, masks):
-    return space.forward(record["config"], record["weights"], record["x"],
-                         training=record["training"], masks=masks, ops=variants.FAST,
-                         **choices)
+    x = record["x"]
+    return space.forward(record["config"], record["weights"], x, training=record["training"],
+                         masks=masks, ops=variants.FAST, **choices)
 
 
 def _momentum(spec, space, records, choices, keys=(MEAN, VAR)):
@@ -1312,14 +1295,14 @@ def search(spec, records):
     cast = next((r["state"]["dtype"] for r in records if r["label"] == OUTPUT_DTYPE), None)
     narrowed = next((r["state"]["where"] for r in records if r["label"] == NARROWING), None)
     held = next((r["state"]["weights"] for r in records if r["label"] == NARROW_STORAGE), {})
-    _LOCAL.fits, _LOCAL.predicted = {}, {}
+    _LOCAL.fits = {}
     try:
         found = _search(spec, [r for r in records if r["label"] not in (
             "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE, NARROWING, NARROW_STORAGE,
             GRAD_MODE, STUCK, NARROWED32)
             and not r["label"].startswith(STAGE)])
     finally:
-        _LOCAL.fits = _LOCAL.predicted = None
+        _LOCAL.fits = None
     stuck = next((r["state"]["paths"] for r in records if r["label"] == STUCK), ())
     low = next((r["state"] for r in records if r["label"] == NARROWED32), {})
     found = replace(found, plain=plain, cast=cast, narrowed=narrowed, held=dict(held),
