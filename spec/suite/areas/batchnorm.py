@@ -195,18 +195,24 @@ def bn_frozen(ctx):
 def _training_update(before, got, flat) -> str | None:
     """Is the change a moving update with the batch's statistics, as a training call makes
     (``m * old + (1 - m) * batch`` for one m in (0, 1), the variance biased or unbiased)?"""
-    mean, n = flat.mean(axis=0), flat.shape[0]
-    m = diagnose.fit_momentum(before[MEAN], mean, got[MEAN])
+    m = diagnose.fit_momentum(before[MEAN], flat.mean(axis=0), got[MEAN])
     if m is None or not 0.0 < m < 1.0:
         return None
     tol = FORWARD["float32"]  # the fit's own tolerance: a float32 port updates in float32
-    if not close(got[MEAN], m * before[MEAN] + (1 - m) * mean, tol):
-        return None
-    if not any(close(got[VAR], m * before[VAR] + (1 - m) * flat.var(axis=0, ddof=d), tol)
-               for d in (0, 1) if n > d):
+    if not _moved_by(before, got, m, m, flat, tol):
         return None
     return ("the moving statistics update outside training: an inference call updates them "
             "with the batch's mean and variance, as a training call does")
+
+
+def _moved_by(before, after, m, v, rows, tol) -> bool:
+    """Do the moving statistics ``after`` keep the shares ``m`` (the mean) and ``v`` (the
+    variance) of their values ``before`` and take the rest from the batch ``rows`` (batch,
+    features): its mean, and its variance biased or unbiased?"""
+    n = rows.shape[0]
+    return close(after[MEAN], m * before[MEAN] + (1 - m) * rows.mean(axis=0), tol) and any(
+        close(after[VAR], v * before[VAR] + (1 - v) * rows.var(axis=0, ddof=d), tol)
+        for d in (0, 1) if n > d)
 
 
 @check("bn-batch1")
@@ -278,10 +284,7 @@ def _updates_as_any_batch(ctx, base, config, weights, x, got, tol) -> bool:
         after = handle.get_weights()
     except Exception:  # noqa: BLE001 - a port that cannot be asked this is judged by the oracle
         return False
-    rows = full.reshape(full.shape[0], -1)
-    return close(after[MEAN], m * weights[MEAN] + (1 - m) * rows.mean(axis=0), tol) and any(
-        close(after[VAR], v * weights[VAR] + (1 - v) * rows.var(axis=0, ddof=d), tol)
-        for d in (0, 1))
+    return _moved_by(weights, after, m, v, full.reshape(full.shape[0], -1), tol)
 
 
 def _epsilon_as_scale(handle, weights, x, out, epsilon, tol) -> bool:
