@@ -114,3 +114,17 @@ def test_a_small_eager_case_end_to_end(tmp_path):
     assert by_name.keys() == {f"bench_case[GatedFeatureFusion-small-inference-eager-{who}]"
                               for who in ("torch", "floor")}
     assert by_name["bench_case[GatedFeatureFusion-small-inference-eager-torch]"] == row["samples"]
+
+
+@pytest.mark.parametrize("command, preloads", [("discover", False), ("run_server", True)])
+def test_asvs_discovery_imports_no_framework_and_its_forkserver_preloads(command, preloads):
+    """benchmarks.common as asv's ``benchmark.py COMMAND`` imports it: discovery reads names
+    and parameters only (each ``asv run`` discovers anew); the forkserver preloads PyTorch for
+    the benchmark processes it forks."""
+    pytest.importorskip("torch")
+    probe = ("import sys; sys.argv = ['benchmark.py', sys.argv[1]]; "
+             "import benchmarks.common; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe, command], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(preloads)]
