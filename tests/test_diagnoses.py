@@ -129,6 +129,9 @@ CASES = [
     ),
     ("PyTorch init", TORCH, "torch-init", "FM-INIT", "PyTorch's default Linear initialisation"),
     ("detached statistics", TORCH, "detached-batch-stats", "FM-GRAD", "treated as constants"),
+    # the gradients of a random forward cannot be judged: not "the backward is wrong"
+    ("random forward", TORCH, "dropout-rate-fixed", "FM-GRAD",
+     "the forward is random at dropout 0.0"),
     ("kernel layout", TORCH, "kernel-not-transposed", "FM-WEIGHTS", "(out, in) layout"),
     ("kernel layout", TORCH, "kernel-not-transposed", "GFF-WEIGHTS", "(out, in) layout"),
     ("batch counter", TORCH, "batch-counter", "FM-PARAMS", "num_batches_tracked"),
@@ -319,7 +322,7 @@ def test_the_epsilon_fitted_in_numpys_arithmetic_is_the_exact_oracles(eps, dtype
 
 
 # Diagnoses checked by a mutant above, and those checked on the oracle or the evidence alone.
-BY_MUTANT = 38
+BY_MUTANT = 39
 BY_EVIDENCE = 6  # transposed square kernels, float32 precision, another momentum, float32-only
 # update, another dropout rate, epsilon ~0 (a float64 call refused in any framework's words:
 # tests/test_rootcause.py)

@@ -183,6 +183,12 @@ class _RateAsKeep(FM):
         self.drop1, self.drop2 = nn.Dropout(1 - self.dropout), nn.Dropout(1 - self.dropout)
 
 
+class _FixedRate(FM):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.drop1, self.drop2 = nn.Dropout(0.1), nn.Dropout(0.1)  # whatever the config's
+
+
 class _OneSite(FM):
     def branch(self, z):
         return self.lin2(self.drop1(F.relu(self.lin1(z))))
@@ -302,6 +308,7 @@ MUTANTS = [
     mutant("dropout-in-inference", fm=_DropoutAlwaysOn),
     mutant("dropout-not-inverted", fm=_NotInverted),
     mutant("dropout-rate-as-keep", fm=_RateAsKeep),
+    mutant("dropout-rate-fixed", fm=_FixedRate),
     mutant("one-dropout-site", fm=_OneSite),
     mutant("first-dropout-site-missing", fm=_SecondSiteOnly),
     mutant("dropout-same-masks", fm=_SameMasks),
