@@ -129,8 +129,11 @@ CASES = [
     ),
     ("PyTorch init", TORCH, "torch-init", "FM-INIT", "PyTorch's default Linear initialisation"),
     ("detached statistics", TORCH, "detached-batch-stats", "FM-GRAD", "treated as constants"),
-    # the gradients of a random forward cannot be judged: not "the backward is wrong"
+    # a random forward's gradients and compiled call cannot be judged: not "the backward
+    # is wrong", not "the compiler is"
     ("random forward", TORCH, "dropout-rate-fixed", "FM-GRAD",
+     "the forward is random at dropout 0.0"),
+    ("random forward", TORCH, "dropout-rate-fixed", "FM-COMPILE",
      "the forward is random at dropout 0.0"),
     ("kernel layout", TORCH, "kernel-not-transposed", "FM-WEIGHTS", "(out, in) layout"),
     ("kernel layout", TORCH, "kernel-not-transposed", "GFF-WEIGHTS", "(out, in) layout"),

@@ -14,7 +14,7 @@ import numpy as np
 
 from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure
-from portspec.suite.areas.numerics import float64_failure
+from portspec.suite.areas.numerics import float64_failure, random_forward, repeat_spread
 from portspec.suite.checks import check
 from portspec.tolerances import FD_STEP, FORWARD, GRADIENT, same_result
 
@@ -235,16 +235,11 @@ def _grad_mode(handle, weights, x, training, outside) -> str | None:
             "autograd's grad mode (torch.is_grad_enabled())")
 
 
-RANDOM = "the forward is random"
-
-
 def _deterministic(handle, weights, x, training, outside, label, dropout) -> None:
     """Raises where two calls with the same weights, input and state give other outputs:
     central differences of a random forward measure its randomness (a dropout rate fixed in
     the port draws masks at the config's dropout 0.0; noise the layer adds), so no gradient
-    can be judged by them, and the backward is not what is shown wrong. Compared to the
-    float64 forward tolerance, as ``_grad_mode`` compares its calls: a deterministic float64
-    call repeats to the bit on one machine."""
+    can be judged by them, and the backward is not what is shown wrong."""
     outs = []
     for _ in range(2):
         if outside:
@@ -252,18 +247,15 @@ def _deterministic(handle, weights, x, training, outside, label, dropout) -> Non
         handle.set_weights(weights)
         outs.append(np.asarray(handle.forward(x, training=training), np.float64))
     handle.set_weights(weights)
-    first, again = outs
-    if first.shape != again.shape or same_result(again, first, FORWARD["float64"]):
+    spread = repeat_spread(*outs)
+    if spread is None:
         return
     where = f" at dropout {float(dropout)}" if dropout is not None else ""
-    spread = float(np.nanmax(np.abs(first - again), initial=0))
     raise ClauseFailure(
         f"{label} training={training}: two calls with the same weights and input differ by up "
         f"to {spread:.3g}{where}, so central differences cannot check the gradient",
-        diagnosis=(f"{RANDOM}{where}: two calls with the same weights and input differ (a "
-                   "dropout that does not take the config's rate, or noise the layer adds); "
-                   "the central differences measure that randomness, and the backward is not "
-                   "shown wrong"),
+        diagnosis=random_forward(dropout, "the central differences measure that randomness, "
+                                 "and the backward is not shown wrong"),
         details={"spread": spread}, checked=True)
 
 

@@ -777,6 +777,29 @@ def _expect_dtype(what, array, want):
         raise ClauseFailure(f"{what}: dtype {got.name}, expected {want}")
 
 
+RANDOM = "the forward is random"
+
+
+def random_forward(dropout, judged: str) -> str:
+    """The diagnosis of a layer whose two calls at the same weights, input and state differ
+    where the spec's are equal (dropout 0.0, or a layer without dropout): what ``judged``, the
+    clause's comparison, cannot then tell (``gradients``, FM/GFF-COMPILE)."""
+    where = f" at dropout {float(dropout)}" if dropout is not None else ""
+    return (f"{RANDOM}{where}: two calls with the same weights and input differ (a dropout "
+            f"that does not take the config's rate, or noise the layer adds); {judged}")
+
+
+def repeat_spread(first, again) -> float | None:
+    """max |difference| of two outputs of the same call where they differ beyond the float32
+    forward tolerance (a deterministic call repeats to the bit on one machine; the tolerance
+    only keeps a parallel reduction's reordering from reading as randomness); None where they
+    do not."""
+    first, again = same_nans_zeroed(np.asarray(first, np.float64), np.asarray(again, np.float64))
+    if first.shape != again.shape or close(again, first, FORWARD["float32"]):
+        return None
+    return float(np.nanmax(np.abs(first - again), initial=0))
+
+
 @check("compile")
 def compile_(ctx):
     rng = np.random.default_rng(7)
@@ -812,6 +835,19 @@ def compile_(ctx):
                 f"compiled vs eager, training={training}", compiled, eager, FORWARD["float32"]
             )
         except ClauseFailure as failure:
+            # a random eager call: no one output for the compiled one to equal
+            handle.set_weights(now)
+            spread = repeat_spread(eager, handle.forward(x, training=training))
+            if spread is not None:
+                where = f" at dropout {float(config['dropout'])}" if "dropout" in config else ""
+                raise ClauseFailure(
+                    f"compiled vs eager, training={training}: two eager calls with the same "
+                    f"weights and input differ by up to {spread:.3g}{where}, so the compiled "
+                    "call has no one output to equal",
+                    diagnosis=random_forward(config.get("dropout"), (
+                        "the compiled call cannot be compared with the eager one, and the "
+                        "compiler is not shown wrong")),
+                    details={**failure.details, "spread": spread}, checked=True) from None
             # what the compiled call computed instead, each tried by an eager call
             tries = [(built, training, STALE_WEIGHTS)]
             if len(modes) > 1:
