@@ -837,7 +837,10 @@ def compile_(ctx):
         except ClauseFailure as failure:
             # a random eager call: no one output for the compiled one to equal
             handle.set_weights(now)
-            spread = repeat_spread(eager, handle.forward(x, training=training))
+            try:
+                spread = repeat_spread(eager, handle.forward(x, training=training))
+            except Exception:  # noqa: BLE001 - a second call that raises: the comparison stands
+                spread = None
             if spread is not None:
                 where = f" at dropout {float(config['dropout'])}" if "dropout" in config else ""
                 raise ClauseFailure(
