@@ -135,6 +135,9 @@ CASES = [
      "the forward is random at dropout 0.0"),
     ("random forward", TORCH, "dropout-rate-fixed", "FM-COMPILE",
      "the forward is random at dropout 0.0"),
+    ("random forward", TORCH, "gate-output-dropped", "GFF-GRAD",
+     "the forward is random: two calls with the same weights and input differ (a dropout or "
+     "noise the layer adds, where the spec has none)"),
     ("kernel layout", TORCH, "kernel-not-transposed", "FM-WEIGHTS", "(out, in) layout"),
     ("kernel layout", TORCH, "kernel-not-transposed", "GFF-WEIGHTS", "(out, in) layout"),
     ("batch counter", TORCH, "batch-counter", "FM-PARAMS", "num_batches_tracked"),

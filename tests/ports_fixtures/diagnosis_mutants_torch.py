@@ -328,6 +328,9 @@ MUTANTS = [
     mutant("gate-on-both", gff={"both": True}),
     mutant("softmax-first-axis", gff={"softmax_axis": 0}),
     mutant("activation-ignored", gff={"fixed_activation": "sigmoid"}),
+    # dropout on the output in every call, inference too: random where the spec has no dropout
+    mutant("gate-output-dropped", gff={
+        "forward": lambda self, a, b: F.dropout(GFF.forward(self, a, b), 0.1, training=True)}),
 ]
 
 ADAPTERS = [Good(), *(cls() for cls in MUTANTS)]

@@ -784,9 +784,12 @@ def random_forward(dropout, judged: str) -> str:
     """The diagnosis of a layer whose two calls at the same weights, input and state differ
     where the spec's are equal (dropout 0.0, or a layer without dropout): what ``judged``, the
     clause's comparison, cannot then tell (``gradients``, FM/GFF-COMPILE)."""
-    where = f" at dropout {float(dropout)}" if dropout is not None else ""
-    return (f"{RANDOM}{where}: two calls with the same weights and input differ (a dropout "
-            f"that does not take the config's rate, or noise the layer adds); {judged}")
+    if dropout is None:  # a layer the spec gives no dropout
+        return (f"{RANDOM}: two calls with the same weights and input differ (a dropout or "
+                f"noise the layer adds, where the spec has none); {judged}")
+    return (f"{RANDOM} at dropout {float(dropout)}: two calls with the same weights and input "
+            f"differ (a dropout that does not take the config's rate, or noise the layer "
+            f"adds); {judged}")
 
 
 def repeat_spread(first, again) -> float | None:
