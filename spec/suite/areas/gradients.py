@@ -14,7 +14,7 @@ import numpy as np
 
 from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure
-from portspec.suite.areas.numerics import float64_failure, random_forward, repeat_spread
+from portspec.suite.areas.numerics import float64_failure, random_failure
 from portspec.suite.checks import check
 from portspec.tolerances import FD_STEP, FORWARD, GRADIENT, same_result
 
@@ -214,14 +214,8 @@ def _grad_mode(handle, weights, x, training, outside) -> str | None:
     backward is not what is wrong. None otherwise, and for handles without a grad mode."""
     if not hasattr(handle, "forward_recorded"):
         return None
-    outs = []
-    for call in (handle.forward, handle.forward, handle.forward_recorded):
-        if outside:
-            handle._write_all(list(outside.items()))
-        handle.set_weights(weights)
-        outs.append(np.asarray(call(x, training=training), np.float64))
-    handle.set_weights(weights)
-    plain, again, recorded = outs
+    plain, again, recorded = _calls(handle, weights, x, training, outside, (
+        handle.forward, handle.forward, handle.forward_recorded))
     if not same_result(again, plain, FORWARD["float64"]):
         return None  # two no_grad calls differ: no one computation to compare with
     if same_result(recorded, plain, FORWARD["float64"]):
@@ -235,28 +229,31 @@ def _grad_mode(handle, weights, x, training, outside) -> str | None:
             "autograd's grad mode (torch.is_grad_enabled())")
 
 
+def _calls(handle, weights, x, training, outside, calls) -> list[np.ndarray]:
+    """Each of ``calls`` (the handle's forward methods) on ``x`` from the same weights and
+    state, as float64; the weights set again after."""
+    outs = []
+    for call in calls:
+        if outside:  # the state outside the weight map as it was, as ``_objective`` starts
+            handle._write_all(list(outside.items()))
+        handle.set_weights(weights)
+        outs.append(np.asarray(call(x, training=training), np.float64))
+    handle.set_weights(weights)
+    return outs
+
+
 def _deterministic(handle, weights, x, training, outside, label, dropout) -> None:
     """Raises where two calls with the same weights, input and state give other outputs:
     central differences of a random forward measure its randomness (a dropout rate fixed in
     the port draws masks at the config's dropout 0.0; noise the layer adds), so no gradient
     can be judged by them, and the backward is not what is shown wrong."""
-    outs = []
-    for _ in range(2):
-        if outside:
-            handle._write_all(list(outside.items()))
-        handle.set_weights(weights)
-        outs.append(np.asarray(handle.forward(x, training=training), np.float64))
-    handle.set_weights(weights)
-    spread = repeat_spread(*outs)
-    if spread is None:
-        return
-    where = f" at dropout {float(dropout)}" if dropout is not None else ""
-    raise ClauseFailure(
-        f"{label} training={training}: two calls with the same weights and input differ by up "
-        f"to {spread:.3g}{where}, so central differences cannot check the gradient",
-        diagnosis=random_forward(dropout, "the central differences measure that randomness, "
-                                 "and the backward is not shown wrong"),
-        details={"spread": spread}, checked=True)
+    failure = random_failure(
+        *_calls(handle, weights, x, training, outside, (handle.forward, handle.forward)),
+        f"{label} training={training}: two calls", dropout,
+        "central differences cannot check the gradient",
+        "the central differences measure that randomness, and the backward is not shown wrong")
+    if failure is not None:
+        raise failure
 
 
 NO_GRADIENT = "get no gradient"

@@ -780,27 +780,30 @@ def _expect_dtype(what, array, want):
 RANDOM = "the forward is random"
 
 
-def random_forward(dropout, judged: str) -> str:
-    """The diagnosis of a layer whose two calls at the same weights, input and state differ
-    where the spec's are equal (dropout 0.0, or a layer without dropout): what ``judged``, the
-    clause's comparison, cannot then tell (``gradients``, FM/GFF-COMPILE)."""
-    if dropout is None:  # a layer the spec gives no dropout
-        return (f"{RANDOM}: two calls with the same weights and input differ (a dropout or "
-                f"noise the layer adds, where the spec has none); {judged}")
-    return (f"{RANDOM} at dropout {float(dropout)}: two calls with the same weights and input "
-            f"differ (a dropout that does not take the config's rate, or noise the layer "
-            f"adds); {judged}")
-
-
-def repeat_spread(first, again) -> float | None:
-    """max |difference| of two outputs of the same call where they differ beyond the float32
-    forward tolerance (a deterministic call repeats to the bit on one machine; the tolerance
-    only keeps a parallel reduction's reordering from reading as randomness); None where they
-    do not."""
+def random_failure(first, again, calls: str, dropout, cannot: str, judged: str,
+                   details=None) -> ClauseFailure | None:
+    """The failure of a clause whose comparison met a random layer: ``first`` and ``again``,
+    two outputs of the same call from the same weights, input and state, differ beyond the
+    float32 forward tolerance where the spec's are equal (dropout 0.0, or a layer without
+    dropout). A deterministic call repeats to the bit on one machine; the tolerance only keeps
+    a parallel reduction's reordering from reading as randomness. ``calls`` opens the message
+    ("<case> training=True: two calls"), ``cannot`` says what the clause cannot then check,
+    ``judged`` what its comparison does not show (``gradients``, FM/GFF-COMPILE). None where
+    the two outputs agree."""
     first, again = same_nans_zeroed(np.asarray(first, np.float64), np.asarray(again, np.float64))
     if first.shape != again.shape or close(again, first, FORWARD["float32"]):
         return None
-    return float(np.nanmax(np.abs(first - again), initial=0))
+    spread = float(np.nanmax(np.abs(first - again), initial=0))
+    if dropout is None:  # a layer the spec gives no dropout
+        at, why = "", "a dropout or noise the layer adds, where the spec has none"
+    else:
+        at = f" at dropout {float(dropout)}"
+        why = "a dropout that does not take the config's rate, or noise the layer adds"
+    return ClauseFailure(
+        f"{calls} with the same weights and input differ by up to {spread:.3g}{at}, so {cannot}",
+        diagnosis=(f"{RANDOM}{at}: two calls with the same weights and input differ ({why}); "
+                   f"{judged}"),
+        details={**(details or {}), "spread": spread}, checked=True)
 
 
 @check("compile")
@@ -841,19 +844,16 @@ def compile_(ctx):
             # a random eager call: no one output for the compiled one to equal
             handle.set_weights(now)
             try:
-                spread = repeat_spread(eager, handle.forward(x, training=training))
+                again = handle.forward(x, training=training)
             except Exception:  # noqa: BLE001 - a second call that raises: the comparison stands
-                spread = None
-            if spread is not None:
-                where = f" at dropout {float(config['dropout'])}" if "dropout" in config else ""
-                raise ClauseFailure(
-                    f"compiled vs eager, training={training}: two eager calls with the same "
-                    f"weights and input differ by up to {spread:.3g}{where}, so the compiled "
-                    "call has no one output to equal",
-                    diagnosis=random_forward(config.get("dropout"), (
-                        "the compiled call cannot be compared with the eager one, and the "
-                        "compiler is not shown wrong")),
-                    details={**failure.details, "spread": spread}, checked=True) from None
+                again = eager
+            random = random_failure(
+                eager, again, f"compiled vs eager, training={training}: two eager calls",
+                config.get("dropout"), "the compiled call has no one output to equal",
+                "the compiled call cannot be compared with the eager one, and the compiler is "
+                "not shown wrong", failure.details)
+            if random is not None:
+                raise random from None
             # what the compiled call computed instead, each tried by an eager call
             tries = [(built, training, STALE_WEIGHTS)]
             if len(modes) > 1:
