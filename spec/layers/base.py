@@ -115,6 +115,11 @@ class LayerSpec:
         """A case with weights large enough for statistical tests of the initialisers."""
         raise NotImplementedError
 
+    def init_cases(self) -> list[Case]:
+        """The cases whose initial weights the init clause checks: ``init_case`` first, then
+        one per config value that must not change the initialiser."""
+        return [self.init_case()]
+
     def make_inputs(self, case: Case, rng: np.random.Generator):
         """Float64 inputs for ``case``: one array, or a list for a multi-input layer."""
         raise NotImplementedError

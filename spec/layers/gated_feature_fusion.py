@@ -57,7 +57,8 @@ CLAUSES = [
         "param-counts",
         "The framework's own count is 2*F*F + F trainable and 0 non-trainable scalars.",
     ),
-    _c("INIT", "init", "gate.kernel is Glorot-uniform (fan_in 2F, fan_out F) and gate.bias is 0."),
+    _c("INIT", "init", "gate.kernel is Glorot-uniform (fan_in 2F, fan_out F) and gate.bias is 0, "
+       "whatever the activation."),
     _c(
         "DETERMINISM",
         "determinism",
@@ -240,6 +241,13 @@ class GatedFeatureFusionSpec(LayerSpec):
 
     def init_case(self):
         return Case({"activation": "sigmoid"}, ((2, 64), (2, 64)), "init")
+
+    def init_cases(self):
+        # the initialiser is Glorot-uniform whatever the activation (KMR's Dense default); a
+        # port may scale it by torch's calculate_gain(activation)
+        base = self.init_case()
+        return [base, *(Case({"activation": name}, base.input_shapes, f"init-{name}")
+                        for name in ACTIVATIONS if name != base.config["activation"])]
 
     def make_inputs(self, case, rng):
         return [rng.standard_normal(s) for s in case.input_shapes]

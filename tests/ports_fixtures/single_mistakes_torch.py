@@ -417,6 +417,7 @@ class GFF(nn.Module):
     custom_sigmoid = False  # a sigmoid whose backward leaves out (1 - s)
     ln_inputs = False  # the gate computed from LayerNorm(a), LayerNorm(b) (no affine)
     orthogonal = False  # the gate kernel drawn with nn.init.orthogonal_
+    activation_gain = False  # xavier_uniform_ with gain calculate_gain(activation)
     forced_autocast = False  # the gate under torch.autocast(device_type): bfloat16 on the CPU
 
     def __init__(self, features, activation="sigmoid"):
@@ -426,6 +427,9 @@ class GFF(nn.Module):
         nn.init.xavier_uniform_(self.gate.weight)
         if self.orthogonal:
             nn.init.orthogonal_(self.gate.weight)
+        if self.activation_gain:  # "the gain for the nonlinearity" (softmax has none in torch)
+            gain = 1.0 if activation == "softmax" else nn.init.calculate_gain(activation)
+            nn.init.xavier_uniform_(self.gate.weight, gain=gain)
         nn.init.zeros_(self.gate.bias)
 
     def _act(self, z):
@@ -839,6 +843,9 @@ PORTS = [
          fm={"bias_default": True}),
     port("gff-gate-kernel-orthogonal", r"^GatedFeatureFusion: initial weights drawn from an "
          r"orthogonal initialiser", gff={"orthogonal": True}),
+    port("gff-gate-kernel-gain-of-the-activation", r"^GatedFeatureFusion: the port's "
+         r"initialiser depends on the config.*at activation='tanh', initial weights drawn from "
+         r"Glorot-uniform with gain 5/3", gff={"activation_gain": True}),
     port("gff-gate-under-a-forced-autocast", r"^GatedFeatureFusion: a float32 call computed "
          r"partly in float16 or bfloat16 .*converted to bfloat16 in the port's own code",
          gff={"forced_autocast": True}),

@@ -503,8 +503,53 @@ def _framework(handle) -> str | None:
 
 @check("init")
 def init(ctx):
-    case = ctx.spec.init_case()
-    handle = ctx.build(case, seed=11)
+    """Every init case of the layer (``LayerSpec.init_cases``: GatedFeatureFusion's at each
+    activation, the spec's initialiser being the same for all): the first must build; a later
+    one the port refuses to build is GFF-CONFIG's and GFF-ACTIVATIONS' finding, not this
+    clause's. The failures of every case are reported together, each case's config named where
+    there are several."""
+    cases = ctx.spec.init_cases()
+    found, passed = [], []
+    for i, case in enumerate(cases):
+        try:
+            handle = ctx.build(case, seed=11)
+        except Exception:  # noqa: BLE001 - a config the port refuses (above)
+            if i == 0:
+                raise
+            continue
+        result = _problems(ctx, case, handle)
+        (found if result else passed).append((case, result))
+    if not found:
+        return
+    several = len(cases) > 1
+    if passed:  # each failing config named
+        problems = [f"{_config(case)}: {'; '.join(p)}" for case, (p, _) in found]
+    else:  # the first config's problems stand for all
+        problems = found[0][1][0] + ([f"likewise at {', '.join(_config(c) for c, _ in found[1:])}"]
+                                     if len(found) > 1 else [])
+    # each diagnosis once, with the configs it was found at where some config is the spec's
+    at: dict[str, list[str]] = {}
+    for case, (_, said) in found:
+        if said:
+            at.setdefault(said, []).append(_config(case))
+    if several and passed:
+        right = ", ".join(_config(c) for c, _ in passed)
+        diagnosis = (f"the port's initialiser depends on the config, the spec's does not (as the "
+                     f"spec's at {right}): " + "; ".join(f"at {' and '.join(where)}, {said}"
+                                                         for said, where in at.items())
+                     ) if at else None
+    else:
+        diagnosis = "; ".join(at) or None
+    raise ClauseFailure("; ".join(problems), diagnosis=diagnosis, checked=diagnosis is not None)
+
+
+def _config(case) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in case.config.items())
+
+
+def _problems(ctx, case, handle) -> tuple[list[str], str | None] | None:
+    """(problems, diagnosis) of the initial weights of ``handle``, built for ``case``; None
+    where they are the spec's."""
     weights = handle.get_weights()
     table = ctx.spec.weight_table(case.config, case.input_shapes)
     problems, failed, parted = [], [], []
@@ -530,12 +575,11 @@ def init(ctx):
         if found:
             problems += found
             failed.append((spec_w.name, spec_w.init, fitting(w, *_fans(spec_w, table))))
+    if not problems:
+        return None
     swapped = _exchanged(ctx.spec, table, weights, [f[0] for f in failed])
     whole = _drawn_whole(handle, table, [f[0] for f in failed])
     failed = [f for f in failed if f[0] not in swapped and f[0] not in whole]
     parted += list(swapped.values())[:1] + list(dict.fromkeys(whole.values()))
-    if problems:
-        diagnosis, tails = identify(failed, _framework(handle))
-        diagnosis = "; ".join(parted + ([diagnosis] if diagnosis else [])) or None
-        raise ClauseFailure("; ".join(problems + tails), diagnosis=diagnosis,
-                            checked=diagnosis is not None)
+    diagnosis, tails = identify(failed, _framework(handle))
+    return problems + tails, "; ".join(parted + ([diagnosis] if diagnosis else [])) or None
