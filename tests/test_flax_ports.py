@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from portspec import registry
@@ -65,3 +66,39 @@ def test_float32_moving_statistics_and_a_dropout_mistake_are_two_root_causes():
     assert "the rate used as the keep probability" in rate and "float32" not in rate, rate
     assert cause["FM-DTYPE"] == stored and cause["FM-DROPOUT-SITES"] == rate, cause
     assert "all 2 independent differences" in stored
+
+
+def test_weights_held_in_bfloat16_are_read_and_named():
+    """A port that passes its compute dtype as param_dtype holds its weights in bfloat16, an
+    ml_dtypes type NumPy does not class as floating: the handle still reads them (before, they
+    were dropped, and FM-DTYPE blamed the weight map), and FM-DTYPE names them."""
+    from portspec import rootcause
+    from portspec.impls.jax import layers as ref
+    from portspec.impls.jax.adapter import FlaxAdapter
+    from portspec.isolation import items_for
+    from portspec.ports.base import floating
+
+    assert floating("bfloat16") and floating(np.float16) and not floating(np.int32)
+
+    class Port(ref.FeatureMixing):
+        def __init__(self, *args, dtype=None, param_dtype=None, rngs, **kwargs):
+            super().__init__(*args, dtype=dtype, param_dtype=dtype or param_dtype, rngs=rngs,
+                             **kwargs)
+
+    class Adapter(FlaxAdapter):
+        name = "param-dtype-the-compute-dtype"
+        layers = ("FeatureMixing",)
+        low_precision = ("bfloat16",)
+        classes = {**FlaxAdapter.classes, "FeatureMixing": Port}
+
+    port = Adapter()
+    case = LAYERS["FeatureMixing"].cases()[0]
+    handle = port.build("FeatureMixing", case.config, input_shapes=case.input_shapes, seed=0,
+                        dtype="bfloat16")
+    table = LAYERS["FeatureMixing"].weight_table(case.config, case.input_shapes)
+    assert sorted(handle.get_weights()) == sorted(w.name for w in table)
+    results = rootcause.attach([run() for _, run in items_for(port, tasks=[
+        (port.name, "FM-DTYPE")])])
+    (dtype,) = results
+    assert dtype.status == "failed" and "weight map" not in dtype.message, dtype.message
+    assert "holds dense1.bias, dense1.kernel" in dtype.cause and "in bfloat16" in dtype.cause

@@ -72,6 +72,15 @@ identity = Transform("identity", lambda v, shape: v, lambda v, shape: v)
 transpose = Transform("transpose", lambda v, shape: v.T, lambda v, shape: v.T)
 
 
+def floating(dtype) -> bool:
+    """Is ``dtype`` a floating-point type: NumPy's, or one of ml_dtypes' (``bfloat16``,
+    ``float8_*``: how JAX's and TensorFlow's weights come to NumPy), which NumPy does not class
+    as ``np.floating`` (``np.issubdtype(bfloat16, np.floating)`` is False)."""
+    d = np.dtype(dtype)
+    return bool(np.issubdtype(d, np.floating)) or d.name.startswith(("bfloat16", "float8_",
+                                                                     "float6_", "float4_"))
+
+
 def reshape(order: str = "C") -> Transform:
     """Same values, another shape (a flat BatchNorm vector stored as (L, N), say)."""
     return Transform(

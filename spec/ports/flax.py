@@ -19,6 +19,7 @@ from portspec.ports.base import (
     REBOUND,
     PortAdapter,
     PortHandle,
+    floating,
     identity,
     load_meta,
     save_arrays,
@@ -161,7 +162,7 @@ class FlaxPortHandle(PortHandle):
         return {
             p: (tuple(v.shape), isinstance(v, nnx.Param))
             for p, v in self._variables().items()
-            if np.issubdtype(np.dtype(v.dtype), np.floating)
+            if floating(v.dtype)
         }
 
     def _read(self):

@@ -14,6 +14,7 @@ import numpy as np
 
 from portspec.adapter import set_held_weights
 from portspec.clauses import ClauseFailure
+from portspec.ports.base import floating
 from portspec.suite.areas.numerics import float64_failure, random_failure
 from portspec.suite.checks import check
 from portspec.tolerances import FD_STEP, FORWARD, GRADIENT, same_result
@@ -30,7 +31,7 @@ def _outside(handle) -> dict:
         return {}
     mapped = {path for entry in held.values() for path, _ in entry.pieces if path}
     return {p: np.array(v, copy=True) for p, v in handle._read().items() if p not in mapped
-            and np.issubdtype(np.asarray(v).dtype, np.floating)}
+            and floating(np.asarray(v).dtype)}
 
 
 def _objective(handle, weights, x, cot, training, outside=None):
