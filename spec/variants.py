@@ -667,9 +667,12 @@ def _momentum_words(a):
                 f"{fm.SPEC.momentum:g} read in the other sense)")
     # a power of the spec's share: its update applied that many times in one training call
     # (both moving statistics moved twice, by a second update left in the port)
-    times = next((k for k in (2, 3, 4) if 0 < a and abs(fm.SPEC.momentum ** k / a - 1) < 0.02),
-                 None)
-    if times is not None and fm.SPEC.momentum not in (0.0, 1.0):
+    # (compared as exponents, log a / log m, within 0.05: a ratio test of a against m^k
+    # takes a share near 1 for its own square)
+    m = fm.SPEC.momentum
+    times = next((k for k in (2, 3, 4) if 0 < a < 1 and 0 < m < 1
+                  and abs(math.log(a) / math.log(m) - k) < 0.05), None)
+    if times is not None:
         return (f"moving statistics keep {a:.4g} of their old value ({fm.SPEC.momentum:g} to "
                 f"the power {times}: the spec's update applied {times} times in one training "
                 "call, or that share)")

@@ -84,3 +84,18 @@ def test_a_gated_fusion_run_names_the_profile_without_its_batchnorm_constants(tm
     assert "judged by profile kmr (it sets FeatureMixing's BatchNorm, and no FeatureMixing " \
         "clause ran)" in out
     assert "momentum" not in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("name", ["kmr", "tsmixer"])
+def test_a_share_is_called_a_power_of_the_spec_one_only_where_it_is(name, profile):
+    """The spec's own share is never read as its own square: under tsmixer (0.99) a ratio test
+    took 0.99 for 0.99^2 (within 2 %) and worded the spec's side as "the spec's update applied
+    2 times"; a share that is the spec's squared or cubed still is."""
+    from portspec import variants
+
+    profile(name)
+    m = profiles.active().momentum
+    assert "power" not in variants._momentum_words(None)
+    assert "power" not in variants._momentum_words(m)
+    assert "to the power 2" in variants._momentum_words(m**2)
+    assert "to the power 3" in variants._momentum_words(m**3)
