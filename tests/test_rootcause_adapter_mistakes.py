@@ -12,6 +12,7 @@ The ports are in tests/ports_fixtures/single_mistakes_torch.py, whose whole meas
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -262,3 +263,46 @@ def test_a_misspelt_path_in_the_weight_map_is_shown_the_path_it_likely_meant():
     assert "did you mean" not in said and "but the port has only [" in said, said
     assert structure._MAP_REFUSAL.search(said) and structure._MAP_REFUSAL.search(
         refusal({**both, "norm.moving_variance": ("bn.running_variance", identity)}))
+
+
+def test_a_path_through_a_layer_keras_named_says_to_name_it():
+    """A Keras port whose Dense layers are built without names inside TimeDistributed: Keras
+    names them dense, dense_1, ... numbered anew in every build, and the map skipped that part.
+    The refusal guesses the path under the same sublayer ('fc1.dense_N.kernel', not fc2's)
+    and says to name the inner layer and map the path that name makes."""
+    keras = pytest.importorskip("keras")
+
+    from portspec.ports import KerasPortAdapter
+
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.fc1 = keras.layers.TimeDistributed(keras.layers.Dense(3), name="fc1")
+            self.fc2 = keras.layers.TimeDistributed(keras.layers.Dense(2), name="fc2")
+
+        def build(self, input_shape):
+            self.fc1.build((None, 4, 2))
+            self.fc2.build((None, 4, 3))
+
+        def call(self, x):
+            return self.fc2(self.fc1(x))
+
+    class Port(KerasPortAdapter):
+        name, layers = "unnamed-inner", ("FeatureMixing",)
+        weights = {"FeatureMixing": {"dense1.kernel": "fc1.kernel"}}
+
+        def construct(self, layer, config, *, input_shapes, dtype):
+            return Block()
+
+    case = FM.cases()[0]
+    said = []
+    for _ in range(2):
+        handle = Port().build("FeatureMixing", case.config, input_shapes=case.input_shapes,
+                              seed=0)
+        with pytest.raises(ValueError) as info:
+            handle._entry("dense1.kernel")
+        said.append(str(info.value))
+    assert all(re.search(r"did you mean 'fc1\.dense(_\d+)?\.kernel'\? 'dense(_\d+)?' is "
+                         r"Keras's name for a layer built without one, new in every build: "
+                         r"name it \('dense'\) and map 'fc1\.dense\.kernel'\)", s) for s in said)
+    assert said[0] != said[1]  # the number moved: the reason a map cannot name it

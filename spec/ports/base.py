@@ -368,15 +368,19 @@ class PortHandle(Handle):
         for path, _ in entry.pieces:
             if path not in native:
                 # a misspelt path: the nearest of the paths the map names for no weight
-                mapped = self._mapped()
-                close = difflib.get_close_matches(path, [n for n in native if n not in mapped],
-                                                  n=1)
-                hint = f" no {path!r} (did you mean {close[0]!r}?): it has" if close else ""
+                close = _nearest(path, [n for n in native if n not in self._mapped()])
+                note = self._name_note(close) if close else ""
+                hint = f" no {path!r} (did you mean {close!r}?{note}): it has" if close else ""
                 raise ValueError(
                     f"the weight map names {path!r} for {canonical!r}, but the port has{hint} "
                     f"only {sorted(native)}"
                 )
         return entry
+
+    def _name_note(self, path: str) -> str:
+        """Words on a path the map may have meant, where the framework named a part of it
+        (``KerasPortHandle``: a Keras layer built without a name); '' otherwise."""
+        return ""
 
     def _to_canonical(self, name, values):
         """The canonical value of ``name`` from the port's values, by path."""
@@ -593,6 +597,19 @@ class PortHandle(Handle):
             "input_shapes": json.dumps([list(s) for s in self.input_shapes]),
             "dtype": json.dumps(self.dtype),
         }
+
+
+def _nearest(path: str, paths) -> str | None:
+    """The path the map most likely meant by ``path``: the one path that keeps its first and
+    last parts with parts inserted between ('fc1.kernel' for 'fc1.inner.kernel', a sublayer
+    the map skipped), else difflib's closest (a misspelling); None where none is close."""
+    head, tail = path.split(".")[0], path.rsplit(".", 1)[-1]
+    inserted = [p for p in paths if p.split(".")[0] == head and p.rsplit(".", 1)[-1] == tail
+                and p.count(".") > path.count(".")]
+    if len(inserted) == 1:
+        return inserted[0]
+    close = difflib.get_close_matches(path, list(paths), n=1)
+    return close[0] if close else None
 
 
 def load_meta(path: str, layer: str) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -129,6 +130,22 @@ class KerasPortHandle(PortHandle):
 
     def _native(self):
         return {p: (tuple(v.shape), bool(v.trainable)) for p, v in self._variables().items()}
+
+    def _name_note(self, path):
+        """Keras names a layer built without ``name=`` after its class, numbered by how many
+        it has built in the process (``dense``, ``dense_116``): a new name in every build, so
+        no weight map can name that path for long."""
+        from keras.src.utils.naming import to_snake_case
+
+        auto = {layer.name for layer in self.obj._flatten_layers(include_self=False)
+                if re.fullmatch(rf"{re.escape(to_snake_case(type(layer).__name__))}(_\d+)?",
+                                layer.name)}
+        named = [part for part in path.split(".") if part in auto]
+        if not named:
+            return ""
+        plain = ".".join(re.sub(r"_\d+$", "", p) if p in auto else p for p in path.split("."))
+        return (f" {named[0]!r} is Keras's name for a layer built without one, new in every "
+                f"build: name it ({plain.split('.')[-2]!r}) and map {plain!r}")
 
     def _read(self):
         return {p: self._numpy(v.value) for p, v in self._variables().items()}

@@ -119,6 +119,9 @@ def _describe(exc: BaseException, limit: int = 400) -> str:
     terminal colours (Keras adds them), shortened to ``limit`` characters."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     text = " ".join(text.split())
+    said, listed, paths = text.partition(": it has only ")  # a weight map's error (ports.base):
+    if listed and len(text) > limit:  # the list of the port's paths is cut before the rest
+        text = said + listed + paths[: max(0, limit - len(said) - len(listed) - 3)] + "..."
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
