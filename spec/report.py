@@ -270,10 +270,17 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines += ["", "Failures:"]
+        same = _same_errors(failed)
         for r in failed:
+            if same.get(id(r)) == ():
+                continue  # said with the first clause that raised it
             more = _not_shown(r)
             more = f" ({more} more, see the report: {where})" if more else ""
             lines.append(f"✗ {r.clause} [{r.impl}]: {one_line(r.message)}{more}")
+            if same.get(id(r)):
+                ids = same[id(r)]
+                lines.append(f"    the same error (numbers aside) in {len(ids)} more: "
+                             f"{', '.join(ids)}")
             if (r.impl, r.clause) in number:
                 lines.append(f"    root cause: ({number[r.impl, r.clause]}) above")
                 continue
@@ -290,6 +297,26 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
     lines += ["", summary_line(results)]
     head = ["Root causes:", *(f"({n}) {_cause_line(*c)}" for n, c in enumerate(causes, 1)), ""]
     return "\n".join((head if causes else []) + lines)
+
+
+def _same_errors(failed) -> dict[int, tuple[str, ...]]:
+    """{id(failure): the clauses after it} for the first of an implementation's failures that
+    raised the same exception with the same root cause, its message equal but for numbers (an
+    adapter error raised by every clause, naming a layer Keras numbered anew in each build,
+    say); () for those after it, which the terminal leaves out. Failures that did not raise
+    are each shown."""
+    groups: dict[tuple[str, str], list] = {}
+    for r in failed:
+        if (r.message or "").startswith("raised "):
+            # numbers masked, and the first 200 characters: a longer number shortens the rest
+            key = (r.impl, re.sub(r"\d+", "#", one_line(r.message))[:200], _cause_of(r))
+            groups.setdefault(key, []).append(r)
+    out: dict[int, tuple[str, ...]] = {}
+    for rs in groups.values():
+        if len(rs) > 1:
+            out[id(rs[0])] = tuple(r.clause for r in rs[1:])
+            out.update(dict.fromkeys((id(r) for r in rs[1:]), ()))
+    return out
 
 
 def cases_named(failed) -> list[str]:

@@ -247,3 +247,21 @@ def test_the_case_labels_failures_start_with_are_spelled_out():
             "(8, 6, 5); rank3 = activation='sigmoid', input (3, 5, 6) and (3, 5, 6)") in text
     assert "bottleneck" not in text and "rank2" not in text
     assert "cases named" not in report.terminal(failed[2:])
+
+
+def test_the_same_raised_error_in_many_clauses_is_shown_once():
+    """An adapter error every clause raises, equal but for numbers (a path naming a layer
+    Keras numbered anew in each build), is one failure line naming the other clauses; a
+    different error, or the same one under another root cause, keeps its own line."""
+    error = ("raised ValueError: the weight map names 'fc1.kernel' for 'dense1.kernel', but the "
+             "port has no 'fc1.kernel' (did you mean 'fc1.dense_{}.kernel'?)")
+    results = [Result(c, "p", "failed", error.format(n), cause="FeatureMixing: the map")
+               for c, n in (("FM-SHAPE", 8), ("FM-INIT", 16), ("FM-GRAD", 112))]
+    results += [Result("FM-DTYPE", "p", "failed", "raised TypeError: another", cause="other"),
+                Result("FM-VECTORS", "p", "failed", error.format(7), cause="other"),
+                Result("FM-CALL", "p", "failed", "bad inputs 5 of 5")]
+    failures = report.terminal(results, color=False).split("Failures:")[1].splitlines()
+    shown = [line for line in failures if line.startswith("✗")]
+    assert [line.split(" [")[0] for line in shown] == [
+        "✗ FM-SHAPE", "✗ FM-DTYPE", "✗ FM-VECTORS", "✗ FM-CALL"]
+    assert "    the same error (numbers aside) in 2 more: FM-INIT, FM-GRAD" in failures
