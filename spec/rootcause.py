@@ -169,8 +169,27 @@ def _record(label, config, x, weights, training, out, error, dtype, state=None):
 def _refused(label, config, exc, handle) -> dict:
     """The record of a case the port refused before any call: at the build (``handle`` None)
     or at setting the spec's weights, the stage in its state."""
-    return _record(label, config, None, None, False, None, _describe(exc), None,
-                   state={"stage": "build" if handle is None else "weights"})
+    state = {"stage": "build" if handle is None else "weights"}
+    if handle is None:
+        state["where"] = _port_frame(exc)
+    return _record(label, config, None, None, False, None, _describe(exc), None, state=state)
+
+
+def _port_frame(exc) -> tuple[str, int, str] | None:
+    """(file, line, function) of the innermost frame of ``exc``'s traceback in the port's own
+    code: not portspec's, not an installed package's (site-packages), not Python's own."""
+    import sysconfig
+
+    skip = [os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib",
+                                                                  "purelib", "platlib")]
+    skip.append(os.path.realpath(os.path.dirname(variants.__file__)))
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        path = os.path.realpath(tb.tb_frame.f_code.co_filename)
+        if not path.startswith("<") and not any(path.startswith(d + os.sep) for d in skip):
+            found = (path, tb.tb_lineno, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return found
 
 
 def probe(adapter, spec) -> list[dict]:
@@ -1623,7 +1642,15 @@ def _refusal(spec, record) -> str:
         return f"the adapter's weight map does not fit the port's weights ({error[:320]})"
     if (record["state"] or {}).get("stage") != "build":
         return f"the spec's canonical weights are refused ({error[:320]})"
-    said = f"the adapter cannot build the layer ({error[:320]})"
+    where = (record["state"] or {}).get("where")
+    if where and where[2] != "construct":  # raised in the port's layer, not in its adapter
+        said = f"building the port's layer raises ({error[:320]})"
+    else:
+        said = f"the adapter cannot build the layer ({error[:320]})"
+    if where:
+        from portspec.ports.narrowing import source
+
+        said += f" at the port's {os.path.basename(where[0])}:{where[1]}{source(*where[:2])}"
     names = [n for n, _ in spec.config_params]
     named = re.search(r"unexpected keyword argument '(\w+)'|required (?:keyword-only |"
                       r"positional )?arguments?: '(\w+)'", error)

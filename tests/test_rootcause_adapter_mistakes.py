@@ -306,3 +306,22 @@ def test_a_path_through_a_layer_keras_named_says_to_name_it():
                          r"Keras's name for a layer built without one, new in every build: "
                          r"name it \('dense'\) and map 'fc1\.dense\.kernel'\)", s) for s in said)
     assert said[0] != said[1]  # the number moved: the reason a map cannot name it
+
+
+def test_a_layer_that_raises_when_built_is_found_at_its_line(ports):
+    """The port's own layer raises in its constructor (a tf.keras habit Keras 3 refuses, say):
+    the cause says the layer raises when built, and at which line of the port, not that the
+    adapter cannot build it."""
+    base = type(ports["conforming"])
+
+    class Layer(base.fm):
+        def __init__(self, *args, **kwargs):
+            raise TypeError("int() argument must be a string, not 'list'")  # the line named
+
+    port = type("RaisesWhenBuilt", (base,), {"name": "raises-when-built", "fm": Layer,
+                                              "layers": ("FeatureMixing",)})()
+    found = rootcause.search(FM, rootcause.probe(port, FM))
+    line = Layer.__init__.__code__.co_firstlineno + 1
+    assert found.raised.startswith("building the port's layer raises (TypeError: int() "), found
+    assert found.raised.endswith(f"at the port's {Path(__file__).name}:{line} `raise TypeError("
+                                 "\"int() argument must be a string, not 'list'\")`"), found.raised
