@@ -2215,9 +2215,16 @@ def _raised_alone(results, findings):
         said = _RAISED.search(r.message) if r.status == "failed" else None
         if said and (r.cause or "").startswith(UNEXPLAINED):
             text = said[2].split("; ")[0].strip()[:160].replace("[", "(").replace("]", ")")
-            r = replace(r, cause=f"{layers[r.clause.split('-')[0]]}: a call raises {said[1]}, "
-                        "which no reading of the spec's computation explains: the port's own "
-                        f"error, where the spec's layer runs [{text}]")
+            built = (r.details or {}).get("raised_building")
+            if built is not None:  # the build raised (suite.checks.Context.build)
+                config = ", ".join(f"{k}={v!r}" for k, v in built.items())
+                r = replace(r, cause=f"{layers[r.clause.split('-')[0]]}: building the layer "
+                            f"with {config} raises {said[1]}, where the spec's layer builds: "
+                            f"the port's own error [{text}]")
+            else:
+                r = replace(r, cause=f"{layers[r.clause.split('-')[0]]}: a call raises "
+                            f"{said[1]}, which no reading of the spec's computation explains: "
+                            f"the port's own error, where the spec's layer runs [{text}]")
         out.append(r)
     return out
 

@@ -325,3 +325,34 @@ def test_a_layer_that_raises_when_built_is_found_at_its_line(ports):
     assert found.raised.startswith("building the port's layer raises (TypeError: int() "), found
     assert found.raised.endswith(f"at the port's {Path(__file__).name}:{line} `raise TypeError("
                                  "\"int() argument must be a string, not 'list'\")`"), found.raised
+
+
+def test_a_build_refused_for_one_config_value_is_said_to_be_the_build(ports):
+    """A gate that refuses activation='softmax' in its constructor (torch's calculate_gain
+    has no gain for it): the clauses that build at softmax fail, and their cause says that
+    building at that config raises, not that a call does."""
+    from portspec.suite.checks import work_items
+    from portspec.suite.runner import run_clause
+
+    base = type(ports["conforming"])
+
+    class Gate(base.gff):
+        def __init__(self, features, activation="sigmoid"):
+            if activation == "softmax":
+                raise ValueError("Unsupported nonlinearity softmax")
+            super().__init__(features, activation)
+
+    port = type("RefusesSoftmax", (base,), {"name": "refuses-softmax", "gff": Gate,
+                                            "layers": ("GatedFeatureFusion",)})()
+    items = {i[1].id: i for i in work_items(None)}
+    result = run_clause(port, *items["GFF-ACTIVATIONS"])
+    assert result.details == {"raised_building": {"activation": "softmax"}}, result
+    from portspec.isolation import items_for
+
+    (said,) = rootcause.attach([run() for _, run in items_for(port, tasks=[
+        (port.name, "GFF-ACTIVATIONS")])])
+    assert said.cause == ("GatedFeatureFusion: building the layer with activation='softmax' "
+                          "raises ValueError, where the spec's layer builds: the port's own "
+                          "error [Unsupported nonlinearity softmax]"), said.cause
+    # a call that raises after a build that raised and was caught is still a call's error
+    assert run_clause(port, *items["GFF-INIT"]).status == "passed"

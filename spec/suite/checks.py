@@ -52,6 +52,8 @@ class Context:
     # The HeldAtNeutral handles built: what the port lacks of the weights the spec's layer can
     # do without (``LayerSpec.neutral``), learned from each layer built.
     _held: list = field(default_factory=list)
+    # (exception, config) of the last build that raised
+    build_raised: tuple | None = None
 
     def build(
         self, case: Case, *, seed: int = 0, dtype: str | None = "float32", config=None
@@ -61,13 +63,19 @@ class Context:
         it at its neutral value (``HeldAtNeutral``), and ``random_weights`` draws it there: the
         numeric clauses judge the rest of the port against the spec's layer without that
         weight. FM/GFF-WEIGHTS and -PARAMS fail for the weight itself, once."""
-        handle = self.adapter.build(
-            self.spec.name,
-            dict(config if config is not None else case.config),
-            input_shapes=case.input_shapes,
-            seed=seed,
-            dtype=dtype,
-        )
+        try:
+            handle = self.adapter.build(
+                self.spec.name,
+                dict(config if config is not None else case.config),
+                input_shapes=case.input_shapes,
+                seed=seed,
+                dtype=dtype,
+            )
+        except Exception as exc:
+            # the exception a clause lets through is then said to be the build's
+            # (``runner.run_clause``), with the config built
+            self.build_raised = (exc, dict(config if config is not None else case.config))
+            raise
         try:
             layout = handle.weight_layout()
         except Exception:  # noqa: BLE001 - no layout: the clauses meet the port as it is

@@ -41,8 +41,11 @@ def run_clause(adapter, spec, clause, fn) -> Result:
         return Result(clause.id, adapter.name, "failed", str(exc) + ctx.held_at_neutral(),
                       exc.diagnosis, _since(start), exc.details)
     except Exception as exc:  # a port that raises fails the clause; the run goes on
+        built = ctx.build_raised  # raised by building the layer, not by a call: for the causes
+        details = ({"raised_building": built[1]} if built and built[0] is exc else {})
         return Result(clause.id, adapter.name, "failed",
-                      f"raised {_describe(exc)}{ctx.held_at_neutral()}", seconds=_since(start))
+                      f"raised {_describe(exc)}{ctx.held_at_neutral()}", seconds=_since(start),
+                      details=details)
     return Result(clause.id, adapter.name, "passed", seconds=_since(start), details=ctx.details)
 
 
