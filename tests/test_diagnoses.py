@@ -120,6 +120,12 @@ CASES = [
         "first dropout site",
     ),
     ("dropout masks repeat", TORCH, "dropout-same-masks", "FM-DROPOUT-SITES", "reused"),
+    # one decision per sample and time step (nn.Dropout1d on (batch, time, channel)): the
+    # channel axis is broadcast, and along the batch axis each decision counts once
+    ("dropout mask broadcast", TORCH, "dropout1d-second-site", "FM-DROPOUT-SITES",
+     "one dropout mask broadcast along the channel axis: "),
+    ("dropout mask broadcast", TORCH, "dropout1d-both-sites", "FM-DROPOUT-SITES",
+     "one decision per sample and time step shared by every hidden unit"),
     (
         "dropout 1 divides by 0",
         TORCH,
@@ -328,7 +334,7 @@ def test_the_epsilon_fitted_in_numpys_arithmetic_is_the_exact_oracles(eps, dtype
 
 
 # Diagnoses checked by a mutant above, and those checked on the oracle or the evidence alone.
-BY_MUTANT = 39
+BY_MUTANT = 40
 BY_EVIDENCE = 6  # transposed square kernels, float32 precision, another momentum, float32-only
 # update, another dropout rate, epsilon ~0 (a float64 call refused in any framework's words:
 # tests/test_rootcause.py)

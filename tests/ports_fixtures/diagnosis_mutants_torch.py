@@ -205,6 +205,23 @@ class _SameMasks(FM):
         return super().branch(z)
 
 
+class _Dropout1dSecond(FM):
+    """nn.Dropout1d at the second site: on (batch, time, channel) it takes time for its channel
+    axis and drops whole rows, one decision per sample and time step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.drop2 = nn.Dropout1d(self.dropout)
+
+
+class _Dropout1dBoth(_Dropout1dSecond):
+    """nn.Dropout1d at both sites: the hidden units of a sample and time step share one."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.drop1 = nn.Dropout1d(self.dropout)
+
+
 class _DivideByKeep(FM):
     def branch(self, z):
         def drop(v):
@@ -313,6 +330,8 @@ MUTANTS = [
     mutant("first-dropout-site-missing", fm=_SecondSiteOnly),
     mutant("dropout-same-masks", fm=_SameMasks),
     mutant("dropout-divides-by-keep", fm=_DivideByKeep),
+    mutant("dropout1d-second-site", fm=_Dropout1dSecond),
+    mutant("dropout1d-both-sites", fm=_Dropout1dBoth),
     mutant("torch-init", fm=_TorchInit),
     mutant("detached-batch-stats", fm=_Detached),
     mutant("kernel-not-transposed", weights=UNTRANSPOSED),

@@ -310,33 +310,50 @@ def _independence(handle, config, x) -> tuple[list[str], list[str]]:
         )
         diagnoses.append("the two dropout sites share their random draws (one mask reused)")
     expected = P**2 + (1 - P) ** 2
+
+    def off(agree, pairs):
+        return abs(agree - expected) > 6 * np.sqrt(expected * (1 - expected) / pairs)
+
+    axes = ((0, "batch"), (1, "time"), (2, "channel"))
+    found = {axis: _agreement(kept2, axis) for axis, _ in axes}
+    # an axis whose neighbours all agree carries one decision broadcast along it: along the
+    # other axes, each decision then counts once, not once per copy (nn.Dropout1d on
+    # (B, L, C) draws one per sample and time step; counted per element, the batch axis's
+    # pairs were C times too many and chance agreement read as shared decisions)
+    copies = tuple(slice(0, 1) if found[axis][0] == 1.0 else slice(None) for axis, _ in axes)
     shared = []
-    for axis, name in ((0, "batch"), (1, "time"), (2, "channel")):
-        agree, pairs = _agreement(kept2, axis)
-        if abs(agree - expected) > 6 * np.sqrt(expected * (1 - expected) / pairs):
+    for axis, name in axes:
+        agree, pairs = found[axis]
+        if off(agree, pairs) and (agree == 1.0 or off(*_agreement(kept2[copies], axis))):
             problems.append(
                 f"site 2's decisions of neighbours along the {name} axis agree {agree:.3f} of "
                 f"the time; independent decisions agree p^2 + (1-p)^2 = {expected:.3f}"
             )
             shared.append(name)
-    if {"time", "channel"} <= set(shared) and "batch" in shared:
-        # one decision per sample: the batch axis's pairs are the samples' alone, far fewer
-        # than the elements counted above
-        agree, pairs = _agreement(kept2[:, :1, :1], 0)
-        if abs(agree - expected) <= 6 * np.sqrt(expected * (1 - expected) / pairs):
-            shared.remove("batch")
-            problems[:] = [p for p in problems if "along the batch axis" not in p]
     # the first site's decisions, read where site 2 kept (elsewhere they do not show): unit c
-    # and unit N + c of neighbours along batch and time
+    # and unit N + c, one decision shared by every hidden unit where the two always agree
+    units = bool(n_kept > 1 and np.array_equal(m1a[kept2], m1b[kept2]) and off(1.0, n_kept))
+    if units:
+        problems.append(
+            "site 1's decisions of hidden units c and N + c agree wherever site 2 kept "
+            f"({n_kept} of them); independent decisions agree p^2 + (1-p)^2 = {expected:.3f}")
+    # and of neighbours along batch and time (each decision once where the units share it)
     first = []
     for axis, name in ((0, "batch"), (1, "time")):
-        agree, pairs = _agreement_where(m1a, m1b, kept2, axis)
-        if pairs and abs(agree - expected) > 6 * np.sqrt(expected * (1 - expected) / pairs):
+        agree, pairs = _agreement_where(m1a, m1a if units else m1b, kept2, axis)
+        pairs //= 2 if units else 1
+        if pairs and off(agree, pairs):
             problems.append(
                 f"site 1's decisions of neighbours along the {name} axis agree {agree:.3f} of "
                 f"the time (where site 2 kept both); independent decisions agree "
                 f"p^2 + (1-p)^2 = {expected:.3f}")
             first.append(name)
+    if units and not first:
+        diagnoses.append(
+            "the first dropout site's mask broadcast along the hidden units: one decision per "
+            "sample and time step shared by every hidden unit (nn.Dropout1d or "
+            "Dropout2d, a noise_shape with 1 for the features), where the spec drops each "
+            "element")
     if first and not shared:
         diagnoses.append(
             f"the first dropout site's mask broadcast along the {' and '.join(first)} "
