@@ -2146,9 +2146,10 @@ def attach(results, exchange: list | None = None):
         elif r.diagnosis and _checked(prefixes[prefix], r):
             # no variant of the computation fails it; its own checked diagnosis is the cause
             out[i] = replace(r, cause=f"{prefixes[prefix].name}: {r.diagnosis}", details=details)
-        elif finding.located and localise.explains(prefixes[prefix], finding.located,
-                                                   r.clause, r.message):
-            # no variant: the staged probe's reading of the part that differs is the cause
+        elif finding.located and not r.message.startswith("raised ") and localise.explains(
+                prefixes[prefix], finding.located, r.clause, r.message):
+            # no variant: the staged probe's reading of the part that differs is the cause (of
+            # what the clause measured: a clause that raised measured nothing)
             out[i] = replace(r, cause=finding.line(), details=details)
         elif _compiled_only(finding, r):
             out[i] = replace(r, cause=f"{finding.layer}: {COMPILED_ONLY} [every eager call of "

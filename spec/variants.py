@@ -193,7 +193,8 @@ FM_DEFAULTS = {
     "biases": ("dense1", "dense2"),  # the Dense layers that add their bias
     "dropout_scale": "inverted",  # kept units * 1/(1-p); "none": * 1; "rate": * 1/p;
     # "classic": * 1 in training, every unit * (1-p) in inference
-    "dropout_rate": "rate",  # drop probability p; "keep": drops 1-p; a float q: drops q, any p
+    "dropout_rate": "rate",  # drop probability p; "keep": drops 1-p; "keep-mask": drops 1-p
+    # where 0 < p < 1, scaled by 1/(1-p) still; a float q: drops q, any p
     "sites": ("dropout1", "dropout2"),
     "dropout_inference": False,
     "shared_mask": False,  # both sites draw one mask
@@ -236,8 +237,10 @@ def drop_rate(choices: dict, p: float) -> float:
     how, fixed = choices.get("dropout_rate", "rate"), fixed_rate(choices)
     if fixed is not None:
         return fixed
-    if how not in ("rate", "keep"):  # "fixed" before rootcause fits it: no rate yet
+    if how not in ("rate", "keep", "keep-mask"):  # "fixed" before rootcause fits it: no rate
         raise ValueError(f"dropout_rate {how!r} has no rate")
+    if how == "keep-mask":  # the mask alone reads p as the keep probability: the port's own
+        return p if p in (0.0, 1.0) else 1.0 - p  # guards keep p = 0 and p = 1 the spec's
     return p if how == "rate" else 1.0 - p
 
 
@@ -400,6 +403,8 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         kept = {"inverted": 1.0 - rate, "none": 1.0, "rate": rate, "classic": 1.0,
                 "twice": 1.0 - rate}[
             c["dropout_scale"]]
+        if c["dropout_rate"] == "keep-mask" and c["dropout_scale"] == "inverted":
+            kept = 1.0 - config["dropout"]  # the scale the spec's rate gives
         return np.where(mask, v / kept, v * 0.0)
 
     def branch(v):
@@ -684,6 +689,10 @@ def _dropout_rate_words(how):
         return "dropping with probability p"
     if how == "keep":
         return "dropping with probability 1-p (the rate used as the keep probability)"
+    if how == "keep-mask":
+        return ("dropping with probability 1-p, the mask drawn to keep with probability p (a "
+                "Bernoulli(p) draw taken as the keep mask), kept units still scaled by "
+                "1/(1-p)")
     return (f"dropping with probability {float(how):g} whatever the config's dropout (a rate "
             "fixed in the port: the dropout parameter never reaches its dropout)")
 
@@ -725,7 +734,8 @@ ALONE = {("transpose", "reshape"), ("transpose", "reshape-in")}
 # One wording in both layers, so that one adapter mistake in both is one root cause.
 TRANSPOSE = {False: "Dense kernels (in, out)",
              True: "Dense kernels transposed ((out, in), torch.nn.Linear's layout, read as "
-                   "(in, out))",
+                   "(in, out): where the port holds them (out, in), its weight map gives them "
+                   "identity where transpose was meant)",
              "reshape": "Dense kernels reshaped where a transpose was meant: the (in, out) "
                         "kernel's values read in torch.nn.Linear's (out, in) order "
                         "(F.linear(x, kernel.reshape(out, in)) for kernel.T)",
@@ -758,7 +768,7 @@ FM_SPACE = Space(
         "activation": [a for a in _ACT if a != "relu"],
         "biases": [("dense2",), ("dense1",), ()],
         "dropout_scale": ["none", "rate", "classic", "twice"],
-        "dropout_rate": ["keep", "fixed"],  # "fixed": the rate fitted (rootcause)
+        "dropout_rate": ["keep", "keep-mask", "fixed"],  # "fixed": the rate fitted (rootcause)
         "sites": [("dropout1",), ("dropout2",), ()],
         "dropout_inference": [True],
         "shared_mask": [True],

@@ -76,6 +76,7 @@ class FM(nn.Module):
     mask_axis = None  # 0, 1, 2: one mask broadcast along batch, time or channels
     drop_path = False  # the second site drops a sample's whole branch
     mask_product = False  # x * mask / (1 - p) written out: NaN at rate 1
+    mask_keeps = False  # torch.bernoulli(p) taken as the keep mask, scaled by 1/(1-p) still
     residual = "input"
     drop_after_residual = False  # the second dropout on x + dense2(...)
     float32_inside = bias1_ignored = relu_after_dense2 = mean_only = False
@@ -338,7 +339,8 @@ class FM(nn.Module):
         drawn = list(shape)
         if self.mask_axis is not None:  # drawn without the axis and broadcast along it
             drawn[self.mask_axis] = 1
-        return (torch.rand(drawn, dtype=dtype) >= p).expand(shape).clone()
+        drawn = torch.rand(drawn, dtype=dtype)
+        return (drawn < p if self.mask_keeps else drawn >= p).expand(shape).clone()
 
     def branch(self, z):
         bias1 = 0 if self.bias1_ignored or self.bias1_after_act else self.lin1.bias
@@ -650,6 +652,8 @@ PORTS = [
     port("dropout-inverted-and-scaled-at-test-time", {"dropout_scale": "twice"},
          fm={"drop_scale": "twice"}),
     port("dropout-rate-as-keep", {"dropout_rate": "keep"}, fm={"rate_as_keep": True}),
+    port("dropout-mask-keeps-with-the-rate", {"dropout_rate": "keep-mask"},
+         fm={"mask_keeps": True}),
     port("dropout-rate-hard-coded", {"dropout_rate": 0.2}, fm={"fixed_rate": 0.2}),
     # nn.Dropout() at its default p = 0.5: its draws at dropout 0 are no grad mode of the layer
     port("dropout-modules-without-their-rate", {"dropout_rate": 0.5},
