@@ -279,7 +279,7 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
             lines.append(f"✗ {r.clause} [{r.impl}]: {one_line(r.message)}{more}")
             if same.get(id(r)):
                 ids = same[id(r)]
-                lines.append(f"    the same error (numbers aside) in {len(ids)} more: "
+                lines.append(f"    the same error (names' numbers aside) in {len(ids)} more: "
                              f"{', '.join(ids)}")
             if (r.impl, r.clause) in number:
                 lines.append(f"    root cause: ({number[r.impl, r.clause]}) above")
@@ -301,15 +301,17 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
 
 def _same_errors(failed) -> dict[int, tuple[str, ...]]:
     """{id(failure): the clauses after it} for the first of an implementation's failures that
-    raised the same exception with the same root cause, its message equal but for numbers (an
-    adapter error raised by every clause, naming a layer Keras numbered anew in each build,
-    say); () for those after it, which the terminal leaves out. Failures that did not raise
-    are each shown."""
+    raised the same exception with the same root cause, its message equal but for the numbers
+    that end names (an adapter error raised by every clause, naming a layer Keras numbered anew
+    in each build, say); () for those after it, which the terminal leaves out. Failures that
+    did not raise are each shown."""
     groups: dict[tuple[str, str], list] = {}
     for r in failed:
         if (r.message or "").startswith("raised "):
-            # numbers masked, and the first 200 characters: a longer number shortens the rest
-            key = (r.impl, re.sub(r"\d+", "#", one_line(r.message))[:200], _cause_of(r))
+            # the numbers of names masked (Keras's dense_18, dense_20: not fc1 and fc2, nor
+            # a shape), and the first 200 characters: a longer number shortens the rest
+            key = (r.impl, re.sub(r"(?<=\w_)\d+\b", "#", one_line(r.message))[:200],
+                   _cause_of(r))
             groups.setdefault(key, []).append(r)
     out: dict[int, tuple[str, ...]] = {}
     for rs in groups.values():

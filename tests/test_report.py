@@ -259,9 +259,17 @@ def test_the_same_raised_error_in_many_clauses_is_shown_once():
                for c, n in (("FM-SHAPE", 8), ("FM-INIT", 16), ("FM-GRAD", 112))]
     results += [Result("FM-DTYPE", "p", "failed", "raised TypeError: another", cause="other"),
                 Result("FM-VECTORS", "p", "failed", error.format(7), cause="other"),
-                Result("FM-CALL", "p", "failed", "bad inputs 5 of 5")]
+                Result("FM-CALL", "p", "failed", "bad inputs 5 of 5"),
+                # another name (fc2, dense2) or shape: another error, though only digits differ
+                Result("FM-TRAINING", "p", "failed", error.format(8).replace("fc1", "fc2"),
+                       cause="FeatureMixing: the map"),
+                Result("FM-BN-UPDATE", "p", "failed", "raised ValueError: shape (5, 16)",
+                       cause="x"),
+                Result("FM-BN-FROZEN", "p", "failed", "raised ValueError: shape (16, 5)",
+                       cause="x")]
     failures = report.terminal(results, color=False).split("Failures:")[1].splitlines()
     shown = [line for line in failures if line.startswith("✗")]
     assert [line.split(" [")[0] for line in shown] == [
-        "✗ FM-SHAPE", "✗ FM-DTYPE", "✗ FM-VECTORS", "✗ FM-CALL"]
-    assert "    the same error (numbers aside) in 2 more: FM-INIT, FM-GRAD" in failures
+        "✗ FM-SHAPE", "✗ FM-DTYPE", "✗ FM-VECTORS", "✗ FM-CALL", "✗ FM-TRAINING",
+        "✗ FM-BN-UPDATE", "✗ FM-BN-FROZEN"]
+    assert "    the same error (names' numbers aside) in 2 more: FM-INIT, FM-GRAD" in failures

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from portspec import registry, rootcause
@@ -306,6 +307,45 @@ def test_a_path_through_a_layer_keras_named_says_to_name_it():
                          r"Keras's name for a layer built without one, new in every build: "
                          r"name it \('dense'\) and map 'fc1\.dense\.kernel'\)", s) for s in said)
     assert said[0] != said[1]  # the number moved: the reason a map cannot name it
+
+    class Named(Block):  # a name the port gave, though it reads like Keras's own
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.fc1 = keras.layers.TimeDistributed(keras.layers.Dense(3, name="dense_2"),
+                                                    name="fc1")
+
+    Port.construct = lambda self, layer, config, **kw: Named()
+    handle = Port().build("FeatureMixing", case.config, input_shapes=case.input_shapes, seed=0)
+    with pytest.raises(ValueError) as info:
+        handle._entry("dense1.kernel")
+    assert "(did you mean 'fc1.dense_2.kernel'?)" in str(info.value), str(info.value)
+
+
+def test_a_kernel_the_map_transposes_where_the_port_holds_the_spec_layout_is_said_so():
+    """The map says transpose for a kernel the port holds (in, out), the spec's layout: the
+    refusal says to map it with identity, not with transpose."""
+    torch = pytest.importorskip("torch")
+    from portspec.ports import TorchPortAdapter, transpose
+
+    class Held(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k = torch.nn.Parameter(torch.zeros(5, 16))  # (in, out), as the spec
+
+    class Port(TorchPortAdapter):
+        name, layers = "transposed-twice", ("FeatureMixing",)
+        weights = {"FeatureMixing": {"dense1.kernel": ("k", transpose)}}
+
+        def construct(self, layer, config, *, input_shapes, dtype):
+            return Held()
+
+    case = next(c for c in FM.cases() if c.config["n_series"] == 5
+                and c.config["ff_dim"] == 16)
+    handle = Port().build("FeatureMixing", case.config, input_shapes=case.input_shapes, seed=0)
+    with pytest.raises(ValueError) as info:
+        handle.set_weights({"dense1.kernel": np.zeros((5, 16))})
+    assert ("the port holds it at the spec's shape, and the map transposes it: map it with "
+            "portspec.ports.identity") in str(info.value), str(info.value)
 
 
 def test_a_layer_that_raises_when_built_is_found_at_its_line(ports):

@@ -46,6 +46,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -368,7 +369,8 @@ class PortHandle(Handle):
         for path, _ in entry.pieces:
             if path not in native:
                 # a misspelt path: the nearest of the paths the map names for no weight
-                close = _nearest(path, [n for n in native if n not in self._mapped()])
+                close = _nearest(path, [n for n in native if n not in self._mapped()],
+                                 native, self.shapes.get(canonical))
                 note = self._name_note(close) if close else ""
                 hint = f" no {path!r} (did you mean {close!r}?{note}): it has" if close else ""
                 raise ValueError(
@@ -437,6 +439,9 @@ class PortHandle(Handle):
         ``entry`` names: its shape transposed, reshaped, or the weight one of several parts."""
         own = tuple(native[entry.path][0])
         held = tuple(np.shape(entry.transform.to_native(value, own)))
+        if held[::-1] == own and tuple(np.shape(value)) == own:  # the map transposes it
+            return ("; the port holds it at the spec's shape, and the map transposes it: map it "
+                    "with portspec.ports.identity")
         if held[::-1] == own:
             return "; the spec's shape transposed: map it with portspec.ports.transpose"
         if value.size == int(np.prod(own)):
@@ -599,15 +604,20 @@ class PortHandle(Handle):
         }
 
 
-def _nearest(path: str, paths) -> str | None:
+def _nearest(path: str, paths, native=None, shape=None) -> str | None:
     """The path the map most likely meant by ``path``: the one path that keeps its first and
     last parts with parts inserted between ('fc1.kernel' for 'fc1.inner.kernel', a sublayer
-    the map skipped), else difflib's closest (a misspelling); None where none is close."""
+    the map skipped), of those one holding the spec's ``shape`` (or its transpose) where there
+    are several; else difflib's closest (a misspelling); None where none is close."""
     head, tail = path.split(".")[0], path.rsplit(".", 1)[-1]
     inserted = [p for p in paths if p.split(".")[0] == head and p.rsplit(".", 1)[-1] == tail
                 and p.count(".") > path.count(".")]
-    if len(inserted) == 1:
-        return inserted[0]
+    if len(inserted) > 1 and native is not None and shape is not None:
+        same = [p for p in inserted if tuple(native[p][0]) == tuple(shape)]
+        inserted = same or [p for p in inserted if tuple(native[p][0]) == tuple(shape)[::-1]]
+    if inserted:  # of several alike, the first made (dense_18 before dense_19)
+        return min(inserted, key=lambda p: [(0, int(t), "") if t.isdigit() else (1, 0, t)
+                                            for t in re.split(r"(\d+)", p)])
     close = difflib.get_close_matches(path, list(paths), n=1)
     return close[0] if close else None
 

@@ -74,6 +74,7 @@ class KerasPortAdapter(PortAdapter):
     def build(self, layer, config, *, input_shapes, seed, dtype=None):
         self.keras.utils.set_random_seed(seed)
         policy = None if dtype is None else POLICIES[dtype]
+        uids = _name_uids()  # the layers this build names come after these (_name_note)
         obj = self.construct(layer, self.port_config(layer, config),
                              input_shapes=input_shapes, dtype=policy)
         multi = LAYERS[layer].multi_input
@@ -93,6 +94,7 @@ class KerasPortAdapter(PortAdapter):
                 self.call(obj, zeros(input_shapes, multi, "float32"), training=False)
             except Exception:
                 pass
+        handle._uids = (uids, _name_uids())
         return handle
 
     def config_of(self, layer, obj):
@@ -116,6 +118,13 @@ class KerasPortAdapter(PortAdapter):
         return f"{self.name} (keras {self.keras.__version__} on {self.backend})"
 
 
+def _name_uids() -> dict:
+    """Keras's count of the layers it has named after each class (``auto_name``), now."""
+    from keras.src.backend.common import global_state
+
+    return dict(global_state.get_global_attribute("object_name_uids", default={}) or {})
+
+
 class KerasPortHandle(PortHandle):
     def __init__(self, *args):
         super().__init__(*args)
@@ -133,19 +142,33 @@ class KerasPortHandle(PortHandle):
 
     def _name_note(self, path):
         """Keras names a layer built without ``name=`` after its class, numbered by how many
-        it has built in the process (``dense``, ``dense_116``): a new name in every build, so
-        no weight map can name that path for long."""
+        such it has named in the process (``dense``, then ``dense_1``, ...: ``auto_name``): a
+        new name in every build, so no weight map can name that path for long. A layer is
+        taken as named so where its name is its class's with a number its build drew (from
+        the counts before and after the build, ``_uids``); a name the port gave stays."""
         from keras.src.utils.naming import to_snake_case
 
-        auto = {layer.name for layer in self.obj._flatten_layers(include_self=False)
-                if re.fullmatch(rf"{re.escape(to_snake_case(type(layer).__name__))}(_\d+)?",
-                                layer.name)}
+        if getattr(self, "_uids", None) is None:  # not made by build (a native file read back)
+            return ""
+        before, after = self._uids
+        auto = set()
+        for layer in self.obj._flatten_layers(include_self=False):
+            base = to_snake_case(type(layer).__name__)
+            m = re.fullmatch(rf"{re.escape(base)}(?:_(\d+))?", layer.name)
+            drawn = (before.get(base, 0) <= int(m[1]) < after.get(base, 0) if m and m[1]
+                     else bool(m) and base not in before and base in after)
+            if drawn:
+                auto.add(layer.name)
         named = [part for part in path.split(".") if part in auto]
         if not named:
             return ""
-        plain = ".".join(re.sub(r"_\d+$", "", p) if p in auto else p for p in path.split("."))
-        return (f" {named[0]!r} is Keras's name for a layer built without one, new in every "
-                f"build: name it ({plain.split('.')[-2]!r}) and map {plain!r}")
+        plain = [re.sub(r"_\d+$", "", p) if p in auto else p for p in path.split(".")]
+        names = [re.sub(r"_\d+$", "", p) for p in named]
+        said = " and ".join(repr(p) for p in named)
+        return (f" {said} {'is' if len(named) == 1 else 'are'} Keras's name"
+                f"{'' if len(named) == 1 else 's'} for a layer built without one, new in every "
+                f"build: name {'it' if len(named) == 1 else 'them'} "
+                f"({', '.join(repr(n) for n in names)}) and map {'.'.join(plain)!r}")
 
     def _read(self):
         return {p: self._numpy(v.value) for p, v in self._variables().items()}
