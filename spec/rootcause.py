@@ -2161,6 +2161,7 @@ def attach(results, exchange: list | None = None):
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
     for post_pass in (_bigger_module, _dropped_input, _step_after_gradient, _held_shapes,
                       _until_trained, _grad_mode_calls, _seeded, _constant_seed, _frozen_norm,
+                      _kept_batch, _random_inference,
                       _flag_folded, _float32_narrowed, _raised_alone):
         out = post_pass(out, findings)
     return out
@@ -2226,6 +2227,55 @@ def _raised_alone(results, findings):
                 r = replace(r, cause=f"{layers[r.clause.split('-')[0]]}: a call raises "
                             f"{said[1]}, which no reading of the spec's computation explains: "
                             f"the port's own error, where the spec's layer runs [{text}]")
+        out.append(r)
+    return out
+
+
+def _random_inference(results, findings):
+    """A failure whose clause found two inference calls of the same input to differ
+    (``numerics.random_failure``: FM-SHAPE's repeated call) is the cause that says dropout
+    draws in inference, where one does: the found variant dropping in inference
+    (``variants.drops_in_inference``), or another clause's checked diagnosis of it
+    (``dropout.ACTIVE_IN_INFERENCE``)."""
+    from portspec.suite.areas.dropout import ACTIVE_IN_INFERENCE
+    from portspec.suite.areas.numerics import RANDOM
+
+    active = {}
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        if found is not None and found.fits and found.says and variants.drops_in_inference(
+                found.diff):
+            active[key] = found.line()
+        elif r.status == "failed" and ACTIVE_IN_INFERENCE in (r.cause or ""):
+            active.setdefault(key, r.cause)
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        if (key in active and r.status == "failed" and (r.diagnosis or "").startswith(RANDOM)
+                and "two inference calls" in r.message):
+            r = replace(r, cause=active[key])
+        out.append(r)
+    return out
+
+
+def _kept_batch(results, findings):
+    """Where FM-INFERENCE finds, checked, that inference after a training call normalises
+    with that call's batch statistics (``numerics.KEPT_BATCH``), a failure the staged probe's
+    reading of the normalisation was put down to, whose message is about the output after a
+    step (FM-PORTABLE's trained readers), is that finding too: the probe's own training and
+    inference calls are the same order, read as batch statistics in inference."""
+    from portspec.suite.areas.numerics import KEPT_BATCH
+
+    kept = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+            if r.status == "failed" and r.diagnosis == KEPT_BATCH and r.cause}
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        if (key in kept and r.status == "failed" and found is not None and found.located
+                and not found.fits and r.cause == found.line() and "after the step" in r.message):
+            r = replace(r, cause=kept[key])
         out.append(r)
     return out
 

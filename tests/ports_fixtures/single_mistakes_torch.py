@@ -77,6 +77,7 @@ class FM(nn.Module):
     drop_path = False  # the second site drops a sample's whole branch
     mask_product = False  # x * mask / (1 - p) written out: NaN at rate 1
     mask_keeps = False  # torch.bernoulli(p) taken as the keep mask, scaled by 1/(1-p) still
+    kept_batch = False  # inference after a training call: that call's batch statistics
     residual = "input"
     drop_after_residual = False  # the second dropout on x + dense2(...)
     float32_inside = bias1_ignored = relu_after_dense2 = mean_only = False
@@ -254,6 +255,10 @@ class FM(nn.Module):
             if not use_batch:
                 mean, var = self._as_grid(self.moving_mean), self._as_grid(self.moving_var)
                 mean, var = mean.clone(), var.clone()
+            if self.kept_batch and training:  # "the statistics of the last batch seen"
+                self._kept = (mean.detach().clone(), var.detach().clone())
+            elif self.kept_batch and getattr(self, "_kept", None) is not None:
+                mean, var = self._kept
             if moves and self.update_tracked:  # rebound to what autograd recorded
                 self.moving_mean, self.moving_var = new_m, new_s
             elif moves and self.stats_keepdims:  # "mean(0, keepdim=True)", stored as it is
@@ -654,6 +659,8 @@ PORTS = [
     port("dropout-rate-as-keep", {"dropout_rate": "keep"}, fm={"rate_as_keep": True}),
     port("dropout-mask-keeps-with-the-rate", {"dropout_rate": "keep-mask"},
          fm={"mask_keeps": True}),
+    port("inference-with-the-last-training-batch", r"^FeatureMixing: after a training call, "
+         r"inference normalises with that call's batch statistics", fm={"kept_batch": True}),
     port("dropout-rate-hard-coded", {"dropout_rate": 0.2}, fm={"fixed_rate": 0.2}),
     # nn.Dropout() at its default p = 0.5: its draws at dropout 0 are no grad mode of the layer
     port("dropout-modules-without-their-rate", {"dropout_rate": 0.5},
