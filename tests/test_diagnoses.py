@@ -97,6 +97,10 @@ CASES = [
         "FM-DROPOUT-INFERENCE",
         "dropout active in inference",
     ),
+    # FM-SHAPE's repeated call differs because a dropout draws in inference, not because the
+    # layer keeps a shape from its first call
+    ("dropout in inference", TORCH, "dropout-in-inference", "FM-SHAPE",
+     "| FeatureMixing: dropout active in inference"),
     ("dropout not inverted", TORCH, "dropout-not-inverted", "FM-DROPOUT-SITES", "not inverted"),
     (
         "rate as keep probability",
