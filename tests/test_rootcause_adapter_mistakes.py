@@ -396,3 +396,21 @@ def test_a_build_refused_for_one_config_value_is_said_to_be_the_build(ports):
                           "error [Unsupported nonlinearity softmax]"), said.cause
     # a call that raises after a build that raised and was caught is still a call's error
     assert run_clause(port, *items["GFF-INIT"]).status == "passed"
+
+
+def test_a_call_returning_a_pair_is_said_to_return_two_values(ports):
+    """An adapter whose call returns (output, gate): one cause saying so, not a stack of the
+    two read as one output (a shape (2, ...)) and errors raised in portspec's own code."""
+    base = type(ports["conforming"])
+
+    def call(self, module, inputs, *, training):
+        out = base.call(self, module, inputs, training=training)
+        return out, out
+
+    port = type("ReturnsPair", (base,), {"name": "returns-pair", "call": call,
+                                         "layers": ("FeatureMixing",)})()
+    found = rootcause.search(FM, rootcause.probe(port, FM))
+    assert found.raised.startswith("every call of the layer raises, in float32 as in float64 "
+                                   "(TypeError: the call returned a tuple of 2 ((8, 6, 5), "
+                                   "(8, 6, 5)): the layer has one output, return it alone)"), \
+        found.raised

@@ -604,6 +604,17 @@ class PortHandle(Handle):
         }
 
 
+def one_output(out):
+    """``out``, the port's call's result, where it is one array; ``TypeError`` where it is a
+    tuple or list (a layer that also returns its gate, its attention or its state): the
+    spec's layers give one output, and a pair read as one array is a stack of two."""
+    if isinstance(out, (tuple, list)):
+        shapes = ", ".join(str(tuple(getattr(v, "shape", ()))) for v in out)
+        raise TypeError(f"the call returned a {type(out).__name__} of {len(out)} ({shapes}): "
+                        "the layer has one output, return it alone")
+    return out
+
+
 def _nearest(path: str, paths, native=None, shape=None) -> str | None:
     """The path the map most likely meant by ``path``: the one path that keeps its first and
     last parts with parts inserted between ('fc1.kernel' for 'fc1.inner.kernel', a sublayer

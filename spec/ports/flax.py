@@ -22,6 +22,7 @@ from portspec.ports.base import (
     floating,
     identity,
     load_meta,
+    one_output,
     save_arrays,
 )
 
@@ -205,7 +206,8 @@ class FlaxPortHandle(PortHandle):
     def forward(self, inputs, *, training):
         with self.adapter.placed():
             self._mode(training)
-            return self._numpy(self.adapter.call(self.obj, self._jax(inputs), training=training))
+            return self._numpy(one_output(self.adapter.call(self.obj, self._jax(inputs),
+                                                            training=training)))
 
     def narrowing(self, inputs, *, training):
         if self.dtype != "float64":
@@ -243,7 +245,7 @@ class FlaxPortHandle(PortHandle):
             cot = jnp.asarray(np.asarray(cotangent))
 
             def loss(module, x):
-                out = self.adapter.call(module, x, training=training)
+                out = one_output(self.adapter.call(module, x, training=training))
                 return jnp.sum(out * cot.astype(out.dtype))
 
             # BatchStat and RNG updates of a training call propagate back to the module (under

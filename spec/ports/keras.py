@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from portspec.layers import LAYERS
-from portspec.ports.base import PortAdapter, PortHandle, zeros
+from portspec.ports.base import PortAdapter, PortHandle, one_output, zeros
 
 BACKENDS = ("jax", "torch", "tensorflow")
 POLICIES = {
@@ -186,7 +186,7 @@ class KerasPortHandle(PortHandle):
         return keras_numpy(self.adapter.keras, t)
 
     def _call(self, x, training):
-        return self.adapter.call(self.obj, x, training=training)
+        return one_output(self.adapter.call(self.obj, x, training=training))
 
     def forward(self, inputs, *, training):
         if training and self.adapter.backend == "torch":

@@ -19,7 +19,15 @@ import os
 
 import numpy as np
 
-from portspec.ports.base import PortAdapter, PortHandle, identity, load_meta, save_arrays, transpose
+from portspec.ports.base import (
+    PortAdapter,
+    PortHandle,
+    identity,
+    load_meta,
+    one_output,
+    save_arrays,
+    transpose,
+)
 
 AUTOCAST = ("bfloat16", "float16")
 # Keras's weight names (the canonical ones) in torch.nn: Linear keeps its kernel (out, in)
@@ -356,7 +364,7 @@ class TorchPortHandle(PortHandle):
             # and costs more than a small layer's whole forward
             (torch.cuda if device.type == "cuda" else torch.default_generator).manual_seed(seed)
             with precision:
-                return self.adapter.call(module, x, training=training)
+                return one_output(self.adapter.call(module, x, training=training))
 
     def forward(self, inputs, *, training):
         with self.adapter.torch.no_grad():
