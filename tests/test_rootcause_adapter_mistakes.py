@@ -414,3 +414,24 @@ def test_a_call_returning_a_pair_is_said_to_return_two_values(ports):
                                    "(TypeError: the call returned a tuple of 2 ((8, 6, 5), "
                                    "(8, 6, 5)): the layer has one output, return it alone)"), \
         found.raised
+
+
+def test_a_port_that_sets_torchs_default_dtype_is_said_to(ports):
+    """A port module calling torch.set_default_dtype(torch.float64) at import: FM-DTYPE's
+    default-dtype call finds float64 weights, and says why (checked: the process's default),
+    where it was unexplained."""
+    import torch
+
+    from portspec.suite.checks import work_items
+    from portspec.suite.runner import run_clause
+
+    items = {i[1].id: i for i in work_items(None)}
+    torch.set_default_dtype(torch.float64)
+    try:
+        result = run_clause(ports["conforming"], *items["FM-DTYPE"])
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert result.status == "failed" and "dtype float64, expected float32" in result.message
+    assert result.diagnosis.startswith("torch's default dtype is float64 in the port's process "
+                                       "(torch.set_default_dtype(float64)"), result.diagnosis
+    assert run_clause(ports["conforming"], *items["FM-DTYPE"]).status == "passed"

@@ -634,9 +634,16 @@ def dtype(ctx):
 
     def default():
         built = ctx.build(case, dtype=None)
-        _expect_dtype("default", built.forward(cast(x, "float32"), training=False), "float32")
-        for name, w in built.get_weights().items():
-            _expect_dtype(f"default weight {name}", w, "float32")
+        try:
+            _expect_dtype("default", built.forward(cast(x, "float32"), training=False),
+                          "float32")
+            for name, w in built.get_weights().items():
+                _expect_dtype(f"default weight {name}", w, "float32")
+        except ClauseFailure as failure:
+            said = _default_dtype_set()
+            if said is None:
+                raise
+            raise ClauseFailure(str(failure), diagnosis=said, checked=True) from None
 
     def wide():
         # every finding of the float64 build at once: what it holds, returns and computes
@@ -812,6 +819,28 @@ def _as_its_float32(ctx, case, name, training):
     if got.shape != want.shape or max_violation(got, want, FORWARD[name])[1] > 1.0:
         return None
     return out
+
+
+def _default_dtype_set() -> str | None:
+    """Words for a framework default dtype that is not float32 in this process (the port's
+    worker), read from the frameworks already imported: torch.set_default_dtype, Keras's
+    floatx. None where each imported one is float32."""
+    import sys
+
+    torch, keras = sys.modules.get("torch"), sys.modules.get("keras")
+    said = []
+    if torch is not None and torch.get_default_dtype() != torch.float32:
+        name = str(torch.get_default_dtype()).removeprefix("torch.")
+        said.append(f"torch's default dtype is {name} in the port's process "
+                    f"(torch.set_default_dtype({name}) at the port's import, or in a module it "
+                    "imports)")
+    if keras is not None and keras.config.floatx() != "float32":
+        said.append(f"Keras's floatx is {keras.config.floatx()} in the port's process "
+                    "(keras.config.set_floatx at the port's import)")
+    if not said:
+        return None
+    return ("; ".join(said) + ": a layer built at the default dtype holds and computes in it, "
+            "where the framework's default and the spec's is float32")
 
 
 def _expect_dtype(what, array, want):
