@@ -92,7 +92,9 @@ CLAUSES = [
         "INFERENCE",
         "inference",
         "In inference the output is x + D2(relu(D1(reshape(BN_moving(flatten(x)))))), equal to "
-        "the NumPy oracle within the dtype's tolerance in float32 and float64.",
+        "the NumPy oracle within the dtype's tolerance in float32 and float64; also after a "
+        "training call, with the weights set again: BN_moving normalises with the moving "
+        "statistics the layer holds, not with statistics kept from the last training batch.",
         "Flatten and reshape are row-major: the BatchNorm feature index is t*n_series + c.",
     ),
     _c(
