@@ -2220,9 +2220,11 @@ def _raised_alone(results, findings):
             built = (r.details or {}).get("raised_building")
             if built is not None:  # the build raised (suite.checks.Context.build)
                 config = ", ".join(f"{k}={v!r}" for k, v in built.items())
+                at = (r.details or {}).get("at")
+                at = f" at the port's {os.path.basename(at[0])}:{at[1]}" if at else ""
                 r = replace(r, cause=f"{layers[r.clause.split('-')[0]]}: building the layer "
-                            f"with {config} raises {said[1]}, where the spec's layer builds: "
-                            f"the port's own error [{text}]")
+                            f"with {config} raises {said[1]}{at}, where the spec's layer "
+                            f"builds: the port's own error [{text}]")
             else:
                 r = replace(r, cause=f"{layers[r.clause.split('-')[0]]}: a call raises "
                             f"{said[1]}, which no reading of the spec's computation explains: "

@@ -386,14 +386,17 @@ def test_a_build_refused_for_one_config_value_is_said_to_be_the_build(ports):
                                             "layers": ("GatedFeatureFusion",)})()
     items = {i[1].id: i for i in work_items(None)}
     result = run_clause(port, *items["GFF-ACTIVATIONS"])
-    assert result.details == {"raised_building": {"activation": "softmax"}}, result
+    line = Gate.__init__.__code__.co_firstlineno + 2  # the raise
+    assert result.details == {"raised_building": {"activation": "softmax"},
+                              "at": [str(Path(__file__).resolve()), line]}, result
     from portspec.isolation import items_for
 
     (said,) = rootcause.attach([run() for _, run in items_for(port, tasks=[
         (port.name, "GFF-ACTIVATIONS")])])
     assert said.cause == ("GatedFeatureFusion: building the layer with activation='softmax' "
-                          "raises ValueError, where the spec's layer builds: the port's own "
-                          "error [Unsupported nonlinearity softmax]"), said.cause
+                          f"raises ValueError at the port's {Path(__file__).name}:{line}, where "
+                          "the spec's layer builds: the port's own error [Unsupported "
+                          "nonlinearity softmax]"), said.cause
     # a call that raises after a build that raised and was caught is still a call's error
     assert run_clause(port, *items["GFF-INIT"]).status == "passed"
 

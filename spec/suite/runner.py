@@ -42,7 +42,13 @@ def run_clause(adapter, spec, clause, fn) -> Result:
                       exc.diagnosis, _since(start), exc.details)
     except Exception as exc:  # a port that raises fails the clause; the run goes on
         built = ctx.build_raised  # raised by building the layer, not by a call: for the causes
-        details = ({"raised_building": built[1]} if built and built[0] is exc else {})
+        details = {}
+        if built and built[0] is exc:
+            from portspec.rootcause import _port_frame
+
+            where = _port_frame(exc)
+            details = {"raised_building": built[1],
+                       **({"at": [where[0], where[1]]} if where else {})}
         return Result(clause.id, adapter.name, "failed",
                       f"raised {_describe(exc)}{ctx.held_at_neutral()}", seconds=_since(start),
                       details=details)
