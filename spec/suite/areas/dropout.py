@@ -332,7 +332,9 @@ def _independence(handle, config, x) -> tuple[list[str], list[str]]:
             shared.append(name)
     # the first site's decisions, read where site 2 kept (elsewhere they do not show): unit c
     # and unit N + c, one decision shared by every hidden unit where the two always agree
-    units = bool(n_kept > 1 and np.array_equal(m1a[kept2], m1b[kept2]) and off(1.0, n_kept))
+    rate1 = float(m1a[kept2].mean()) if n_kept else 0.0  # (every unit 0, say, shows no draw)
+    units = bool(n_kept > 1 and 0.0 < rate1 < 1.0 and np.array_equal(m1a[kept2], m1b[kept2])
+                 and off(1.0, n_kept))
     if units:
         problems.append(
             "site 1's decisions of hidden units c and N + c agree wherever site 2 kept "
@@ -348,12 +350,6 @@ def _independence(handle, config, x) -> tuple[list[str], list[str]]:
                 f"the time (where site 2 kept both); independent decisions agree "
                 f"p^2 + (1-p)^2 = {expected:.3f}")
             first.append(name)
-    if units and not first:
-        diagnoses.append(
-            "the first dropout site's mask broadcast along the hidden units: one decision per "
-            "sample and time step shared by every hidden unit (nn.Dropout1d or "
-            "Dropout2d, a noise_shape with 1 for the features), where the spec drops each "
-            "element")
     if first and not shared:
         diagnoses.append(
             f"the first dropout site's mask broadcast along the {' and '.join(first)} "
@@ -368,6 +364,12 @@ def _independence(handle, config, x) -> tuple[list[str], list[str]]:
             f"one dropout mask broadcast along the {' and '.join(shared)} "
             f"{'axes' if len(shared) > 1 else 'axis'}: the mask is not drawn per element "
             "(drawn for fewer axes and broadcast)")
+    if units and not first:  # after the second site's: the one a variant may word too
+        diagnoses.append(
+            "the first dropout site's mask broadcast along the hidden units: one decision per "
+            "sample and time step shared by every hidden unit (nn.Dropout1d or "
+            "Dropout2d, a noise_shape with 1 for the features), where the spec drops each "
+            "element")
     return problems, list(dict.fromkeys(diagnoses))
 
 

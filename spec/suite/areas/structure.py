@@ -78,20 +78,38 @@ def _reused(ctx, case, rng):
                                 diagnosis=BATCH_KEPT, checked=True)
     tol = FORWARD["float32"]
     if not same_result(again, first, tol):
-        # the same input once more, right after: where that differs too, inference is random
-        # (a dropout left on), not a shape kept from the first call
+        # the same input twice more, from one state: where those two differ, inference is
+        # random (a dropout left on); where they agree but differ from the call before, each
+        # inference call changes the state the next reads (moving statistics updated); either
+        # way not a shape kept from the first call
         from portspec.suite.areas.numerics import random_failure
 
-        repeat = np.asarray(handle.forward(x_small, training=False), np.float64)
+        try:
+            state = handle.get_weights()
+            repeat = np.asarray(handle.forward(x_small, training=False), np.float64)
+            handle.set_weights(state)
+            twice = np.asarray(handle.forward(x_small, training=False), np.float64)
+        except Exception:  # noqa: BLE001 - a state the clause cannot restore: as it was
+            repeat = twice = again
         random = random_failure(
-            again, repeat, f"{calls}: two inference calls", None,
+            repeat, twice, f"{calls}: two inference calls", None,
             "the calls cannot show whether the layer keeps a shape from the first",
             "a shape kept from the first call is not shown")
         if random is not None:
             raise random
+        if not same_result(repeat, again, tol):
+            raise ClauseFailure(
+                f"{calls}: each inference call changes what the next computes (two calls on "
+                "the same input from the same weights agree; two in a row differ by up to "
+                f"{np.nanmax(np.abs(repeat - again)):.3g})", diagnosis=STATEFUL, checked=True)
         raise ClauseFailure(f"{calls}: the last call's output differs from the first's (max "
                             f"|difference| {np.nanmax(np.abs(again - first)):.3g} beyond "
                             f"{tol:g}*(1+|x|))", diagnosis=BATCH_KEPT, checked=True)
+
+
+STATEFUL = ("an inference call changes the layer's state (its moving statistics, or a "
+            "buffer of its own), so each call computes with what the one before left, where "
+            "the spec's inference changes nothing")
 
 
 def _shape_variants(spec, case):
