@@ -2234,29 +2234,36 @@ def _raised_alone(results, findings):
 
 
 def _random_inference(results, findings):
-    """A failure whose clause found two inference calls of the same input to differ
-    (``numerics.random_failure``: FM-SHAPE's repeated call) is the cause that says dropout
-    draws in inference, where one does: the found variant dropping in inference
-    (``variants.drops_in_inference``), or another clause's checked diagnosis of it
+    """FM-SHAPE's repeated inference call, found random (``numerics.random_failure``) or
+    changing the state the next call reads (``structure.STATEFUL``), is the cause that says
+    so where one does: the found variant dropping in inference
+    (``variants.drops_in_inference``) or updating the moving statistics in inference
+    (``update`` "always"), or another clause's checked diagnosis of dropout in inference
     (``dropout.ACTIVE_IN_INFERENCE``)."""
     from portspec.suite.areas.dropout import ACTIVE_IN_INFERENCE
     from portspec.suite.areas.numerics import RANDOM
+    from portspec.suite.areas.structure import STATEFUL
 
-    active = {}
+    active, moving = {}, {}
     for r in results:
         key = (r.impl, r.clause.split("-")[0])
         found = findings.get(key)
-        if found is not None and found.fits and found.says and variants.drops_in_inference(
-                found.diff):
-            active[key] = found.line()
-        elif r.status == "failed" and ACTIVE_IN_INFERENCE in (r.cause or ""):
+        if found is not None and found.fits and found.says:
+            if variants.drops_in_inference(found.diff):
+                active[key] = found.line()
+            if found.diff.get("update") == "always" or found.diff.get(
+                    "training_flag") == "always":
+                moving[key] = found.line()
+        if r.status == "failed" and ACTIVE_IN_INFERENCE in (r.cause or ""):
             active.setdefault(key, r.cause)
     out = []
     for r in results:
         key = (r.impl, r.clause.split("-")[0])
-        if (key in active and r.status == "failed" and (r.diagnosis or "").startswith(RANDOM)
-                and "two inference calls" in r.message):
+        if r.status == "failed" and "two inference calls" in r.message and key in active and (
+                r.diagnosis or "").startswith(RANDOM):
             r = replace(r, cause=active[key])
+        elif r.status == "failed" and r.diagnosis == STATEFUL and key in moving:
+            r = replace(r, cause=moving[key])
         out.append(r)
     return out
 

@@ -438,3 +438,22 @@ def test_a_port_that_sets_torchs_default_dtype_is_said_to(ports):
     assert result.diagnosis.startswith("torch's default dtype is float64 in the port's process "
                                        "(torch.set_default_dtype(float64)"), result.diagnosis
     assert run_clause(ports["conforming"], *items["FM-DTYPE"]).status == "passed"
+
+
+@pytest.mark.parametrize("port, says, cause", [
+    ("moving-stats-updated-in-inference", "each inference call changes what the next computes",
+     "FeatureMixing: moving statistics updated in inference calls too"),
+    ("dropout-in-inference", "two inference calls with the same weights and input differ",
+     "FeatureMixing: dropout active in inference"),
+])
+def test_a_repeated_call_that_differs_is_not_put_down_to_a_kept_shape(ports, port, says, cause):
+    """FM-SHAPE calls one layer at batch 1, 3, then 1 again; where the last differs from the
+    first, a layer that updates its state in inference, or draws a dropout there, is told from
+    one that keeps a shape from its first call, and the failure points to that cause."""
+    from portspec.isolation import items_for
+
+    results = rootcause.attach([run() for _, run in items_for(ports[port], tasks=[
+        (port, c) for c in ("FM-SHAPE", "FM-DROPOUT-INFERENCE", "FM-BN-FROZEN")])])
+    shape = next(r for r in results if r.clause == "FM-SHAPE")
+    assert shape.status == "failed" and says in shape.message, shape.message
+    assert shape.cause.startswith(cause), shape.cause
