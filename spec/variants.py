@@ -734,8 +734,8 @@ ALONE = {("transpose", "reshape"), ("transpose", "reshape-in")}
 # One wording in both layers, so that one adapter mistake in both is one root cause.
 TRANSPOSE = {False: "Dense kernels (in, out)",
              True: "Dense kernels transposed ((out, in), torch.nn.Linear's layout, read as "
-                   "(in, out): where the port holds them (out, in), its weight map gives them "
-                   "identity where transpose was meant)",
+                   "(in, out): a weight map giving identity for kernels held (out, in), or "
+                   "transpose for kernels held (in, out))",
              "reshape": "Dense kernels reshaped where a transpose was meant: the (in, out) "
                         "kernel's values read in torch.nn.Linear's (out, in) order "
                         "(F.linear(x, kernel.reshape(out, in)) for kernel.T)",
