@@ -63,11 +63,15 @@ def cases() -> dict[str, str]:
             for name, spec in LAYERS.items()}
 
 
+def config_text(config) -> str:
+    """A config as words: "n_series=5, input_size=6, ..."."""
+    return ", ".join(f"{k}={v!r}" for k, v in config.items())
+
+
 def case_text(case) -> str:
     """A case's config and input shapes: "n_series=5, ..., input (8, 6, 5)"."""
-    config = ", ".join(f"{k}={v!r}" for k, v in case.config.items())
     shapes = " and ".join(str(tuple(s)) for s in case.input_shapes)
-    return f"{config}, input {shapes}"
+    return f"{config_text(case.config)}, input {shapes}"
 
 
 def _version(distribution: str) -> str | None:

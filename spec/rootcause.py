@@ -47,6 +47,7 @@ import numpy as np
 
 from portspec import variants
 from portspec.layers import LAYERS, Case
+from portspec.meta import config_text
 from portspec.tolerances import FORWARD, close, same_result
 
 PROBE = "probe:"  # clause-ID prefix of the probe's pseudo-results
@@ -1607,7 +1608,7 @@ def _raised(records) -> str | None:
                 f"run{_concat_axis(r)}")
     config = {k: v for k, v in r["config"].items()
               if all(o["config"].get(k) != v for o in ran)}
-    what = ", ".join(f"{k}={v!r}" for k, v in config.items()) or f"the {r['label']} case"
+    what = config_text(config) or f"the {r['label']} case"
     return f"a call with {what} raises {said}, where others run"
 
 
@@ -2219,7 +2220,7 @@ def _raised_alone(results, findings):
             text = said[2].split("; ")[0].strip()[:160].replace("[", "(").replace("]", ")")
             built = (r.details or {}).get("raised_building")
             if built is not None:  # the build raised (suite.checks.Context.build)
-                config = ", ".join(f"{k}={v!r}" for k, v in built.items())
+                config = config_text(built)
                 at = (r.details or {}).get("at")
                 at = f" at the port's {os.path.basename(at[0])}:{at[1]}" if at else ""
                 r = replace(r, cause=f"{layers[r.clause.split('-')[0]]}: building the layer "
@@ -2276,17 +2277,8 @@ def _kept_batch(results, findings):
     inference calls are the same order, read as batch statistics in inference."""
     from portspec.suite.areas.numerics import KEPT_BATCH
 
-    kept = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
-            if r.status == "failed" and r.diagnosis == KEPT_BATCH and r.cause}
-    out = []
-    for r in results:
-        key = (r.impl, r.clause.split("-")[0])
-        found = findings.get(key)
-        if (key in kept and r.status == "failed" and found is not None and found.located
-                and not found.fits and r.cause == found.line() and "after the step" in r.message):
-            r = replace(r, cause=kept[key])
-        out.append(r)
-    return out
+    return _located_to_checked(results, findings, KEPT_BATCH, lambda r, found: (
+        not found.fits and "after the step" in r.message))
 
 
 def _frozen_norm(results, findings):
@@ -2357,6 +2349,25 @@ def _grad_mode_calls(results, findings):
 _CASES_DIFFER = re.compile(r"the calls of the cases (.*?) differ from the spec oracle")
 
 
+def _located_to_checked(results, findings, diagnosis, also):
+    """Failures the staged probe's located reading of the layer was put down to, where a
+    clause of the same implementation and layer found ``diagnosis`` (checked, its cause set)
+    and ``also(result, finding)`` holds: that clause's cause. The probe reads one part at a
+    time, each call on a fresh build; a checked diagnosis that needs an order of calls (a
+    training call before an inference one) says what those readings were."""
+    checked = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+               if r.status == "failed" and r.diagnosis == diagnosis and r.cause}
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        if (key in checked and r.status == "failed" and found is not None and found.located
+                and r.cause == found.line() and also(r, found)):
+            r = replace(r, cause=checked[key])
+        out.append(r)
+    return out
+
+
 def _until_trained(results, findings):
     """Where a layer's inference clause finds inference using batch statistics until the
     layer's first training call (checked: the same call after one training call is the
@@ -2364,21 +2375,13 @@ def _until_trained(results, findings):
     from the spec (each probe call runs on a fresh, untrained build) are that cause."""
     from portspec.suite.areas.numerics import UNTIL_TRAINED
 
-    until = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
-             if r.status == "failed" and r.diagnosis == UNTIL_TRAINED and r.cause}
-    out = []
-    for r in results:
-        key = (r.impl, r.clause.split("-")[0])
-        found = findings.get(key)
-        if (key in until and r.status == "failed" and found is not None and not found.says
-                and found.located and r.cause == found.line()):
-            said = [_CASES_DIFFER.search(text) for text, _ in found.located]
-            if said and all(m and all(c.strip().endswith("(inference)")
-                                      for c in m[1].replace(" and ", ", ").split(", "))
-                            for m in said):
-                r = replace(r, cause=until[key])
-        out.append(r)
-    return out
+    def inference_alone(r, found):
+        said = [_CASES_DIFFER.search(text) for text, _ in found.located]
+        return not found.says and bool(said) and all(
+            m and all(c.strip().endswith("(inference)")
+                      for c in m[1].replace(" and ", ", ").split(", ")) for m in said)
+
+    return _located_to_checked(results, findings, UNTIL_TRAINED, inference_alone)
 
 
 def _float32_narrowed(results, findings):

@@ -63,18 +63,14 @@ class Context:
         it at its neutral value (``HeldAtNeutral``), and ``random_weights`` draws it there: the
         numeric clauses judge the rest of the port against the spec's layer without that
         weight. FM/GFF-WEIGHTS and -PARAMS fail for the weight itself, once."""
+        config = dict(config if config is not None else case.config)
         try:
-            handle = self.adapter.build(
-                self.spec.name,
-                dict(config if config is not None else case.config),
-                input_shapes=case.input_shapes,
-                seed=seed,
-                dtype=dtype,
-            )
+            handle = self.adapter.build(self.spec.name, dict(config),
+                                        input_shapes=case.input_shapes, seed=seed, dtype=dtype)
         except Exception as exc:
             # the exception a clause lets through is then said to be the build's
             # (``runner.run_clause``), with the config built
-            self.build_raised = (exc, dict(config if config is not None else case.config))
+            self.build_raised = (exc, config)
             raise
         try:
             layout = handle.weight_layout()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from portspec.clauses import ClauseFailure
+from portspec.meta import config_text
 from portspec.suite.checks import check
 
 
@@ -521,7 +522,6 @@ def init(ctx):
         (found if result else passed).append((case, result))
     if not found:
         return
-    several = len(cases) > 1
     if passed:  # each failing config named
         problems = [f"{_config(case)}: {'; '.join(p)}" for case, (p, _) in found]
     else:  # the first config's problems stand for all
@@ -532,7 +532,7 @@ def init(ctx):
     for case, (_, said) in found:
         if said:
             at.setdefault(said, []).append(_config(case))
-    if several and passed:
+    if passed:  # the first config or another is the spec's
         right = ", ".join(_config(c) for c, _ in passed)
         diagnosis = (f"the port's initialiser depends on the config, the spec's does not (as the "
                      f"spec's at {right}): " + "; ".join(f"at {' and '.join(where)}, {said}"
@@ -544,7 +544,7 @@ def init(ctx):
 
 
 def _config(case) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in case.config.items())
+    return config_text(case.config)
 
 
 def _problems(ctx, case, handle) -> tuple[list[str], str | None] | None:
