@@ -41,8 +41,14 @@ def counts(results) -> Counter:
 
 
 def summary_line(results) -> str:
-    n = counts(results)
-    return f"{n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped"
+    """The spec's clauses by status; a failed step that is no clause (a port that cannot be
+    loaded, LOAD; its portable weights not written, export:<Layer>) is named after them, not
+    counted as one."""
+    n = counts(r for r in results if r.clause in CLAUSE_TEXT)
+    steps = [f"{r.clause} [{r.impl}]" for r in results
+             if r.clause not in CLAUSE_TEXT and r.status == "failed"]
+    line = f"{n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped"
+    return line + (f"; failed besides: {', '.join(steps)}" if steps else "")
 
 
 def ok(results) -> bool:

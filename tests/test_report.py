@@ -273,3 +273,34 @@ def test_the_same_raised_error_in_many_clauses_is_shown_once():
         "✗ FM-SHAPE", "✗ FM-DTYPE", "✗ FM-VECTORS", "✗ FM-CALL", "✗ FM-TRAINING",
         "✗ FM-BN-UPDATE", "✗ FM-BN-FROZEN"]
     assert "    the same error (names' numbers aside) in 2 more: FM-INIT, FM-GRAD" in failures
+
+
+def test_a_failed_step_that_is_no_clause_is_named_not_counted():
+    """A port's portable weights not written (export:<Layer>) or a worker lost while loading
+    (LOAD) fail the run, and the summary counts the spec's clauses and names those apart."""
+    results = [*RESULTS, Result("export:FeatureMixing", "beta", "failed", "raised ValueError")]
+    line = report.summary_line(results)
+    assert line == "5 passed, 3 failed, 1 skipped; failed besides: export:FeatureMixing [beta]"
+    assert not report.ok(results)
+
+
+def test_a_clause_quoting_a_coloured_error_over_lines_says_it_on_one_line():
+    """A port's error quoted in a clause's message or diagnosis (Keras's carry terminal colours
+    and blank lines) reaches every report on one line, without the colour codes."""
+    from types import SimpleNamespace
+
+    from portspec.clauses import ClauseFailure
+    from portspec.layers import LAYERS
+    from portspec.suite import runner
+
+    spec = LAYERS["FeatureMixing"]
+    clause = spec.clauses[0]
+    quoted = "Exception encountered.\n\n\x1b[1mcannot compute AddV2\x1b[0m\n\n  • x=tensor"
+
+    def fails(ctx):
+        raise ClauseFailure(f"bfloat16: raised {quoted}", diagnosis=f"the port's ({quoted})")
+
+    adapter = SimpleNamespace(name="p", framework="torch")
+    r = runner.run_clause(adapter, spec, clause, fails)
+    assert r.message == "bfloat16: raised Exception encountered. cannot compute AddV2 • x=tensor"
+    assert r.diagnosis == "the port's (Exception encountered. cannot compute AddV2 • x=tensor)"

@@ -38,8 +38,8 @@ def run_clause(adapter, spec, clause, fn) -> Result:
     except NotApplicable as exc:
         return Result(clause.id, adapter.name, "skipped", str(exc), seconds=_since(start))
     except ClauseFailure as exc:
-        return Result(clause.id, adapter.name, "failed", str(exc) + ctx.held_at_neutral(),
-                      exc.diagnosis, _since(start), exc.details)
+        return Result(clause.id, adapter.name, "failed", _plain(str(exc)) + ctx.held_at_neutral(),
+                      exc.diagnosis and _plain(exc.diagnosis), _since(start), exc.details)
     except Exception as exc:  # a port that raises fails the clause; the run goes on
         built = ctx.build_raised  # raised by building the layer, not by a call: for the causes
         details = {}
@@ -121,6 +121,13 @@ def run_all(adapter, clauses=None, layers=None, on_result=None) -> list[Result]:
 
 def _since(start: float) -> float:
     return round(time.perf_counter() - start, 4)
+
+
+def _plain(text: str) -> str:
+    """A clause's words on one line, without terminal colours: a port's error quoted in them
+    may carry both (Keras's messages do)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return " ".join(text.split()) if "\n" in text else text
 
 
 def _describe(exc: BaseException, limit: int = 400) -> str:
