@@ -165,6 +165,9 @@ def bn_update(momentum, old_mean, old_var, flat, new_mean, new_var, tol) -> str 
             )
         else:
             findings.append(f"the moving mean keeps {a:.4g} of its old value, not {momentum}")
+    rounded = _rounded_momentum(momentum, old_mean, old_var, flat, new_mean, new_var, tol)
+    if rounded is not None:
+        findings.append(rounded)
     a_mean = a if a is not None else momentum
     if n > 1:
         unbiased = biased * n / (n - 1)
@@ -184,6 +187,43 @@ def bn_update(momentum, old_mean, old_var, flat, new_mean, new_var, tol) -> str 
                 "layer are computed or stored in float32"
             )
     return "; ".join(findings) or None
+
+
+MOMENTUM_ROUNDED = (
+    "the momentum is rounded to float32 ({said}) before the update: it keeps {keep:.10g} of "
+    "the old moving statistics and takes {take:.10g} of the batch's, where a float64 layer "
+    "keeps {m:g} and takes {rest:g} (a float32 scalar tensor or buffer holding the momentum, "
+    "or a momentum cast to float32)"
+)
+
+
+def _rounded_momentum(momentum, old_mean, old_var, flat, new_mean, new_var, tol) -> str | None:
+    """``MOMENTUM_ROUNDED``, where the update keeps float32's nearest to the share kept,
+    ``momentum``, or to the share taken, ``1 - momentum`` (a PyTorch-sense momentum held in
+    float32), the other share one minus it in float64 or in float32, and the exact shares do
+    not reproduce it (float32's rounding of a share is ~1e-9 of it; the float64 update's error
+    ~1e-16). As words, or None."""
+    f32 = np.float32
+    m, rest = float(momentum), 1.0 - float(momentum)
+    shares = []
+    for said, kept in ((f"float32({m:g})", f32(m)), (f"1 - float32({rest:g})", None)):
+        if kept is None:  # the share of the batch held in float32
+            take = f32(rest)
+            shares += [(said, 1.0 - float(take), float(take)), (said, float(f32(1) - take),
+                                                                  float(take))]
+        else:
+            shares += [(said, float(kept), 1.0 - float(kept)),
+                       (said, float(kept), float(f32(1) - kept))]
+    n = flat.shape[0]
+    mean = flat.mean(axis=0)
+    variances = [flat.var(axis=0, ddof=d) for d in (0, 1) if n > d]
+    for said, keep, take in shares:
+        if (keep, take) == (m, rest):
+            continue
+        if close(new_mean, keep * old_mean + take * mean, tol) and any(
+                close(new_var, keep * old_var + take * v, tol) for v in variances):
+            return MOMENTUM_ROUNDED.format(said=said, keep=keep, take=take, m=m, rest=rest)
+    return None
 
 
 def fit_candidates(candidates, actual, tol) -> str | None:

@@ -2133,6 +2133,10 @@ def attach(results, exchange: list | None = None):
         details = {**r.details, "variant": finding.summary()}
         cause = (_cause(prefixes[prefix], finding, r, exchange)
                  if finding.fits and finding.says else None)
+        if cause is not None and _only_close(cause) and r.diagnosis and _checked(
+                prefixes[prefix], r):
+            # "a little off" names no mistake; a diagnosis the clause checked does
+            cause = None
         if cause is not None:
             out[i] = replace(r, cause=cause.line(), details={**details,
                                                              "variant": cause.summary()})
@@ -2160,23 +2164,73 @@ def attach(results, exchange: list | None = None):
             # a located cause is the layer's cause above, whose calls this clause is not
             why = "" if finding.fits or finding.located else f" ({finding.line()})"
             out[i] = replace(r, cause=UNEXPLAINED + why, details=details)
+    out = _close_superseded(out, findings)
     for post_pass in (_bigger_module, _dropped_input, _step_after_gradient, _held_shapes,
                       _until_trained, _grad_mode_calls, _seeded, _constant_seed, _frozen_norm,
-                      _kept_batch, _random_inference,
-                      _flag_folded, _float32_narrowed, _raised_alone):
+                      _kept_batch, _random_inference, _rounded_by_its_buffer,
+                      _one_constant_seed,
+                      _flag_folded, _float32_narrowed, _raised_alone, _export_cause):
         out = post_pass(out, findings)
+    return out
+
+
+def _export_cause(results, findings):
+    """A failed export of a layer's portable weights (the pseudo-clause ``export:<Layer>``)
+    is the writing half of the portability clause: it gets the cause that clause's failure
+    has, where one is named (the same weight map refusing both, say)."""
+    portable = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+                if r.clause.endswith("-PORTABLE") and r.status == "failed" and r.cause
+                and not r.cause.startswith(UNEXPLAINED)}
+    out = []
+    for r in results:
+        layer = r.clause.partition("export:")[2]
+        if r.status == "failed" and layer in LAYERS and not r.cause:
+            cause = portable.get((r.impl, LAYERS[layer].prefix))
+            r = replace(r, cause=cause) if cause else r
+        out.append(r)
+    return out
+
+
+def _only_close(finding) -> bool:
+    """Does the finding say only that float64 arithmetic is a little off the oracle's
+    (``Finding.close``), no choice, refusal or storage?"""
+    return bool(finding.precision and finding.close and not (
+        finding.diff or finding.raised or finding.swap or finding.misshaped or finding.stored
+        or finding.held or finding.narrowed))
+
+
+def _close_superseded(results, findings):
+    """Where the search found only float64 arithmetic a little off the oracle's and a clause
+    of the layer checked a diagnosis of its own (the one such cause), the other failures put
+    down to that arithmetic point to the diagnosis: it says what is off."""
+    layers = {spec.prefix: spec.name for spec in LAYERS.values()}
+    checked: dict = {}
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        if (r.status == "failed" and found is not None and _only_close(found) and r.diagnosis
+                and r.cause == f"{layers[key[1]]}: {r.diagnosis}"):
+            checked.setdefault(key, set()).add(r.cause)
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        causes = checked.get(key, set())
+        if len(causes) == 1 and r.status == "failed" and r.cause == findings[key].line():
+            r = replace(r, cause=next(iter(causes)))
+        out.append(r)
     return out
 
 
 def _seeded(results, findings):
     """Where FM-BN-UPDATE finds the first training call copying the batch statistics and the
-    later ones updating as the spec (``batchnorm.SEEDED``, checked), the search's momentum 0
+    later ones updating as the spec (``batchnorm.SEEDED``, checked) or as a cumulative average
+    (``batchnorm.CUMULATIVE``, checked), the search's momentum 0
     (its calls each the first of a fresh build) and the counter or flag it keeps
     (``diagnose.COUNTER``) are that design: they point to it."""
     from portspec.diagnose import COUNTER
-    from portspec.suite.areas.batchnorm import SEEDED
+    from portspec.suite.areas.batchnorm import CUMULATIVE, SEEDED
 
-    head = SEEDED.split("{")[0]
+    head = (SEEDED.split("{")[0], CUMULATIVE.split("{")[0])
     layers = {spec.prefix: spec.name for spec in LAYERS.values()}
     seeded = {(r.impl, r.clause.split("-")[0]): f"{layers[r.clause.split('-')[0]]}: "
               f"{r.diagnosis}"
@@ -2189,8 +2243,27 @@ def _seeded(results, findings):
         first = (found is not None and set(found.diff) == {"momentum"}
                  and found.diff["momentum"] == 0.0 and r.cause == found.line())
         if key in seeded and r.status == "failed" and (
-                first or (r.diagnosis or "").startswith((COUNTER, head))):
+                first or (r.diagnosis or "").startswith((COUNTER, *head))):
             r = replace(r, cause=seeded[key])
+        out.append(r)
+    return out
+
+
+def _rounded_by_its_buffer(results, findings):
+    """A momentum rounded to float32 (``diagnose.MOMENTUM_ROUNDED``, FM-BN-UPDATE) where the
+    weight table finds the momentum held as state (``structure.HYPERPARAMETER``: a buffer
+    takes the weights' dtype, float32 by default) is that design: it points to it."""
+    from portspec.diagnose import MOMENTUM_ROUNDED
+    from portspec.suite.areas.structure import HYPERPARAMETER
+
+    held, rounded = HYPERPARAMETER.split("{")[0], MOMENTUM_ROUNDED.split("(")[0]
+    design = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+              if r.status == "failed" and held in (r.cause or "") and ", the momentum" in r.cause}
+    out = []
+    for r in results:
+        cause = design.get((r.impl, r.clause.split("-")[0]))
+        if cause and r.status == "failed" and rounded in (r.cause or ""):
+            r = replace(r, cause=cause)
         out.append(r)
     return out
 
@@ -2324,6 +2397,30 @@ def _constant_seed(results, findings):
         if (key in constant and r.status == "failed" and r.clause.endswith("-DETERMINISM")
                 and same and set(re.findall(r"'([\w.]+)'", same[1])) <= constant[key][1]):
             r = replace(r, cause=constant[key][0])
+        out.append(r)
+    return out
+
+
+def _one_constant_seed(results, findings):
+    """Masks that no seed of the layer changes (``determinism.MASKS_FIXED``) and that every
+    training call repeats (``dropout.KEY_REUSED``), both checked, are one design: a constant
+    seed drawn from anew in every call (``determinism.SEED_CONSTANT_EVERY_CALL``)."""
+    from portspec.suite.areas.determinism import MASKS_FIXED, SEED_CONSTANT_EVERY_CALL
+    from portspec.suite.areas.dropout import KEY_REUSED
+
+    layers = {spec.prefix: spec.name for spec in LAYERS.values()}
+    said: dict = {}
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        for part, text in (("fixed", MASKS_FIXED), ("reused", KEY_REUSED)):
+            if r.status == "failed" and r.cause == f"{layers.get(key[1])}: {text}":
+                said.setdefault(key, set()).add(part)
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        if said.get(key) == {"fixed", "reused"} and r.status == "failed" and r.cause in (
+                f"{layers[key[1]]}: {MASKS_FIXED}", f"{layers[key[1]]}: {KEY_REUSED}"):
+            r = replace(r, cause=f"{layers[key[1]]}: {SEED_CONSTANT_EVERY_CALL}")
         out.append(r)
     return out
 

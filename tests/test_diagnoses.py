@@ -124,6 +124,11 @@ CASES = [
         "first dropout site",
     ),
     ("dropout masks repeat", TORCH, "dropout-same-masks", "FM-DROPOUT-SITES", "reused"),
+    # torch.manual_seed(0) in the call: every layer and every call draws alike, one design
+    ("constant seed", TORCH, "dropout-same-masks", "FM-DROPOUT-SITES",
+     "drawn from a constant seed of the port's, the same in every layer and on every call"),
+    ("constant seed", TORCH, "dropout-same-masks", "FM-DETERMINISM",
+     "drawn from a constant seed of the port's, the same in every layer and on every call"),
     # one decision per sample and time step (nn.Dropout1d on (batch, time, channel)): the
     # channel axis is broadcast, and along the batch axis each decision counts once
     ("dropout mask broadcast", TORCH, "dropout1d-second-site", "FM-DROPOUT-SITES",
@@ -298,6 +303,28 @@ def test_other_momentum_and_float32_only_updates():
     assert "right to float32 precision only" in explain(0.01, np.float32)
 
 
+def test_a_momentum_rounded_to_float32_is_told_from_another_momentum():
+    """float32's nearest to the share kept (or to the share taken) is named, the other share in
+    float64 or float32 arithmetic; a share off by as much, not float32's, is not."""
+    rng = np.random.default_rng(2)
+    flat = rng.standard_normal((8, 30))
+    old_mean, old_var = rng.standard_normal(30), rng.uniform(0.5, 2, 30)
+    mean, var = flat.mean(0), flat.var(0)
+    f32 = np.float32
+
+    def explain(keep, take):
+        return diagnose.bn_update(0.01, old_mean, old_var, flat, keep * old_mean + take * mean,
+                                  keep * old_var + take * var, 1e-12) or ""
+
+    kept = float(f32(0.01))
+    assert explain(kept, 1 - kept).startswith("the momentum is rounded to float32 (float32(0.01))")
+    assert "takes 0.9900000095" in explain(kept, float(f32(1) - f32(0.01)))
+    assert "(1 - float32(0.99))" in explain(1 - float(f32(0.99)), float(f32(0.99)))
+    off = 0.01 + (0.01 - kept)  # as far from 0.01 as float32's rounding, the other way
+    assert "rounded to float32" not in explain(off, 1 - off)
+    assert "rounded to float32" not in explain(0.01, 0.99)
+
+
 def test_dropout_at_another_rate():
     from portspec.suite.areas.dropout import _scaling_diagnosis
 
@@ -338,10 +365,10 @@ def test_the_epsilon_fitted_in_numpys_arithmetic_is_the_exact_oracles(eps, dtype
 
 
 # Diagnoses checked by a mutant above, and those checked on the oracle or the evidence alone.
-BY_MUTANT = 40
-BY_EVIDENCE = 6  # transposed square kernels, float32 precision, another momentum, float32-only
-# update, another dropout rate, epsilon ~0 (a float64 call refused in any framework's words:
-# tests/test_rootcause.py)
+BY_MUTANT = 41
+BY_EVIDENCE = 7  # transposed square kernels, float32 precision, another momentum, float32-only
+# update, a momentum rounded to float32, another dropout rate, epsilon ~0 (a float64 call
+# refused in any framework's words: tests/test_rootcause.py)
 
 
 def test_the_count():

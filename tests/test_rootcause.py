@@ -103,6 +103,21 @@ def test_the_root_cause_explaining_most_clauses_comes_first():
         ("port", block), ("port", calls), ("other", calls), ("port", "unexplained")]
 
 
+def test_a_failed_export_gets_the_cause_of_its_layers_portability_failure():
+    """export:<Layer> is the writing half of <prefix>-PORTABLE: the weight map that refuses
+    the one refuses the other. Without a named cause there, it is left without one."""
+    from portspec.suite.runner import Result
+
+    cause = "FeatureMixing: the port holds dense1.kernel (6, 16) for the spec's (5, 16)"
+    export = Result("export:FeatureMixing", "port", "failed", "raised ValueError")
+    portable = Result("FM-PORTABLE", "port", "failed", "reading raised", cause=cause)
+    other = Result("export:FeatureMixing", "other", "failed", "raised ValueError")
+    out = rootcause._export_cause([export, portable, other], {})
+    assert [r.cause for r in out] == [cause, cause, None]
+    unexplained = Result("FM-PORTABLE", "port", "failed", "x", cause="unexplained")
+    assert rootcause._export_cause([export, unexplained], {})[0].cause is None
+
+
 # -- the measure: single-mistake ports ---------------------------------------------------------
 
 FIXTURES = Path(__file__).parent / "ports_fixtures"

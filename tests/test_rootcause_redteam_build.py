@@ -137,7 +137,8 @@ def test_no_initialiser_is_named_where_a_moment_contradicts_it(draw):
     assert said is None
     assert tails == ["gate.kernel fits none of the frameworks' default initialisers (uniform, "
                      "normal and 2-sd truncated normal at LeCun, He, Glorot and PyTorch Linear "
-                     "scales; Keras's and jax's fixed-scale defaults; a constant)"]
+                     "scales; Keras's and jax's fixed-scale defaults; a normal or uniform of "
+                     "a round scale; a constant)"]
 
 
 def test_a_uniform_not_centred_on_0_is_named_by_its_ends():
@@ -221,6 +222,38 @@ def test_a_bias_too_short_to_tell_goes_with_its_kernel_or_is_left_open():
     said, tails = init_area.identify([b])
     assert said is None and tails[0].startswith("dense1.bias fits ")
     assert "(too few values to tell)" in tails[0]
+
+
+def test_a_keras_vector_too_short_to_tell_goes_to_add_weight_s_default():
+    """A (64,) gate bias made by add_weight without an initializer (U(±sqrt(3/64))) fits
+    several defaults, He-uniform over the kernel's fan_in 128 being the same distribution; a
+    Keras port's is put down to add_weight's default, a torch port's is not."""
+    rng, n = np.random.default_rng(11), 64
+    b = ("gate.bias", "zeros", init_area.fitting(rng.uniform(-np.sqrt(3 / n), np.sqrt(3 / n), n),
+                                                 2 * n, None))
+    assert len(b[2]) > 1
+    said, tails = init_area.identify([b], "keras")
+    assert said.startswith(f"initial weights drawn from Glorot-uniform over its own ({n},) "
+                           "shape, fans (64, 64): Keras's add_weight default initializer, where "
+                           "no initializer is given, the port's framework's default instead of "
+                           "zeros") and not tails, said
+    assert init_area.identify([b], "torch")[0] is None
+
+
+@pytest.mark.parametrize("draw, name", [
+    (lambda r, s: r.normal(0, 0.02, s), "N(0, 0.02^2), a fixed standard deviation 0.02"),
+    (lambda r, s: r.uniform(-0.1, 0.1, s), "U(±0.1), a fixed bound"),
+    (lambda r, s: r.standard_normal(s), "N(0, 1^2), a fixed standard deviation 1"),
+])
+def test_a_round_scale_not_of_the_fans_is_named(draw, name):
+    """normal_(std=0.02) (the transformers' initializer_range), uniform_(-0.1, 0.1), a bare
+    randn: a scale the port's code fixes, which no fan gives; not named where the spread is
+    a round scale's but the shape another's (a Laplace of sd 0.02)."""
+    rng = np.random.default_rng(12)
+    [(found, evidence)] = init_area.fitting(draw(rng, (FAN_IN, FAN_OUT)), FAN_IN, FAN_OUT)
+    assert found.startswith(name) and "kurtosis" in evidence, found
+    assert init_area.fitting(rng.laplace(0, 0.02 / np.sqrt(2), (FAN_IN, FAN_OUT)),
+                             FAN_IN, FAN_OUT) == []
 
 
 def test_the_clause_makes_the_fit_its_checked_diagnosis():

@@ -71,6 +71,11 @@ class TorchPortAdapter(PortAdapter):
             raise ValueError(f"variant must be 'cpu' or 'cuda', got {variant!r}")
 
     def call(self, module, inputs, *, training):
+        """One call of the port's layer: ``module(x)``, or ``module(a, b)`` for a two-input
+        layer; override it for another signature. ``module`` is the port's module, or, for
+        the compiled clauses (FM-COMPILE, GFF-COMPILE), ``torch.compile``'s wrapper of it
+        (``OptimizedModule``, which calls it and forwards its attributes): an override that
+        tests the module's class tests ``getattr(module, "_orig_mod", module)``."""
         return module(*inputs) if isinstance(inputs, list) else module(inputs)
 
     def build(self, layer, config, *, input_shapes, seed, dtype=None):

@@ -130,6 +130,9 @@ class FM(nn.Module):
     affine_detached = False  # "gamma.data * z + beta.data" in training: no gradient reaches them
     mode_from_grad = False  # batch statistics "if torch.is_grad_enabled()", not self.training
     seeded = False  # the first training call copies the batch statistics into the moving ones
+    cumulative = False  # momentum=None: the n-th training call keeps (n-1)/n of the old value
+    momentum_buffer = False  # the momentum a registered buffer ("follows .to() and is saved")
+    momentum_f32 = False  # keep = torch.tensor(momentum, dtype=torch.float32) in the update
     inference_mode = False  # the inference normalisation under torch.inference_mode()
     batch_kept = False  # the first call's shape kept ("as build() would") and reshaped to
     kernel_rand = False  # Glorot by hand as torch.rand(...) * limit: U(0, limit), not centred
@@ -154,6 +157,8 @@ class FM(nn.Module):
                     else (lambda f: getattr(torch, f.__name__)(shape)))
             self.register_buffer("moving_mean", make(np.zeros), persistent=self.persistent)
             self.register_buffer("moving_var", make(np.ones), persistent=self.persistent)
+        if self.momentum_buffer:
+            self.register_buffer("momentum", torch.tensor(self.keep, dtype=torch.float32))
         if self.cached_inv_std:  # "rsqrt once, not every call"
             self.register_buffer("inv_std", torch.full(shape, (1 + self.eps) ** -0.5))
         if self.dropout_module:  # one module for both sites, under the config's name
@@ -244,9 +249,15 @@ class FM(nn.Module):
                     if self.update_with_output:  # a variable reused: the standardised values'
                         stat_var = ((v - mean) / torch.sqrt(var + self.eps)).var(
                             axes, keepdim=True, correction=0)
-                    bw = 1 - self.keep if self.batch_weight is None else self.batch_weight
-                    m = self.keep * self._as_grid(self.moving_mean) + bw * mean[0]
-                    kv = self.keep if self.var_keep is None else self.var_keep
+                    keep = self.momentum if self.momentum_buffer else self.keep
+                    if self.momentum_f32:
+                        keep = torch.tensor(self.keep, dtype=torch.float32)
+                    if self.cumulative:  # torch's momentum=None: 1/n of the n-th batch
+                        self._calls = getattr(self, "_calls", 0) + 1
+                        keep = (self._calls - 1) / self._calls
+                    bw = 1 - keep if self.batch_weight is None else self.batch_weight
+                    m = keep * self._as_grid(self.moving_mean) + bw * mean[0]
+                    kv = keep if self.var_keep is None else self.var_keep
                     bv = 1 - kv if self.batch_weight is None else self.batch_weight
                     s = kv * self._as_grid(self.moving_var) + bv * stat_var[0]
                     if self.update_mixture:  # the pooled variance of old and batch statistics
@@ -576,12 +587,13 @@ class Conforming(TorchPortAdapter):
         return self.gff(input_shapes[0][-1], **config)
 
     def call(self, module, inputs, *, training):
-        if isinstance(module, GFF):
+        module_itself = getattr(module, "_orig_mod", module)  # torch.compile's wrapper
+        if isinstance(module_itself, GFF):
             if not isinstance(inputs, (list, tuple)):
                 raise TypeError("GatedFeatureFusion inputs must be a list of two tensors")
             GFF_SPEC.check_call({}, [tuple(t.shape) for t in inputs],
                                 [str(t.dtype).removeprefix("torch.") for t in inputs],
-                                features=module.features)
+                                features=module_itself.features)
         return super().call(module, inputs, training=training)
 
 
@@ -843,6 +855,15 @@ PORTS = [
     port("moving-stats-seeded-by-the-first-batch", r"^FeatureMixing: the first training call "
          r"copies the batch's mean and variance into the moving statistics",
          fm={"seeded": True}),
+    port("momentum-a-float32-buffer", r"^FeatureMixing: the port's module holds weights "
+         r"outside the layer's table \(momentum: 0 trainable and 1 non-trainable values\): a "
+         r"hyperparameter held as state: momentum holds 0\.009999999776, the momentum",
+         fm={"momentum_buffer": True}),
+    port("momentum-rounded-to-float32", r"^FeatureMixing: the momentum is rounded to float32 "
+         r"\(float32\(0\.01\)\) before the update: it keeps 0\.009999999776",
+         fm={"momentum_f32": True}),
+    port("moving-stats-a-cumulative-average", r"^FeatureMixing: the moving statistics are a "
+         r"cumulative average of the training batches seen", fm={"cumulative": True}),
     port("inference-under-inference-mode", r"^FeatureMixing: part of the call runs under "
          r"torch\.inference_mode\(\)", fm={"inference_mode": True}),
     port("batch-size-kept-from-the-first-call", r"^FeatureMixing: the layer keeps a shape "

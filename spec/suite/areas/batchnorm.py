@@ -58,10 +58,14 @@ def bn_update(ctx):
                     diagnosis=lambda *_, f=explain: f(),
                 )
         except ClauseFailure as failure:
-            if _seeded(ctx, case, handle, config, weights, got, flat, tol):
-                raise ClauseFailure(str(failure), diagnosis=SEEDED.format(
+            design = _seeded(ctx, case, handle, config, weights, got, flat, tol)
+            if design is not None:
+                raise ClauseFailure(str(failure), diagnosis=design.format(
                     keep=f"{ctx.spec.momentum:g}"), details=failure.details,
                     checked=True) from None
+            if (failure.diagnosis or "").startswith(diagnose.MOMENTUM_ROUNDED.split("(")[0]):
+                raise ClauseFailure(str(failure), diagnosis=failure.diagnosis,
+                                    details=failure.details, checked=True) from None
             if other is not None:
                 # Judged by the wrong profile, not a porting error: say which one fits.
                 failure.details["better_profile"] = other.name
@@ -85,21 +89,47 @@ SEEDED = (
 )
 
 
-def _seeded(ctx, case, handle, config, weights, got, flat, tol) -> bool:
-    """``SEEDED``: the first training call's moving statistics are the batch's own (its
-    variance biased or unbiased), and a second training call, from the state the first left,
-    updates them as the spec does."""
+CUMULATIVE = (
+    "the moving statistics are a cumulative average of the training batches seen (PyTorch's "
+    "BatchNorm with momentum=None): the n-th training call keeps (n-1)/n of the old value, 0 "
+    "at the first call, 1/2 at the second, 2/3 at the third, where the spec keeps {keep} at "
+    "every call; give the momentum a value"
+)
+
+
+def _seeded(ctx, case, handle, config, weights, got, flat, tol) -> str | None:
+    """``SEEDED`` or ``CUMULATIVE``, else None: the first training call's moving statistics
+    are the batch's own (its variance biased or unbiased), and from the state it left a
+    second training call updates them as the spec does (``SEEDED``), or keeps 1/2 of the old
+    value and a third 2/3 (``CUMULATIVE``: the share 1/n of the n-th batch)."""
     mean = flat.mean(axis=0)
     if not (np.shape(got[MEAN]) == mean.shape and close(got[MEAN], mean, tol) and any(
             close(got[VAR], flat.var(axis=0, ddof=d), tol) for d in (0, 1)
             if flat.shape[0] > d)):
+        return None
+    rng = np.random.default_rng(81)
+    state = {**weights, MEAN: got[MEAN], VAR: got[VAR]}
+    for n in (2, 3):
+        x = ctx.inputs(case, rng, "float64")
+        handle.forward(x, training=True)
+        after = handle.get_weights()
+        if n == 2:
+            _, expected = ctx.spec.forward(config, state, x, training=True)
+            if all(close(after[k], expected[k], tol) for k in (MEAN, VAR)):
+                return SEEDED
+        if not _kept_share(state, x.reshape(x.shape[0], -1), after, (n - 1) / n, tol):
+            return None
+        state = {**state, MEAN: after[MEAN], VAR: after[VAR]}
+    return CUMULATIVE
+
+
+def _kept_share(old, flat, new, keep, tol) -> bool:
+    """Do the moving statistics ``new`` keep ``keep`` of ``old``'s and take the rest from the
+    batch ``flat`` (its variance biased or unbiased)?"""
+    if not close(new[MEAN], keep * old[MEAN] + (1 - keep) * flat.mean(axis=0), tol):
         return False
-    x = ctx.inputs(case, np.random.default_rng(81), "float64")
-    start = {**weights, MEAN: got[MEAN], VAR: got[VAR]}
-    handle.forward(x, training=True)
-    after = handle.get_weights()
-    _, expected = ctx.spec.forward(config, start, x, training=True)
-    return all(close(after[k], expected[k], tol) for k in (MEAN, VAR))
+    return any(close(new[VAR], keep * old[VAR] + (1 - keep) * flat.var(axis=0, ddof=d), tol)
+               for d in (0, 1) if flat.shape[0] > d)
 
 
 TRACKED = (

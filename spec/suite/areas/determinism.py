@@ -121,6 +121,18 @@ MASKS_FIXED = (
 )
 
 
+# MASKS_FIXED here and dropout.KEY_REUSED in FM-DROPOUT-SITES, both: one design
+# (rootcause._one_constant_seed)
+SEED_CONSTANT_EVERY_CALL = (
+    "the dropout masks are drawn from a constant seed of the port's, the same in every layer "
+    "and on every call (an integer seed given to a stateless draw: keras.random.dropout(x, "
+    "rate, seed=42), jax.random.bernoulli(jax.random.key(0), ...), torch.manual_seed(0) in "
+    "the call), so every layer and every training call draws the same masks; draw them from a "
+    "generator seeded with the layer's seed and advanced by each call "
+    "(keras.random.SeedGenerator(seed) made once, nnx.Rngs(seed), a torch.Generator)"
+)
+
+
 MASKS_SHARED = (
     "the dropout masks are drawn from a generator every layer shares (a framework-global one: "
     "Keras 2's Dropout or keras.random.dropout without a seed, TensorFlow's or NumPy's global "

@@ -187,7 +187,40 @@ def fitting(w: np.ndarray, fan_in: int | None, fan_out: int | None) -> list[tupl
                         f"{init.shape.name} has {init.shape.mu4:.3g}")
             for init in inits if init.problems(v, fan_in, fan_out) == []]
     return (fits or _with_gain(v, fan_in, fan_out, kurt) or _shifted(v, fan_in, fan_out)
-            or _fans_swapped(v, fan_in, fan_out, kurt))
+            or _fans_swapped(v, fan_in, fan_out, kurt) or _fixed_scale(v, kurt))
+
+
+# scales ports write by hand: normal_(std=0.02) (the transformers' initializer_range),
+# normal_(std=0.01), uniform_(-0.1, 0.1), a bare torch.randn (1). Few, and far apart: the
+# variance, which alone tells a scale, fits at 6 sd within some 9 % for 8192 values, and a
+# fan-scaled draw of a gain no framework names must not be read as a round one.
+ROUND_SCALES = (0.001, 0.01, 0.02, 0.05, 0.1, 1.0)
+
+
+def _fixed_scale(v, kurt) -> list[tuple[str, str]]:
+    """A weight drawn from a normal of a round standard deviation or a uniform of a round
+    bound, fixed by the port's code rather than scaled by the fans (``normal_(std=0.02)``,
+    the transformers' ``initializer_range``; ``uniform_(-0.1, 0.1)``): every moment fits that
+    scale at 6 sd (and a uniform its bound), as ``Initialiser.problems`` tests the defaults.
+    Only where no default fits, and the weight has the values to tell the two shapes apart
+    (kurtosis 3 and 1.8, whose sd for a normal is sqrt(24/n): 6 sd apart from n = 600): a
+    round scale is a guess among several, as the defaults are not; empty where none fits."""
+    if v.size < 600:
+        return []
+    out = []
+    for r in ROUND_SCALES:
+        for shape, name, var in ((NORMAL, f"N(0, {r:g}^2), a fixed standard deviation "
+                                  f"{r:g} not scaled by the fans (normal_(std={r:g}); 0.02 is "
+                                  "the transformers' initializer_range, as in BERT, GPT-2 and "
+                                  "ViT)", r * r),
+                                 (UNIFORM, f"U(±{r:g}), a fixed bound not scaled by the fans "
+                                  f"(uniform_(-{r:g}, {r:g}))", r * r / 3)):
+            init = Initialiser(name, shape, _fixed(var), "")
+            if init.problems(v, None, None) == []:
+                out.append((name, f"variance {v.var():.4g}, {r:g}^2"
+                            f"{'' if shape is NORMAL else '/3'} = {var:.4g}; kurtosis "
+                            f"{kurt:.3g}, a {shape.name} has {shape.mu4:.3g}"))
+    return out
 
 
 def _fans_swapped(v, fan_in, fan_out, kurt) -> list[tuple[str, str]]:
@@ -301,11 +334,13 @@ def _with_gain(v, fan_in, fan_out, kurt) -> list[tuple[str, str]]:
     return out
 
 
-# the initialiser a framework's own Dense layer applies when the port leaves a weight as built
+# the initialiser a framework gives a weight the port leaves as built, and how it is left so
 # (PyTorch's nn.Linear.reset_parameters: kernel and bias U(±1/sqrt(fan_in)); Flax's nnx.Linear:
 # kernel LeCun-normal truncated, bias zeros; Keras's Dense: the spec's own, Glorot-uniform and
-# zeros)
-BUILT = {"torch": DEFAULTS[0].name, "flax": DEFAULTS[3].name}
+# zeros, but add_weight without an initializer: Glorot-uniform over the vector's own shape)
+LEFT_BY_DENSE = "the weight left as its Dense layer initialised it"
+BUILT = {"torch": (DEFAULTS[0].name, LEFT_BY_DENSE), "flax": (DEFAULTS[3].name, LEFT_BY_DENSE),
+         "keras": ("Glorot-uniform over its own (", "")}  # the name says how
 
 
 def identify(failed: list[tuple[str, str, list]],
@@ -324,18 +359,20 @@ def identify(failed: list[tuple[str, str, list]],
             continue
         seen = {f[0][0] for f in named.values()}
         shared = [f for f in fits if f[0] in seen]
-        built = [f for f in fits if f[0] == BUILT.get(framework)]
+        prefix, how = BUILT.get(framework, (None, ""))
+        built = [f for f in fits if prefix and f[0].startswith(prefix)]
         if len(shared) == 1:
             named[name] = (shared[0], init)
         elif built and not shared:
             what, evidence = built[0]
-            named[name] = ((f"{what}, the port's framework's default: the weight left as its "
-                            "Dense layer initialised it", f"{evidence}; the values alone fit "
-                            f"{len(fits)} defaults"), init)
+            named[name] = ((f"{what}, the port's framework's default" + (f": {how}" if how
+                                                                           else ""),
+                            f"{evidence}; the values alone fit {len(fits)} defaults"), init)
         elif not fits:
             tails.append(f"{name} fits none of the frameworks' default initialisers (uniform, "
                          "normal and 2-sd truncated normal at LeCun, He, Glorot and PyTorch "
-                         "Linear scales; Keras's and jax's fixed-scale defaults; a constant)")
+                         "Linear scales; Keras's and jax's fixed-scale defaults; a normal or "
+                         "uniform of a round scale; a constant)")
         else:
             tails.append(f"{name} fits {len(fits)} of the frameworks' default initialisers "
                          f"(too few values to tell): {', '.join(f[0] for f in fits)}")
@@ -497,9 +534,10 @@ def _exchanged(spec, table, weights, failed) -> dict[str, str]:
 
 
 def _framework(handle) -> str | None:
-    """"torch" or "flax" where the port's layer is a PyTorch or Flax module, else None."""
+    """"torch", "flax" or "keras" where the port's layer is a PyTorch or Flax module or a
+    Keras 3 layer, else None."""
     names = {c.__module__.split(".")[0] for c in type(getattr(handle, "obj", None)).__mro__}
-    return "torch" if "torch" in names else "flax" if "flax" in names else None
+    return next((n for n in ("torch", "flax", "keras") if n in names), None)
 
 
 @check("init")

@@ -330,6 +330,41 @@ def _source(ctx, extra) -> str | None:
         return None
 
 
+HYPERPARAMETER = (
+    "a hyperparameter held as state: {said}; as a registered buffer or a variable it is "
+    "counted, saved and loaded with the weights, and it takes the weights' dtype (a float32 "
+    "buffer rounds it); hold it as a plain Python number"
+)
+
+
+def _hyperparameters(ctx, extra) -> str | None:
+    """``HYPERPARAMETER``, where every weight outside the table (``extra``, all
+    non-trainable) is a scalar whose value as built is one of the layer's hyperparameters: the
+    config's numbers, the momentum in either sense, epsilon (float32's rounding of it
+    too). As words, or None."""
+    if not extra:
+        return None
+    case = ctx.spec.cases()[0]
+    named = {k: v for k, v in case.config.items()
+             if isinstance(v, float | int) and not isinstance(v, bool)}
+    if ctx.spec.clauses_of("bn-update"):
+        named.update({"momentum": ctx.spec.momentum, "momentum (PyTorch's sense)":
+                      1.0 - ctx.spec.momentum, "epsilon": ctx.spec.epsilon})
+    try:
+        values = ctx.build(case)._read()
+    except Exception:  # noqa: BLE001 - a port that cannot be built says so elsewhere
+        return None
+    said = []
+    for path in extra:
+        value = np.ravel(np.asarray(values.get(path, []), np.float64))
+        hit = [n for n, v in named.items() if value.size == 1 and v != 0 and float(value[0])
+               in (float(v), float(np.float32(v)))]
+        if not hit:
+            return None
+        said.append(f"{path} holds {float(value[0]):.10g}, the {hit[0]}")
+    return HYPERPARAMETER.format(said="; ".join(said))
+
+
 # values a normalisation caches from its moving variance (epsilon the spec's)
 _CACHED = {"1/sqrt(moving_variance + epsilon)": lambda v, e: 1.0 / np.sqrt(v + e),
            "sqrt(moving_variance + epsilon)": lambda v, e: np.sqrt(v + e),
@@ -426,6 +461,8 @@ def _bigger(table, info, counts=None, spec_counts=None, ctx=None) -> str | None:
         return None
     names = ", ".join(extra[:4]) + (f" and {len(extra) - 4} more" if len(extra) > 4 else "")
     reduced = _source(ctx, extra) if ctx is not None else None
+    reduced = reduced or (_hyperparameters(ctx, [k for k in extra if not got[k][1]])
+                          if ctx is not None and sizes[0] == 0 else None)
     reduced = reduced or (_reduction(ctx, extra) if ctx is not None and len(extra) <= 4
                           else None)
     if reduced:
