@@ -2168,7 +2168,7 @@ def attach(results, exchange: list | None = None):
     for post_pass in (_bigger_module, _dropped_input, _step_after_gradient, _held_shapes,
                       _until_trained, _grad_mode_calls, _seeded, _constant_seed, _frozen_norm,
                       _kept_batch, _random_inference, _rounded_by_its_buffer,
-                      _one_constant_seed,
+                      _one_constant_seed, _dead_branch, _scaled_activation,
                       _flag_folded, _float32_narrowed, _raised_alone, _export_cause):
         out = post_pass(out, findings)
     return out
@@ -2401,6 +2401,52 @@ def _constant_seed(results, findings):
     return out
 
 
+def _scaled_activation(results, findings):
+    """Where GFF-ACTIVATIONS finds one activation computing act(c z) while the others are the
+    spec's (``numerics.ACTIVATION_SCALED``, checked), the staged probe's reading of the gate's
+    pre-activation as c times the spec's (read through the spec's default activation, the
+    sigmoid) is that activation's: the failures put down to it point to it."""
+    from portspec.suite.areas.numerics import ACTIVATION_SCALED
+
+    head = ACTIVATION_SCALED.split("{")[0]
+    scaled = {}
+    for r in results:
+        m = re.search(r"computes \w+\(([-\d.e]+) z\)", r.cause or "")
+        if r.status == "failed" and head in (r.cause or "") and m:
+            scaled[(r.impl, r.clause.split("-")[0])] = (r.cause, float(m[1]))
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        found = findings.get(key)
+        m = re.search(r"the gate's pre-activation is ([-\d.e]+) times the spec's", r.cause or "")
+        if (key in scaled and r.status == "failed" and found is not None
+                and r.cause == found.line() and m and abs(float(m[1]) - scaled[key][1]) < 1e-3):
+            r = replace(r, cause=scaled[key][0])
+        out.append(r)
+    return out
+
+
+def _dead_branch(results, findings):
+    """A layer that, as built, returns its input unchanged because a weight outside the table
+    zeroes its branch (``structure.IDENTITY``, checked: with that weight at 1 the port's
+    inference output is the spec's): its other failures of what the layer computes (a variant
+    fitted to a branch that is always 0, dropout masks that show nothing) are that weight's."""
+    from portspec.suite.areas.structure import IDENTITY
+
+    head = IDENTITY.split(":")[0]
+    dead = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+            if r.status == "failed" and head in (r.cause or "")}
+    out = []
+    for r in results:
+        key = (r.impl, r.clause.split("-")[0])
+        spec = LAYERS.get(next((n for n, s in LAYERS.items() if s.prefix == key[1]), ""))
+        if key in dead and r.status == "failed" and r.cause != dead[key] and spec is not None \
+                and spec.clause(r.clause.split("-", 1)[1]).family not in CHECKED_BEYOND_THE_OUTPUT:
+            r = replace(r, cause=dead[key])
+        out.append(r)
+    return out
+
+
 def _one_constant_seed(results, findings):
     """Masks that no seed of the layer changes (``determinism.MASKS_FIXED``) and that every
     training call repeats (``dropout.KEY_REUSED``), both checked, are one design: a constant
@@ -2524,7 +2570,8 @@ def _flag_folded(results, findings):
     return out
 
 
-_HELD_SHAPE = re.compile(r"(\w+\.\w+) \([\d, ]*\) for the spec's \(")
+# the weights of one shape the port holds at another, one or several named together
+_HELD_SHAPE = re.compile(r"((?:\w+\.\w+, )*\w+\.\w+) \([\d, ]*\) for the spec's \(")
 _SHAPE_ERROR = re.compile(r"raised \w+: .*(shape|broadcast|mat1 and mat2|size of tensor|"
                           r"dimension|dot_general)", re.IGNORECASE)
 
@@ -2538,7 +2585,7 @@ def _held_shapes(results, findings):
     held = {}
     for r in results:
         if r.status == "failed" and r.cause and ": the port holds " in r.cause:
-            names = _HELD_SHAPE.findall(r.cause)
+            names = [n for group in _HELD_SHAPE.findall(r.cause) for n in group.split(", ")]
             if names:
                 held.setdefault((r.impl, r.clause.split("-")[0]), (r.cause, names))
     out = []

@@ -443,3 +443,29 @@ def test_a_round_trip_saves_before_an_inference_call_that_moves_the_statistics()
         tasks=[(port, c) for c in ("FM-WEIGHTS-ROUNDTRIP", "FM-BN-FROZEN")], isolate=False)}
     assert results["FM-BN-FROZEN"].status == "failed", results
     assert results["FM-WEIGHTS-ROUNDTRIP"].status == "passed", results
+
+
+def test_a_normalisation_vector_held_per_channel_or_per_step_is_read_as_such():
+    """The spec's normalisation weights hold one value per flattened (time, channel) feature;
+    held at (n_series,) or (input_size,) they are per-channel or per-step statistics; a
+    config whose two sizes are equal names neither."""
+    from portspec.suite.areas.structure import _dims
+
+    config = {"n_series": 5, "input_size": 6, "dropout": 0.1, "ff_dim": 16}
+    assert _dims((5,), (30,), config).startswith(" (one per channel (n_series): statistics "
+                                                 "per channel over the batch and time")
+    assert _dims((6,), (30,), config).startswith(" (one per time step (input_size)")
+    assert _dims((7,), (30,), config) == ""
+    assert _dims((5,), (25,), {**config, "input_size": 5}) == ""
+
+
+def test_a_site_that_shows_no_decision_contradicts_no_rate():
+    """Site 2 dropping every unit leaves site 1 no decision to count: no rate is read there,
+    and no division by zero (a branch scaled by 0 as built shows that)."""
+    from portspec.suite.areas import dropout
+
+    assert dropout._rate_ok(0, 0, 0.3)
+    labels = np.array(["site 2 dropped"] * 64)
+    assert dropout._rate_problems(labels) == ["site 2 (after the second Dense) drops 1.000, "
+                                              "p = 0.3"]
+    assert dropout._rate_diagnosis(1.0, None) is None

@@ -104,6 +104,7 @@ class FM(nn.Module):
     persistent = True  # False: the moving statistics are left out of state_dict()
     plain_stats = False  # the moving statistics as plain tensor attributes, not buffers
     residual_projection = False  # proj(x) + branch: a Dense (N, N) on the residual path
+    rezero = False  # x + alpha * branch, alpha a trainable scalar from 0 (ReZero)
     output_float32 = False  # the output cast with .float() at the end
     dropout_module = False  # self.dropout = nn.Dropout(rate): the config reads the module
     scale_offset = False  # (1 + gamma) z + beta, gamma starting at 1
@@ -163,6 +164,8 @@ class FM(nn.Module):
             self.register_buffer("inv_std", torch.full(shape, (1 + self.eps) ** -0.5))
         if self.dropout_module:  # one module for both sites, under the config's name
             self.dropout = nn.Dropout(dropout)
+        if self.rezero:  # "the block starts as the identity"
+            self.alpha = nn.Parameter(torch.zeros(()))
         if self.residual_projection:  # kept from a block whose widths differ
             self.proj = nn.Linear(n_series, n_series)
         if self.plain_stats and hasattr(self, "moving_mean"):  # self.moving_mean = torch.zeros
@@ -404,6 +407,7 @@ class FM(nn.Module):
             z = z.float().to(x.dtype)
         y = self.branch(z)
         y = self.branch_sign * y
+        y = self.alpha * y if self.rezero else y
         x = self.proj(x) if self.residual_projection else x
         out = {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
             self.residual]
@@ -432,6 +436,7 @@ class GFF(nn.Module):
     naive_softmax = False  # exp(z) / sum(exp(z)), the max not subtracted
     global_max = False  # exp(z - z.max()) / sum over the row: the whole tensor's max
     formula_sigmoid = False  # 1 / (1 + exp(-z)) by hand
+    tanh_sigmoid = False  # "sigmoid" as 0.5 * (1 + tanh(z)), which is sigmoid(2 z)
     custom_sigmoid = False  # a sigmoid whose backward leaves out (1 - s)
     ln_inputs = False  # the gate computed from LayerNorm(a), LayerNorm(b) (no affine)
     orthogonal = False  # the gate kernel drawn with nn.init.orthogonal_
@@ -458,6 +463,8 @@ class GFF(nn.Module):
             return torch.exp(z) / torch.exp(z).sum(-1, keepdim=True)
         if name == "sigmoid" and self.formula_sigmoid:  # its derivative: inf / inf past 709
             return 1 / (1 + torch.exp(-z))
+        if name == "sigmoid" and self.tanh_sigmoid:  # "no exp to overflow"
+            return 0.5 * (1 + torch.tanh(z))
         if name == "softmax" and self.global_max:  # stabilised, but by the tensor's max
             e = torch.exp(z - z.max())
             return e / e.sum(-1, keepdim=True)
@@ -786,6 +793,9 @@ PORTS = [
          r"sum\(exp\(z\)\) without subtracting the max", gff={"naive_softmax": True}),
     port("gff-sigmoid-from-its-formula", r"^GatedFeatureFusion: the sigmoid is written from "
          r"its formula, 1 / \(1 \+ exp\(-z\)\)", gff={"formula_sigmoid": True}),
+    port("gff-sigmoid-from-tanh-without-the-half", r"^GatedFeatureFusion: the sigmoid computes "
+         r"sigmoid\(2 z\), where z is the gate's pre-activation: the port's tanh, relu, softmax "
+         r"gates are the spec's", gff={"tanh_sigmoid": True}),
     port("gff-softmax-global-max", r"the softmax is not stable: computed as exp\(z - max z\) "
          r"/ sum\(exp\(z - max z\)\) with the max of the whole tensor",
          gff={"global_max": True}),
@@ -817,6 +827,10 @@ PORTS = [
     port("residual-projection", r"holds weights outside the layer's table \(proj.weight, "
          r"proj.bias: .*with proj.weight the identity and proj.bias 0 the port's float64 "
          r"inference output is the spec's", fm={"residual_projection": True}),
+    port("branch-scaled-by-rezero-alpha", r"^FeatureMixing: the port's module holds weights "
+         r"outside the layer's table \(alpha: 1 trainable .*: as built the layer returns its "
+         r"input unchanged: .*with alpha 1 the port's float64 inference output is the spec's",
+         fm={"rezero": True}),
     port("output-cast-to-float32", r"^FeatureMixing: the output is cast to float32 \(a "
          r"float64 call returns float32", fm={"output_float32": True}),
     port("dropout-module-as-config", r"^FeatureMixing: get_config reports dropout=Dropout\(p="

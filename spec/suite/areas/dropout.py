@@ -50,7 +50,9 @@ def _branch(handle, x, training):
 
 
 def _rate_ok(count, n, p):
-    return abs(count / n - p) <= 6 * np.sqrt(p * (1 - p) / n)
+    """Is ``count`` drops of ``n`` decisions rate ``p`` at 6 sd? No decision (site 2 dropped
+    every unit, so site 1 shows none) contradicts no rate."""
+    return n == 0 or abs(count / n - p) <= 6 * np.sqrt(p * (1 - p) / n)
 
 
 @check("dropout-sites")
@@ -96,7 +98,8 @@ def dropout_sites(ctx):
         (dropped2, n), (dropped1, kept2) = _counts(labels)
         raise ClauseFailure(
             "; ".join(problems + found),
-            diagnosis="; ".join(why) or _rate_diagnosis(dropped2 / n, dropped1 / kept2),
+            diagnosis="; ".join(why) or _rate_diagnosis(dropped2 / n, dropped1 / kept2
+                                                         if kept2 else None),
             checked=bool(why),  # the independence probe's 6-sigma agreement, not the rate
         )
     if np.array_equal(branch, _branch(handle, x, True)):
@@ -300,6 +303,8 @@ def _independence(handle, config, x) -> tuple[list[str], list[str]]:
         return [], []  # values off the probe's levels: the first probe reports the scaling
     kept2, m1a, m1b = decoded
     n_kept = int(kept2.sum())
+    if n_kept == 0:  # site 2 dropped every unit: site 1 shows nothing to compare
+        return [], []
     same = float(1 - m1a[kept2].mean())  # drop rate of unit c where site 2 kept position c
     other = float(1 - m1b[kept2].mean())  # of unit N + c, a position site 2 does not have
     problems, diagnoses = [], []
@@ -423,6 +428,9 @@ def _scaling_diagnosis(branch, hidden: float = 1.0):
 
 
 def _rate_diagnosis(rate2, rate1):
+    """Words for the sites' drop fractions; ``rate1`` None where site 1 showed no decision."""
+    if rate1 is None:
+        return None
     if abs(rate2 - (1 - P)) < 0.05 or abs(rate1 - (1 - P)) < 0.05:
         return f"the drop fraction is near 1-p = {1 - P}: the rate is used as a keep probability"
     if rate1 < 0.05 or rate2 < 0.05:
@@ -442,11 +450,12 @@ def dropout_inference(ctx):
     held = handle.get_weights()
     x = ctx.spec.make_inputs(CASE, rng)
     first = handle.forward(x, training=False)
-    if not np.array_equal(first, handle.forward(x, training=False)):
+    if not np.array_equal(first, handle.forward(x, training=False), equal_nan=True):
         # the control: the same layer without dropout is deterministic in inference
         still = ctx.build(CASE, dtype="float64", config={**config, "dropout": 0.0})
         still.set_weights(weights)
-        rate = np.array_equal(still.forward(x, training=False), still.forward(x, training=False))
+        rate = np.array_equal(still.forward(x, training=False), still.forward(x, training=False),
+                              equal_nan=True)
         said = (FLAG_INVERTED if flag_inverted(ctx) else ACTIVE_IN_INFERENCE) if rate else None
         raise ClauseFailure(
             "inference with dropout 0.5 is not deterministic"

@@ -399,8 +399,15 @@ def saturated(ctx, case, rng, held: bool = False):
 
 @check("activations")
 def activations(ctx):
-    for case in ctx.spec.config_cases():
-        compare_with_oracle(ctx, case, dtype="float64", training=False)
+    cases = ctx.spec.config_cases()
+    for case in cases:
+        try:
+            compare_with_oracle(ctx, case, dtype="float64", training=False)
+        except ClauseFailure as failure:
+            said = _activation_scaled(ctx, case, cases)
+            if said is None:
+                raise
+            raise ClauseFailure(str(failure), diagnosis=said, checked=True) from None
     for case in ctx.spec.config_cases():
         handle, weights, x, z = saturated(ctx, case, np.random.default_rng(7))
         out = handle.forward(x, training=False)
@@ -411,6 +418,56 @@ def activations(ctx):
             raise ClauseFailure(f"{what}: {overflow}", diagnosis=overflow, checked=True)
         expect_float64(ctx, what, handle, case.config, weights, x, out, expected,
                        training=False)
+
+
+ACTIVATION_SCALED = (
+    "the {name} computes {name}({c} z), where z is the gate's pre-activation: the port's "
+    "{others} gates are the spec's on the same pre-activation, so the {name} itself is off, "
+    "not the kernel or the bias{how}"
+)
+# an activation written from another's formula, off by a factor in its argument
+_SCALED_HOW = {("sigmoid", 2.0): " (0.5 * (1 + tanh(z)) is sigmoid(2 z); the sigmoid is "
+                                 "0.5 * (1 + tanh(z / 2)))",
+               ("tanh", 0.5): " (2 * sigmoid(z) - 1 is tanh(z / 2); tanh is "
+                              "2 * sigmoid(2 z) - 1)"}
+# elementwise activations, inverted on the gate's values inside their ranges
+_INVERSE = {"sigmoid": (lambda g: np.log(g / (1.0 - g)), lambda v: 1.0 / (1.0 + np.exp(-v)),
+                        (0.0, 1.0)),
+            "tanh": (np.arctanh, np.tanh, (-1.0, 1.0))}
+
+
+def _activation_scaled(ctx, case, cases) -> str | None:
+    """``ACTIVATION_SCALED``: the gate of ``case``'s activation (sigmoid or tanh), read back
+    from the port's output where the two inputs differ, is that activation of c times the
+    spec's pre-activation (least squares on its inverse, then the whole output to float64's
+    tolerance), c not 1, and every other activation of ``cases`` gives the spec's output: a
+    kernel or bias scaled would scale them all."""
+    name = case.config.get("activation")
+    if name not in _INVERSE:
+        return None
+    others = [c for c in cases if c is not case]
+    for other in others:
+        try:
+            compare_with_oracle(ctx, other, dtype="float64", training=False)
+        except Exception:  # noqa: BLE001 - another activation off too: not this reading
+            return None
+    handle, config, weights, (a, b) = _primed(ctx, case, "float64", False)
+    out = np.asarray(handle.forward([a, b], training=False), np.float64)
+    z = np.concatenate([a, b], axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
+    inverse, forward, (lo, hi) = _INVERSE[name]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = (out - b) / (a - b)
+    use = (np.abs(a - b) > 1e-3) & (g > lo + 1e-6) & (g < hi - 1e-6) & (np.abs(z) > 1e-3)
+    if use.sum() < 10:
+        return None
+    c = float(np.sum(inverse(g[use]) * z[use]) / np.sum(z[use] ** 2))
+    gate = forward(c * z)
+    if abs(c - 1.0) < 1e-3 or not close(out, gate * a + (1.0 - gate) * b, FORWARD["float64"]):
+        return None
+    c = round(c, 6)
+    return ACTIVATION_SCALED.format(
+        name=name, c=f"{c:g}", others=", ".join(o.config["activation"] for o in others),
+        how=_SCALED_HOW.get((name, c), ""))
 
 
 # the activations as written from their definitions, without guarding exp's overflow (or

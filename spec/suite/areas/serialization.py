@@ -201,7 +201,7 @@ def save_native(ctx):
             if unsaved and (failure.diagnosis or "").startswith(NOT_RESTORED):
                 failure.diagnosis += f" ({unsaved})"
             raise
-        if not np.array_equal(loaded.forward(x, training=False), before):
+        if not np.array_equal(loaded.forward(x, training=False), before, equal_nan=True):
             diagnosis = _config_diagnosis(loaded, handle)
             as_reported = None if diagnosis else _saved_as_reported(ctx, case, handle, loaded, x)
             raise ClauseFailure(
@@ -268,7 +268,8 @@ def _saved_as_reported(ctx, case, saved, loaded, x) -> tuple[dict, str] | None:
             return None
         twin = ctx.build(case, config=reported)
         twin.set_weights(dict(saved.get_weights()))
-        if not np.array_equal(twin.forward(x, training=False), loaded.forward(x, training=False)):
+        if not np.array_equal(twin.forward(x, training=False), loaded.forward(x, training=False),
+                              equal_nan=True):
             return None
         lost = _first_loss(ctx)
     except Exception:  # noqa: BLE001 - the hypothesis cannot be tested: no diagnosis
@@ -319,7 +320,7 @@ def weights_roundtrip(ctx):
             fresh = ctx.build(Case(case.config, case.input_shapes), seed=99)
             fresh.load_weights(path)
         _same_weights(weights, fresh.get_weights(), f"{case.label}: safetensors round trip")
-        if not np.array_equal(fresh.forward(x, training=False), before):
+        if not np.array_equal(fresh.forward(x, training=False), before, equal_nan=True):
             # the round trip judged by outputs the layer itself does not repeat: dropout's why
             why = random_in_inference(ctx, handle, case, case.config, handle.get_weights(), x,
                                       dtype="float32")
@@ -344,7 +345,7 @@ def _same_weights(want: dict, got: dict, what: str, initial=None):
             raise ClauseFailure(
                 f"{what}: {name} has shape {b.shape}, expected {a.shape}", diagnosis=diagnosis
             )
-        if not np.array_equal(a.astype(np.float64), b.astype(np.float64)):
+        if not np.array_equal(a.astype(np.float64), b.astype(np.float64), equal_nan=True):
             differ.append(name)
     if differ:
         name = differ[0]

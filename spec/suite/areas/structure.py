@@ -330,6 +330,14 @@ def _source(ctx, extra) -> str | None:
         return None
 
 
+# A weight outside the table that zeroes the branch as built (rootcause._dead_branch)
+IDENTITY = (
+    "as built the layer returns its input unchanged: its branch is scaled by a weight outside "
+    "the table that starts at 0 (ReZero's alpha, a layer scale initialised to 0), so every "
+    "check of what the branch computes sees none of it"
+)
+
+
 HYPERPARAMETER = (
     "a hyperparameter held as state: {said}; as a registered buffer or a variable it is "
     "counted, saved and loaded with the weights, and it takes the weights' dtype (a float32 "
@@ -423,6 +431,8 @@ def _reduction(ctx, extra) -> str | None:
 
         if off() <= tol:  # the extra weights change nothing as built: no reading of them
             return None
+        # the branch dead as built: the output is the input itself
+        dead = np.array_equal(np.asarray(handle.forward(x, training=False), np.float64), x)
         derived = _derived(handle, native, extra, weights, off, tol)
         if derived:
             _REDUCES[key] = derived
@@ -437,8 +447,9 @@ def _reduction(ctx, extra) -> str | None:
             handle._write_all([(p, v) for p, (_, v) in zip(extra, combo, strict=True)])
             if off() <= tol:
                 said = " and ".join(f"{p} {w}" for p, (w, _) in zip(extra, combo, strict=True))
-                _REDUCES[key] = (f"a computation the spec has not, on those weights: with {said} "
-                                 "the port's float64 inference output is the spec's")
+                _REDUCES[key] = ((f"{IDENTITY}; " if dead else "") + "a computation the spec "
+                                 f"has not, on those weights: with {said} the port's float64 "
+                                 "inference output is the spec's")
                 break
     except Exception:  # noqa: BLE001 - a port that cannot be read so is not read so
         return None
@@ -527,6 +538,18 @@ def _dims(held: tuple, want: tuple, config: dict, input_shapes=()) -> str:
     where the spec's is by the inputs' last axis)" for a gate sized off the wrong axis, " (an
     extra axis of input_size: one per time step)"; '' where the dimensions name nothing or
     the same parameters."""
+    flat = config.get("input_size", 0) * config.get("n_series", 0)
+    if flat and tuple(want) == (flat,) and len(held) == 1 and len({
+            config["input_size"], config["n_series"]}) == 2:
+        # a normalisation's vector: the spec's one value per flattened (time, channel) feature
+        per = {config["n_series"]: "channel (n_series): statistics per channel over the batch "
+               "and time, as BatchNorm1d or BatchNormalization() over the last axis computes "
+               "them on (batch, time, channel)",
+               config["input_size"]: "time step (input_size): statistics per time step over "
+               "the batch and channels"}.get(held[0])
+        if per:
+            return (f" (one per {per}, where the spec's has one per flattened (time, channel) "
+                    "feature, input_size * n_series)")
     names = {}
     for k, v in config.items():
         if isinstance(v, int) and not isinstance(v, bool):
@@ -597,9 +620,14 @@ def _holding(ctx, case, handle, info) -> str | None:
         return bigger
     got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
     other_shape = [w for w in table if w.name in got and got[w.name][0] != tuple(w.shape)]
-    reshaped = [f"{w.name} {got[w.name][0]} for the spec's {tuple(w.shape)}"
-                + _dims(got[w.name][0], tuple(w.shape), case.config, case.input_shapes)
-                for w in other_shape]
+    # weights of one shape each, held at one other shape for one reason, in one phrase
+    groups: dict = {}
+    for w in other_shape:
+        key = (got[w.name][0], tuple(w.shape))
+        groups.setdefault(key, []).append(w.name)
+    reshaped = [f"{', '.join(names)} {held} for the spec's {want}"
+                + _dims(held, want, case.config, case.input_shapes)
+                for (held, want), names in groups.items()]
     if reshaped and counts == spec_counts:  # the counts need no reading; the shapes may
         same = all(int(np.prod(got[w.name][0])) == size[w.name] for w in other_shape)
         if not same or any(k not in size for k in got):
