@@ -2443,6 +2443,9 @@ def _dead_branch(results, findings):
         if key in dead and r.status == "failed" and r.cause != dead[key] and spec is not None \
                 and spec.clause(r.clause.split("-", 1)[1]).family not in CHECKED_BEYOND_THE_OUTPUT:
             r = replace(r, cause=dead[key])
+        if key in dead and r.cause == dead[key] and "variant" in r.details:
+            # the variants fitted to a branch that is always 0 are not the cause: not evidence
+            r = replace(r, details={k: v for k, v in r.details.items() if k != "variant"})
         out.append(r)
     return out
 
