@@ -1264,7 +1264,8 @@ def _evaluate(spec, space, records, choices, tol):
 
 # a clip fitted among the round bounds ports write, the tightest first that reproduces every
 # output (a clip that never bites is the spec: the candidate without it fits first)
-FITTED_CLIPS = {"clip": variants.CLIPS, "gate_clip": variants.GATE_CLIPS[::-1]}
+FITTED_CLIPS = {"clip": variants.CLIPS, "norm_clip": variants.CLIPS,
+                "gate_clip": variants.GATE_CLIPS[::-1]}
 
 
 def _fit_rate(spec, space, records, choices, tol) -> float | None:

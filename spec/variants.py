@@ -205,6 +205,10 @@ FM_DEFAULTS = {
     # the standardised features (x - mean) / sqrt(var + eps) clipped to [-c, c] before the
     # scale and offset ("to guard outliers"); None: not clipped. Fitted among CLIPS.
     "clip": None,
+    # the normalisation's output gamma z + beta clipped to [-c, c] ("clip(BN(x), -5, 5)"):
+    # in training a batch's standardised values stay below sqrt(B - 1), so it bites in
+    # inference alone; None: not clipped. Fitted among CLIPS.
+    "norm_clip": None,
     # a training batch of one: "batch" (its own statistics, as any batch); "moving": the
     # BatchNorm run as in inference for it (moving statistics used, not updated), a port's
     # guard against the variance of one sample; "frozen": normalised with its own statistics
@@ -371,6 +375,12 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
                 denom = np.sqrt(var + c["eps"])
             else:
                 denom = np.sqrt(var) + c["eps"]
+        if c["norm_clip"] is not None:
+            bound = c["norm_clip"]
+            return np.clip(affine(v, mean, denom), -bound, bound)
+        return affine(v, mean, denom)
+
+    def affine(v, mean, denom):
         if c["affine"] is True and c["clip"] is None:  # the spec's order: defaults agree
             return grid(w["norm.gamma"]) * (v - mean) / denom + grid(w["norm.beta"])
         z = (v - mean) / denom
@@ -455,7 +465,8 @@ DROPOUT_ONLY = frozenset({"dropout_scale", "sites", "shared_mask", "mask_axis",
 # (its update takes the batch's either way), the MLP and the residual. Not ``transpose``: an
 # (out, in) kernel read as (in, out) may raise on its shape, and a call that raises leaves no
 # statistics.
-OUTPUT_ONLY = frozenset({"affine", "clip", "eps", "eps_where", "var_ddof", "train_stats",
+OUTPUT_ONLY = frozenset({"affine", "clip", "norm_clip", "eps", "eps_where", "var_ddof",
+                         "train_stats",
                          "infer_stats", "activation", "biases", "residual"})
 
 
@@ -777,6 +788,7 @@ FM_SPACE = Space(
         "residual_dropout": [True],
         "map_swap": ["stats", "affine"],
         "clip": ["fit"],
+        "norm_clip": ["fit"],
         "batch_one": ["moving", "frozen"],
         "transpose": [True, "reshape", "reshape-in"],
     },
@@ -911,6 +923,10 @@ FM_SPACE = Space(
                      "weight map (each mapped to the other's weight)",
                      "affine": "gamma and beta exchanged in the weight map (each mapped to the "
                      "other's weight)"},
+        "norm_clip": lambda c: ("the normalisation's output used as it is" if c is None else
+                                f"the normalisation's output gamma z + beta clipped to "
+                                f"[-{c:g}, {c:g}] (a clip after the BatchNorm; in training "
+                                f"its values stay inside, in inference they need not)"),
         "clip": lambda c: ("the standardised features used as they are" if c is None else
                            f"the standardised features (x - mean) / sqrt(var + eps) clipped to "
                            f"[-{c:g}, {c:g}] before the scale and offset"),
@@ -1041,7 +1057,8 @@ AREAS = {
         **dict.fromkeys(("norm", "affine", "position", "eps", "eps_where", "momentum",
                          "var_momentum", "var_ddof", "update_ddof", "train_stats",
                          "infer_stats", "update", "norm_training", "flatten", "var_update",
-                         "clip", "batch_one", "train_mean", "batch_stats", "state_shape"),
+                         "clip", "norm_clip", "batch_one", "train_mean", "batch_stats",
+                         "state_shape"),
                         "normalisation"),
         "training_flag": "training flag",
         **dict.fromkeys(("activation", "biases", "transpose"), "MLP"),

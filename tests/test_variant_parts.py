@@ -12,7 +12,7 @@ from portspec import variants
 from portspec.layers import feature_mixing as fm
 
 # each fitted choice at a value a fit could give
-FITTED = {"eps": 0.1, "var_momentum": 0.7, "clip": 1.5, "dropout_rate": 0.25}
+FITTED = {"eps": 0.1, "var_momentum": 0.7, "clip": 1.5, "norm_clip": 1.5, "dropout_rate": 0.25}
 
 
 def _values(choice):

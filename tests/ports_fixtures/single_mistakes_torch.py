@@ -85,6 +85,7 @@ class FM(nn.Module):
     update_std = flag_ignored = False  # the moving variance updated with the std; eval always
     affine = "both"  # "scale": no offset (beta absent), "offset": no scale (gamma absent)
     clip = None  # the standardised features clamped to [-clip, clip]
+    norm_clip = None  # the normalisation's output clamped: "clip(BN(x), -5, 5)"
     batch_one_moving = False  # a training batch of one normalised as in inference
     # outside the variant space (named by the staged probe, portspec.localise)
     eps_outside_in_training = False  # sqrt(var) + eps in training, sqrt(var + eps) otherwise
@@ -403,6 +404,7 @@ class FM(nn.Module):
         else:
             z = self.normalise(x)
         z = x if self.norm_output_unused else z  # dense1(x) where dense1(z) was meant
+        z = z if self.norm_clip is None else z.clamp(-self.norm_clip, self.norm_clip)
         if self.float32_inside:  # a sublayer that rounds to float32 whatever it is given
             z = z.float().to(x.dtype)
         y = self.branch(z)
@@ -629,6 +631,7 @@ PORTS = [
     port("bn-per-time-step", {"norm": "batch-time"}, fm={"norm": "time"}),
     port("bn-one-scalar", {"norm": "batch-scalar"}, fm={"norm": "scalar"}),
     port("standardised-clipped", {"clip": 5.0}, fm={"clip": 5.0}),
+    port("normalisation-output-clipped", {"norm_clip": 5.0}, fm={"norm_clip": 5.0}),
     port("batch-of-one-as-inference", {"batch_one": "moving"}, fm={"batch_one_moving": True}),
     port("layernorm-LN-after-residual", {"norm": "layer-LN", "position": "after"},
          fm={"norm": "layer-LN", "position": "after"}),
