@@ -214,16 +214,20 @@ def _rounded_momentum(momentum, old_mean, old_var, flat, new_mean, new_var, tol)
         else:
             shares += [(said, float(kept), 1.0 - float(kept)),
                        (said, float(kept), float(f32(1) - kept))]
-    n = flat.shape[0]
-    mean = flat.mean(axis=0)
-    variances = [flat.var(axis=0, ddof=d) for d in (0, 1) if n > d]
     for said, keep, take in shares:
-        if (keep, take) == (m, rest):
-            continue
-        if close(new_mean, keep * old_mean + take * mean, tol) and any(
-                close(new_var, keep * old_var + take * v, tol) for v in variances):
+        if (keep, take) != (m, rest) and update_fits(old_mean, old_var, flat, new_mean, new_var,
+                                                     keep, take, tol):
             return MOMENTUM_ROUNDED.format(said=said, keep=keep, take=take, m=m, rest=rest)
     return None
+
+
+def update_fits(old_mean, old_var, flat, new_mean, new_var, keep, take, tol) -> bool:
+    """Do the moving statistics ``new_*`` keep ``keep`` of the old and take ``take`` of the
+    batch ``flat``'s (its variance biased or unbiased), to ``tol``?"""
+    if not close(new_mean, keep * old_mean + take * flat.mean(axis=0), tol):
+        return False
+    return any(close(new_var, keep * old_var + take * flat.var(axis=0, ddof=d), tol)
+               for d in (0, 1) if flat.shape[0] > d)
 
 
 def fit_candidates(candidates, actual, tol) -> str | None:

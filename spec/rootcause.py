@@ -2437,12 +2437,12 @@ def _dead_branch(results, findings):
     head = IDENTITY.split(":")[0]
     dead = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
             if r.status == "failed" and head in (r.cause or "")}
+    prefixes = {spec.prefix: spec for spec in LAYERS.values()}
     out = []
     for r in results:
         key = (r.impl, r.clause.split("-")[0])
-        spec = LAYERS.get(next((n for n, s in LAYERS.items() if s.prefix == key[1]), ""))
-        if key in dead and r.status == "failed" and r.cause != dead[key] and spec is not None \
-                and spec.clause(r.clause.split("-", 1)[1]).family not in CHECKED_BEYOND_THE_OUTPUT:
+        if key in dead and r.status == "failed" and r.cause != dead[key] and prefixes[
+                key[1]].clause(r.clause.split("-", 1)[1]).family not in CHECKED_BEYOND_THE_OUTPUT:
             r = replace(r, cause=dead[key])
         if key in dead and r.cause == dead[key] and "variant" in r.details:
             # the variants fitted to a branch that is always 0 are not the cause: not evidence

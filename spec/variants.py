@@ -466,8 +466,7 @@ DROPOUT_ONLY = frozenset({"dropout_scale", "sites", "shared_mask", "mask_axis",
 # (out, in) kernel read as (in, out) may raise on its shape, and a call that raises leaves no
 # statistics.
 OUTPUT_ONLY = frozenset({"affine", "clip", "norm_clip", "eps", "eps_where", "var_ddof",
-                         "train_stats",
-                         "infer_stats", "activation", "biases", "residual"})
+                         "train_stats", "infer_stats", "activation", "biases", "residual"})
 
 
 def state_choices(space, choices: dict) -> dict:

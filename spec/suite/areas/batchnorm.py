@@ -117,19 +117,12 @@ def _seeded(ctx, case, handle, config, weights, got, flat, tol) -> str | None:
             _, expected = ctx.spec.forward(config, state, x, training=True)
             if all(close(after[k], expected[k], tol) for k in (MEAN, VAR)):
                 return SEEDED
-        if not _kept_share(state, x.reshape(x.shape[0], -1), after, (n - 1) / n, tol):
+        keep = (n - 1) / n
+        if not diagnose.update_fits(state[MEAN], state[VAR], x.reshape(x.shape[0], -1),
+                                    after[MEAN], after[VAR], keep, 1 - keep, tol):
             return None
         state = {**state, MEAN: after[MEAN], VAR: after[VAR]}
     return CUMULATIVE
-
-
-def _kept_share(old, flat, new, keep, tol) -> bool:
-    """Do the moving statistics ``new`` keep ``keep`` of ``old``'s and take the rest from the
-    batch ``flat`` (its variance biased or unbiased)?"""
-    if not close(new[MEAN], keep * old[MEAN] + (1 - keep) * flat.mean(axis=0), tol):
-        return False
-    return any(close(new[VAR], keep * old[VAR] + (1 - keep) * flat.var(axis=0, ddof=d), tol)
-               for d in (0, 1) if flat.shape[0] > d)
 
 
 TRACKED = (
