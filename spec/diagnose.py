@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from portspec.layers import Case
+from portspec.report import quote
 from portspec.tolerances import FORWARD, close, max_violation
 
 
@@ -312,10 +313,10 @@ def explain_refusal(result, clause, adapter, spec):
             foreign = _foreign_compute(adapter, spec, case, low[1])
             if foreign:
                 return replace(result, details={**result.details, "checked": True},
-                               diagnosis=f"{foreign} ({low[2]}: {low[3][:100]})")
+                               diagnosis=f"{foreign} ({low[2]}: {quote(low[3])})")
             return replace(result, details={**result.details, "checked": True}, diagnosis=(
                 f"a {low[1]} call raises where the same call in float32 runs, and the port's "
-                f"error names {low[1]} ({low[2]}: {low[3][:100]}): the port refuses "
+                f"error names {low[1]} ({low[2]}: {quote(low[3])}): the port refuses "
                 "low-precision floats (a dtype check that accepts float32 and float64 alone, "
                 "or a part fixed to them), where the spec computes in the floating dtype it "
                 "is given"))

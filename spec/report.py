@@ -16,6 +16,7 @@ import html as html_lib
 import json
 import re
 import sys
+import textwrap
 from collections import Counter
 from xml.etree import ElementTree as ET
 
@@ -104,6 +105,14 @@ def _pair_mark(verdict) -> tuple[str, str]:
 def one_line(text: str | None) -> str:
     """A message on one line, without the terminal escapes some frameworks put in errors."""
     return " ".join(ANSI.sub("", text or "").split())
+
+
+def quote(text: str | None, width: int = 200) -> str:
+    """An error quoted inside a verdict: on one line, and past ``width`` characters cut at a
+    word with " ..." (textwrap.shorten), never mid-word unless its first word is longer."""
+    line = one_line(text)
+    short = textwrap.shorten(line, width, placeholder=" ...")
+    return short if short.strip(". ") or not line else line[:width - 4] + " ..."
 
 
 def _skips(results):

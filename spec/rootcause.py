@@ -48,6 +48,7 @@ import numpy as np
 from portspec import variants
 from portspec.layers import LAYERS, Case
 from portspec.meta import config_text
+from portspec.report import quote
 from portspec.tolerances import FORWARD, close, same_result
 
 PROBE = "probe:"  # clause-ID prefix of the probe's pseudo-results
@@ -852,7 +853,7 @@ class Finding:
         if self.swap:
             a, b = self.swap
             evidence = (f" [calls of the probe are refused as the spec's config is given "
-                        f"({self.swap_refusal[:120]}); with {a} and {b} exchanged before the "
+                        f"({quote(self.swap_refusal)}); with {a} and {b} exchanged before the "
                         "adapter builds, every call runs"
                         + (f", and max error vs the spec oracle {_g(self.spec_error)}, vs this "
                            f"variant {_g(self.variant_error)}]" if self.diff else
@@ -1584,14 +1585,14 @@ def _raised(records) -> str | None:
         if r["error"] and r["label"] == "batch 1" and r["training"] and others_ran:
             from portspec.diagnose import BATCH_OF_ONE
 
-            said = r["error"][:120].replace("[", "(").replace("]", ")")
+            said = quote(r["error"]).replace("[", "(").replace("]", ")")
             return f"{BATCH_OF_ONE} [{said}]"  # the evidence in brackets, as the report merges
         if r["error"] and r["label"].endswith("float64 build"):
-            return f"a float64 layer cannot be built ({r['error'][:120]})"
+            return f"a float64 layer cannot be built ({quote(r['error'])})"
     raised = [r for r in records if r["error"] and r.get("dtype") == "float64"]
     if not raised:
         return None
-    r, said = raised[0], f"({raised[0]['error'][:120]})"
+    r, said = raised[0], f"({quote(raised[0]['error'])})"
     if DTYPE_CLASH.search(r["error"]):  # the framework's own words: two dtypes met
         said += (": float32 meets float64 inside the layer, where the port casts an input or "
                  "a weight to float32 (.float(), dtype=float32) or holds one in float32")

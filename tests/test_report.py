@@ -304,3 +304,20 @@ def test_a_clause_quoting_a_coloured_error_over_lines_says_it_on_one_line():
     r = runner.run_clause(adapter, spec, clause, fails)
     assert r.message == "bfloat16: raised Exception encountered. cannot compute AddV2 • x=tensor"
     assert r.diagnosis == "the port's (Exception encountered. cannot compute AddV2 • x=tensor)"
+
+
+def test_an_error_quoted_in_a_verdict_is_cut_at_a_word():
+    """An error too long to quote whole is cut at a word and marked " ...": never mid-word,
+    as "... argument or cl" once read; one word longer than the width is cut inside it."""
+    from portspec.report import quote
+
+    flax = ("`deterministic` is False, but no `rngs` argument was provided to Dropout as "
+            "either a __call__ argument or class attribute.")
+    assert quote(flax) == flax  # 128 characters: whole
+    cut = quote(flax, 80)
+    assert cut == "`deterministic` is False, but no `rngs` argument was provided to Dropout as ..."
+    assert len(cut) <= 80 and flax.startswith(cut[:-4])
+    assert quote("\x1b[1mshape\x1b[0m\n\n (3,)") == "shape (3,)"
+    assert quote("x" * 300, 50) == "x" * 46 + " ..."
+    assert quote(None) == ""
+

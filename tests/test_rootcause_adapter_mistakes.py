@@ -56,7 +56,9 @@ def test_an_adapter_swapping_two_parameters_is_found_by_swapping_them_back(ports
     [swap] = [r for r in records if r["label"] == "config swap"]
     assert swap["state"]["swap"] == ["n_series", "ff_dim"]
     # what the swap made run: torch builds the weights first, gamma at L * ff_dim = 96
-    assert swap["error"].startswith("ValueError: 'norm.gamma' maps to gamma of shape")
+    # the refusal says both shapes: the port's, and the spec's it was given
+    assert swap["error"].startswith("ValueError: 'norm.gamma' maps to gamma of shape (96,) for "
+                                    "the spec's (30,)"), swap["error"]
     found = rootcause.search(FM, records)
     assert found.swap == ("n_series", "ff_dim") and found.diff == {}
     assert found.line().startswith(

@@ -430,7 +430,8 @@ class PortHandle(Handle):
                     fitted.append((path, np.reshape(part, own)))
                     continue
                 hint = "" if entry.parts else self._hint(name, entry, value, native)
-                raise ValueError(f"{name!r} maps to {path} of shape {own}{hint}")
+                raise ValueError(f"{name!r} maps to {path} of shape {own} for the spec's "
+                                 f"{tuple(np.shape(value))}{hint}")
             fitted.append((path, part))
         return fitted
 

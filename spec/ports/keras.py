@@ -406,6 +406,8 @@ class KerasPortHandle(PortHandle):
         load gives it (Keras rebuilds a loaded layer with the shape its config stored in JSON:
         lists, not tuples), where a fresh layer of the same config builds from the tuples;
         None where both build, or neither does."""
+        from portspec.report import quote
+
         lists = [list(s) for s in self.input_shapes]
         tuples = [tuple(s) for s in self.input_shapes]
         if not self.spec.multi_input:
@@ -420,7 +422,7 @@ class KerasPortHandle(PortHandle):
                 layer.build(shape)
                 outcomes.append(None)
             except Exception as exc:  # noqa: BLE001 - the refusal is the evidence
-                outcomes.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+                outcomes.append(f"{type(exc).__name__}: {quote(str(exc))}")
         if outcomes[0] is not None or outcomes[1] is None:
             return None
         return (f"build() refuses the input shape as lists, {lists}, where it builds from "

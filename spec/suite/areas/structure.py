@@ -302,7 +302,7 @@ def _split(handle, want, got, problems) -> str | None:
 
 # PortHandle's refusal with SPLIT_HINT, read back: the one wording in ports.base
 _SPLIT_REFUSAL = re.compile(
-    r"'(?P<name>[^']+)' maps to \S+ of shape \([^)]*\); "
+    r"'(?P<name>[^']+)' maps to \S+ of shape \([^)]*\)(?: for the spec's \([^)]*\))?; "
     + re.escape(SPLIT_HINT).replace(re.escape("{call}"),
                                     r"(?P<call>portspec\.ports\.concat\(.*?\))"))
 
