@@ -293,7 +293,7 @@ INFERENCE_MODE = ("part of the call runs under torch.inference_mode(): tensors m
 
 # FM/GFF-DTYPE's words for a low-precision call the port refused: the dtype, the exception,
 # its text
-LOW_REFUSED = re.compile(r"^(bfloat16|float16) training=\w+: raised (\w+): ([^;]*)")
+LOW_REFUSED = re.compile(r"^(bfloat16|float16) training=\w+(?:, [^:;]*)?: raised (\w+): ([^;]*)")
 
 # Keras's serialization refusing a layer whose get_config returned None (keras/src/saving).
 GET_CONFIG_ERROR = re.compile(r"get_config\(\)` method of .* should return a dict\. It "

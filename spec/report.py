@@ -277,11 +277,8 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
         lines += ["", f"{prefix}-PORTABLE: rows write portable weights, columns read them"]
         lines += _matrix_lines(writers, readers, pcells)
         lines += not_judged_line(results, prefix)
-    # each root cause written once, numbered; a failure it explains refers to its number (its
-    # diagnosis is that cause's evidence seen from one clause), an unexplained one says all
     causes = root_causes(results)
-    number = {(impl, clause): n for n, (impl, cause, ids) in enumerate(causes, 1)
-              for clause in ids if not cause.startswith("unexplained")}
+    number = cause_numbers(causes)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines += ["", "Failures:"]
@@ -312,6 +309,15 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
     lines += ["", summary_line(results)]
     head = ["Root causes:", *(f"({n}) {_cause_line(*c)}" for n, c in enumerate(causes, 1)), ""]
     return "\n".join((head if causes else []) + lines)
+
+
+def cause_numbers(causes) -> dict[tuple[str, str], int]:
+    """{(implementation, clause): n} for the clauses the n-th root cause explains. Every
+    report writes each root cause once, numbered; a failure it explains refers to its number
+    (its diagnosis is that cause's evidence seen from one clause), an unexplained one says
+    all."""
+    return {(impl, clause): n for n, (impl, cause, ids) in enumerate(causes, 1)
+            for clause in ids if not cause.startswith("unexplained")}
 
 
 def _same_errors(failed) -> dict[int, tuple[str, ...]]:
@@ -396,9 +402,11 @@ def to_markdown(results, title: str | None = None, meta: dict | None = None) -> 
     title = title or (title_of(results, meta) if meta else None)
     lines = [f"## {title}", ""] if title else []
     causes = root_causes(results)
+    number = cause_numbers(causes)
     if causes:
         lines += ["**Root causes**", ""]
-        lines += [f"- ({impl}) {_md(cause)}: {', '.join(ids)}" for impl, cause, ids in causes]
+        lines += [f"- **({n})** ({impl}) {_md(cause)}: {', '.join(ids)}"
+                  for n, (impl, cause, ids) in enumerate(causes, 1)]
         lines += [""]
     lines += ["| clause | " + " | ".join(impls) + " |", "|---" * (len(impls) + 1) + "|"]
     for clause in clauses:
@@ -421,12 +429,21 @@ def to_markdown(results, title: str | None = None, meta: dict | None = None) -> 
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines += ["", "**Failures**", ""]
+        same = _same_errors(failed)
         for r in failed:
+            if same.get(id(r)) == ():
+                continue  # said with the first clause that raised it
             line = f"- **{r.clause}** ({r.impl}): {_md(r.message)}"
-            if r.diagnosis:
-                line += f"  \n  *Diagnosis:* {_md(r.diagnosis)}"
-            if _cause_of(r):
-                line += f"  \n  *Root cause:* {_md(_cause_of(r))}"
+            if same.get(id(r)):
+                line += (f"  \n  the same error (names' numbers aside) in {len(same[id(r)])} "
+                         f"more: {', '.join(same[id(r)])}")
+            if (r.impl, r.clause) in number:
+                line += f"  \n  *Root cause:* ({number[r.impl, r.clause]}) above"
+            else:
+                if r.diagnosis:
+                    line += f"  \n  *Diagnosis:* {_md(r.diagnosis)}"
+                if _cause_of(r):
+                    line += f"  \n  *Root cause:* {_md(_cause_of(r))}"
             lines.append(line)
             for key, items in detail_lists(r.details) if _not_shown(r) else ():  # whole
                 lines.append(f"  - {_md(key)} ({len(items)}):")
@@ -541,8 +558,9 @@ def to_html(results, title: str | None = None, meta: dict | None = None) -> str:
         f"<p>{esc(summary_line(results))}</p>",
         *(
             ["<h2>Root causes</h2><ul>"]
-            + [f"<li>({esc(i)}) {esc(c)}: <code>{esc(', '.join(ids))}</code></li>"
-               for i, c, ids in root_causes(results)]
+            + [f'<li id="cause-{n}"><b>({n})</b> ({esc(i)}) {esc(c)}: '
+               f"<code>{esc(', '.join(ids))}</code></li>"
+               for n, (i, c, ids) in enumerate(root_causes(results), 1)]
             + ["</ul>"]
             if root_causes(results) else []
         ),
@@ -566,12 +584,17 @@ def to_html(results, title: str | None = None, meta: dict | None = None) -> str:
     failed = [r for r in results if r.status == "failed"]
     if failed:
         parts.append("<h2>Failures</h2><ul>")
+        number = cause_numbers(root_causes(results))
         for r in failed:
             item = f"<code>{esc(r.clause)}</code> ({esc(r.impl)}): {esc(one_line(r.message))}"
-            if r.diagnosis:
-                item += f'<br><span class="diag">Diagnosis: {esc(r.diagnosis)}</span>'
-            if _cause_of(r):
-                item += f'<br><span class="diag">Root cause: {esc(_cause_of(r))}</span>'
+            if (r.impl, r.clause) in number:  # the cause once, above; each entry links to it
+                n = number[r.impl, r.clause]
+                item += f'<br><span class="diag">Root cause: <a href="#cause-{n}">({n})</a></span>'
+            else:
+                if r.diagnosis:
+                    item += f'<br><span class="diag">Diagnosis: {esc(r.diagnosis)}</span>'
+                if _cause_of(r):
+                    item += f'<br><span class="diag">Root cause: {esc(_cause_of(r))}</span>'
             item += _html_details(r.details)
             parts.append(f'<li id="{_anchor(r)}">{item}</li>')
         parts.append("</ul>")

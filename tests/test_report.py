@@ -273,6 +273,31 @@ def test_the_same_raised_error_in_many_clauses_is_shown_once():
         "✗ FM-SHAPE", "✗ FM-DTYPE", "✗ FM-VECTORS", "✗ FM-CALL", "✗ FM-TRAINING",
         "✗ FM-BN-UPDATE", "✗ FM-BN-FROZEN"]
     assert "    the same error (names' numbers aside) in 2 more: FM-INIT, FM-GRAD" in failures
+    # the Markdown report alike: one entry, the others named under it
+    md = report.to_markdown(results).split("**Failures**")[1]
+    assert [line.split(" (p)")[0] for line in md.splitlines() if line.startswith("- **")] == [
+        "- **FM-SHAPE**", "- **FM-DTYPE**", "- **FM-VECTORS**", "- **FM-CALL**",
+        "- **FM-TRAINING**", "- **FM-BN-UPDATE**", "- **FM-BN-FROZEN**"]
+    assert "the same error (names' numbers aside) in 2 more: FM-INIT, FM-GRAD" in md
+
+
+def test_every_report_writes_a_root_cause_once_and_refers_to_it_by_number():
+    """A root cause explaining many failures is written once, numbered, in each format; each
+    failure it explains refers to its number instead of repeating it (and its diagnosis, that
+    cause seen from one clause); an unexplained failure keeps its diagnosis and says so."""
+    cause = "FeatureMixing: " + "a long account of the one mistake " * 8
+    results = [Result(c, "p", "failed", f"{c} differs", diagnosis="the clause's own view",
+                      cause=cause) for c in ("FM-INFERENCE", "FM-TRAINING", "FM-VECTORS")]
+    results.append(Result("FM-GRAD", "p", "failed", "grad differs", diagnosis="a hint",
+                          cause="unexplained"))
+    for text in (report.terminal(results, color=False), report.to_markdown(results),
+                 report.to_html(results)):
+        assert text.count("a long account") == 8, text  # the one cause line, once
+        assert "the clause's own view" not in text
+        assert "a hint" in text and "unexplained (no variant" in text
+    md = report.to_markdown(results)
+    assert md.count("*Root cause:* (1) above") == 3
+    assert report.to_html(results).count('href="#cause-1"') == 3
 
 
 def test_a_failed_step_that_is_no_clause_is_named_not_counted():
@@ -321,3 +346,18 @@ def test_an_error_quoted_in_a_verdict_is_cut_at_a_word():
     assert quote("x" * 300, 50) == "x" * 46 + " ..."
     assert quote(None) == ""
 
+
+
+def test_one_refusal_met_by_every_dtype_is_said_once():
+    """FM-DTYPE tries up to eight calls: an adapter refusal every one of them meets is one
+    sentence after their labels, not eight; other failures keep their own words and order."""
+    from portspec.clauses import ClauseFailure
+    from portspec.suite.areas.numerics import _raised_once
+
+    refusal = "raised ValueError: 'dense1.kernel' maps to fc1.kernel of shape (6, 16)"
+    failures = [ClauseFailure(f"{label}: {refusal}", details={"label": label})
+                for label in ("float64", "bfloat16 training=False", "bfloat16 update")]
+    failures.insert(1, ClauseFailure("default: output dtype float64, expected float32"))
+    assert _raised_once(failures) == (
+        f"float64, bfloat16 training=False, bfloat16 update: {refusal}; default: output dtype "
+        "float64, expected float32")

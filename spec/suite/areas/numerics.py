@@ -687,7 +687,8 @@ def dtype(ctx):
         except ClauseFailure as exc:
             failures.append(exc)
         except Exception as exc:  # noqa: BLE001 - the port raised: this dtype fails, go on
-            failures.append(ClauseFailure(f"{label}: raised {type(exc).__name__}: {exc}"))
+            failures.append(ClauseFailure(f"{label}: raised {type(exc).__name__}: {exc}",
+                                          details={"label": label}))
 
     def default():
         built = ctx.build(case, dtype=None)
@@ -840,9 +841,24 @@ def dtype(ctx):
         attempt(f"{name} update", lambda n=name: kept(n))
     if failures:
         first = next((f for f in failures if f.diagnosis), failures[0])
-        raise ClauseFailure(
-            "; ".join(str(f) for f in failures), diagnosis=first.diagnosis, details=first.details
-        )
+        raise ClauseFailure(_raised_once(failures), diagnosis=first.diagnosis,
+                            details={k: v for k, v in first.details.items() if k != "label"})
+
+
+def _raised_once(failures) -> str:
+    """The failures' messages joined, each error the port raised said once after the labels
+    of every step that raised it ("float64, bfloat16 training=False: raised ValueError: ..."),
+    in the order first met: one refusal met by every dtype is one sentence, not seven."""
+    said: dict[str, list[str]] = {}
+    for f in failures:
+        label = f.details.get("label")
+        text = str(f)
+        if label is not None and text.startswith(f"{label}: raised "):
+            said.setdefault(text[len(label) + 2:], []).append(label)
+        else:
+            said.setdefault(text, [])
+    return "; ".join(f"{', '.join(labels)}: {text}" if labels else text
+                     for text, labels in said.items())
 
 
 def _float64_throughout(ctx, case) -> bool:
