@@ -372,8 +372,13 @@ def explain_counts(message: str) -> str | None:
         return "the moving statistics are counted as trainable weights"
     if want_n and got_n == 0:
         return "no non-trainable weights: the moving statistics are not held as weights"
-    if want_n and got_t == want_t - want_n:
-        return "BatchNorm's gamma and beta are left out of the trainable count (as in the seed)"
+    if want_n and got_t == want_t - want_n and got_n == 2 * want_n:
+        # gamma and beta (L*N each, as many as the two moving statistics) moved over
+        return ("BatchNorm's gamma and beta are held non-trainable (a frozen normalisation: "
+                "Keras's trainable=False, PyTorch's requires_grad_(False))")
+    if want_n and got_t == want_t - want_n and got_n == want_n:
+        return ("BatchNorm's gamma and beta are not counted at all (the seed's estimate counts "
+                "the two Dense layers alone)")
     return None
 
 

@@ -217,6 +217,7 @@ def probe(adapter, spec) -> list[dict]:
             + _float32_call(adapter, spec, records) + _plain(adapter, spec, records)
             + _output_dtype(adapter, spec) + _narrowing(adapter, spec, records)
             + _grad_mode(adapter, spec, records) + _stuck(adapter, spec)
+            + _input_changed(adapter, spec)
             + _narrowed32(adapter, spec, records) + _staged(adapter, spec))
 
 
@@ -256,6 +257,29 @@ def _narrowed32(adapter, spec, records) -> list[dict]:
 
 
 STUCK = "stuck in training"  # the probe's record of submodules .eval() leaves training
+INPUT_CHANGED = "input changed"  # the probe's record of a call that changes its input
+
+# the residual reading the normalised input, where the probe saw a call change its input in
+# place: one mistake, which the gradient clauses meet as autograd's refusal (diagnose.IN_PLACE)
+IN_PLACE_NORMALISED = (
+    "the normalisation changes the layer's input in place (sub_, div_, -=, /= on x or a view "
+    "of it: after a call the caller's tensor holds the normalised values), so the residual "
+    "adds the normalised input, and autograd refuses the gradient through that in-place "
+    "change; normalise a new tensor (z = (x - mean) / ...)")
+
+
+def _input_changed(adapter, spec) -> list[dict]:
+    """Where a call of the port's layer changes its input tensor in place
+    (``PortHandle.changes_input``: PyTorch's tensors are mutable, NumPy-, JAX- and
+    TensorFlow-backed inputs are not), a record of the modes it does so in."""
+    try:
+        handle, x, _ = _first_case(adapter, spec, "float64")
+        check = getattr(handle, "changes_input", None)
+        modes = [t for t in (False, True) if check is not None and check(x, training=t)]
+    except Exception:  # noqa: BLE001 - no build or call, no evidence
+        return []
+    return [_record(INPUT_CHANGED, None, None, None, False, None, None, None,
+                    state={"training": modes})] if modes else []
 
 
 def _stuck(adapter, spec) -> list[dict]:
@@ -732,6 +756,7 @@ class Finding:
     grad_mode: str = ""
     stuck: tuple = ()  # submodules the layer's switch to inference leaves training (STUCK)
     narrowed32: dict = field(default_factory=dict)  # a float32 call computed narrower
+    input_changed: bool = False  # a call changes its input tensor in place (INPUT_CHANGED)
 
     @property
     def says(self) -> bool:
@@ -802,6 +827,8 @@ class Finding:
             parts.append(config_swap(*self.swap, "").removesuffix(" []"))
         if self.diff:  # what the layer computes leads; a refused call of the same design after
             text = variants.describe(space, self.diff)
+            if self.input_changed and self.diff.get("residual") == "normalised":
+                text = f"{IN_PLACE_NORMALISED} ({text})"
             if self.stuck and self.diff.get("training_flag") == "always":
                 text = text.replace(variants.ALWAYS_HOW, (
                     f".eval() leaves the submodules {', '.join(self.stuck)} in training mode: a "
@@ -1058,7 +1085,9 @@ MASK_AXES = {"batch": 0, "time": 1, "channel": 2}
 def _dropout_fits(spec, space, r, choices, tol):
     """Does every element of the dropout probe take a value the variant allows, at the
     variant's rates (6 sd) and with its independence between sites?"""
-    if choices.get("position") == "after" or choices.get("norm", "").startswith("layer"):
+    if choices.get("position") == "after" or (
+            choices.get("norm", "batch-feature") != "none"
+            and variants.keeps_no_statistics(choices.get("norm", "batch-feature"))):
         return True  # the probe's elementwise reading does not hold; other records decide
     shape_h = (*r["x"].shape[:-1], r["config"]["ff_dim"])
     levels = {}
@@ -1074,7 +1103,8 @@ def _dropout_fits(spec, space, r, choices, tol):
     if not np.logical_or.reduce(list(match.values())).all():
         return False
     c = {**variants.FM_DEFAULTS, **choices}
-    rate = variants.drop_rate(c, r["config"]["dropout"])
+    rate = {site: variants.drop_rate(c, r["config"]["dropout"], site)
+            for site in ("dropout1", "dropout2")}
     active = r["training"] or variants.drops_in_inference(c)
     m2_dropped = match[(0, 0)] | match[(1, 0)]
     m2_kept = match[(0, 1)] | match[(1, 1)]
@@ -1093,7 +1123,7 @@ def _dropout_fits(spec, space, r, choices, tol):
         n = int(sure.sum())
         if n < 100:
             continue
-        want = rate if (active and site in c["sites"]) else 0.0
+        want = rate[site] if (active and site in c["sites"]) else 0.0
         frac = float(dropped[sure].sum()) / n
         if not _near_rate(frac, want, n, out.shape, c["mask_axis"]):
             return False
@@ -1128,7 +1158,7 @@ def _dropout_levels_at_rates(out, levels, match, c, rate, active) -> bool:
     """The dropout probe's outputs against the variant where its levels do not tell the two
     sites' decisions apart: the share of elements at the all-kept level, whose probability
     at each element is that of every pair of decisions giving the same value there (6 sd)."""
-    p = {site: rate if (active and site in c["sites"]) else 0.0
+    p = {site: rate[site] if (active and site in c["sites"]) else 0.0
          for site in ("dropout1", "dropout2")}
     kept = levels[(1, 1)]
     want = np.zeros(out.shape)
@@ -1321,7 +1351,7 @@ def search(spec, records):
     try:
         found = _search(spec, [r for r in records if r["label"] not in (
             "config swap", ALIASES, PLAIN_STATE, OUTPUT_DTYPE, NARROWING, NARROW_STORAGE,
-            GRAD_MODE, STUCK, NARROWED32)
+            GRAD_MODE, STUCK, NARROWED32, INPUT_CHANGED)
             and not r["label"].startswith(STAGE)])
     finally:
         _LOCAL.fits = None
@@ -1329,7 +1359,8 @@ def search(spec, records):
     low = next((r["state"] for r in records if r["label"] == NARROWED32), {})
     found = replace(found, plain=plain, cast=cast, narrowed=narrowed, held=dict(held),
                     grad_mode=grad_mode_words(records), stuck=tuple(stuck),
-                    narrowed32=dict(low))
+                    narrowed32=dict(low),
+                    input_changed=any(r["label"] == INPUT_CHANGED for r in records))
     found = _input_site(found, records)
     if not found.says:  # outside the variant space (or the GFF probe's training calls,
         # which the search has not): read part by part
@@ -1723,7 +1754,7 @@ class VariantHandle:
         table = spec.weight_table(self.config, input_shapes)
         norm = self.choices.get("norm", "batch-feature")
         keep = {t.name for t in table}
-        if norm.startswith("layer") or norm == "none":
+        if variants.keeps_no_statistics(norm):
             keep -= {MEAN, VAR}
         affine = self.choices.get("affine", True)
         if norm == "none" or affine is False:
@@ -1738,7 +1769,7 @@ class VariantHandle:
                 self.weights[name] = np.ascontiguousarray(self.weights[name][..., :1])
         length, n = self.config.get("input_size"), self.config.get("n_series")
         natural = {"batch-channel": (n,), "batch-time": (length,), "batch-scalar": (1,),
-                   "layer-N": (n,), "layer-L": (n,)}.get(norm)
+                   "layer-N": (n,), "layer-L": (n,), "rms-N": (n,)}.get(norm)
         # another normalisation's weights at the port's own shapes, where it holds them at one
         # (its clauses then leave them at its own values; so does the variant, at the norm's
         # initial values)
@@ -1759,18 +1790,18 @@ class VariantHandle:
         c = {**variants.FM_DEFAULTS, **self.choices}
         if self.spec.multi_input or not (training or variants.drops_in_inference(c)):
             return None
-        rate = variants.drop_rate(c, self.config["dropout"])
         shape = np.shape(x)
         axis = MASK_AXES.get(c["mask_axis"])
 
-        def draw(full):
+        def draw(full, site):
             drawn = list(full)
             if axis is not None:
                 drawn[axis] = 1  # drawn without the axis, broadcast along it
+            rate = variants.drop_rate(c, self.config["dropout"], site)
             return np.broadcast_to(self.rng.random(drawn) >= rate, full)
 
-        return {"dropout1": draw((*shape[:-1], self.config["ff_dim"])), "dropout2": draw(shape),
-                "input": draw(shape)}
+        return {"dropout1": draw((*shape[:-1], self.config["ff_dim"]), "dropout1"),
+                "dropout2": draw(shape, "dropout2"), "input": draw(shape, "input")}
 
     def _compute(self, inputs, training, masks=_DRAW):
         """(output, new state) of one call; ``masks`` as ``_masks`` gives them, drawn anew
@@ -2142,8 +2173,10 @@ def attach(results, exchange: list | None = None):
         if cause is not None:
             out[i] = replace(r, cause=cause.line(), details={**details,
                                                              "variant": cause.summary()})
-        elif finding.located and r.diagnosis == IN_PLACE and any(
-                localise.IN_PLACE_INPUT in text for text, _ in finding.located):
+        elif r.diagnosis == IN_PLACE and ((finding.located and any(
+                localise.IN_PLACE_INPUT in text for text, _ in finding.located)) or (
+                finding.fits and finding.input_changed
+                and finding.diff.get("residual") == "normalised")):
             # the input changed in place: the refused backward is that change, not another
             out[i] = replace(r, cause=finding.line(), details=details)
         elif finding.located and r.diagnosis == GRADIENT_AT_ZERO_VARIANCE and any(
@@ -2171,8 +2204,45 @@ def attach(results, exchange: list | None = None):
                       _until_trained, _grad_mode_calls, _seeded, _constant_seed, _frozen_norm,
                       _kept_batch, _random_inference, _rounded_by_its_buffer,
                       _one_constant_seed, _dead_branch, _scaled_activation,
-                      _flag_folded, _float32_narrowed, _raised_alone, _export_cause):
+                      _flag_folded, _float32_narrowed, _raised_alone, _export_cause,
+                      _swap_placed):
         out = post_pass(out, findings)
+    return out
+
+
+def _swap_placed(results, findings):
+    """Two weights exchanged (``variants.MAP_SWAPS``) placed by the initial-weights clause,
+    which reads the weights as built through the weight map: where it passes, the map reads
+    each weight where the layer initialises it (gamma 1, beta 0; moving mean 0, variance 1),
+    so the exchange is in the layer's call; where it fails on those weights, the map is the
+    place. Where it did not run, both stay named."""
+    initial = {(r.impl, r.clause.split("-")[0]): r for r in results if r.clause.endswith("-INIT")}
+    placed = {
+        "affine": ("gamma and beta", "gamma 1 and beta 0", "it scales by 0 and offsets by 1"),
+        "stats": ("the moving mean and the moving variance", "moving mean 0 and moving "
+                  "variance 1", "inference subtracts the moving variance and divides by the "
+                  "root of the moving mean"),
+    }
+    out = []
+    for r in results:
+        init = initial.get((r.impl, r.clause.split("-")[0]))
+        for pair, (names, built, does) in placed.items():
+            said = f"{names} exchanged {variants.SWAP_WHERE}"
+            if r.status != "failed" or said not in (r.cause or "") or init is None:
+                continue
+            a, b = variants.MAP_SWAPS[pair]
+            if init.status == "passed":
+                where = (f"{names} exchanged in the layer's call (each used where the other "
+                         f"belongs; the weight map is right: read through it, the layer as "
+                         f"built holds {built}, as the spec's, and as built {does})")
+            elif init.status == "failed" and a in init.message and b in init.message:
+                where = (f"{names} exchanged in the weight map (each mapped to the other's "
+                         f"weight: read through it, the layer as built holds them at each "
+                         f"other's initial values)")
+            else:
+                continue
+            r = replace(r, cause=r.cause.replace(said, where))
+        out.append(r)
     return out
 
 
@@ -2372,7 +2442,8 @@ def _frozen_norm(results, findings):
                        and found.diff.get("train_stats") == "moving"
                        and found.diff.get("update") == "never")
         if frozen_here and r.status == "failed" and (
-                r.cause == found.line() or "gamma and beta are left out" in (r.cause or "")
+                r.cause == found.line()
+                or "gamma and beta are held non-trainable (a frozen" in (r.cause or "")
                 or re.match(r"no gradient returned for trainable \['norm\.beta', "
                             r"'norm\.gamma'\]$", r.message)):
             said = found.line().split(": ", 1)[1].replace("[", "(").replace("]", ")")

@@ -115,7 +115,18 @@ NORM_AXES = {
     "layer-LN": (1, 2),  # LayerNorm over (L, N) per sample (darts, neuralforecast tsmixerx)
     "layer-N": (2,),  # LayerNorm over N per sample and time step
     "layer-L": (1,),  # over time per sample and channel: instance norm (RevIN's statistics)
+    # RMSNorm (Zhang and Sennrich 2019): x / sqrt(mean(x^2) + eps), no mean subtracted, per
+    # sample over (L, N) (the flattened features, flax.nnx.RMSNorm's default last axis there)
+    # or over N per time step
+    "rms-LN": (1, 2),
+    "rms-N": (2,),
 }
+
+
+def keeps_no_statistics(norm: str) -> bool:
+    """Whether a normalisation holds no moving statistics: a per-sample one (LayerNorm,
+    instance norm, RMSNorm) or none."""
+    return norm.startswith(("layer", "rms")) or norm == "none"
 
 
 def _erf(v):
@@ -194,7 +205,8 @@ FM_DEFAULTS = {
     "dropout_scale": "inverted",  # kept units * 1/(1-p); "none": * 1; "rate": * 1/p;
     # "classic": * 1 in training, every unit * (1-p) in inference
     "dropout_rate": "rate",  # drop probability p; "keep": drops 1-p; "keep-mask": drops 1-p
-    # where 0 < p < 1, scaled by 1/(1-p) still; a float q: drops q, any p
+    # where 0 < p < 1, scaled by 1/(1-p) still; "keep-dropout1", "keep-dropout2": that site
+    # alone drops 1-p (nn.Dropout(1 - p) at one site), the other p; a float q: drops q, any p
     "sites": ("dropout1", "dropout2"),
     "dropout_inference": False,
     "shared_mask": False,  # both sites draw one mask
@@ -235,12 +247,19 @@ def drops_in_inference(choices: dict) -> bool:
     return bool(choices.get("dropout_inference")) or choices.get("training_flag") == "always"
 
 
-def drop_rate(choices: dict, p: float) -> float:
-    """The probability a variant drops a unit with, for the config's dropout ``p``: p, 1 - p
-    (the rate read as the keep probability), or a rate fixed in the port whatever p is."""
+# dropout_rate: the rate read as the keep probability at one site only (KEEP_AT[how])
+KEEP_AT = {"keep-dropout1": "dropout1", "keep-dropout2": "dropout2"}
+
+
+def drop_rate(choices: dict, p: float, site: str | None = None) -> float:
+    """The probability a variant drops a unit with at ``site``, for the config's dropout
+    ``p``: p, 1 - p (the rate read as the keep probability, at every site or at one), or a
+    rate fixed in the port whatever p is."""
     how, fixed = choices.get("dropout_rate", "rate"), fixed_rate(choices)
     if fixed is not None:
         return fixed
+    if how in KEEP_AT:
+        return 1.0 - p if site == KEEP_AT[how] else p
     if how not in ("rate", "keep", "keep-mask"):  # "fixed" before rootcause fits it: no rate
         raise ValueError(f"dropout_rate {how!r} has no rate")
     if how == "keep-mask":  # the mask alone reads p as the keep probability: the port's own
@@ -248,9 +267,13 @@ def drop_rate(choices: dict, p: float) -> float:
     return p if how == "rate" else 1.0 - p
 
 
-# map_swap: the pairs of canonical weights of one shape a weight map can exchange
+# map_swap: the pairs of canonical weights of one shape a weight map can exchange, or the
+# layer's call (``beta, gamma = self.affine``): the outputs alone cannot tell the two apart,
+# the weights as built read through the map can (rootcause._swap_placed)
 MAP_SWAPS = {"stats": ("norm.moving_mean", "norm.moving_variance"),
              "affine": ("norm.gamma", "norm.beta")}
+SWAP_WHERE = ("(each used where the other belongs: in the weight map, or in the layer's "
+              "call)")
 
 
 def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **choices):
@@ -328,12 +351,16 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         axes = NORM_AXES[c["norm"]]
         batch_norm = c["norm"].startswith("batch")
         count = math.prod(v.shape[a] for a in axes)
-        mean = ops.mean(v, axes)
-        variance = ops.variances(v, axes, mean)
-        if count > c["var_ddof"]:
-            var = variance(c["var_ddof"])
-        else:  # the spec's biased variance of one sample is 0; an unbiased one is undefined
-            var = np.zeros_like(mean) if c["var_ddof"] == 0 else np.full_like(mean, np.nan)
+        if c["norm"].startswith("rms"):  # the mean square about 0, nothing subtracted
+            var = ops.mean(v * v, axes)
+            mean = np.zeros_like(var)
+        else:
+            mean = ops.mean(v, axes)
+            variance = ops.variances(v, axes, mean)
+            if count > c["var_ddof"]:
+                var = variance(c["var_ddof"])
+            else:  # the spec's biased variance of one sample is 0; an unbiased one undefined
+                var = np.zeros_like(mean) if c["var_ddof"] == 0 else np.full_like(mean, np.nan)
         if batch_norm:
             bn_training = training != (c["norm_training"] == "inverted")
             if c["batch_one"] == "moving" and v.shape[0] == 1:
@@ -392,10 +419,10 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
             return grid(w["norm.gamma"]) * z
         return z + grid(w["norm.beta"]) if c["affine"] == "offset" else z
 
-    rate = drop_rate(c, config["dropout"])
     active = training or c["dropout_inference"]
 
     def drop(v, site):
+        rate = drop_rate(c, config["dropout"], site)
         if site not in c["sites"] or rate == 0.0:
             return v
         if not active:  # classic dropout scales by the keep probability here instead
@@ -699,6 +726,10 @@ def _dropout_rate_words(how):
         return "dropping with probability p"
     if how == "keep":
         return "dropping with probability 1-p (the rate used as the keep probability)"
+    if how in KEEP_AT:
+        first, other = ("first", "second") if KEEP_AT[how] == "dropout1" else ("second", "first")
+        return (f"the {first} dropout dropping with probability 1-p (the rate used as its keep "
+                f"probability: at dropout 0 it drops every unit), the {other} with p")
     if how == "keep-mask":
         return ("dropping with probability 1-p, the mask drawn to keep with probability p (a "
                 "Bernoulli(p) draw taken as the keep mask), kept units still scaled by "
@@ -778,7 +809,7 @@ FM_SPACE = Space(
         "activation": [a for a in _ACT if a != "relu"],
         "biases": [("dense2",), ("dense1",), ()],
         "dropout_scale": ["none", "rate", "classic", "twice"],
-        "dropout_rate": ["keep", "keep-mask", "fixed"],  # "fixed": the rate fitted (rootcause)
+        "dropout_rate": ["keep", "keep-mask", "fixed", *KEEP_AT],  # "fixed": fitted (rootcause)
         "sites": [("dropout1",), ("dropout2",), ()],
         "dropout_inference": [True],
         "shared_mask": [True],
@@ -801,6 +832,10 @@ FM_SPACE = Space(
             "layer-N": "LayerNorm over the channels N",
             "layer-L": "instance normalisation over time L (per sample and channel, RevIN's "
                        "statistics)",
+            "rms-LN": "RMSNorm over (L, N) (per sample x / sqrt(mean(x^2) + epsilon): no mean "
+                      "subtracted)",
+            "rms-N": "RMSNorm over the channels N (per sample and time step, no mean "
+                     "subtracted)",
             "none": "no normalisation",
         },
         "affine": {True: "a learned scale and offset", False: "no scale and offset",
@@ -917,11 +952,9 @@ FM_SPACE = Space(
                              "residual add",
                              True: "the second dropout on the residual sum (dropping the "
                              "input's share too)"},
-        "map_swap": {None: "each canonical weight mapped to its own",
-                     "stats": "the moving mean and the moving variance exchanged in the "
-                     "weight map (each mapped to the other's weight)",
-                     "affine": "gamma and beta exchanged in the weight map (each mapped to the "
-                     "other's weight)"},
+        "map_swap": {None: "each weight where it belongs",
+                     "stats": "the moving mean and the moving variance exchanged " + SWAP_WHERE,
+                     "affine": "gamma and beta exchanged " + SWAP_WHERE},
         "norm_clip": lambda c: ("the normalisation's output used as it is" if c is None else
                                 f"the normalisation's output gamma z + beta clipped to "
                                 f"[-{c:g}, {c:g}] (a clip after the BatchNorm; in training "

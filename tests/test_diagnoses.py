@@ -169,7 +169,7 @@ CASES = [
         TORCH,
         "bn-affine-frozen",
         "FM-PARAMS",
-        "gamma and beta are left out of the trainable count",
+        "gamma and beta are held non-trainable (a frozen normalisation",
     ),
     (
         "statistics not weights",
@@ -373,3 +373,16 @@ BY_EVIDENCE = 7  # transposed square kernels, float32 precision, another momentu
 
 def test_the_count():
     assert len({d for d, *_ in CASES}) == BY_MUTANT
+
+
+def test_counts_short_of_gamma_and_beta_say_where_they_went():
+    """L*N = 30: gamma and beta are 60 values. Moved to the non-trainable count, they are a
+    frozen normalisation; missing from both counts, they are not counted (the seed's own
+    estimate counts the Dense layers alone); any other shortfall is not put down to them."""
+    from portspec.diagnose import explain_counts
+
+    frozen = explain_counts("expand: (trainable, non-trainable) = (181, 120), spec (241, 60)")
+    assert frozen.startswith("BatchNorm's gamma and beta are held non-trainable"), frozen
+    uncounted = explain_counts("expand: (trainable, non-trainable) = (181, 60), spec (241, 60)")
+    assert uncounted.startswith("BatchNorm's gamma and beta are not counted at all"), uncounted
+    assert explain_counts("expand: (trainable, non-trainable) = (181, 90), spec (241, 60)") is None

@@ -80,6 +80,37 @@ def test_halves_drawn_glorot_uniform_over_their_own_shape_are_named(ports):
            f"{np.sqrt(6 / (3 * f)):.4g}]" in result.diagnosis
 
 
+def test_halves_each_left_at_one_framework_default_are_named_over_their_own_fans(ports):
+    """Two Linear halves both at torch's default U(±1/sqrt(F)): named over each half's fans
+    (F), not as whatever default the whole (2F, F) kernel's variance happens to match."""
+    result = run_clause(ports["split-gate-both-default-init"], *ITEMS["GFF-INIT"])
+    assert result.status == "failed"
+    assert result.diagnosis.startswith(
+        "gate.kernel drawn from PyTorch's default Linear initialisation U(±1/sqrt(fan_in)) over "
+        "each of the port's weights that make it up (gate_a.weight, gate_b.weight), each over "
+        "its own shape, instead of Glorot-uniform over the whole"), result.diagnosis
+    # one half Glorot over the whole, the other at the default: that half alone is named
+    result = run_clause(ports["split-gate-b-default-init"], *ITEMS["GFF-INIT"])
+    assert "over each of the port's weights" not in result.diagnosis, result.diagnosis
+
+
+def test_a_bias_in_each_part_of_a_split_gate_is_named_and_checked(ports):
+    """Both halves of a split gate keep their Linear's bias, the map reading gate.bias from
+    one: the other is the weight outside the table, and writing to it moves the output as
+    the spec's bias does, which the diagnosis says; without that evidence it says no such
+    thing (the bias of a layer that is no part of a split weight)."""
+    result = run_clause(ports["split-gate-two-biases"], *ITEMS["GFF-WEIGHTS"])
+    assert result.status == "failed"
+    assert ("a bias per part where the spec's layer adds one: gate_b.bias is the bias of "
+            "gate_b, one of the layers that make up gate.kernel, whose bias (gate.bias) the "
+            "map reads from gate_a.bias: the layer adds both") in result.diagnosis, (
+        result.diagnosis)
+    from portspec.suite.areas import structure
+
+    assert structure._second_bias(None, SimpleNamespace(held={}), ["head.bias"],
+                                  {"head.bias": ((3,), True)}) is None
+
+
 def test_a_whole_kernel_drawn_otherwise_is_not_put_down_to_its_parts():
     rng = np.random.default_rng(0)
     held = SimpleNamespace(part_shapes=lambda name: (0, [(64, 64), (64, 64)]))

@@ -375,6 +375,19 @@ class TorchPortHandle(PortHandle):
         with self.adapter.torch.no_grad():
             return self._numpy(self._run(self.obj, self._tensor(inputs), training))
 
+    def changes_input(self, inputs, *, training) -> bool:
+        """Whether a call changes its input tensor in place (``x.sub_(mean)``, ``x -= ...`` on
+        the input or a view of it): the caller's tensor, compared after the call with its
+        copy from before, bit for bit (NaN equal to NaN)."""
+        torch = self.adapter.torch
+        x = self._tensor(inputs)
+        given = x if isinstance(x, list) else [x]
+        before = [t.clone() for t in given]
+        with torch.no_grad():
+            self._run(self.obj, x, training)
+        return not all(torch.equal(a, b) or bool(torch.all((a == b) | (a.isnan() & b.isnan())))
+                       for a, b in zip(given, before, strict=True))
+
     def forward_recorded(self, inputs, *, training):
         """``forward`` with autograd recording (``torch.enable_grad``), as a training loop
         calls the layer: the value calls run under ``torch.no_grad``, and a port whose

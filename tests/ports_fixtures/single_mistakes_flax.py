@@ -230,6 +230,11 @@ def _layer_norm_channels(self, param_dtype, rngs):  # nnx.LayerNorm at its defau
     return nnx.LayerNorm(self.n_series, param_dtype=param_dtype, rngs=rngs)
 
 
+def _rms_norm(self, param_dtype, rngs):  # nnx.RMSNorm over the flattened L*N features
+    return nnx.RMSNorm(self.input_size * self.n_series, epsilon=1e-3, param_dtype=param_dtype,
+                       rngs=rngs)
+
+
 def _per_channel(self, param_dtype, rngs):  # nnx.BatchNorm(N) on (batch, L, N)
     norm = nnx.BatchNorm(self.n_series, momentum=0.01, epsilon=1e-3, use_fast_variance=False,
                          param_dtype=param_dtype,
@@ -252,6 +257,9 @@ LN_CHANNELS = _weights({"norm.gamma": held_as("norm.scale", why="a LayerNorm (N,
                         "norm.beta": held_as("norm.bias", why="a LayerNorm (N,) offset"),
                         **{k: absent("nnx.LayerNorm keeps no moving statistics")
                            for k in STATS}})
+RMS = _weights({"norm.gamma": "norm.scale",
+                "norm.beta": absent("RMSNorm has no offset"),
+                **{k: absent("nnx.RMSNorm keeps no moving statistics") for k in STATS}})
 PER_CHANNEL = _weights({k: held_as(flax_names(k)[0], why="one statistic per channel")
                         for k in ("norm.gamma", "norm.beta", *STATS)})
 KERNELS_AS_TORCH = _weights({k: (flax_names(k)[0], transpose)
@@ -342,6 +350,9 @@ PORTS = [
     port("layernorm-over-channels", {"norm": "layer-N", "eps": 1e-6},
          fm={"make_norm": _layer_norm_channels, "normalise": lambda self, x: self.norm(x)},
          weights=LN_CHANNELS),
+    # RMSNorm: no mean subtracted, no offset, per sample
+    port("rmsnorm-over-the-flattened-features", {"norm": "rms-LN"},
+         fm={"make_norm": _rms_norm}, weights=RMS),
     port("batchnorm-per-channel", {"norm": "batch-channel"},
          fm={"make_norm": _per_channel, "normalise": lambda self, x: self.norm(x)},
          weights=PER_CHANNEL),

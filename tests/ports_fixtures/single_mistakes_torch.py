@@ -330,18 +330,26 @@ class FM(nn.Module):
         scale = 1 + self._as_grid(self.gamma) if self.scale_offset else self._as_grid(self.gamma)
         if self.affine_detached and self.training:
             return scale.data * z + self._as_grid(self.beta).data
+        if self.affine_swapped_in_call:  # "beta, gamma = self.affine": the map is right
+            return self._as_grid(self.beta) * z + scale
+        if self.inplace_input == "affine":  # the whole normalisation on the input, in place
+            return z.mul_(scale).add_(self._as_grid(self.beta))
         return scale * z + self._as_grid(self.beta)
+
+    affine_swapped_in_call = False
 
     fixed_rate = None  # a rate written into the layer, whatever the config's dropout
 
-    def _rate(self):
+    def _rate(self, site=None):
+        """The rate a site drops with; rate_as_keep True at both sites, a site (1, 2) at it
+        alone (nn.Dropout(1 - p) written at one site)."""
         if self.fixed_rate is not None:
             return self.fixed_rate
         rate = self.dropout.p if isinstance(self.dropout, nn.Module) else self.dropout
-        return 1 - rate if self.rate_as_keep else rate
+        return 1 - rate if self.rate_as_keep is True or self.rate_as_keep == site else rate
 
     def drop(self, v, site, mask):
-        p = self._rate()
+        p = self._rate(site)
         if site not in self.sites or p == 0:
             return v
         if not (self.training or self.in_inference):  # classic dropout: * (1 - p) here
@@ -371,8 +379,8 @@ class FM(nn.Module):
         pre = z @ self.lin1.weight.T + bias1
         h = self.activation(pre)
         h = h + self.lin1.bias if self.bias1_after_act else h
-        p = self._rate()
-        m1 = self._mask(h.shape, h.dtype, p)
+        p = self._rate(2)
+        m1 = self._mask(h.shape, h.dtype, self._rate(1))
         m2 = self._mask((*h.shape[:-1], self.n_series), h.dtype, p)
         if self.drop_path:  # stochastic depth: one decision per sample at the second site
             m2 = (torch.rand((h.shape[0], 1, 1), dtype=h.dtype) >= p).expand_as(m2).clone()
@@ -679,6 +687,16 @@ PORTS = [
     port("dropout-inverted-and-scaled-at-test-time", {"dropout_scale": "twice"},
          fm={"drop_scale": "twice"}),
     port("dropout-rate-as-keep", {"dropout_rate": "keep"}, fm={"rate_as_keep": True}),
+    # gamma and beta used each where the other belongs in forward, the weight map right
+    port("gamma-and-beta-exchanged-in-the-call",
+         r"^FeatureMixing: gamma and beta exchanged in the layer's call \(each used where "
+         r"the other belongs; the weight map is right: .* holds gamma 1 and beta 0",
+         fm={"affine_swapped_in_call": True}),
+    # nn.Dropout(1 - p) at one site: at dropout 0 that site drops every unit
+    port("dropout-rate-as-keep-at-the-first-site", {"dropout_rate": "keep-dropout1"},
+         fm={"rate_as_keep": 1}),
+    port("dropout-rate-as-keep-at-the-second-site", {"dropout_rate": "keep-dropout2"},
+         fm={"rate_as_keep": 2}),
     port("dropout-mask-keeps-with-the-rate", {"dropout_rate": "keep-mask"},
          fm={"mask_keeps": True}),
     port("inference-with-the-last-training-batch", r"^FeatureMixing: after a training call, "
@@ -817,6 +835,10 @@ PORTS = [
     port("input-standardised-in-place", r"the port returns the input standardised, "
          r"\(x - mean\) / sqrt\(var \+ epsilon\) by the call's statistics: the "
          r"normalisation standardises its input in place", fm={"inplace_input": True}),
+    # ... and its scale and offset too: the residual reads the normalised input, a variant
+    port("input-normalised-in-place", r"^FeatureMixing: the normalisation changes the layer's "
+         r"input in place .* \(the residual adding the normalised input instead of",
+         fm={"inplace_input": "affine"}),
     port("dropout-on-the-first-dense-input", {"sites": ("input", "dropout2")},
          fm={"input_dropout": True, "sites": (2,)}),
     # running.mul_(1 - m).add_(batch) where add_(batch, alpha=m) was meant
@@ -975,8 +997,9 @@ class _FMOverTime(FM):
 
 class DenseOverTime(Conforming):
     name, layers, fm = "dense-over-time", ("FeatureMixing",), _FMOverTime
-    expected = (r"the port holds dense1.kernel \(6, 16\) for the spec's \(5, 16\) \(sized by "
-                r"input_size where the spec's is by n_series\)")
+    expected = (r"^FeatureMixing: the channel MLP mixes along the time axis: .* the port holds "
+                r"dense1.kernel \(6, 16\) for the spec's \(5, 16\) \(sized by input_size where "
+                r"the spec's is by n_series\)")
     weights = {**_weights(FM), "FeatureMixing": {
         **_weights(FM)["FeatureMixing"],
         **{k: held_as(path, transform=transpose if k.endswith("kernel") else identity,
@@ -1046,6 +1069,18 @@ class StatsSwappedInMap(Conforming):
     weights = {**_weights(FM), "FeatureMixing": {
         **_weights(FM)["FeatureMixing"], "norm.moving_mean": ("moving_var", identity),
         "norm.moving_variance": ("moving_mean", identity)}}
+
+
+class OffsetDeclaredAbsent(Conforming):
+    """The layer to the spec; its weight map declares the BatchNorm offset absent, which the
+    module holds (``beta``, trained and saved, never read back by the map)."""
+
+    name, layers = "offset-declared-absent-but-held", ("FeatureMixing",)
+    expected = (r"^FeatureMixing: the weight map declares norm.beta absent \('no offset'\), "
+                r"but the port holds it: beta \(30,\), trainable, has the 30 values of the "
+                r"spec's norm.beta \(30,\) and no entry maps it: map 'norm.beta' to 'beta'$")
+    weights = {**_weights(FM), "FeatureMixing": {
+        **_weights(FM)["FeatureMixing"], "norm.beta": absent("no offset")}}
 
 
 class _FMTied(FM):
@@ -1171,4 +1206,4 @@ ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSw
             ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels(),
             GateBiasDrawnWithKernel(), StackedGateKernelXavier(), DenseOverTime(),
             DenseInPlainList(), GateSizedByAxis1(), Dense2ToInputSize(),
-            TrainOverriddenWithoutSuper()]
+            TrainOverriddenWithoutSuper(), OffsetDeclaredAbsent()]

@@ -24,16 +24,19 @@ GFF_SPEC = LAYERS["GatedFeatureFusion"]
 
 
 class SplitGate(nn.Module):
-    own_init, b_unseen, b_default = False, False, False
+    own_init, b_unseen, b_default, both_default = False, False, False, False
+    b_bias = False  # gate_b keeps nn.Linear's bias: two biases where the spec adds one
 
     def __init__(self, features, activation="sigmoid"):
         super().__init__()
         self.features, self.activation = features, activation
         self.gate_a = nn.Linear(features, features)
-        self.gate_b = nn.Linear(features, features, bias=False)
+        self.gate_b = nn.Linear(features, features, bias=self.b_bias)
+        if self.b_bias:
+            nn.init.zeros_(self.gate_b.bias)
         limit = math.sqrt(6.0 / (3 * features))  # Glorot-uniform of the (2F, F) whole
         for layer in (self.gate_a, self.gate_b):
-            if self.b_default and layer is self.gate_b:
+            if (self.b_default and layer is self.gate_b) or self.both_default:
                 continue  # torch's Linear default kept: U(±1/sqrt(fan_in))
             if self.own_init:
                 nn.init.xavier_uniform_(layer.weight)
@@ -50,6 +53,14 @@ class SplitGate(nn.Module):
 
 class OwnInit(SplitGate):
     own_init = True
+
+
+class BothDefault(SplitGate):
+    both_default = True
+
+
+class BBias(SplitGate):
+    b_bias = True
 
 
 class BUnseen(SplitGate):
@@ -85,6 +96,16 @@ class SplitOwnInit(Split):
 class SplitBDefault(Split):
     name = "split-gate-b-default-init"
     module = BDefault
+
+
+class SplitBothDefault(Split):
+    name = "split-gate-both-default-init"
+    module = BothDefault
+
+
+class SplitBBias(Split):
+    name = "split-gate-two-biases"
+    module = BBias
 
 
 class SplitBUnseen(Split):

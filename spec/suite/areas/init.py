@@ -452,6 +452,34 @@ def _odd_part(handle, name, w) -> str | None:
             f"[{path}: {evidence}]")
 
 
+def _each_part(handle, name, w) -> str | None:
+    """The diagnosis of a weight the port holds as several (``concat``) every part of which
+    is drawn alike from one framework default over its own shape (two ``nnx.Linear`` halves
+    of a gate kernel left at Flax's LeCun-normal): the default each part fits, named over the
+    part's fans, not the whole's (where it may read as another: LeCun over (F, F) is He over
+    (2F, F))."""
+    split = _pieces(handle, name, w)
+    if split is None:
+        return None
+    _, pieces = split
+    if len(pieces) < 2 or not all(p.ndim == 2 for p in pieces):
+        return None
+    fits = [dict(fitting(piece, *piece.shape)) for piece in pieces]
+    common = [f for f in fits[0] if all(f in other for other in fits[1:])]
+    if not common:
+        return None
+    paths = [p for p, _ in handle.held[name].pieces]
+    square = all(p.shape[0] == p.shape[1] for p in pieces)
+    what = " or ".join(common) + ("" if len(common) == 1 else
+                                  " (the same distribution at a square shape)" if square
+                                  else " (too few values to tell)")
+    evidence = "; ".join(f"{path} {piece.shape}: {fit[common[0]]}"
+                         for path, piece, fit in zip(paths, pieces, fits, strict=True))
+    return (f"{name} drawn from {what} over each of the port's weights that make it up "
+            f"({', '.join(paths)}), each over its own shape, instead of Glorot-uniform over "
+            f"the whole {w.shape} kernel [{evidence}]")
+
+
 def _native_fans(handle, name, w) -> str | None:
     """The diagnosis of a kernel the port holds as one tensor of rank 3 or more (a (2F, F)
     gate kernel as (2, F, F)) drawn Glorot over that tensor with a framework's fans for it:
@@ -606,6 +634,7 @@ def _problems(ctx, case, handle) -> tuple[list[str], str | None] | None:
             found = [f"{spec_w.name}: {p}" for p in glorot_uniform_problems(w)]
             split = found and (_per_part(handle, spec_w.name, w)
                                or _odd_part(handle, spec_w.name, w)
+                               or _each_part(handle, spec_w.name, w)
                                or _native_fans(handle, spec_w.name, w))
             if split:
                 problems, parted = problems + found, [*parted, split]

@@ -260,13 +260,79 @@ def weight_table(ctx):
                     diagnosis=f"{', '.join(transposed)} in (out, in) layout: the adapter must "
                     "transpose to the canonical (in, out)",
                 )
-            holding = (_split(handle, want, got, problems) or _bigger(table, info, ctx=ctx)
+            holding = (_split(handle, want, got, problems) or _declared_absent(
+                handle, want, got, problems) or _bigger(table, info, ctx=ctx, handle=handle)
                        or _holding(ctx, case, handle, info))
             raise ClauseFailure(f"{case.label}: " + "; ".join(problems), diagnosis=holding,
                                 checked=holding is not None)
 
 
 BIGGER = "the port's module holds weights outside the layer's table"
+
+DECLARED_ABSENT = "the weight map declares {name} absent{why}, but the port holds it"
+
+
+def _map_entry(path: str, transform) -> str:
+    """How a weight map writes ``path`` read with ``transform`` (portspec.ports)."""
+    name = getattr(transform, "name", "identity")
+    if name == "identity":
+        return repr(path)
+    order = re.fullmatch(r"reshape\((\w)\)", name)
+    call = f'reshape("{order[1]}")' if order else name
+    return f"({path!r}, portspec.ports.{call})"
+
+
+def _declared_absent(handle, want, got, problems) -> str | None:
+    """Where the weight map declares a weight of the table ``absent`` and the port holds one
+    weight no entry maps, with as many values and the same trainability (a BatchNorm offset
+    the map calls missing): that weight, which the map most likely meant, for every problem.
+    Among several such weights, the one beside a weight the map names of the same sublayer
+    (``norm.``); its layout suggested from that neighbour's where the shapes agree."""
+    try:
+        layout = handle.weight_layout()
+    except Exception:  # noqa: BLE001 - no layout: no declaration to read
+        return None
+    held = getattr(handle, "held", {}) or {}
+    missing = [n for n in want if n not in got
+               and getattr(layout.get(n), "kind", None) == "absent"]
+    extra = {p: v for p, v in got.items() if p not in want}
+    if not missing or len(problems) != len(missing) + len(extra):
+        return None
+    said, taken = [], set()
+    for name in missing:
+        shape, trainable = want[name]
+        fits = [p for p, (s, t) in extra.items()
+                if p not in taken and int(np.prod(s)) == int(np.prod(shape)) and t == trainable]
+        neighbours = {n: e for n, e in held.items()
+                      if n.split(".")[0] == name.split(".")[0] and getattr(e, "path", None)}
+        if len(fits) > 1:
+            near = [p for p in fits if any(p.rsplit(".", 1)[0] == e.path.rsplit(".", 1)[0]
+                                           for e in neighbours.values())]
+            fits = near if len(near) == 1 else fits
+        if len(fits) != 1:
+            return None
+        path = fits[0]
+        taken.add(path)
+        like = next((e.transform for n, e in neighbours.items()
+                     if n in got and tuple(got[n][0]) == tuple(shape)
+                     and _native_shape(handle, e.path) == tuple(extra[path][0])), None)
+        why = getattr(layout[name], "reason", "") or ""
+        said.append(
+            DECLARED_ABSENT.format(name=name, why=f" ({why!r})" if why else "")
+            + f": {path} {tuple(extra[path][0])}, "
+            f"{'trainable' if trainable else 'not trainable'}, has the {int(np.prod(shape))} "
+            f"values of the spec's {name} {shape} and no entry maps it: map {name!r} to "
+            + (_map_entry(path, like) if like is not None else repr(path)
+               + " (with the layout its values are in)"))
+    return "; ".join(said)
+
+
+def _native_shape(handle, path) -> tuple | None:
+    """The shape the port holds its weight ``path`` at, None where it cannot say."""
+    try:
+        return tuple(handle._native()[path][0])
+    except Exception:  # noqa: BLE001 - a handle without native access
+        return None
 
 
 JOINED = "as several weights and the weight map names one of them"
@@ -414,15 +480,8 @@ def _reduction(ctx, extra) -> str | None:
     if key in _REDUCES:
         return _REDUCES[key]
     _REDUCES[key] = None
-    case = ctx.spec.cases()[0]
-    config = {**case.config, "dropout": 0.0} if "dropout" in case.config else dict(case.config)
     try:
-        handle = ctx.build(case, dtype="float64", config=config)
-        native = handle._native()
-        rng = np.random.default_rng(5)
-        weights = ctx.random_weights(config, case.input_shapes, rng)
-        handle.set_weights(dict(weights))
-        x = ctx.inputs(case, rng, "float64")
+        handle, native, config, weights, x = _float64_call(ctx)
         expected, _ = ctx.spec.forward(config, weights, x, training=False)
         tol = 1e-9 * (1.0 + float(np.abs(expected).max()))
 
@@ -456,7 +515,63 @@ def _reduction(ctx, extra) -> str | None:
     return _REDUCES[key]
 
 
-def _bigger(table, info, counts=None, spec_counts=None, ctx=None) -> str | None:
+def _second_bias(ctx, handle, extra, got) -> str | None:
+    """Where the weights outside the table are biases of Dense layers whose kernels are parts
+    of one of the spec's (``concat``: a gate written as two Dense layers) and whose bias the
+    map reads from another part's layer, and where writing c to them moves the float64
+    inference output as adding c to the spec's bias moves the oracle's: the layer adds a bias
+    per part where the spec's adds one. None otherwise."""
+    held = getattr(handle, "held", None) or {}
+    said, names = [], []
+    for path in extra:
+        layer, _, leaf = path.rpartition(".")
+        if leaf not in ("bias", "b") or not got[path][1]:
+            return None
+        kernel = next((n for n, e in held.items() if len(getattr(e, "parts", ())) > 1
+                       and any(p.rpartition(".")[0] == layer for p, _ in e.parts)), None)
+        bias = kernel and held.get(kernel.replace(".kernel", ".bias"))
+        if not bias or not getattr(bias, "path", None) or bias.path.rpartition(".")[0] == layer:
+            return None
+        said.append(f"{path} is the bias of {layer}, one of the layers that make up {kernel}, "
+                    f"whose bias ({kernel.replace('.kernel', '.bias')}) the map reads from "
+                    f"{bias.path}")
+        names.append(kernel.replace(".kernel", ".bias"))
+    if not said or not _adds_to(ctx, extra, names):
+        return None
+    return ("a bias per part where the spec's layer adds one: " + "; ".join(said)
+            + ": the layer adds both (c written to the extra bias moves the output as c added "
+            "to the spec's bias; build the other layers without a bias: use_bias=False, "
+            "bias=False)")
+
+
+def _float64_call(ctx):
+    """(handle, its native weights, config, the random spec weights set, an input) for a
+    float64 inference call of the first case at dropout 0: the reads of weights outside the
+    table."""
+    case = ctx.spec.cases()[0]
+    config = {**case.config, "dropout": 0.0} if "dropout" in case.config else dict(case.config)
+    handle = ctx.build(case, dtype="float64", config=config)
+    rng = np.random.default_rng(5)
+    weights = ctx.random_weights(config, case.input_shapes, rng)
+    handle.set_weights(dict(weights))
+    return handle, handle._native(), config, weights, ctx.inputs(case, rng, "float64")
+
+
+def _adds_to(ctx, extra, names) -> bool:
+    """Whether writing 0.25 to the port's weights ``extra`` (paths) moves its float64
+    inference output as adding 0.25 to the spec's weights ``names`` moves the oracle's."""
+    try:
+        built, native, config, weights, x = _float64_call(ctx)
+        built._write_all([(p, np.full(tuple(native[p][0]), 0.25)) for p in extra])
+        got = np.asarray(built.forward(x, training=False), np.float64)
+        moved = {k: (v + 0.25 * names.count(k) if k in names else v) for k, v in weights.items()}
+        want, _ = ctx.spec.forward(config, moved, x, training=False)
+    except Exception:  # noqa: BLE001 - a port that cannot be run so is not read so
+        return False
+    return bool(np.abs(got - want).max() <= 1e-9 * (1.0 + float(np.abs(want).max())))
+
+
+def _bigger(table, info, counts=None, spec_counts=None, ctx=None, handle=None) -> str | None:
     """``BIGGER``, where the port holds every weight of the table as the spec has it and
     others besides (a whole block's sublayers, say), and, given ``counts``, where those
     others account exactly for the (trainable, non-trainable) counts over ``spec_counts``.
@@ -476,6 +591,8 @@ def _bigger(table, info, counts=None, spec_counts=None, ctx=None) -> str | None:
                           if ctx is not None and sizes[0] == 0 else None)
     reduced = reduced or (_reduction(ctx, extra) if ctx is not None and len(extra) <= 4
                           else None)
+    reduced = reduced or (_second_bias(ctx, handle, extra, got)
+                          if handle is not None and ctx is not None else None)
     if reduced:
         return (f"{BIGGER} ({names}: {sizes[0]} trainable and {sizes[1]} non-trainable "
                 f"values): {reduced}")
@@ -581,6 +698,26 @@ def _dims(held: tuple, want: tuple, config: dict, input_shapes=()) -> str:
     return ""
 
 
+OVER_TIME = ("the channel MLP mixes along the time axis: its Dense layers map the input_size "
+             "time steps where the spec's map the n_series channels (the layer's input not "
+             "transposed back, or a transpose or Permute before them, as a time-mixing MLP "
+             "has): ")
+
+
+def _over_time(other_shape, got, config) -> str:
+    """``OVER_TIME`` where the weights held at other shapes are the MLP's alone, each the
+    spec's with input_size where the spec has n_series (a Dense over the time axis); ''
+    otherwise, and where the two are equal (the shapes tell nothing)."""
+    length, n = config.get("input_size"), config.get("n_series")
+    if not other_shape or length == n or not all(w.name.startswith("dense")
+                                                  for w in other_shape):
+        return ""
+    over = all(got[w.name][0] == tuple(length if d == n else d for d in w.shape)
+               for w in other_shape)
+    kernels = {"dense1.kernel", "dense2.kernel"} <= {w.name for w in other_shape}
+    return OVER_TIME if over and kernels else ""
+
+
 def _holding(ctx, case, handle, info) -> str | None:
     """What the port holds differently from the weight table, where that accounts exactly for
     its (trainable, non-trainable) counts: canonical weights held with the other trainability
@@ -615,7 +752,7 @@ def _holding(ctx, case, handle, info) -> str | None:
         if len(fits) != 1:
             return None
         return lead + no_weight(", ".join(fits[0]), evidence)
-    bigger = _bigger(table, info, counts, spec_counts, ctx=ctx)
+    bigger = _bigger(table, info, counts, spec_counts, ctx=ctx, handle=handle)
     if bigger:
         return bigger
     got = {k: (tuple(s), bool(t)) for k, (s, t) in info.items()}
@@ -646,8 +783,9 @@ def _holding(ctx, case, handle, info) -> str | None:
         why = [f"{w.name}: {held[w.name].why}" for w in other_shape
                if w.name in held and getattr(held[w.name], "why", "")]
         said = f" (the adapter says why: {'; '.join(why)})" if why else ""
-        return (f"the port holds {'; '.join(reshaped)}{said}, and its counts are those of the "
-                f"weights at its own shapes{counter}: {evidence}")
+        return (f"{_over_time(other_shape, got, case.config)}the port holds "
+                f"{'; '.join(reshaped)}{said}, and its counts are those of the weights at its "
+                f"own shapes{counter}: {evidence}")
     if any(k not in size for k in got):
         return None  # other names: not a matter of trainability alone
     flipped = [w for w in table if w.name in got and got[w.name][1] != w.trainable]
