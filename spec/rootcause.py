@@ -2205,7 +2205,7 @@ def attach(results, exchange: list | None = None):
                       _kept_batch, _random_inference, _rounded_by_its_buffer,
                       _one_constant_seed, _dead_branch, _scaled_activation,
                       _flag_folded, _float32_narrowed, _raised_alone, _export_cause,
-                      _swap_placed):
+                      _swap_placed, _random_in_training):
         out = post_pass(out, findings)
     return out
 
@@ -2412,6 +2412,23 @@ def _random_inference(results, findings):
             r = replace(r, cause=moving[key])
         out.append(r)
     return out
+
+
+def _random_in_training(results, findings):
+    """Where a clause found a training call random at dropout 0.0 (``numerics.random_failure``,
+    checked: two calls from the same weights, input and state differ), the failures the staged
+    probe located in a part's training calls alone are that cause: each probe call is a fresh
+    draw of the randomness, which no reading of one part reproduces."""
+    from portspec.suite.areas.numerics import RANDOM
+
+    random = {(r.impl, r.clause.split("-")[0]): r.diagnosis for r in results
+              if r.status == "failed" and (r.diagnosis or "").startswith(f"{RANDOM} at dropout 0.0")
+              and "training=True" in r.message and r.cause}
+    out = []
+    for diagnosis in dict.fromkeys(random.values()):
+        out = _located_to_checked(out or results, findings, diagnosis, lambda r, found: all(
+            " in training" in text and "inference" not in text for text, _ in found.located))
+    return out or results
 
 
 def _kept_batch(results, findings):

@@ -247,8 +247,11 @@ def drops_in_inference(choices: dict) -> bool:
     return bool(choices.get("dropout_inference")) or choices.get("training_flag") == "always"
 
 
-# dropout_rate: the rate read as the keep probability at one site only (KEEP_AT[how])
-KEEP_AT = {"keep-dropout1": "dropout1", "keep-dropout2": "dropout2"}
+# dropout_rate: the rate read as the keep probability at one site only (KEEP_AT[how]); the
+# "keep-mask-" ones in its mask alone, kept units still scaled by 1/(1-p) (a hand-written
+# dropout keeping where rand < p)
+KEEP_AT = {"keep-dropout1": "dropout1", "keep-dropout2": "dropout2",
+           "keep-mask-dropout1": "dropout1", "keep-mask-dropout2": "dropout2"}
 
 
 def drop_rate(choices: dict, p: float, site: str | None = None) -> float:
@@ -259,7 +262,9 @@ def drop_rate(choices: dict, p: float, site: str | None = None) -> float:
     if fixed is not None:
         return fixed
     if how in KEEP_AT:
-        return 1.0 - p if site == KEEP_AT[how] else p
+        if site != KEEP_AT[how] or (how.startswith("keep-mask") and p in (0.0, 1.0)):
+            return p  # the other site; a keep-mask's port guards p = 0 and p = 1 the spec's
+        return 1.0 - p
     if how not in ("rate", "keep", "keep-mask"):  # "fixed" before rootcause fits it: no rate
         raise ValueError(f"dropout_rate {how!r} has no rate")
     if how == "keep-mask":  # the mask alone reads p as the keep probability: the port's own
@@ -440,7 +445,10 @@ def fm_forward(config, weights, inputs, *, training, masks=None, ops=EXACT, **ch
         kept = {"inverted": 1.0 - rate, "none": 1.0, "rate": rate, "classic": 1.0,
                 "twice": 1.0 - rate}[
             c["dropout_scale"]]
-        if c["dropout_rate"] == "keep-mask" and c["dropout_scale"] == "inverted":
+        how = c["dropout_rate"]
+        mask_only = how == "keep-mask" or (isinstance(how, str) and how.startswith(
+            "keep-mask-") and KEEP_AT[how] == site)
+        if c["dropout_scale"] == "inverted" and mask_only:
             kept = 1.0 - config["dropout"]  # the scale the spec's rate gives
         return np.where(mask, v / kept, v * 0.0)
 
@@ -726,6 +734,11 @@ def _dropout_rate_words(how):
         return "dropping with probability p"
     if how == "keep":
         return "dropping with probability 1-p (the rate used as the keep probability)"
+    if how in KEEP_AT and how.startswith("keep-mask"):
+        first, other = ("first", "second") if KEEP_AT[how] == "dropout1" else ("second", "first")
+        return (f"the {first} dropout dropping with probability 1-p, its mask drawn to keep "
+                f"with probability p (a Bernoulli(p) draw, rand < p, taken as the keep mask), "
+                f"kept units still scaled by 1/(1-p); the {other} with p")
     if how in KEEP_AT:
         first, other = ("first", "second") if KEEP_AT[how] == "dropout1" else ("second", "first")
         return (f"the {first} dropout dropping with probability 1-p (the rate used as its keep "

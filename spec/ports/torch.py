@@ -229,11 +229,19 @@ class TorchPortHandle(PortHandle):
         self._compiled = {}
 
     def _tensors(self):
-        tensors = self.obj.state_dict(keep_vars=True)
+        obj = self.obj
+        registered = {**dict(obj.named_parameters(remove_duplicate=False)),
+                      **dict(obj.named_buffers(remove_duplicate=False))}
+        held = {id(t) for t in registered.values()}
+        # a state_dict key that is no registered path of a registered tensor: the module
+        # renames it on save (a _save_to_state_dict override); the tensor is listed under its
+        # registered path, once (FM-SAVE-NATIVE judges the save that renames it)
+        tensors = {path: t for path, t in obj.state_dict(keep_vars=True).items()
+                   if path in registered or id(t) not in held}
         # buffers registered with persistent=False: the layer computes with them, but
         # state_dict() leaves them out, so a saved layer loses them (FM-SAVE-NATIVE says so)
-        for path, buffer in self.obj.named_buffers():
-            tensors.setdefault(path, buffer)
+        for path, tensor in registered.items():
+            tensors.setdefault(path, tensor)
         for path, tensor in self._plain().items():
             tensors.setdefault(path, tensor)
         return tensors

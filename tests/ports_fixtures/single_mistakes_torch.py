@@ -346,7 +346,10 @@ class FM(nn.Module):
         if self.fixed_rate is not None:
             return self.fixed_rate
         rate = self.dropout.p if isinstance(self.dropout, nn.Module) else self.dropout
+        rate = rate or self.zero_default  # "dropout or 0.1": a rate of 0 read as unset
         return 1 - rate if self.rate_as_keep is True or self.rate_as_keep == site else rate
+
+    zero_default = 0.0
 
     def drop(self, v, site, mask):
         p = self._rate(site)
@@ -363,12 +366,13 @@ class FM(nn.Module):
             return torch.zeros_like(v)
         return torch.where(mask, v / kept, torch.zeros_like(v))
 
-    def _mask(self, shape, dtype, p):
+    def _mask(self, shape, dtype, p, site=None):
         drawn = list(shape)
         if self.mask_axis is not None:  # drawn without the axis and broadcast along it
             drawn[self.mask_axis] = 1
         drawn = torch.rand(drawn, dtype=dtype)
-        return (drawn < p if self.mask_keeps else drawn >= p).expand(shape).clone()
+        keeps = self.mask_keeps is True or (site is not None and self.mask_keeps == site)
+        return (drawn < p if keeps else drawn >= p).expand(shape).clone()
 
     def branch(self, z):
         bias1 = 0 if self.bias1_ignored or self.bias1_after_act else self.lin1.bias
@@ -380,8 +384,8 @@ class FM(nn.Module):
         h = self.activation(pre)
         h = h + self.lin1.bias if self.bias1_after_act else h
         p = self._rate(2)
-        m1 = self._mask(h.shape, h.dtype, self._rate(1))
-        m2 = self._mask((*h.shape[:-1], self.n_series), h.dtype, p)
+        m1 = self._mask(h.shape, h.dtype, self._rate(1), 1)
+        m2 = self._mask((*h.shape[:-1], self.n_series), h.dtype, p, 2)
         if self.drop_path:  # stochastic depth: one decision per sample at the second site
             m2 = (torch.rand((h.shape[0], 1, 1), dtype=h.dtype) >= p).expand_as(m2).clone()
         if self.shared:  # unit c of both sites: one decision
@@ -465,8 +469,10 @@ class GFF(nn.Module):
             nn.init.xavier_uniform_(self.gate.weight, gain=gain)
         nn.init.zeros_(self.gate.bias)
 
+    fallback = {}  # activation names a lookup misses, and what it falls back to
+
     def _act(self, z):
-        name = self.fixed or self.activation
+        name = self.fixed or self.fallback.get(self.activation, self.activation)
         if name == "softmax" and self.log_softmax:
             return torch.log_softmax(z, dim=-1)
         if name == "softmax" and self.naive_softmax:  # "the textbook formula"
@@ -687,6 +693,10 @@ PORTS = [
     port("dropout-inverted-and-scaled-at-test-time", {"dropout_scale": "twice"},
          fm={"drop_scale": "twice"}),
     port("dropout-rate-as-keep", {"dropout_rate": "keep"}, fm={"rate_as_keep": True}),
+    port("dropout-mask-keeps-with-the-rate-at-the-second-site",
+         {"dropout_rate": "keep-mask-dropout2"}, fm={"mask_keeps": 2}),
+    port("dropout-0-read-as-unset", r"^FeatureMixing: the forward is random at dropout 0.0: "
+         r"two calls with the same weights and input differ", fm={"zero_default": 0.1}),
     # gamma and beta used each where the other belongs in forward, the weight map right
     port("gamma-and-beta-exchanged-in-the-call",
          r"^FeatureMixing: gamma and beta exchanged in the layer's call \(each used where "
@@ -746,6 +756,10 @@ PORTS = [
     port("gff-softmax-implicit-dim", {"axis": "implicit"}, gff={"axis": "implicit"}),
     port("gff-softmax-over-every-axis", {"axis": "all"}, gff={"axis": "all"}),
     port("gff-always-sigmoid", {"activation": "sigmoid"}, gff={"fixed": "sigmoid"}),
+    # ACTS.get(name, torch.sigmoid) with the relu entry missing: one activation falls through
+    port("gff-relu-falls-back-to-sigmoid", r"^GatedFeatureFusion: activation='relu' computes "
+         r"the sigmoid gate: .* its sigmoid, tanh, softmax gates are the spec's",
+         gff={"fallback": {"relu": "sigmoid"}}),
     port("gff-gate-sees-a", {"sees": "a"}, gff={"sees": "a"}),
     port("gff-gate-sees-a-twice", {"sees": "aa"}, gff={"sees": "aa"}),
     port("gff-gated-residual", {"roles": "residual"}, gff={"roles": "residual"}),
@@ -1071,6 +1085,23 @@ class StatsSwappedInMap(Conforming):
         "norm.moving_variance": ("moving_mean", identity)}}
 
 
+class _FMRenamedOnSave(FM):
+    """Saves its moving variance under Keras's name, and has no load that reads it back."""
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "moving_variance"] = destination.pop(prefix + "moving_var")
+
+
+class RenamedOnSave(Conforming):
+    """The layer to the spec, its map to the spec; its state_dict renames a buffer: the
+    native save alone fails, and the weight table lists the buffer once, under its path."""
+
+    name, layers, fm = "buffer-renamed-in-the-state-dict", ("FeatureMixing",), _FMRenamedOnSave
+    expected = (r"^FeatureMixing: a natively saved layer does not load back \(RuntimeError: "
+                r".*Missing key\(s\) in state_dict: \"moving_var\"")
+
+
 class OffsetDeclaredAbsent(Conforming):
     """The layer to the spec; its weight map declares the BatchNorm offset absent, which the
     module holds (``beta``, trained and saved, never read back by the map)."""
@@ -1206,4 +1237,4 @@ ADAPTERS = [Conforming(), *(cls() for cls in PORTS), WholeBlock(), ConfigNamesSw
             ScalarGate(), StatsSwappedInMap(), OutputFlattened(), TiedKernels(),
             GateBiasDrawnWithKernel(), StackedGateKernelXavier(), DenseOverTime(),
             DenseInPlainList(), GateSizedByAxis1(), Dense2ToInputSize(),
-            TrainOverriddenWithoutSuper(), OffsetDeclaredAbsent()]
+            TrainOverriddenWithoutSuper(), OffsetDeclaredAbsent(), RenamedOnSave()]

@@ -404,7 +404,8 @@ def activations(ctx):
         try:
             compare_with_oracle(ctx, case, dtype="float64", training=False)
         except ClauseFailure as failure:
-            said = _activation_scaled(ctx, case, cases)
+            said = (_activation_scaled(ctx, case, cases)
+                    or _activation_as_another(ctx, case, cases))
             if said is None:
                 raise
             raise ClauseFailure(str(failure), diagnosis=said, checked=True) from None
@@ -436,6 +437,18 @@ _INVERSE = {"sigmoid": (lambda g: np.log(g / (1.0 - g)), lambda v: 1.0 / (1.0 + 
             "tanh": (np.arctanh, np.tanh, (-1.0, 1.0))}
 
 
+def _others_conform(ctx, case, cases) -> list | None:
+    """The cases of ``cases`` other than ``case``, where each gives the spec's output in float64
+    (a reading of one activation alone needs the others right); None where one does not."""
+    others = [c for c in cases if c is not case]
+    for other in others:
+        try:
+            compare_with_oracle(ctx, other, dtype="float64", training=False)
+        except Exception:  # noqa: BLE001 - another activation off too: not this reading
+            return None
+    return others
+
+
 def _activation_scaled(ctx, case, cases) -> str | None:
     """``ACTIVATION_SCALED``: the gate of ``case``'s activation (sigmoid or tanh), read back
     from the port's output where the two inputs differ, is that activation of c times the
@@ -445,12 +458,9 @@ def _activation_scaled(ctx, case, cases) -> str | None:
     name = case.config.get("activation")
     if name not in _INVERSE:
         return None
-    others = [c for c in cases if c is not case]
-    for other in others:
-        try:
-            compare_with_oracle(ctx, other, dtype="float64", training=False)
-        except Exception:  # noqa: BLE001 - another activation off too: not this reading
-            return None
+    others = _others_conform(ctx, case, cases)
+    if others is None:
+        return None
     handle, config, weights, (a, b) = _primed(ctx, case, "float64", False)
     out = np.asarray(handle.forward([a, b], training=False), np.float64)
     z = np.concatenate([a, b], axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
@@ -468,6 +478,33 @@ def _activation_scaled(ctx, case, cases) -> str | None:
     return ACTIVATION_SCALED.format(
         name=name, c=f"{c:g}", others=", ".join(o.config["activation"] for o in others),
         how=_SCALED_HOW.get((name, c), ""))
+
+
+ACTIVATION_AS_ANOTHER = (
+    "activation={name!r} computes the {other} gate: the port's output for it is the spec's "
+    "with the {other} gate to float64's tolerance, and its {others} gates are the spec's (the "
+    "name falls through to another activation: a lookup's default, dict.get(name, ...), or "
+    "an if/elif chain without that branch)"
+)
+
+
+def _activation_as_another(ctx, case, cases) -> str | None:
+    """``ACTIVATION_AS_ANOTHER``: the output of ``case``'s activation is the spec's output for
+    another of the spec's activations, same weights and inputs, where every other activation
+    of ``cases`` gives the spec's output."""
+    name = case.config.get("activation")
+    others = _others_conform(ctx, case, cases)
+    if others is None:
+        return None
+    handle, config, weights, x = _primed(ctx, case, "float64", False)
+    out = np.asarray(handle.forward(x, training=False), np.float64)
+    for other in others:
+        want, _ = ctx.spec.forward({**config, **other.config}, weights, x, training=False)
+        if close(out, want, FORWARD["float64"]):
+            return ACTIVATION_AS_ANOTHER.format(
+                name=name, other=other.config["activation"],
+                others=", ".join(o.config["activation"] for o in others))
+    return None
 
 
 # the activations as written from their definitions, without guarding exp's overflow (or
@@ -943,11 +980,14 @@ def random_failure(first, again, calls: str, dropout, cannot: str, judged: str,
         at, why = "", "a dropout or noise the layer adds, where the spec has none"
     else:
         at = f" at dropout {float(dropout)}"
-        why = "a dropout that does not take the config's rate, or noise the layer adds"
+        why = ("a dropout that does not take the config's rate (a rate of 0 read as unset and "
+               "replaced by a default: p or 0.1), or noise the layer adds")
+    # the diagnosis is the same words in every clause that meets it (one root cause); what
+    # the clause then cannot judge is its own, in its message
     return ClauseFailure(
-        f"{calls} with the same weights and input differ by up to {spread:.3g}{at}, so {cannot}",
-        diagnosis=(f"{RANDOM}{at}: two calls with the same weights and input differ ({why}); "
-                   f"{judged}"),
+        f"{calls} with the same weights and input differ by up to {spread:.3g}{at}, so {cannot} "
+        f"({judged})",
+        diagnosis=f"{RANDOM}{at}: two calls with the same weights and input differ ({why})",
         details={**(details or {}), "spread": spread}, checked=True)
 
 
