@@ -63,6 +63,40 @@ def test_keras_batchnormalization_outside_tensorflow_is_named_with_the_ports_lin
     assert "reached from the port's keras_batchnorm.py:" in words and "self.norm(" in words
 
 
+@pytest.mark.home("keras-tensorflow")
+def test_a_cast_written_in_a_keras_port_on_tensorflow_is_named_at_its_line():
+    """TensorFlow's graph of the call (tf.function, traced): the Cast's creation stack names
+    the port's line; the conforming port, float64 throughout, has none."""
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the TensorFlow trace: KERAS_BACKEND=tensorflow")
+    ports = _adapters("single_mistakes_keras.py")
+    for training in (False, True):
+        words = _narrowing(ports["activation-in-float32"], training=training)
+        assert words is not None
+        assert words.startswith("a float64 value is converted to float32 in the port's own "
+                                "code, single_mistakes_keras.py:"), words
+        assert '`return ops.cast(ops.relu(ops.cast(h, "float32")), h.dtype)`' in words, words
+        assert _narrowing(ports["conforming"], training=training) is None
+
+
+@pytest.mark.home("keras-tensorflow")
+def test_a_tensorflow_trace_leaves_kerass_name_scopes_as_they_were():
+    """A layer of a class named _Private is named "__private", which tf.name_scope refuses
+    as a root scope inside a graph: the trace runs under a root scope of its own, and Keras's
+    stack of name scopes is put back, so the layers built after it keep their own paths."""
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the TensorFlow trace: KERAS_BACKEND=tensorflow")
+    adapter = _adapters("ports_keras.py")["keras-epsilon-1e-5"]
+    _narrowing(adapter)
+    _narrowing(adapter, training=True)
+    after = adapter.build("FeatureMixing", dict(CONFIG), input_shapes=CASE.input_shapes,
+                          seed=0, dtype="float64")
+    paths = [v.path for v in after.obj.weights]
+    assert paths and all(p.count("/") == 2 for p in paths), paths  # layer/sublayer/weight
+
+
 def test_the_words_name_the_first_frame_past_the_casts():
     from portspec.ports.narrowing import describe
 

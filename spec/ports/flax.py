@@ -111,6 +111,10 @@ class FlaxPortHandle(PortHandle):
                 node = node[part] if isinstance(part, int) else getattr(node, part)
             if isinstance(node, nnx.RngState) or self._is_key(node):  # RNG keys and
                 continue  # counters are no weights, whatever holds them
+            if isinstance(node, nnx.Intermediate) or not hasattr(node, "dtype"):
+                # values a call records (Module.sow: a tuple of arrays per call, which the
+                # next call extends) are no weights: not read, written or saved
+                continue
             out[".".join(str(p) for p in path)] = node
         return out
 

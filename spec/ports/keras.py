@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from portspec.layers import LAYERS
-from portspec.ports.base import PortAdapter, PortHandle, one_output, zeros
+from portspec.ports.base import PortAdapter, PortHandle, floating, one_output, zeros
 
 BACKENDS = ("jax", "torch", "tensorflow")
 POLICIES = {
@@ -125,6 +125,13 @@ def _name_uids() -> dict:
     return dict(global_state.get_global_attribute("object_name_uids", default={}) or {})
 
 
+def _dtype(variable) -> str:
+    """A Keras variable's dtype as NumPy names it (Keras 3 gives a string)."""
+    from keras import backend
+
+    return backend.standardize_dtype(variable.dtype)
+
+
 class KerasPortHandle(PortHandle):
     def __init__(self, *args):
         super().__init__(*args)
@@ -138,7 +145,10 @@ class KerasPortHandle(PortHandle):
         }
 
     def _native(self):
-        return {p: (tuple(v.shape), bool(v.trainable)) for p, v in self._variables().items()}
+        # integer state (a counter of training calls, as torch's num_batches_tracked) is no
+        # weight: the PyTorch and Flax handles leave it out alike
+        return {p: (tuple(v.shape), bool(v.trainable)) for p, v in self._variables().items()
+                if floating(_dtype(v))}
 
     def _name_note(self, path):
         """Keras names a layer built without ``name=`` after its class, numbered by how many
@@ -221,7 +231,17 @@ class KerasPortHandle(PortHandle):
             import torch
 
             return narrowing.in_torch(torch, lambda: self._call(x, training), self.port_files())
-        return None  # TensorFlow promotes float64 with float32 to float64 (Keras's own rule)
+        import tensorflow as tf
+        from keras.src.backend.common import global_state
+
+        # a trace that raises inside a layer's call leaves that layer's Keras name scope on
+        # Keras's stack (its __exit__ never runs), and every layer built after it would take
+        # the scope into its variables' paths: the stack is put back as it was
+        stack = list(global_state.get_global_attribute("name_scope_stack") or [])
+        try:
+            return narrowing.in_tf(tf, lambda: self._call(x, training), self.port_files())
+        finally:
+            global_state.set_global_attribute("name_scope_stack", stack)
 
     def _stateless(self, tvals, ntvals, x, training):
         """The call with the variables' values given, as JAX transformations need it."""
@@ -334,8 +354,9 @@ class KerasPortHandle(PortHandle):
         return variable.value
 
     def param_counts(self):
-        def count(weights):
-            return sum(int(np.prod(v.shape)) for v in weights)
+        def count(weights):  # the floating variables, as _native (Keras's count_params
+            # counts an integer counter too)
+            return sum(int(np.prod(v.shape)) for v in weights if floating(_dtype(v)))
 
         return count(self.obj.trainable_weights), count(self.obj.non_trainable_weights)
 

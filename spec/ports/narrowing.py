@@ -12,6 +12,11 @@ reader goes to the line at fault, not to every operation of the layer.
 - JAX (Flax NNX, Keras on JAX): the call is traced to a jaxpr (``jax.make_jaxpr``); the first
   equation, in program order and within nested jaxprs, whose inputs include a float64 value
   and whose outputs a narrower float, with its ``source_info`` (JAX's own frames left out).
+- TensorFlow (Keras on TensorFlow): the call is traced to a graph (``tf.function``'s concrete
+  function; tracing runs no operation, so no state moves); the first operation, in creation
+  order, with a float64 input and a narrower float output, with its creation stack
+  (``Operation.traceback``; TensorFlow's own frames left out). TensorFlow promotes nothing
+  implicitly, so what narrows is a cast the port wrote or a sublayer built in float32.
 - PyTorch (ports, Keras on PyTorch): the call runs eagerly under a dispatch mode that sees
   each ATen operation (``torch.utils._python_dispatch.TorchDispatchMode``); the first one with
   a float64 tensor among its operands and a narrower float tensor as its result (``_to_copy``
@@ -119,6 +124,27 @@ def widened_output(make_jaxpr, port_files, origin: str, target: str = "float32")
             frames = [] if tb is None else [(f.file_name, f.start_line, f.function_name)
                                              for f in source_info_util.user_frames(tb)]
             return describe(frames, port_files, target, str(eqn.primitive), origin)
+    return None
+
+
+def in_tf(tf, run, port_files) -> str | None:
+    """The first operation of ``run()``, a TensorFlow call traced by ``tf.function``, that
+    turns a float64 value into a narrower float, as words; None where it has none."""
+    def traced():
+        # under a root scope of its own: tf.name_scope refuses a root scope name that starts
+        # with "_", which Keras gives a layer of a class named _Private ("__private")
+        with tf.name_scope("narrowing"):
+            return run()
+
+    graph = tf.function(traced).get_concrete_function().graph
+    tf_dir = os.path.dirname(tf.__file__)
+    for op in graph.get_operations():
+        ins = {t.dtype.name for t in op.inputs}
+        narrow = next((t.dtype.name for t in op.outputs if t.dtype.name in NARROW), None)
+        if "float64" in ins and narrow:
+            frames = [(f.filename, f.lineno, f.name) for f in reversed(list(op.traceback))
+                      if not f.filename.startswith(tf_dir) and f.filename != __file__]
+            return describe(frames, port_files, narrow, op.type)
     return None
 
 

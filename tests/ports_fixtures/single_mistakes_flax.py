@@ -194,6 +194,12 @@ class Conforming(FlaxPortAdapter):
         return module.get_config()
 
 
+def _sown(self, x):
+    out = FeatureMixing.__call__(self, x)
+    self.sow(nnx.Intermediate, "output", out)  # a tuple of every call's output
+    return out
+
+
 def port(name, expected, fm=None, gff=None, weights=None):
     """A port like Conforming with one mistake: overridden FeatureMixing /
     GatedFeatureFusion members, or its own weight map."""
@@ -393,6 +399,8 @@ PORTS = [
     port("dense2-kernel-initialised-to-zeros", r"^FeatureMixing: initial weights set to the "
          r"constant 0 instead of Glorot-uniform \[dense2.kernel: every value equal\]",
          fm={"__init__": _dense2_zeros}),
+    # not a mistake: a value recorded by the call (Module.sow) is no weight
+    port("sows-its-output", {}, fm={"__call__": _sown}),
     # GatedFeatureFusion
     port("gff-hard-sigmoid", {"sigmoid": "hard"}, gff=_when("sigmoid", jax.nn.hard_sigmoid)),
     port("gff-softmax-axis-0", {"axis": 0},

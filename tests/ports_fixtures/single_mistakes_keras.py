@@ -174,6 +174,23 @@ class Conforming(KerasPortAdapter):
         return cls(**config, **({} if dtype is None else {"dtype": dtype}))
 
 
+def _counting_build(self, input_shape):
+    FeatureMixing.build(self, input_shape)
+    # a count of training calls (torch's num_batches_tracked): integer state, no weight
+    self.calls = self.add_weight(name="calls", shape=(), dtype="int64", trainable=False,
+                                 initializer="zeros")
+
+
+def _counting_combine(self, x, training):
+    if training:
+        self.calls.assign_add(ops.cast(1, "int64"))
+    return FeatureMixing.combine(self, x, training)
+
+
+def _relu32(self, h):
+    return ops.cast(ops.relu(ops.cast(h, "float32")), h.dtype)  # the line a trace names
+
+
 def port(name, expected, fm=None, gff=None, weights=None):
     """A port like Conforming with one mistake: overridden FeatureMixing / GatedFeatureFusion
     members, or its own weight map."""
@@ -318,6 +335,11 @@ PORTS = [
     port("gelu-tanh-of-keras-ops", {"activation": "gelu-tanh", "precision": "float32"},
          fm={"activation": lambda self, h: ops.gelu(h)}),
     port("kernels-read-as-torch", {"transpose": True}, weights=KERNELS_AS_TORCH),
+    # not a mistake: an integer counter of training calls is state, not a weight
+    port("counts-its-training-calls", {},
+         fm={"build": _counting_build, "combine": _counting_combine}),
+    # the activation computed in float32 whatever the layer's dtype: a cast in the port's code
+    port("activation-in-float32", {"precision": "float32"}, fm={"activation": _relu32}),
     # dropout
     port("dropout-rate-as-keep", {"dropout_rate": "keep"},
          fm={"rate": lambda self: 1.0 - self.dropout}),
