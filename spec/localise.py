@@ -485,8 +485,9 @@ def _fm_update(r) -> str | None:
         a, b = _update_weights(mm, mean, got_m)
         if _rel(got_m, k * mm) <= SAME and abs(1 - k) > 1e-9:  # a running average of 0
             said.append("the moving mean averages 0, the standardised features' mean (the "
-                        "normalisation's output where its input was meant; the spec: the "
-                        "batch mean)")
+                        "normalisation's output where its input was meant: standardised, or "
+                        "after gamma and beta, which the stage's gamma 1 and beta 0 cannot "
+                        "tell apart; the spec: the batch mean)")
         elif a is not None:  # old and new weighted, but the weights do not sum to 1
             said.append(_unnormalised(a, b, LAYERS["FeatureMixing"].momentum))
             q = (got_v - a * mv) / b if abs(b) > 1e-9 else None
@@ -511,7 +512,9 @@ def _fm_update(r) -> str | None:
                   "sqrt(the batch variance + epsilon) (the normalisation's denominator)":
                   np.sqrt(var + eps),
                   "the variance of the standardised features, var / (var + epsilon) (the "
-                  "normalisation's output where its input was meant)": var / (var + eps),
+                  "normalisation's output where its input was meant, standardised or after "
+                  "gamma and beta: the stage's gamma 1 and beta 0 cannot tell them apart)":
+                  var / (var + eps),
                   **{f"the variance about {c}": ((x - v) ** 2).mean(axis=0)
                      for c, v in base["centres"].items()}}
     if k is not None and abs(1 - k) > 1e-9:

@@ -268,18 +268,29 @@ IN_PLACE_NORMALISED = (
     "change; normalise a new tensor (z = (x - mean) / ...)")
 
 
+# the residual sum written into the layer's input, where the output is the spec's
+IN_PLACE_RESIDUAL = (
+    "the residual sum is written into the layer's input in place (res = x; res += y, or "
+    "x.add_(y)): the output is the spec's, but after every call, inference included, the "
+    "caller's tensor holds the output too, and autograd refuses the gradient through that "
+    "in-place change of the input; add out of place (out = x + y)")
+
+
 def _input_changed(adapter, spec) -> list[dict]:
     """Where a call of the port's layer changes its input tensor in place
     (``PortHandle.changes_input``: PyTorch's tensors are mutable, NumPy-, JAX- and
-    TensorFlow-backed inputs are not), a record of the modes it does so in."""
+    TensorFlow-backed inputs are not), a record of the modes it does so in, and whether the
+    caller's tensor then holds the output in both modes (``state["output"]``)."""
     try:
         handle, x, _ = _first_case(adapter, spec, "float64")
         check = getattr(handle, "changes_input", None)
-        modes = [t for t in (False, True) if check is not None and check(x, training=t)]
+        seen = {t: check(x, training=t) for t in (False, True)} if check is not None else {}
     except Exception:  # noqa: BLE001 - no build or call, no evidence
         return []
+    modes = [t for t, how in seen.items() if how]
     return [_record(INPUT_CHANGED, None, None, None, False, None, None, None,
-                    state={"training": modes})] if modes else []
+                    state={"training": modes, "output": len(modes) == 2 and all(
+                        seen[t] == "output" for t in modes)})] if modes else []
 
 
 def _stuck(adapter, spec) -> list[dict]:
@@ -757,6 +768,7 @@ class Finding:
     stuck: tuple = ()  # submodules the layer's switch to inference leaves training (STUCK)
     narrowed32: dict = field(default_factory=dict)  # a float32 call computed narrower
     input_changed: bool = False  # a call changes its input tensor in place (INPUT_CHANGED)
+    input_holds_output: bool = False  # ... in both modes, the caller's tensor holding the output
 
     @property
     def says(self) -> bool:
@@ -1360,7 +1372,9 @@ def search(spec, records):
     found = replace(found, plain=plain, cast=cast, narrowed=narrowed, held=dict(held),
                     grad_mode=grad_mode_words(records), stuck=tuple(stuck),
                     narrowed32=dict(low),
-                    input_changed=any(r["label"] == INPUT_CHANGED for r in records))
+                    input_changed=any(r["label"] == INPUT_CHANGED for r in records),
+                    input_holds_output=any(r["label"] == INPUT_CHANGED and r["state"]["output"]
+                                           for r in records))
     found = _input_site(found, records)
     if not found.says:  # outside the variant space (or the GFF probe's training calls,
         # which the search has not): read part by part
@@ -2173,6 +2187,11 @@ def attach(results, exchange: list | None = None):
         if cause is not None:
             out[i] = replace(r, cause=cause.line(), details={**details,
                                                              "variant": cause.summary()})
+        elif (r.diagnosis == IN_PLACE and finding.fits and not finding.diff
+              and finding.input_holds_output):
+            # every call's output the spec's, the caller's tensor holding it: the refused
+            # backward is the residual added into the input
+            out[i] = replace(r, cause=f"{finding.layer}: {IN_PLACE_RESIDUAL}", details=details)
         elif r.diagnosis == IN_PLACE and ((finding.located and any(
                 localise.IN_PLACE_INPUT in text for text, _ in finding.located)) or (
                 finding.fits and finding.input_changed
@@ -2182,6 +2201,14 @@ def attach(results, exchange: list | None = None):
         elif finding.located and r.diagnosis == GRADIENT_AT_ZERO_VARIANCE and any(
                 _rooted(text) for text, _ in finding.located):
             # a square root of the variance the staged probe found: its derivative at 0
+            out[i] = replace(r, cause=finding.line(), details=details)
+        elif (finding.located and (r.diagnosis or "").startswith(_NORM_BACKWARD)
+              and any(scope == "training" and "normalis" in text
+                      for text, scope in finding.located)
+              and localise.explains(prefixes[prefix], finding.located, r.clause, r.message)):
+            # a training normalisation the staged probe found reading other statistics than
+            # the batch's (its moving ones, say) carries no gradient through them either: the
+            # input's wrong gradient there is that reading, not a backward of its own
             out[i] = replace(r, cause=finding.line(), details=details)
         elif r.diagnosis and _checked(prefixes[prefix], r):
             # no variant of the computation fails it; its own checked diagnosis is the cause
@@ -2205,7 +2232,7 @@ def attach(results, exchange: list | None = None):
                       _kept_batch, _random_inference, _rounded_by_its_buffer,
                       _one_constant_seed, _dead_branch, _scaled_activation,
                       _flag_folded, _float32_narrowed, _raised_alone, _export_cause,
-                      _swap_placed, _random_in_training):
+                      _swap_placed, _random_in_training, _held_epsilon):
         out = post_pass(out, findings)
     return out
 
@@ -2429,6 +2456,31 @@ def _random_in_training(results, findings):
         out = _located_to_checked(out or results, findings, diagnosis, lambda r, found: all(
             " in training" in text and "inference" not in text for text, _ in found.located))
     return out or results
+
+
+# the part of the backward FM-GRAD names where only the input's gradient is off
+_NORM_BACKWARD = "the backward through the normalisation to its input is wrong"
+
+
+def _held_epsilon(results, findings):
+    """Where the weight table finds the epsilon held in a float32 tensor attribute and checks
+    that the port's float64 output is the spec's with that rounded epsilon
+    (``structure.COMPUTES_WITH``), the layer's other failures that nothing else explains, or
+    that are put down to its plain tensor attributes, are that cause."""
+    from portspec.suite.areas.structure import COMPUTES_WITH
+
+    mark = COMPUTES_WITH.split("{")[0]
+    held = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
+            if r.status == "failed" and mark in (r.cause or "")}
+    out = []
+    for r in results:
+        cause = held.get((r.impl, r.clause.split("-")[0]))
+        if cause and r.status == "failed" and (
+                (r.cause or "").startswith(UNEXPLAINED)
+                or "as plain tensor attributes, not registered" in (r.cause or "")):
+            r = replace(r, cause=cause)
+        out.append(r)
+    return out
 
 
 def _kept_batch(results, findings):

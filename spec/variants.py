@@ -1166,4 +1166,22 @@ def describe(space: Space, diff: dict) -> str:
              ] if joint else []
     pairs += [f"{word(space, k, v)} instead of {word(space, k, space.defaults[k])}"
               for k, v in diff.items() if not (joint and k in joint[0])]
-    return pairs[0] if len(pairs) == 1 else f"{', '.join(pairs[:-1])}, and {pairs[-1]}"
+    said = pairs[0] if len(pairs) == 1 else f"{', '.join(pairs[:-1])}, and {pairs[-1]}"
+    return said + _exchanged(space, diff)
+
+
+def _exchanged(space: Space, diff: dict) -> str:
+    """Words where the port's epsilon is the spec's momentum and its momentum the spec's
+    epsilon (both as the share of the old value kept, or in PyTorch's sense): two
+    hyperparameters passed in each other's place."""
+    eps, keep = diff.get("eps"), diff.get("momentum")
+    if "eps" not in space.defaults or not isinstance(eps, float) or not isinstance(keep, float):
+        return ""
+    spec_eps, spec_keep = space.defaults["eps"], fm.SPEC.momentum
+    for sense, spec_m in (("", spec_keep), (" in PyTorch's sense", 1.0 - spec_keep)):
+        m = keep if not sense else 1.0 - keep
+        if math.isclose(eps, spec_m, rel_tol=1e-6) and math.isclose(m, spec_eps, rel_tol=1e-6):
+            return (f" (each the other's value{sense}: epsilon and momentum passed in each "
+                    "other's place, as positional arguments in another order than the "
+                    "constructor's)")
+    return ""

@@ -383,18 +383,28 @@ class TorchPortHandle(PortHandle):
         with self.adapter.torch.no_grad():
             return self._numpy(self._run(self.obj, self._tensor(inputs), training))
 
-    def changes_input(self, inputs, *, training) -> bool:
+    def changes_input(self, inputs, *, training) -> str | None:
         """Whether a call changes its input tensor in place (``x.sub_(mean)``, ``x -= ...`` on
         the input or a view of it): the caller's tensor, compared after the call with its
-        copy from before, bit for bit (NaN equal to NaN)."""
+        copy from before, bit for bit (NaN equal to NaN). None where it does not; "output"
+        where the caller's tensor then holds the call's output (the residual sum written into
+        the input, ``res = x; res += y``), else "changed"."""
         torch = self.adapter.torch
         x = self._tensor(inputs)
         given = x if isinstance(x, list) else [x]
         before = [t.clone() for t in given]
         with torch.no_grad():
-            self._run(self.obj, x, training)
-        return not all(torch.equal(a, b) or bool(torch.all((a == b) | (a.isnan() & b.isnan())))
-                       for a, b in zip(given, before, strict=True))
+            out = self._run(self.obj, x, training)
+
+        def same(a, b):
+            return a.shape == b.shape and (torch.equal(a, b) or bool(
+                torch.all((a == b) | (a.isnan() & b.isnan()))))
+
+        if all(same(a, b) for a, b in zip(given, before, strict=True)):
+            return None
+        out = one_output(out)
+        return "output" if isinstance(out, torch.Tensor) and len(given) == 1 and same(
+            given[0], out) else "changed"
 
     def forward_recorded(self, inputs, *, training):
         """``forward`` with autograd recording (``torch.enable_grad``), as a training loop
@@ -469,15 +479,15 @@ class TorchPortHandle(PortHandle):
         stuck = [name for name, m in self.obj.named_modules() if name and m.training]
         return [n for n in stuck if not any(n.startswith(f"{o}.") for o in stuck)]  # outermost
 
-    def tracked_state(self) -> list[str]:
+    def tracked_state(self) -> dict[str, bool]:
         """The port's tensors outside its parameters (moving statistics) that hold autograd
-        history after a training gradient call (FM-BN-UPDATE). Only PyTorch handles have
-        this: JAX's and Keras's state is values, not graph nodes, so the clause makes no
-        gradient call for them."""
+        history after a training gradient call (FM-BN-UPDATE): path -> whether it is a node
+        of the call's graph (a ``grad_fn``), not only a tensor that requires grad. Only
+        PyTorch handles have this: JAX's and Keras's state is values, not graph nodes, so the
+        clause makes no gradient call for them."""
         nn = self.adapter.torch.nn
-        return sorted(path for path, t in self._tensors().items()
-                      if not isinstance(t, nn.Parameter)
-                      and (t.requires_grad or t.grad_fn is not None))
+        return {path: t.grad_fn is not None for path, t in sorted(self._tensors().items())
+                if not isinstance(t, nn.Parameter) and (t.requires_grad or t.grad_fn is not None)}
 
     def narrowing(self, inputs, *, training):
         """Where a float64 call turns a value narrower, or a float32 call turns one float16

@@ -120,6 +120,7 @@ class FM(nn.Module):
     update_tracked = False  # the update outside no_grad, rebound: the buffers join the graph
     numpy_stats = False  # torch.from_numpy(np.zeros(n)): float64 buffers in a float32 layer
     standardised_detached = False  # the standardisation computed under no_grad
+    stat_detached = None  # "var": the batch variance held in backprop, the mean's term kept
     mean_of_all = False  # training's mean of every value, not each feature's
     stats_keepdims = False  # the moving statistics rebound at shape (1, L*N) by an update
     stats_swapped = False  # mean, var = torch.var_mean(...), which returns (var, mean)
@@ -232,6 +233,8 @@ class FM(nn.Module):
         if self.var_centre and self.training:
             centre = v.mean() if self.var_centre == "grand" else 0.0
             var = ((v - centre) ** 2).mean(axes, keepdim=True)
+        if self.stat_detached == "var" and self.training:  # a backward without its term
+            var = var.detach()
         if not self.norm.startswith("layer"):
             training = self.training and not (self.batch_one_moving and v.shape[0] == 1)
             training = torch.is_grad_enabled() if self.mode_from_grad else training
@@ -423,8 +426,12 @@ class FM(nn.Module):
         y = self.branch_sign * y
         y = self.alpha * y if self.rezero else y
         x = self.proj(x) if self.residual_projection else x
-        out = {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
-            self.residual]
+        if self.residual == "into-input":  # "res = x; res += y": the caller's tensor
+            out = x
+            out += y
+        else:
+            out = {"input": self.residual_scale * x + y, "normalised": z + y, "none": y}[
+                self.residual]
         out = F.relu(out) if self.relu_after_residual else out
         out = self.drop(out, 2, self._m2) if self.drop_after_residual else out
         if self.batch_kept:
@@ -629,6 +636,22 @@ def _default_dropouts_branch(self, z):
     return self.drop_b(self.lin2(self.drop_a(F.relu(self.lin1(z)))))
 
 
+def _eps_as_tensor(self, *args, **kwargs):
+    FM.__init__(self, *args, **kwargs)
+    self.eps = torch.tensor(self.eps)  # "no Python float for torch.compile": float32
+
+
+def _kept(self, x):
+    out = FM.forward(self, x)
+    self.last_output = out * 1  # kept for inspection, .detach() forgotten
+    return out
+
+
+def _input_kept(self, x):
+    self.last_input = x  # the caller's tensor: no graph of the layer's
+    return FM.forward(self, x)
+
+
 def port(name, expected, fm=None, gff=None, kernel=transpose):
     """A port like Conforming with one mistake: FM / GFF class attributes, or the kernel map."""
     fm_class = type(f"FM_{name}", (FM,), fm or {})
@@ -657,6 +680,10 @@ PORTS = [
     port("epsilon-machine-of-the-dtype", {"eps": "machine"}, fm={"eps_machine": True}),
     port("momentum-torch-sense", {"momentum": 0.99}, fm={"keep": 0.99}),
     port("momentum-0.1", {"momentum": 0.1}, fm={"keep": 0.1}),
+    # BatchNorm(features, momentum, eps) called as BatchNorm(features, eps, momentum)
+    port("epsilon-and-momentum-exchanged", r"^FeatureMixing: epsilon 0\.01 instead of epsilon "
+         r"0\.001, and moving statistics keep 0\.001 .* \(each the other's value: epsilon and "
+         r"momentum passed in each other's place", fm={"eps": 0.01, "keep": 0.001}),
     port("momentum-flipped-for-the-variance", {"var_momentum": 0.99}, fm={"var_keep": 0.99}),
     port("unbiased-normalisation", {"var_ddof": 1}, fm={"ddof": 1}),
     port("unbiased-moving-update", {"update_ddof": 1}, fm={"update_ddof": 1}),
@@ -697,6 +724,13 @@ PORTS = [
          {"dropout_rate": "keep-mask-dropout2"}, fm={"mask_keeps": 2}),
     port("dropout-0-read-as-unset", r"^FeatureMixing: the forward is random at dropout 0.0: "
          r"two calls with the same weights and input differ", fm={"zero_default": 0.1}),
+    port("batch-variance-detached", r"^FeatureMixing: the batch variance is treated as a "
+         r"constant in backprop, its mean's term kept", fm={"stat_detached": "var"}),
+    # the output kept on the layer for inspection without .detach(): the step's graph stays
+    port("output-kept-with-its-graph", r"^FeatureMixing: the call keeps last_output on the "
+         r"layer as a tensor of the training step's autograd graph", fm={"forward": _kept}),
+    # the input kept as it came (a leaf that requires grad, no graph): not a failure
+    port("input-kept-as-it-came", {}, fm={"forward": _input_kept}),
     # gamma and beta used each where the other belongs in forward, the weight map right
     port("gamma-and-beta-exchanged-in-the-call",
          r"^FeatureMixing: gamma and beta exchanged in the layer's call \(each used where "
@@ -850,6 +884,8 @@ PORTS = [
          r"\(x - mean\) / sqrt\(var \+ epsilon\) by the call's statistics: the "
          r"normalisation standardises its input in place", fm={"inplace_input": True}),
     # ... and its scale and offset too: the residual reads the normalised input, a variant
+    port("residual-added-into-the-input", r"^FeatureMixing: the residual sum is written into "
+         r"the layer's input in place", fm={"residual": "into-input"}),
     port("input-normalised-in-place", r"^FeatureMixing: the normalisation changes the layer's "
          r"input in place .* \(the residual adding the normalised input instead of",
          fm={"inplace_input": "affine"}),
@@ -912,11 +948,17 @@ PORTS = [
          r"outside the layer's table \(momentum: 0 trainable and 1 non-trainable values\): a "
          r"hyperparameter held as state: momentum holds 0\.009999999776, the momentum",
          fm={"momentum_buffer": True}),
+    port("epsilon-a-float32-tensor-attribute", r"^FeatureMixing: the port's module holds "
+         r"weights outside the layer's table \(eps: .*a hyperparameter held as a tensor: eps "
+         r"holds 0\.001000000047, the epsilon, a plain tensor attribute .*\(checked: the "
+         r"port's float64 inference output is the spec's with epsilon 0\.001000000047",
+         fm={"__init__": _eps_as_tensor}),
     port("momentum-rounded-to-float32", r"^FeatureMixing: the momentum is rounded to float32 "
          r"\(float32\(0\.01\)\) before the update: it keeps 0\.009999999776",
          fm={"momentum_f32": True}),
     port("moving-stats-a-cumulative-average", r"^FeatureMixing: the moving statistics are a "
-         r"cumulative average of the training batches seen", fm={"cumulative": True}),
+         r"cumulative average of the training batches seen .* give the momentum a value: "
+         r"momentum=0\.99 in PyTorch's sense", fm={"cumulative": True}),
     port("inference-under-inference-mode", r"^FeatureMixing: part of the call runs under "
          r"torch\.inference_mode\(\)", fm={"inference_mode": True}),
     port("batch-size-kept-from-the-first-call", r"^FeatureMixing: the layer keeps a shape "

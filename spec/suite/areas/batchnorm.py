@@ -61,7 +61,8 @@ def bn_update(ctx):
             design = _seeded(ctx, case, handle, config, weights, got, flat, tol)
             if design is not None:
                 raise ClauseFailure(str(failure), diagnosis=design.format(
-                    keep=f"{ctx.spec.momentum:g}"), details=failure.details,
+                    keep=f"{ctx.spec.momentum:g}", new=f"{1 - ctx.spec.momentum:g}"),
+                    details=failure.details,
                     checked=True) from None
             if (failure.diagnosis or "").startswith(diagnose.MOMENTUM_ROUNDED.split("(")[0]):
                 raise ClauseFailure(str(failure), diagnosis=failure.diagnosis,
@@ -93,7 +94,8 @@ CUMULATIVE = (
     "the moving statistics are a cumulative average of the training batches seen (PyTorch's "
     "BatchNorm with momentum=None): the n-th training call keeps (n-1)/n of the old value, 0 "
     "at the first call, 1/2 at the second, 2/3 at the third, where the spec keeps {keep} at "
-    "every call; give the momentum a value"
+    "every call; give the momentum a value: momentum={new} in PyTorch's sense (the new "
+    "batch's share), {keep} in Keras's and Flax's (the old value's)"
 )
 
 
@@ -132,6 +134,15 @@ TRACKED = (
     "them and chains to the next, and an inference call with gradients on, or "
     "copy.deepcopy of the layer, then raises; update them under torch.no_grad() "
     "(running_mean.mul_(1 - m).add_(mean.detach(), alpha=m))"
+)
+
+
+# tensors the call keeps on the layer, none of them a moving statistic of the weight map
+KEPT_GRAPH = (
+    "the call keeps {paths} on the layer as a tensor of the training step's autograd graph (a "
+    "value cached for inspection, self.x = tensor, without .detach()): the step's graph and "
+    "its activations stay alive until the next call, and copy.deepcopy of the layer raises "
+    "(only leaf tensors support it); keep a detached copy, or none"
 )
 
 
@@ -177,12 +188,20 @@ def _state_after_gradient(ctx):
     # the weight-table clauses find) requires grad as a weight should
     weights = {p for w in ctx.spec.weight_table(case.config, case.input_shapes) if w.trainable
                for p, _ in getattr(handle.held.get(w.name), "pieces", ())}
-    held = [path for path in tracked() if path not in weights]
+    # other tensors the call leaves on the layer (a value cached for inspection) count where
+    # they are graph nodes: a leaf that requires grad (the call's input kept) holds no graph
+    statistics = {p for k in (MEAN, VAR) for p, _ in getattr(handle.held.get(k), "pieces", ())}
+    held = [path for path, node in tracked().items()
+            if path not in weights and (node or path in statistics)]
     if held:
+        kept = [path for path in held if path not in statistics]
         raise ClauseFailure(
-            f"after a training call that computes gradients, {', '.join(held)} hold autograd "
-            "history (requires_grad, grad_fn): they are graph nodes, not state",
-            diagnosis=TRACKED, checked=True)
+            f"after a training call that computes gradients, {', '.join(held)} "
+            + ("holds autograd history (requires_grad, grad_fn): it is a graph node"
+               if len(held) == 1 else "hold autograd history (requires_grad, grad_fn): they "
+               "are graph nodes") + ", not state",
+            diagnosis=(TRACKED if len(kept) < len(held)
+                       else KEPT_GRAPH.format(paths=", ".join(kept))), checked=True)
 
 
 

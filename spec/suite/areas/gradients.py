@@ -347,6 +347,14 @@ STATS_HELD = (
     "the batch mean and variance are treated as constants in backprop (stop_gradient/detach): "
     "the port's gradients are those of the spec with the batch statistics held fixed"
 )
+# one of the two statistics held: a detach on it, or a hand-written BatchNorm backward that
+# leaves out its term (the input gradient of a batch norm has one term through the mean and
+# one through the variance)
+ONE_STAT_HELD = (
+    "the batch {held} is treated as a constant in backprop, its {kept}'s term kept (a "
+    "detach on the {held}, or a hand-written BatchNorm backward without the {held}'s term): "
+    "the port's gradients are those of the spec with the batch {held} held fixed"
+)
 STANDARDISED_HELD = (
     "the standardised features are treated as constants in backprop ((x - mean) / sqrt(var + "
     "epsilon) computed under torch.no_grad(), or detached): gamma, beta and the Dense layers "
@@ -382,12 +390,27 @@ def _held_fixed(spec, config, weights, x, cot, training):
             out = spec.forward(config, weights_at(point), point["input 0"], training=False)[0]
             return float(np.sum(out * cot))
 
+        def one_held(which):
+            def objective(point):
+                xp = np.asarray(point["input 0"], np.float64)
+                own = xp.reshape(xp.shape[0], -1)
+                moving = {"norm.moving_mean": own.mean(axis=0),
+                          "norm.moving_variance": own.var(axis=0), **{which: stats[which]}}
+                out = spec.forward(config, {**weights_at(point), **moving}, xp,
+                                   training=False)[0]
+                return float(np.sum(out * cot))
+            return objective
+
         def standardised_held(point):
             # the branch reads the standardised x0 whatever the input; the residual adds it
             branch = spec.forward(config, weights_at(point), x0, training=False)[0] - x0
             return float(np.sum((point["input 0"] + branch) * cot))
 
-        return ([(STATS_HELD, held)] if training else []) + [
+        return ([(STATS_HELD, held),
+                 (ONE_STAT_HELD.format(held="variance", kept="mean"),
+                  one_held("norm.moving_variance")),
+                 (ONE_STAT_HELD.format(held="mean", kept="variance"),
+                  one_held("norm.moving_mean"))] if training else []) + [
             (STANDARDISED_HELD, standardised_held)]
     if spec.name == "GatedFeatureFusion":
         from portspec.layers.gated_feature_fusion import activate
@@ -435,14 +458,8 @@ BACKWARD = {
 
 
 def _diagnosis(problems, training, prefix=None):
-    # batch statistics held fixed change the input's gradient (gamma's and beta's are read off
-    # the same standardised values): without it among the wrong ones, it is not that
-    if training and all("norm." in p or "input" in p for p in problems) and any(
-            p.startswith("d/dinput") for p in problems):
-        return (
-            "only the input and BatchNorm gradients are off in training: the batch "
-            "statistics are treated as constants (stop_gradient/detach)"
-        )
+    # which part of the backward is wrong, read off which gradients agree; what held the
+    # batch statistics (or one of them) fixed is a hypothesis of _held_fixed, checked there
     return _backward_part(problems, prefix)
 
 

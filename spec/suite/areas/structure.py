@@ -409,6 +409,12 @@ HYPERPARAMETER = (
     "counted, saved and loaded with the weights, and it takes the weights' dtype (a float32 "
     "buffer rounds it); hold it as a plain Python number"
 )
+# the same held in a plain tensor attribute (self.eps = torch.tensor(eps)), no buffer
+HYPERPARAMETER_PLAIN = (
+    "a hyperparameter held as a tensor: {said}, a plain tensor attribute (torch.tensor(...), "
+    "float32 by default), which Module.to() neither moves nor casts, so a float64 layer "
+    "computes with its float32 rounding; hold it as a plain Python number"
+)
 
 
 def _hyperparameters(ctx, extra) -> str | None:
@@ -425,7 +431,9 @@ def _hyperparameters(ctx, extra) -> str | None:
         named.update({"momentum": ctx.spec.momentum, "momentum (PyTorch's sense)":
                       1.0 - ctx.spec.momentum, "epsilon": ctx.spec.epsilon})
     try:
-        values = ctx.build(case)._read()
+        handle = ctx.build(case)
+        values = handle._read()
+        plain = set(getattr(handle, "_plain", dict)())
     except Exception:  # noqa: BLE001 - a port that cannot be built says so elsewhere
         return None
     said = []
@@ -436,7 +444,42 @@ def _hyperparameters(ctx, extra) -> str | None:
         if not hit:
             return None
         said.append(f"{path} holds {float(value[0]):.10g}, the {hit[0]}")
-    return HYPERPARAMETER.format(said="; ".join(said))
+    if not set(extra) <= plain:
+        return HYPERPARAMETER.format(said="; ".join(said))
+    return HYPERPARAMETER_PLAIN.format(said="; ".join(said)) + _computes_with(ctx, values, extra)
+
+
+# what a float64 call computes with an epsilon held in float32: checked, the words say so
+# (rootcause._held_epsilon files the float64 failures of the layer under this cause)
+COMPUTES_WITH = (" (checked: the port's float64 inference output is the spec's with epsilon "
+                 "{held:.10g} in place of {eps:g})")
+
+
+def _computes_with(ctx, values, extra) -> str:
+    """``COMPUTES_WITH``, where one of ``extra`` holds the epsilon rounded otherwise than the
+    spec's and the port's float64 inference output is the spec oracle's with that epsilon
+    (and not with the spec's); else nothing."""
+    if ctx.spec.name != "FeatureMixing":
+        return ""
+    from portspec import variants
+
+    eps = ctx.spec.epsilon
+    held = [float(np.ravel(np.asarray(values[p], np.float64))[0]) for p in extra
+            if np.size(values.get(p, [])) == 1]
+    held = next((v for v in held if v != eps and v == float(np.float32(eps))), None)
+    if held is None:
+        return ""
+    try:
+        handle, _, config, weights, x = _float64_call(ctx)
+        got = np.asarray(handle.forward(x, training=False), np.float64)
+        want = variants.fm_forward(config, weights, x, training=False, eps=held)[0]
+        spec = ctx.spec.forward(config, weights, x, training=False)[0]
+    except Exception:  # noqa: BLE001 - a port that cannot be run so is not read so
+        return ""
+    tol = 1e-12 * (1.0 + float(np.abs(want).max()))
+    if np.abs(got - want).max() <= tol < np.abs(got - spec).max():
+        return COMPUTES_WITH.format(held=held, eps=eps)
+    return ""
 
 
 # values a normalisation caches from its moving variance (epsilon the spec's)
