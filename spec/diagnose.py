@@ -485,11 +485,14 @@ def _mixed(spec, held: dict) -> str | None:
     odd = sorted(k for k, d in held.items() if d != common)
     if not (odd and common):
         return None
+    dtypes = sorted({held[k] for k in odd})
+    why = ("a weight made from a NumPy array, torch.from_numpy(np.zeros(n)), keeps NumPy's "
+           "float64" if dtypes == ["float64"] else
+           f"a dtype given where they are made, dtype={dtypes[0]}: they hold and update "
+           f"{dtypes[0]}'s precision, where the spec's are {common}")
     return (f"a {spec.name} of this port built at the default dtype holds {', '.join(odd)} in "
-            f"{'/'.join(sorted({held[k] for k in odd}))} where its other weights are {common} "
-            "(a weight made from a NumPy array, torch.from_numpy(np.zeros(n)), keeps NumPy's "
-            "float64; Module.to() casts them only when the layer is cast): a call at the "
-            "default dtype meets both")
+            f"{'/'.join(dtypes)} where its other weights are {common} ({why}; Module.to() "
+            "casts them only when the layer is cast): a call at the default dtype meets both")
 
 
 def default_storage(adapter, spec) -> str | None:

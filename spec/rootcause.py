@@ -851,15 +851,18 @@ class Finding:
             parts.append(text)
         if self.raised:
             parts.append(self.raised)
-        if self.precision and self.stored:
+        # weights beyond the moving statistics held narrower: those, not the statistics' storage
+        # alone (a param_dtype left at float32 holds every weight so)
+        wider_held = bool(self.held) and not set(self.held) <= {MEAN, VAR}
+        if self.precision and self.stored and not wider_held:
             parts.append(f"moving statistics stored in {self.precision} (a float64 layer "
                          f"rounds the statistics it is given and those it updates to "
                          f"{self.precision}; its arithmetic is float64)")
-        elif self.precision and self.close:
+        elif self.precision and self.close and not wider_held:
             parts.append("float64 arithmetic a little off the oracle's (below float32 "
                          "rounding, so not float32: the framework's own approximation of a "
                          "function such as erf or tanh)")
-        elif self.precision and self.held and not set(self.held) <= {MEAN, VAR}:
+        elif self.precision and wider_held:
             names = ", ".join(sorted(self.held))
             dtypes = "/".join(sorted(set(self.held.values())))
             parts.append(f"a float64 call computed partly in {self.precision}: the float64 "

@@ -868,7 +868,7 @@ FM_SPACE = Space(
                         "moving": "moving statistics in training"},
         "infer_stats": {"moving": "moving statistics in inference",
                         "batch": "batch statistics in inference"},
-        "update": {"training": "moving statistics updated in training",
+        "update": {"training": "moving statistics updated in training calls only",
                    "never": "moving statistics never updated",
                    "always": "moving statistics updated in inference calls too"},
         "norm_training": {"called": "BatchNorm in the layer's own mode",

@@ -102,3 +102,17 @@ def test_weights_held_in_bfloat16_are_read_and_named():
     (dtype,) = results
     assert dtype.status == "failed" and "weight map" not in dtype.message, dtype.message
     assert "holds dense1.bias, dense1.kernel" in dtype.cause and "in bfloat16" in dtype.cause
+
+
+def test_a_constant_initialiser_is_not_called_a_seed_ignored():
+    """A kernel initialised to zeros gives the same values at every seed: FM-DETERMINISM says
+    it is a constant, not that the seed is ignored (a seed no draw reads)."""
+    from portspec.verify import verify
+
+    results = verify([str(FIXTURE)], tasks=[("dense2-kernel-initialised-to-zeros",
+                                             "FM-DETERMINISM")], isolate=False)
+    (found,) = [r for r in results if r.clause == "FM-DETERMINISM"]
+    assert found.status == "failed"
+    assert "every value of each is 0, whatever the seed (a constant initialiser" in \
+        found.message, found.message
+    assert "the seed is ignored" not in found.message

@@ -194,6 +194,11 @@ class Conforming(FlaxPortAdapter):
         return module.get_config()
 
 
+def _params32(self, *args, param_dtype=None, **kwargs):
+    # param_dtype left at float32 whatever the layer's dtype: every weight float32
+    FeatureMixing.__init__(self, *args, param_dtype=jnp.float32, **kwargs)
+
+
 def _sown(self, x):
     out = FeatureMixing.__call__(self, x)
     self.sow(nnx.Intermediate, "output", out)  # a tuple of every call's output
@@ -399,6 +404,9 @@ PORTS = [
     port("dense2-kernel-initialised-to-zeros", r"^FeatureMixing: initial weights set to the "
          r"constant 0 instead of Glorot-uniform \[dense2.kernel: every value equal\]",
          fm={"__init__": _dense2_zeros}),
+    port("param-dtype-left-at-float32", r"^FeatureMixing: a float64 call computed partly in "
+         r"float32: the float64 layer holds all its weights in float32",
+         fm={"__init__": _params32}),
     # not a mistake: a value recorded by the call (Module.sow) is no weight
     port("sows-its-output", {}, fm={"__call__": _sown}),
     # GatedFeatureFusion

@@ -477,6 +477,7 @@ class GFF(nn.Module):
         nn.init.zeros_(self.gate.bias)
 
     fallback = {}  # activation names a lookup misses, and what it falls back to
+    relu_capped = False  # the relu gate clamped to [0, 1]
 
     def _act(self, z):
         name = self.fixed or self.fallback.get(self.activation, self.activation)
@@ -502,6 +503,8 @@ class GFF(nn.Module):
             return (torch.tanh(z) + 1) / 2
         if name == "sigmoid" and self.custom_sigmoid:
             return _SigmoidGradS.apply(z)
+        if name == "relu" and self.relu_capped:  # "a gate stays in [0, 1]"
+            return torch.nn.functional.hardtanh(z, 0.0, 1.0)
         return {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[name](z)
 
     def forward(self, a, b):
@@ -639,6 +642,12 @@ def _default_dropouts_branch(self, z):
 def _eps_as_tensor(self, *args, **kwargs):
     FM.__init__(self, *args, **kwargs)
     self.eps = torch.tensor(self.eps)  # "no Python float for torch.compile": float32
+
+
+def _stats_half(self, *args, **kwargs):
+    FM.__init__(self, *args, **kwargs)
+    # "statistics in half precision to save memory": made float16, whatever the layer's dtype
+    self.moving_mean, self.moving_var = self.moving_mean.half(), self.moving_var.half()
 
 
 def _kept(self, x):
@@ -794,6 +803,9 @@ PORTS = [
     port("gff-relu-falls-back-to-sigmoid", r"^GatedFeatureFusion: activation='relu' computes "
          r"the sigmoid gate: .* its sigmoid, tanh, softmax gates are the spec's",
          gff={"fallback": {"relu": "sigmoid"}}),
+    port("gff-relu-capped-at-1", r"^GatedFeatureFusion: activation='relu' computes "
+         r"min\(max\(z, 0\), 1\), a ReLU capped at 1 .* the port's sigmoid, tanh, softmax gates "
+         r"are the spec's", gff={"relu_capped": True}),
     port("gff-gate-sees-a", {"sees": "a"}, gff={"sees": "a"}),
     port("gff-gate-sees-a-twice", {"sees": "aa"}, gff={"sees": "aa"}),
     port("gff-gated-residual", {"roles": "residual"}, gff={"roles": "residual"}),
@@ -948,6 +960,10 @@ PORTS = [
          r"outside the layer's table \(momentum: 0 trainable and 1 non-trainable values\): a "
          r"hyperparameter held as state: momentum holds 0\.009999999776, the momentum",
          fm={"momentum_buffer": True}),
+    port("moving-stats-made-float16", r"^FeatureMixing: a FeatureMixing of this port built at "
+         r"the default dtype holds norm.moving_mean, norm.moving_variance in float16 where its "
+         r"other weights are float32 \(a dtype given where they are made, dtype=float16",
+         fm={"__init__": _stats_half}),
     port("epsilon-a-float32-tensor-attribute", r"^FeatureMixing: the port's module holds "
          r"weights outside the layer's table \(eps: .*a hyperparameter held as a tensor: eps "
          r"holds 0\.001000000047, the epsilon, a plain tensor attribute .*\(checked: the "

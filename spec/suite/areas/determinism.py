@@ -61,6 +61,13 @@ def determinism(ctx):
         fixed = all(np.array_equal(ctx.build(case, seed=9).get_weights()[k], other[k],
                                     equal_nan=True)
                     for k in same)
+        ours = first.get_weights()
+        constant = [k for k in same if np.size(ours[k]) > 1 and np.ptp(np.ravel(ours[k])) == 0]
+        if constant == same:  # drawn from no generator at all: no seed could change them
+            raise ClauseFailure(
+                f"seeds 7 and 8 give the same {same}: every value of each is "
+                f"{_constant_words(ours, same)}, whatever the seed (a constant initialiser, "
+                "where the spec draws them from the seeded Glorot-uniform)")
         raise ClauseFailure(
             f"seeds 7 and 8 give the same {same}: the seed is ignored"
             + (" (seed 9 too)" if fixed else ""),
@@ -143,3 +150,8 @@ MASKS_SHARED = (
 
 def _dropout_config(config):
     return {**config, "dropout": 0.5} if "dropout" in config else None
+
+
+def _constant_words(weights, names) -> str:
+    values = sorted({float(np.ravel(weights[k])[0]) for k in names})
+    return " or ".join(f"{v:g}" for v in values)

@@ -405,7 +405,8 @@ def activations(ctx):
             compare_with_oracle(ctx, case, dtype="float64", training=False)
         except ClauseFailure as failure:
             said = (_activation_scaled(ctx, case, cases)
-                    or _activation_as_another(ctx, case, cases))
+                    or _activation_as_another(ctx, case, cases)
+                    or _activation_read(ctx, case, cases))
             if said is None:
                 raise
             raise ClauseFailure(str(failure), diagnosis=said, checked=True) from None
@@ -449,6 +450,19 @@ def _others_conform(ctx, case, cases) -> list | None:
     return others
 
 
+def _gate_call(ctx, case, cases):
+    """(the other cases, the port's float64 inference output for ``case``, the spec's gate
+    pre-activation z, a, b), where every other case of ``cases`` gives the spec's output;
+    None where one does not."""
+    others = _others_conform(ctx, case, cases)
+    if others is None:
+        return None
+    handle, config, weights, (a, b) = _primed(ctx, case, "float64", False)
+    out = np.asarray(handle.forward([a, b], training=False), np.float64)
+    z = np.concatenate([a, b], axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
+    return others, out, z, a, b
+
+
 def _activation_scaled(ctx, case, cases) -> str | None:
     """``ACTIVATION_SCALED``: the gate of ``case``'s activation (sigmoid or tanh), read back
     from the port's output where the two inputs differ, is that activation of c times the
@@ -458,12 +472,10 @@ def _activation_scaled(ctx, case, cases) -> str | None:
     name = case.config.get("activation")
     if name not in _INVERSE:
         return None
-    others = _others_conform(ctx, case, cases)
-    if others is None:
+    read = _gate_call(ctx, case, cases)
+    if read is None:
         return None
-    handle, config, weights, (a, b) = _primed(ctx, case, "float64", False)
-    out = np.asarray(handle.forward([a, b], training=False), np.float64)
-    z = np.concatenate([a, b], axis=-1) @ weights["gate.kernel"] + weights["gate.bias"]
+    others, out, z, a, b = read
     inverse, forward, (lo, hi) = _INVERSE[name]
     with np.errstate(divide="ignore", invalid="ignore"):
         g = (out - b) / (a - b)
@@ -486,6 +498,45 @@ ACTIVATION_AS_ANOTHER = (
     "name falls through to another activation: a lookup's default, dict.get(name, ...), or "
     "an if/elif chain without that branch)"
 )
+
+
+ACTIVATION_READ = (
+    "activation={name!r} computes {what}: the gate read back from the output, (out - b) / "
+    "(a - b), is that function of the spec's pre-activation, and the output is the spec's "
+    "with it to float64's tolerance; the port's {others} gates are the spec's"
+)
+# elementwise functions a gate's activation is mistaken for: (words, f(z))
+_READ_AS = [
+    ("min(max(z, 0), 1), a ReLU capped at 1 (hardtanh(z, 0, 1), or a clamp to the sigmoid's "
+     "range)", lambda z: np.clip(z, 0.0, 1.0)),
+    ("min(max(z, 0), 6), ReLU6", lambda z: np.clip(z, 0.0, 6.0)),
+    ("a leaky ReLU, max(z, 0.01 z)", lambda z: np.where(z > 0, z, 0.01 * z)),
+    ("a leaky ReLU, max(z, 0.2 z) (Keras's LeakyReLU default)",
+     lambda z: np.where(z > 0, z, 0.2 * z)),
+    ("ELU, z or exp(z) - 1", lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0.0)))),
+    ("softplus, log(1 + exp(z))", lambda z: np.logaddexp(0.0, z)),
+    ("SiLU, z sigmoid(z)", lambda z: z / (1.0 + np.exp(-z))),
+    ("|z|", np.abs),
+    ("the identity (no activation)", lambda z: z),
+]
+
+
+def _activation_read(ctx, case, cases) -> str | None:
+    """``ACTIVATION_READ``: ``case``'s gate, read back from the port's float64 output where
+    the two inputs differ, is one of ``_READ_AS`` of the spec's pre-activation, the whole
+    output is the spec's with that gate, and every other activation of ``cases`` gives the
+    spec's output (a kernel or bias off would move them all)."""
+    read = _gate_call(ctx, case, cases)
+    if read is None:
+        return None
+    others, out, z, a, b = read
+    for what, f in _READ_AS:
+        gate = f(z)
+        if close(out, gate * a + (1.0 - gate) * b, FORWARD["float64"]):
+            return ACTIVATION_READ.format(name=case.config.get("activation"), what=what,
+                                          others=", ".join(o.config["activation"]
+                                                           for o in others))
+    return None
 
 
 def _activation_as_another(ctx, case, cases) -> str | None:
