@@ -233,6 +233,17 @@ def _cause_of(r) -> str:
     return cause
 
 
+def _explained(r, number: dict) -> list[tuple[str, object]]:
+    """What every report says of a failure after its message: ("cause", n) where its root
+    cause is numbered above (``cause_numbers``), else ("diagnosis", text) and ("root cause",
+    text), each where it is set."""
+    n = number.get((r.impl, r.clause))
+    if n is not None:
+        return [("cause", n)]
+    return [(kind, v) for kind, v in (("diagnosis", r.diagnosis), ("root cause", _cause_of(r)))
+            if v]
+
+
 def detail_lists(details: dict | None) -> list[tuple[str, list[str]]]:
     """(key, items) for every list of text a clause left in its details (the bad inputs it
     tried, ...), each item on one line: the message names the first few only, the Markdown and
@@ -293,13 +304,8 @@ def terminal(results, color: bool | None = None, reports: list[str] | tuple = ()
                 ids = same[id(r)]
                 lines.append(f"    the same error (names' numbers aside) in {len(ids)} more: "
                              f"{', '.join(ids)}")
-            if (r.impl, r.clause) in number:
-                lines.append(f"    root cause: ({number[r.impl, r.clause]}) above")
-                continue
-            if r.diagnosis:
-                lines.append(f"    diagnosis: {r.diagnosis}")
-            if _cause_of(r):
-                lines.append(f"    root cause: {_cause_of(r)}")
+            lines += [f"    root cause: ({v}) above" if kind == "cause" else f"    {kind}: {v}"
+                      for kind, v in _explained(r, number)]
         lines += cases_named(failed)
     skips = _skips(results)
     if skips:
@@ -437,13 +443,9 @@ def to_markdown(results, title: str | None = None, meta: dict | None = None) -> 
             if same.get(id(r)):
                 line += (f"  \n  the same error (names' numbers aside) in {len(same[id(r)])} "
                          f"more: {', '.join(same[id(r)])}")
-            if (r.impl, r.clause) in number:
-                line += f"  \n  *Root cause:* ({number[r.impl, r.clause]}) above"
-            else:
-                if r.diagnosis:
-                    line += f"  \n  *Diagnosis:* {_md(r.diagnosis)}"
-                if _cause_of(r):
-                    line += f"  \n  *Root cause:* {_md(_cause_of(r))}"
+            line += "".join(f"  \n  *Root cause:* ({v}) above" if kind == "cause"
+                            else f"  \n  *{kind.capitalize()}:* {_md(v)}"
+                            for kind, v in _explained(r, number))
             lines.append(line)
             for key, items in detail_lists(r.details) if _not_shown(r) else ():  # whole
                 lines.append(f"  - {_md(key)} ({len(items)}):")
@@ -587,14 +589,11 @@ def to_html(results, title: str | None = None, meta: dict | None = None) -> str:
         number = cause_numbers(root_causes(results))
         for r in failed:
             item = f"<code>{esc(r.clause)}</code> ({esc(r.impl)}): {esc(one_line(r.message))}"
-            if (r.impl, r.clause) in number:  # the cause once, above; each entry links to it
-                n = number[r.impl, r.clause]
-                item += f'<br><span class="diag">Root cause: <a href="#cause-{n}">({n})</a></span>'
-            else:
-                if r.diagnosis:
-                    item += f'<br><span class="diag">Diagnosis: {esc(r.diagnosis)}</span>'
-                if _cause_of(r):
-                    item += f'<br><span class="diag">Root cause: {esc(_cause_of(r))}</span>'
+            # the cause once, above: each entry links to it
+            item += "".join(f'<br><span class="diag">Root cause: <a href="#cause-{v}">({v})</a>'
+                            "</span>" if kind == "cause" else
+                            f'<br><span class="diag">{kind.capitalize()}: {esc(v)}</span>'
+                            for kind, v in _explained(r, number))
             item += _html_details(r.details)
             parts.append(f'<li id="{_anchor(r)}">{item}</li>')
         parts.append("</ul>")

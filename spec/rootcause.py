@@ -2359,13 +2359,22 @@ def _rounded_by_its_buffer(results, findings):
     from portspec.suite.areas.structure import HYPERPARAMETER
 
     held, rounded = HYPERPARAMETER.split("{")[0], MOMENTUM_ROUNDED.split("(")[0]
-    design = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
-              if r.status == "failed" and held in (r.cause or "") and ", the momentum" in r.cause}
+    return _refile(results, findings,
+                   lambda r: r.status == "failed" and held in (r.cause or "")
+                   and ", the momentum" in r.cause,
+                   lambda r, found: r.status == "failed" and rounded in (r.cause or ""))
+
+
+def _refile(results, findings, owns, moves):
+    """Each result ``moves(result, finding)`` picks takes the cause of the (last) result of
+    the same implementation and layer that ``owns(result)`` picks, ``finding`` that layer's
+    (None where it has none): the post-passes that put one cause's other symptoms under it."""
+    owner = {(r.impl, r.clause.split("-")[0]): r.cause for r in results if owns(r)}
     out = []
     for r in results:
-        cause = design.get((r.impl, r.clause.split("-")[0]))
-        if cause and r.status == "failed" and rounded in (r.cause or ""):
-            r = replace(r, cause=cause)
+        key = (r.impl, r.clause.split("-")[0])
+        if owner.get(key) and moves(r, findings.get(key)):
+            r = replace(r, cause=owner[key])
         out.append(r)
     return out
 
@@ -2473,17 +2482,11 @@ def _held_epsilon(results, findings):
     from portspec.suite.areas.structure import COMPUTES_WITH
 
     mark = COMPUTES_WITH.split("{")[0]
-    held = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
-            if r.status == "failed" and mark in (r.cause or "")}
-    out = []
-    for r in results:
-        cause = held.get((r.impl, r.clause.split("-")[0]))
-        if cause and r.status == "failed" and (
-                (r.cause or "").startswith(UNEXPLAINED)
-                or "as plain tensor attributes, not registered" in (r.cause or "")):
-            r = replace(r, cause=cause)
-        out.append(r)
-    return out
+    return _refile(results, findings,
+                   lambda r: r.status == "failed" and mark in (r.cause or ""),
+                   lambda r, found: r.status == "failed" and (
+                       (r.cause or "").startswith(UNEXPLAINED)
+                       or "as plain tensor attributes, not registered" in (r.cause or "")))
 
 
 def _kept_batch(results, findings):
@@ -2760,18 +2763,11 @@ def _dropped_input(results, findings):
     alone are put down to it."""
     from portspec.suite.areas.structure import INPUT_DROPPED
 
-    dropped = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
-               if r.status == "failed" and INPUT_DROPPED in (r.cause or "")}
-    out = []
-    for r in results:
-        key = (r.impl, r.clause.split("-")[0])
-        found = findings.get(key)
-        if (key in dropped and found is not None and found.located and not found.fits
-                and r.cause == found.line()
-                and all(scope == "dropout" for _, scope in found.located)):
-            r = replace(r, cause=dropped[key])
-        out.append(r)
-    return out
+    return _refile(results, findings,
+                   lambda r: r.status == "failed" and INPUT_DROPPED in (r.cause or ""),
+                   lambda r, found: found is not None and found.located and not found.fits
+                   and r.cause == found.line()
+                   and all(scope == "dropout" for _, scope in found.located))
 
 
 def _rooted(text: str) -> bool:
@@ -2835,19 +2831,13 @@ def _bigger_module(results, findings):
     to it."""
     from portspec.suite.areas.structure import BIGGER, JOINED
 
-    bigger = {(r.impl, r.clause.split("-")[0]): r.cause for r in results
-              if r.status == "failed" and (BIGGER in (r.cause or "") or JOINED in (r.cause or ""))}
-    out = []
-    for r in results:
-        key = (r.impl, r.clause.split("-")[0])
-        found = findings.get(key)
-        # the staged probe's reading too: it reads the block's computation as the layer's
-        located = found is not None and found.located and r.cause == found.line()
-        if key in bigger and ((r.cause or "").startswith(UNEXPLAINED) or located) \
-                and found is not None and not found.fits:
-            r = replace(r, cause=bigger[key])
-        out.append(r)
-    return out
+    # the staged probe's reading too: it reads the block's computation as the layer's
+    return _refile(results, findings,
+                   lambda r: r.status == "failed" and (BIGGER in (r.cause or "")
+                                                       or JOINED in (r.cause or "")),
+                   lambda r, found: found is not None and not found.fits and (
+                       (r.cause or "").startswith(UNEXPLAINED)
+                       or (found.located and r.cause == found.line())))
 
 
 def _search_records(layer: str, records: list) -> Finding:

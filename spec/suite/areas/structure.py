@@ -13,7 +13,7 @@ from portspec.clauses import ClauseFailure
 from portspec.layers import Case
 from portspec.ports.base import SPLIT_HINT
 from portspec.suite.checks import check
-from portspec.tolerances import FORWARD, same_result
+from portspec.tolerances import FORWARD, close, same_result
 
 
 @check("shape")
@@ -476,8 +476,7 @@ def _computes_with(ctx, values, extra) -> str:
         spec = ctx.spec.forward(config, weights, x, training=False)[0]
     except Exception:  # noqa: BLE001 - a port that cannot be run so is not read so
         return ""
-    tol = 1e-12 * (1.0 + float(np.abs(want).max()))
-    if np.abs(got - want).max() <= tol < np.abs(got - spec).max():
+    if close(got, want, FORWARD["float64"]) and not close(got, spec, FORWARD["float64"]):
         return COMPUTES_WITH.format(held=held, eps=eps)
     return ""
 
